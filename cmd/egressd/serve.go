@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy"
+	"github.com/egressd/egressd/proxy/config"
+)
+
+func cmdServe(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "config file (YAML); empty: the embedded default config")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: egressd serve [--config FILE]
+
+Runs the proxy. Without --config it uses the embedded default: HTTP/CONNECT on
+127.0.0.1:3128, SOCKS5 on 127.0.0.1:1080, admin on 127.0.0.1:9090, policy in
+report mode (public destinations allowed and logged as decision=report,
+private and special-purpose ranges denied).
+
+Signals: SIGHUP (or a change of the config file) reloads the policy; a bad
+file is rejected and the old policy keeps serving. SIGTERM drains: /readyz
+turns 503, after timeouts.drain_delay the listeners close, in-flight work gets
+timeouts.drain; a second SIGTERM cuts at once.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return flagExit(err)
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "egressd serve: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	cfg, pol, raw, err := loadConfig(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "egressd: %v\n", err)
+		return 1
+	}
+	diag := newDiagLogger(stderr, cfg.Log.Level)
+	defer diag.Sync()
+	var access *zap.Logger
+	if cfg.Log.Access {
+		var buf *zapcore.BufferedWriteSyncer
+		access, buf = newAccessLogger(stdout)
+		defer buf.Stop() // flushes
+	}
+	srv, err := proxy.New(cfg, pol, raw, proxy.Options{Diag: diag, Access: access})
+	if err != nil {
+		diag.Error("startup failed", zap.Error(err))
+		return 1
+	}
+	if err := srv.Start(); err != nil {
+		diag.Error("startup failed", zap.Error(err))
+		return 1
+	}
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	reload := func(why string) {
+		cfg, pol, raw, err := loadConfig(*path)
+		if err != nil {
+			srv.ReloadFailed()
+			diag.Error("config reload rejected; the old policy keeps serving", zap.String("trigger", why), zap.Error(err))
+			return
+		}
+		srv.Reload(cfg, pol, raw)
+		diag.Info("config reloaded", zap.String("trigger", why))
+	}
+	changes, stopWatch := watchConfig(*path, diag)
+	defer stopWatch()
+
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				reload("SIGHUP")
+				continue
+			}
+			// First SIGTERM/SIGINT drains; a second one cuts at once.
+			ctx, cut := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				srv.Drain(ctx)
+				close(done)
+			}()
+			for {
+				select {
+				case <-done:
+					cut()
+					diag.Info("stopped")
+					return 0
+				case sig := <-sigs:
+					if sig != syscall.SIGHUP {
+						diag.Info("second signal: cutting now")
+						cut()
+					}
+				}
+			}
+		case <-changes:
+			reload("file change")
+		}
+	}
+}
+
+// watchConfig reports changes of the config file. It watches the directory,
+// not the file, so that editors' rename-into-place and Kubernetes ConfigMap
+// symlink swaps are seen. Events are debounced.
+func watchConfig(path string, diag *zap.Logger) (<-chan struct{}, func()) {
+	out := make(chan struct{}, 1)
+	if path == "" {
+		return out, func() {}
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		diag.Warn("config file watch unavailable; SIGHUP still reloads", zap.Error(err))
+		return out, func() {}
+	}
+	dir := filepath.Dir(path)
+	if err := w.Add(dir); err != nil {
+		diag.Warn("config file watch unavailable; SIGHUP still reloads", zap.Error(err))
+		w.Close()
+		return out, func() {}
+	}
+	base := filepath.Base(path)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var timer *time.Timer
+		var fire <-chan time.Time
+		for {
+			select {
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				// ConfigMaps swap a "..data" symlink; plain files change in place.
+				name := filepath.Base(ev.Name)
+				if name != base && name != "..data" {
+					continue
+				}
+				if timer == nil {
+					timer = time.NewTimer(250 * time.Millisecond)
+				} else {
+					timer.Reset(250 * time.Millisecond)
+				}
+				fire = timer.C
+			case <-fire:
+				fire = nil
+				select {
+				case out <- struct{}{}:
+				default:
+				}
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				diag.Warn("config watch error", zap.Error(err))
+			case <-stop:
+				return
+			}
+		}
+	}()
+	return out, func() {
+		close(stop)
+		w.Close()
+		<-done
+	}
+}
+
+func loadConfig(path string) (*config.Config, *policy.Policy, []byte, error) {
+	if path == "" {
+		cfg, pol, err := config.Default()
+		return cfg, pol, config.DefaultYAML(), err
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cfg, pol, err := config.LoadBytes(raw, path)
+	return cfg, pol, raw, err
+}
+
+func flagExit(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
+}
+
+// newAccessLogger writes one JSON line per request or tunnel to w with the
+// contract keys only. Lines are buffered briefly to save a write per request.
+func newAccessLogger(w io.Writer) (*zap.Logger, *zapcore.BufferedWriteSyncer) {
+	enc := zapcore.NewJSONEncoder(zapcore.EncoderConfig{
+		TimeKey:        "ts",
+		EncodeTime:     zapcore.RFC3339NanoTimeEncoder,
+		EncodeDuration: zapcore.MillisDurationEncoder,
+		LineEnding:     zapcore.DefaultLineEnding,
+	})
+	ws := &zapcore.BufferedWriteSyncer{
+		WS:            zapcore.AddSync(w),
+		Size:          256 * 1024,
+		FlushInterval: 200 * time.Millisecond,
+	}
+	return zap.New(zapcore.NewCore(enc, ws, zapcore.InfoLevel)), ws
+}
+
+func newDiagLogger(w io.Writer, level string) *zap.Logger {
+	lvl := zapcore.InfoLevel
+	_ = lvl.Set(level)
+	enc := zapcore.NewJSONEncoder(zapcore.EncoderConfig{
+		TimeKey:        "ts",
+		LevelKey:       "level",
+		NameKey:        "logger",
+		MessageKey:     "msg",
+		EncodeTime:     zapcore.RFC3339NanoTimeEncoder,
+		EncodeLevel:    zapcore.LowercaseLevelEncoder,
+		EncodeDuration: zapcore.StringDurationEncoder,
+		LineEnding:     zapcore.DefaultLineEnding,
+	})
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl))
+}

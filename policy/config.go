@@ -1,0 +1,295 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Modes.
+const (
+	ModeEnforce = "enforce" // deny what no rule allows
+	ModeReport  = "report"  // let it through as Verdict Report and log it; never relaxes private ranges
+)
+
+// DefaultRanges is the deny_ranges keyword that expands to SpecialRanges.
+const DefaultRanges = "default"
+
+// Config is the policy section of the config file, as written. Compile
+// validates it and turns it into a *Policy. The zero value compiles to an
+// enforcing policy with no rules and no range checks (Compile does not apply
+// file defaults; proxy/config does).
+type Config struct {
+	Mode        string           `yaml:"mode"`         // enforce | report; "" means enforce
+	DenyRanges  []string         `yaml:"deny_ranges"`  // CIDRs, single IPs, or "default"
+	AllowRanges []string         `yaml:"allow_ranges"` // exceptions carved out of DenyRanges
+	RequireSNI  bool             `yaml:"require_sni"`  // tunnels to TLSPorts must send an SNI
+	TLSPorts    []int            `yaml:"tls_ports"`    // tunnels to these ports must carry TLS
+	Groups      map[string]Group `yaml:"groups"`       // client groups by name
+	Rules       []Rule           `yaml:"rules"`        // first match wins
+}
+
+// Group is a set of clients: a client belongs to it when its address is in
+// CIDRs or its authenticated user name is in Users.
+type Group struct {
+	CIDRs []string `yaml:"cidrs"`
+	Users []string `yaml:"users"`
+}
+
+// Rule allows clients (of Groups, or any client when empty) to reach Hosts or
+// CIDRs on Ports.
+type Rule struct {
+	Name        string   `yaml:"name"`         // required, unique
+	Groups      []string `yaml:"groups"`       // empty: any client
+	Hosts       []string `yaml:"hosts"`        // "example.com" or "*.example.com"
+	CIDRs       []string `yaml:"cidrs"`        // IP-literal destinations; also exceptions to deny ranges
+	Ports       []int    `yaml:"ports"`        // required, 1..65535
+	AllowRanges []string `yaml:"allow_ranges"` // deny-range exceptions for this rule's destinations
+}
+
+// FieldError is one validation error in a Config. Path is relative to the
+// policy section, for example "rules[2].hosts[0]".
+type FieldError struct {
+	Path string
+	Msg  string
+}
+
+// Error returns "path: message".
+func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
+
+// Policy is a compiled, immutable policy. It is safe for concurrent use; swap
+// whole snapshots with Engine.Store.
+type Policy struct {
+	mode       string
+	requireSNI bool
+	tlsPorts   []uint16
+
+	deny  prefixSet
+	allow prefixSet
+
+	groups []group
+	rules  []rule
+
+	exact     map[string][]int32 // normalized host -> sorted rule indexes
+	wildcard  map[string][]int32 // suffix of "*.suffix" -> sorted rule indexes
+	cidrRules []cidrEntry        // in rule order
+}
+
+type group struct {
+	name  string
+	cidrs []netip.Prefix
+	users map[string]struct{}
+}
+
+type rule struct {
+	name   string
+	groups []int
+	ports  []uint16       // sorted
+	allow  []netip.Prefix // allow_ranges and cidrs: exceptions to the deny ranges
+}
+
+type cidrEntry struct {
+	prefix netip.Prefix
+	rule   int32
+}
+
+type compiler struct {
+	errs []error
+}
+
+func (c *compiler) errorf(path, format string, args ...any) {
+	c.errs = append(c.errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// Compile validates c and builds a Policy. The error joins one *FieldError per
+// problem found (errors.Join), so every mistake is reported at once.
+func Compile(c Config) (*Policy, error) {
+	var cc compiler
+	p := &Policy{
+		mode:       c.Mode,
+		requireSNI: c.RequireSNI,
+		exact:      make(map[string][]int32),
+		wildcard:   make(map[string][]int32),
+	}
+	switch c.Mode {
+	case "":
+		p.mode = ModeEnforce
+	case ModeEnforce, ModeReport:
+	default:
+		cc.errorf("mode", "%q: must be enforce or report", c.Mode)
+	}
+	p.tlsPorts = cc.ports("tls_ports", c.TLSPorts, false)
+
+	var deny, allow []netip.Prefix
+	for i, s := range c.DenyRanges {
+		if s == DefaultRanges {
+			deny = append(deny, SpecialRanges()...)
+			continue
+		}
+		if pr, ok := cc.prefix(fmt.Sprintf("deny_ranges[%d]", i), s); ok {
+			deny = append(deny, pr)
+		}
+	}
+	for i, s := range c.AllowRanges {
+		if pr, ok := cc.prefix(fmt.Sprintf("allow_ranges[%d]", i), s); ok {
+			allow = append(allow, pr)
+		}
+	}
+	p.deny = newPrefixSet(deny)
+	p.allow = newPrefixSet(allow)
+	for i, pr := range allow {
+		cc.checkException(fmt.Sprintf("allow_ranges[%d]", i), pr, p.deny)
+	}
+
+	groupIndex := make(map[string]int, len(c.Groups))
+	names := make([]string, 0, len(c.Groups))
+	for name := range c.Groups {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		g := c.Groups[name]
+		path := "groups." + name
+		if name == "" {
+			cc.errorf(path, "group name must not be empty")
+		}
+		cg := group{name: name, users: make(map[string]struct{}, len(g.Users))}
+		for i, s := range g.CIDRs {
+			if pr, ok := cc.prefix(fmt.Sprintf("%s.cidrs[%d]", path, i), s); ok {
+				cg.cidrs = append(cg.cidrs, pr)
+			}
+		}
+		for i, u := range g.Users {
+			if u == "" {
+				cc.errorf(fmt.Sprintf("%s.users[%d]", path, i), "user name must not be empty")
+			}
+			cg.users[u] = struct{}{}
+		}
+		groupIndex[name] = len(p.groups)
+		p.groups = append(p.groups, cg)
+	}
+
+	seen := make(map[string]int, len(c.Rules))
+	for i, r := range c.Rules {
+		path := fmt.Sprintf("rules[%d]", i)
+		idx := int32(i)
+		cr := rule{name: r.Name}
+		switch prev, dup := seen[r.Name]; {
+		case r.Name == "":
+			cc.errorf(path+".name", "required")
+		case dup:
+			cc.errorf(path+".name", "%q: duplicate rule name (also rules[%d])", r.Name, prev)
+		default:
+			seen[r.Name] = i
+		}
+		for j, g := range r.Groups {
+			gi, ok := groupIndex[g]
+			if !ok {
+				cc.errorf(fmt.Sprintf("%s.groups[%d]", path, j), "%q: no such group", g)
+				continue
+			}
+			if !slices.Contains(cr.groups, gi) {
+				cr.groups = append(cr.groups, gi)
+			}
+		}
+		if len(r.Hosts) == 0 && len(r.CIDRs) == 0 {
+			cc.errorf(path, "rule matches nothing: set hosts or cidrs")
+		}
+		for j, s := range r.Hosts {
+			hp, err := ParseHostPattern(s)
+			if err != nil {
+				cc.errorf(fmt.Sprintf("%s.hosts[%d]", path, j), "%q: %v", s, err)
+				continue
+			}
+			m := p.exact
+			if hp.Wildcard {
+				m = p.wildcard
+			}
+			if l := m[hp.Name]; len(l) == 0 || l[len(l)-1] != idx {
+				m[hp.Name] = append(l, idx)
+			}
+		}
+		for j, s := range r.CIDRs {
+			if pr, ok := cc.prefix(fmt.Sprintf("%s.cidrs[%d]", path, j), s); ok {
+				p.cidrRules = append(p.cidrRules, cidrEntry{prefix: pr, rule: idx})
+				cr.allow = append(cr.allow, pr)
+			}
+		}
+		for j, s := range r.AllowRanges {
+			jp := fmt.Sprintf("%s.allow_ranges[%d]", path, j)
+			if pr, ok := cc.prefix(jp, s); ok {
+				cc.checkException(jp, pr, p.deny)
+				cr.allow = append(cr.allow, pr)
+			}
+		}
+		cr.ports = cc.ports(path+".ports", r.Ports, true)
+		p.rules = append(p.rules, cr)
+	}
+	if len(cc.errs) > 0 {
+		return nil, errors.Join(cc.errs...)
+	}
+	return p, nil
+}
+
+func (c *compiler) ports(path string, in []int, required bool) []uint16 {
+	if required && len(in) == 0 {
+		c.errorf(path, "required: list at least one port")
+	}
+	out := make([]uint16, 0, len(in))
+	for i, v := range in {
+		if v < 1 || v > 65535 {
+			c.errorf(fmt.Sprintf("%s[%d]", path, i), "%d: port must be 1..65535", v)
+			continue
+		}
+		out = append(out, uint16(v))
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func (c *compiler) prefix(path, s string) (netip.Prefix, bool) {
+	p, err := ParsePrefix(s)
+	if err != nil {
+		c.errorf(path, "%q: %v", s, err)
+		return netip.Prefix{}, false
+	}
+	return p, true
+}
+
+// checkException rejects allow entries that cannot change a decision: ones
+// outside every deny range, and ones equal to a deny range (a tie is denied).
+func (c *compiler) checkException(path string, p netip.Prefix, deny prefixSet) {
+	if deny.has(p) {
+		c.errorf(path, "%s: equals a deny range, and a tie is denied: use a more specific prefix", p)
+		return
+	}
+	if !deny.overlaps(p) {
+		c.errorf(path, "%s: not inside any deny range, so it has no effect", p)
+	}
+}
+
+// ParsePrefix parses a CIDR or a single IP (as a /32 or /128). Zones and
+// prefixes with host bits set are rejected; IPv4-mapped IPv6 prefixes stay
+// IPv6 (::ffff:0:0/96 never turns into 0.0.0.0/0).
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.IndexByte(s, '%') >= 0 {
+		return netip.Prefix{}, errors.New("zones are not allowed")
+	}
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, errors.New("not a CIDR or IP address")
+		}
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, errors.New("not a CIDR or IP address")
+	}
+	if m := p.Masked(); m != p {
+		return netip.Prefix{}, fmt.Errorf("host bits set: did you mean %s", m)
+	}
+	return p, nil
+}

@@ -1,0 +1,32 @@
+// Package policy owns every egress decision egressd makes.
+//
+// It holds the policy section of the config (Config), compiles it into an
+// immutable *Policy (Compile), and answers requests from every front end
+// through one Decider (Engine). It owns destination normalization
+// (NormalizeHost: case, trailing dot, IDNA to punycode, IP literals in every
+// inet_aton spelling), host patterns, client groups, rule matching, the
+// special-purpose address ranges and the report-mode switch. It imports
+// nothing from proxy/ or cache/; its only I/O is the injected Resolver.
+//
+// # Decision order
+//
+// A request is normalized, matched against the rules (first match wins;
+// exact names, "*.suffix" wildcards at any depth but not the apex, and cidrs
+// for IP-literal destinations only), then resolved, and every address is
+// checked against deny_ranges with allow_ranges and the matched rule's
+// allow_ranges and cidrs as exceptions: the most specific prefix wins and a
+// tie is denied. An IPv6 address that embeds an IPv4 address (mapped,
+// compatible, NAT64, 6to4, Teredo) is denied if either address is.
+//
+// Report mode turns not_allowed, port_not_allowed, sni_missing, sni_mismatch
+// and protocol_mismatch into Verdict Report; it never relaxes private_range.
+// A host that cannot be normalized is denied with not_allowed in every mode:
+// no rule can name it and there is nothing safe to dial.
+//
+// # Performance
+//
+// Exact hosts and wildcard suffixes are map keys with sorted rule-index
+// lists, so Match costs one lookup per label of the host regardless of the
+// number of rules, and allocates nothing for normalized ASCII names. The
+// range check does one map lookup per distinct prefix length.
+package policy

@@ -1,0 +1,148 @@
+package policy
+
+import (
+	"net/netip"
+	"slices"
+)
+
+// MatchResult is the outcome of matching a Request against the rules, before
+// mode, DNS and ranges are applied.
+type MatchResult struct {
+	Host     string     // normalized host ("" when Err is set)
+	Addr     netip.Addr // the address when IsIP
+	IsIP     bool       // Host is an IP literal
+	Rule     int        // index of the deciding rule, -1 when none
+	RuleName string     // name of the deciding rule
+	Group    string     // group through which the rule applied; "" for any-client rules
+	Reason   Reason     // "" (a rule allows it), ReasonNotAllowed or ReasonPortNotAllowed
+	Err      error      // the host could not be normalized (Reason is ReasonNotAllowed)
+}
+
+// Match finds the first rule (lowest index) that allows r. It normalizes
+// r.Host, does no DNS, and does not allocate for normalized ASCII hosts and
+// canonical IPs. Its cost depends on the number of labels in the host and the
+// rules sharing a pattern, not on the number of rules.
+//
+// When no rule allows r, Reason is ReasonPortNotAllowed if some rule for this
+// client matches the host (or IP) on other ports, else ReasonNotAllowed.
+func (p *Policy) Match(r Request) MatchResult {
+	host, addr, isIP, err := NormalizeHost(r.Host)
+	if err != nil {
+		return MatchResult{Rule: -1, Reason: ReasonNotAllowed, Err: err}
+	}
+	m := MatchResult{Host: host, Addr: addr, IsIP: isIP, Rule: -1}
+	ms := matchState{p: p, client: r.Client, port: r.Port, best: -1}
+	ms.client.Addr = ms.client.Addr.Unmap()
+	if isIP {
+		ms.ip(addr)
+		if addr.Is4In6() {
+			ms.ip(addr.Unmap())
+		}
+	} else {
+		ms.consider(p.exact[host])
+		for i := 0; i < len(host); i++ {
+			if host[i] == '.' {
+				ms.consider(p.wildcard[host[i+1:]])
+			}
+		}
+	}
+	switch {
+	case ms.best >= 0:
+		m.Rule, m.RuleName, m.Group = ms.best, p.rules[ms.best].name, ms.group
+	case ms.hostMatched:
+		m.Reason = ReasonPortNotAllowed
+	default:
+		m.Reason = ReasonNotAllowed
+	}
+	return m
+}
+
+type matchState struct {
+	p           *Policy
+	client      Client
+	port        uint16
+	best        int
+	group       string
+	hostMatched bool
+}
+
+// consider looks at the rules (sorted indexes) whose pattern matched the host.
+func (ms *matchState) consider(rules []int32) {
+	for _, ri := range rules {
+		if ms.best >= 0 && int(ri) >= ms.best {
+			return
+		}
+		ms.try(int(ri))
+	}
+}
+
+func (ms *matchState) ip(a netip.Addr) {
+	for _, e := range ms.p.cidrRules {
+		if ms.best >= 0 && int(e.rule) >= ms.best {
+			return
+		}
+		if e.prefix.Contains(a) {
+			ms.try(int(e.rule))
+		}
+	}
+}
+
+// try records rule i if it applies to the client and allows the port. Rules
+// arrive in increasing order per list, so the first hit of a list is its best.
+func (ms *matchState) try(i int) bool {
+	r := &ms.p.rules[i]
+	g, ok := ms.p.applies(r, ms.client)
+	if !ok {
+		return false
+	}
+	ms.hostMatched = true
+	if _, found := slices.BinarySearch(r.ports, ms.port); !found {
+		return false
+	}
+	if ms.best < 0 || i < ms.best {
+		ms.best, ms.group = i, g
+	}
+	return true
+}
+
+// applies reports whether rule r covers client c, and through which group.
+func (p *Policy) applies(r *rule, c Client) (string, bool) {
+	if len(r.groups) == 0 {
+		return "", true
+	}
+	for _, gi := range r.groups {
+		g := &p.groups[gi]
+		if g.contains(c) {
+			return g.name, true
+		}
+	}
+	return "", false
+}
+
+func (g *group) contains(c Client) bool {
+	if c.User != "" {
+		if _, ok := g.users[c.User]; ok {
+			return true
+		}
+	}
+	if c.Addr.IsValid() {
+		for _, pr := range g.cidrs {
+			if pr.Contains(c.Addr) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Groups returns the names of the groups client c belongs to, sorted.
+func (p *Policy) Groups(c Client) []string {
+	c.Addr = c.Addr.Unmap()
+	var out []string
+	for i := range p.groups {
+		if p.groups[i].contains(c) {
+			out = append(out, p.groups[i].name)
+		}
+	}
+	return out
+}

@@ -1,0 +1,114 @@
+package policy
+
+import (
+	"context"
+	"net/netip"
+)
+
+// Listener names the front end a request arrived on. The values are wire
+// tokens: they appear in the access log and as metric labels.
+type Listener string
+
+// Front ends.
+const (
+	ListenerHTTP    Listener = "http"
+	ListenerConnect Listener = "connect"
+	ListenerSOCKS5  Listener = "socks5"
+	ListenerCheck   Listener = "check" // egressd check
+)
+
+// Verdict is the outcome of a decision.
+type Verdict uint8
+
+// Verdicts. The zero value denies: a Decision that was never filled in fails closed.
+const (
+	Deny   Verdict = iota // refuse
+	Allow                 // a rule allowed it
+	Report                // policy would deny, but mode is report: let it through and log
+)
+
+// String returns the wire token used in the access log (deny|allow|report).
+func (v Verdict) String() string {
+	switch v {
+	case Allow:
+		return "allow"
+	case Report:
+		return "report"
+	default:
+		return "deny"
+	}
+}
+
+// Passes reports whether traffic may flow under this verdict.
+func (v Verdict) Passes() bool { return v == Allow || v == Report }
+
+// Reason is a contract token explaining a denial (or, with Report, the denial
+// that report mode waived). The empty reason means allowed by a rule.
+type Reason string
+
+// Contract reasons: other tools parse these from logs and the X-Egress-Denied header.
+const (
+	ReasonNone             Reason = ""
+	ReasonNotAllowed       Reason = "not_allowed"
+	ReasonPortNotAllowed   Reason = "port_not_allowed"
+	ReasonPrivateRange     Reason = "private_range"
+	ReasonSNIMismatch      Reason = "sni_mismatch"
+	ReasonSNIMissing       Reason = "sni_missing"
+	ReasonProtocolMismatch Reason = "protocol_mismatch"
+	ReasonAuthRequired     Reason = "auth_required"
+	ReasonDLP              Reason = "dlp"
+)
+
+// Failure reasons: not denials, but why an allowed request could not be served.
+// They appear in the access log's reason field and the metrics' reason label.
+const (
+	ReasonBadRequest Reason = "bad_request" // malformed destination
+	ReasonDNSError   Reason = "dns_error"   // the name did not resolve
+	ReasonDialError  Reason = "dial_error"  // no pinned address answered
+	ReasonLimit      Reason = "limit"       // a connection limit refused it
+)
+
+// DenyReasons lists every contract denial reason, in documentation order.
+var DenyReasons = []Reason{
+	ReasonNotAllowed, ReasonPortNotAllowed, ReasonPrivateRange, ReasonSNIMismatch,
+	ReasonSNIMissing, ReasonProtocolMismatch, ReasonAuthRequired, ReasonDLP,
+}
+
+// Client identifies who is asking.
+type Client struct {
+	Addr netip.Addr // source address (from the socket, or a trusted PROXY header)
+	User string     // authenticated user name, "" when anonymous
+}
+
+// Request is one destination a client asks for, exactly as received. The
+// policy package owns normalization, so front ends pass raw strings.
+type Request struct {
+	Listener Listener
+	Client   Client
+	Host     string // raw host: a name, an IP literal in any spelling, with or without brackets
+	Port     uint16
+}
+
+// Decision is the policy's answer for one Request.
+type Decision struct {
+	Verdict Verdict
+	Reason  Reason           // "" when allowed by a rule
+	Rule    string           // matched rule name, "" when none matched
+	Group   string           // the client group the matching rule applied through ("" for any-client rules)
+	Host    string           // normalized host (punycode, lowercase, no trailing dot; IPs in canonical form)
+	IsIP    bool             // Host is an IP literal
+	Port    uint16           //
+	Addrs   []netip.AddrPort // pinned, range-checked addresses to dial; empty when Verdict is Deny
+	Policy  *Policy          // the snapshot this decision was made with (SNI checks use it too)
+}
+
+// Resolver looks up the addresses of a host name. cache.Resolver satisfies it.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, host string) ([]netip.Addr, error)
+}
+
+// Decider is the one decision path shared by every front end and `egressd check`.
+// An error means no decision could be made (DNS failure); it is never a denial.
+type Decider interface {
+	Decide(ctx context.Context, r Request) (Decision, error)
+}

@@ -1,0 +1,184 @@
+package accesslog
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// Listeners, decisions and reasons known in advance: their series exist from
+// start at zero so dashboards and alerts see them before the first event.
+var (
+	knownListeners = []policy.Listener{policy.ListenerHTTP, policy.ListenerConnect, policy.ListenerSOCKS5}
+	knownDecisions = []policy.Verdict{policy.Allow, policy.Deny, policy.Report}
+	knownReasons   = append([]policy.Reason{policy.ReasonNone}, append(append([]policy.Reason{}, policy.DenyReasons...),
+		policy.ReasonBadRequest, policy.ReasonDNSError, policy.ReasonDialError, policy.ReasonLimit)...)
+)
+
+// Metrics are egressd's Prometheus families. Labels are bounded: listener,
+// decision, reason, direction, result and rule (rule names come from config).
+type Metrics struct {
+	Requests      *prometheus.CounterVec
+	ActiveTunnels *prometheus.GaugeVec
+	Bytes         *prometheus.CounterVec
+	DialDuration  prometheus.Histogram
+	DNSDuration   *prometheus.HistogramVec
+	Reloads       *prometheus.CounterVec
+	ConfigInfo    *prometheus.GaugeVec
+	RuleMatches   *prometheus.CounterVec
+	LimitRejects  *prometheus.CounterVec
+	Panics        prometheus.Counter
+
+	// Cached children for the hot path: no label hashing per request.
+	bytesUp, bytesDown map[policy.Listener]prometheus.Counter
+	requests           map[requestKey]prometheus.Counter
+}
+
+type requestKey struct {
+	l policy.Listener
+	v policy.Verdict
+	r policy.Reason
+}
+
+// NewMetrics creates the families and registers them, with the Go and
+// process collectors, on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "egressd_requests_total",
+			Help: "Requests and tunnels finished, by front end, decision and reason.",
+		}, []string{"listener", "decision", "reason"}),
+		ActiveTunnels: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "egressd_active_tunnels",
+			Help: "Tunnels currently open, by front end.",
+		}, []string{"listener"}),
+		Bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "egressd_bytes_total",
+			Help: "Bytes relayed; direction up is client to origin, down is origin to client.",
+		}, []string{"listener", "direction"}),
+		DialDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "egressd_dial_duration_seconds",
+			Help:    "Time to connect to the origin's pinned address.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+		DNSDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "egressd_dns_duration_seconds",
+			Help:    "Time to resolve a destination name, by result (hit, miss, error).",
+			Buckets: []float64{.00001, .0001, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"result"}),
+		Reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "egressd_config_reloads_total",
+			Help: "Config reloads by result (success, error).",
+		}, []string{"result"}),
+		ConfigInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "egressd_config_info",
+			Help: "The config in force: 1 for its sha256.",
+		}, []string{"sha256"}),
+		RuleMatches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "egressd_rule_matches_total",
+			Help: "Requests decided by each rule (rule names come from the config).",
+		}, []string{"rule"}),
+		LimitRejects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "egressd_limit_rejections_total",
+			Help: "Connections refused by a limit, by front end and limit.",
+		}, []string{"listener", "limit"}),
+		Panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "egressd_recovered_panics_total",
+			Help: "Panics recovered at a connection boundary (each one is a bug).",
+		}),
+		bytesUp:   map[policy.Listener]prometheus.Counter{},
+		bytesDown: map[policy.Listener]prometheus.Counter{},
+		requests:  map[requestKey]prometheus.Counter{},
+	}
+	reg.MustRegister(m.Requests, m.ActiveTunnels, m.Bytes, m.DialDuration, m.DNSDuration,
+		m.Reloads, m.ConfigInfo, m.RuleMatches, m.LimitRejects, m.Panics,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, l := range knownListeners {
+		m.ActiveTunnels.WithLabelValues(string(l))
+		m.bytesUp[l] = m.Bytes.WithLabelValues(string(l), "up")
+		m.bytesDown[l] = m.Bytes.WithLabelValues(string(l), "down")
+		for _, v := range knownDecisions {
+			for _, r := range knownReasons {
+				m.requests[requestKey{l, v, r}] = m.Requests.WithLabelValues(string(l), v.String(), string(r))
+			}
+		}
+	}
+	for _, r := range []string{"success", "error"} {
+		m.Reloads.WithLabelValues(r)
+	}
+	for _, r := range []string{"hit", "negative_hit", "miss", "not_found", "error"} {
+		m.DNSDuration.WithLabelValues(r)
+	}
+	return m
+}
+
+// ObserveDNS records one resolution.
+func (m *Metrics) ObserveDNS(result string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.DNSDuration.WithLabelValues(result).Observe(d.Seconds())
+}
+
+// ObserveDial records one dial.
+func (m *Metrics) ObserveDial(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.DialDuration.Observe(d.Seconds())
+}
+
+// TunnelOpened and TunnelClosed track egressd_active_tunnels.
+func (m *Metrics) TunnelOpened(l policy.Listener) {
+	if m != nil {
+		m.ActiveTunnels.WithLabelValues(string(l)).Inc()
+	}
+}
+
+// TunnelClosed is the counterpart of TunnelOpened.
+func (m *Metrics) TunnelClosed(l policy.Listener) {
+	if m != nil {
+		m.ActiveTunnels.WithLabelValues(string(l)).Dec()
+	}
+}
+
+// CountPanic counts a panic recovered at a connection boundary.
+func (m *Metrics) CountPanic() {
+	if m != nil {
+		m.Panics.Inc()
+	}
+}
+
+// SetConfig records the sha256 of the config now in force.
+func (m *Metrics) SetConfig(sha string) {
+	if m == nil {
+		return
+	}
+	m.ConfigInfo.Reset()
+	m.ConfigInfo.WithLabelValues(sha).Set(1)
+}
+
+func (m *Metrics) observe(r *Record) {
+	k := requestKey{r.Listener, r.verdict(), r.FinalReason()}
+	c, ok := m.requests[k]
+	if !ok {
+		c = m.Requests.WithLabelValues(string(k.l), k.v.String(), string(k.r))
+	}
+	c.Inc()
+	if up := r.Up.Load(); up > 0 {
+		if c, ok := m.bytesUp[r.Listener]; ok {
+			c.Add(float64(up))
+		}
+	}
+	if down := r.Down.Load(); down > 0 {
+		if c, ok := m.bytesDown[r.Listener]; ok {
+			c.Add(float64(down))
+		}
+	}
+	if r.Decision.Rule != "" {
+		m.RuleMatches.WithLabelValues(r.Decision.Rule).Inc()
+	}
+}

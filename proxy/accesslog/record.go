@@ -1,0 +1,173 @@
+package accesslog
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// Contract keys of the access log line. Other tools parse these names.
+const (
+	KeyTS         = "ts"
+	KeyListener   = "listener"
+	KeyClient     = "client"
+	KeyUser       = "user"
+	KeyGroup      = "group"
+	KeyHost       = "host"
+	KeyPort       = "port"
+	KeySNI        = "sni"
+	KeyECH        = "ech"
+	KeyIP         = "ip"
+	KeyDecision   = "decision"
+	KeyRule       = "rule"
+	KeyReason     = "reason"
+	KeyStatus     = "status"
+	KeyBytesUp    = "bytes_up"
+	KeyBytesDown  = "bytes_down"
+	KeyDurationMS = "duration_ms"
+	KeyMethod     = "method"
+)
+
+// Record is the state of one request or tunnel. Fields are set by the goroutine
+// that owns the exchange; BytesUp/BytesDown may be updated concurrently by the
+// relay and are atomics for that reason.
+type Record struct {
+	Start    time.Time
+	Listener policy.Listener
+	Client   netip.Addr
+	User     string
+	Method   string // plain HTTP only
+	Host     string // normalized when a decision was made, raw otherwise
+	Port     uint16
+	SNI      string
+	ECH      bool
+	IP       netip.AddrPort // the address actually dialed
+	Decision policy.Decision
+	Reason   policy.Reason // overrides Decision.Reason when set (SNI, DLP, dial failures)
+	Status   int           // HTTP status, SOCKS reply code, or 0
+	Up       atomic.Int64  // client to origin
+	Down     atomic.Int64  // origin to client
+
+	log  *Logger
+	once sync.Once
+}
+
+// Verdict returns the final verdict: a later SNI or DLP denial overrides the
+// policy's first decision.
+func (r *Record) verdict() policy.Verdict { return r.Decision.Verdict }
+
+// Deny marks the record denied with reason, after an allow by the policy
+// (SNI mismatch, DLP, ...).
+func (r *Record) Deny(reason policy.Reason) {
+	r.Decision.Verdict = policy.Deny
+	r.Reason = reason
+}
+
+// FinalReason is the reason written to the log.
+func (r *Record) FinalReason() policy.Reason {
+	if r.Reason != "" {
+		return r.Reason
+	}
+	return r.Decision.Reason
+}
+
+// MarshalLogObject writes the contract fields; it implements zapcore.ObjectMarshaler.
+func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString(KeyListener, string(r.Listener))
+	if r.Client.IsValid() {
+		enc.AddString(KeyClient, r.Client.String())
+	} else {
+		enc.AddString(KeyClient, "")
+	}
+	enc.AddString(KeyUser, r.User)
+	enc.AddString(KeyGroup, r.Decision.Group)
+	if r.Method != "" {
+		enc.AddString(KeyMethod, r.Method)
+	}
+	enc.AddString(KeyHost, r.Host)
+	enc.AddUint16(KeyPort, r.Port)
+	enc.AddString(KeySNI, r.SNI)
+	if r.ECH {
+		enc.AddBool(KeyECH, true)
+	}
+	if r.IP.IsValid() {
+		enc.AddString(KeyIP, r.IP.Addr().String())
+	} else {
+		enc.AddString(KeyIP, "")
+	}
+	enc.AddString(KeyDecision, r.verdict().String())
+	enc.AddString(KeyRule, r.Decision.Rule)
+	enc.AddString(KeyReason, string(r.FinalReason()))
+	enc.AddInt(KeyStatus, r.Status)
+	enc.AddInt64(KeyBytesUp, r.Up.Load())
+	enc.AddInt64(KeyBytesDown, r.Down.Load())
+	enc.AddInt64(KeyDurationMS, time.Since(r.Start).Milliseconds())
+	return nil
+}
+
+// Finish emits the access line and updates the metrics. Only the first call
+// has an effect.
+func (r *Record) Finish() {
+	r.once.Do(func() {
+		if r.log == nil {
+			return
+		}
+		r.log.finish(r)
+	})
+}
+
+// Logger writes access lines and owns the metrics updated with them.
+// A nil *Logger discards everything.
+type Logger struct {
+	z *zap.Logger // nil: access log off, metrics still updated
+	m *Metrics    // may be nil
+}
+
+// NewLogger returns a Logger writing to z (nil disables the line) and
+// updating m (nil disables metrics).
+func NewLogger(z *zap.Logger, m *Metrics) *Logger { return &Logger{z: z, m: m} }
+
+// Metrics returns the metrics the logger updates (may be nil).
+func (l *Logger) Metrics() *Metrics {
+	if l == nil {
+		return nil
+	}
+	return l.m
+}
+
+// NewRecord starts a record for one exchange.
+func (l *Logger) NewRecord(listener policy.Listener, client netip.Addr) *Record {
+	return &Record{Start: time.Now(), Listener: listener, Client: client, log: l}
+}
+
+func (l *Logger) finish(r *Record) {
+	if l.z != nil {
+		l.z.Info("access", zap.Inline(r))
+	}
+	if l.m != nil {
+		l.m.observe(r)
+	}
+}
+
+type ctxKey struct{}
+
+// WithRecord returns ctx carrying r.
+func WithRecord(ctx context.Context, r *Record) context.Context {
+	return context.WithValue(ctx, ctxKey{}, r)
+}
+
+// FromContext returns the record in ctx, or a detached no-op record so callers
+// never check for nil.
+func FromContext(ctx context.Context) *Record {
+	if r, ok := ctx.Value(ctxKey{}).(*Record); ok {
+		return r
+	}
+	return &Record{Start: time.Now()}
+}

@@ -1,0 +1,108 @@
+package config
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// Config is the whole config file. Parse fills omitted keys with the defaults
+// documented in docs/config-schema.md.
+type Config struct {
+	Listen   Listen        `yaml:"listen"`
+	DNS      DNS           `yaml:"dns"`
+	Policy   policy.Config `yaml:"policy"`
+	Auth     Auth          `yaml:"auth"`
+	Admin    Admin         `yaml:"admin"`
+	Limits   Limits        `yaml:"limits"`
+	Timeouts Timeouts      `yaml:"timeouts"`
+	Log      Log           `yaml:"log"`
+}
+
+// Listen holds the listener addresses ("host:port"; "" disables one). They
+// are not reloadable: changing them needs a restart.
+type Listen struct {
+	HTTP           string         `yaml:"http"`            // HTTP forward proxy and CONNECT
+	SOCKS5         string         `yaml:"socks5"`          // SOCKS5
+	Admin          string         `yaml:"admin"`           // /metrics, /healthz, /readyz
+	ProxyProtocol  bool           `yaml:"proxy_protocol"`  // require PROXY v1/v2 headers, from TrustedProxies only
+	TrustedProxies []netip.Prefix `yaml:"trusted_proxies"` // load balancers allowed to send PROXY headers (CIDRs or IPs)
+}
+
+// DNS configures the resolver.
+type DNS struct {
+	Servers     []string      `yaml:"servers"`      // "host:port"; empty means the system resolver
+	Timeout     time.Duration `yaml:"timeout"`      // per query
+	CacheSize   int           `yaml:"cache_size"`   // entries; 0 disables the cache
+	MaxTTL      time.Duration `yaml:"max_ttl"`      // cap on cached TTLs
+	NegativeTTL time.Duration `yaml:"negative_ttl"` // NXDOMAIN and no-address caching
+}
+
+// Auth configures proxy authentication.
+type Auth struct {
+	UsersFile string        `yaml:"users_file"` // htpasswd file with bcrypt hashes
+	Required  bool          `yaml:"required"`   // anonymous clients are denied auth_required
+	CacheTTL  time.Duration `yaml:"cache_ttl"`  // how long a successful verification is cached
+}
+
+// Admin configures the admin listener's extras.
+type Admin struct {
+	Pprof bool `yaml:"pprof"` // serve /debug/pprof on the admin listener
+}
+
+// Limits bounds resource use. A zero connection limit means no limit.
+type Limits struct {
+	MaxConnections          int  `yaml:"max_connections"`
+	MaxConnectionsPerClient int  `yaml:"max_connections_per_client"`
+	MaxHeaderBytes          Size `yaml:"max_header_bytes"`
+}
+
+// Timeouts bounds every blocking step.
+type Timeouts struct {
+	Handshake  time.Duration `yaml:"handshake"`   // request line and headers, SOCKS greeting, ClientHello peek
+	Connect    time.Duration `yaml:"connect"`     // dial, per address
+	Idle       time.Duration `yaml:"idle"`        // a tunnel with no bytes either way is closed
+	MaxTunnel  time.Duration `yaml:"max_tunnel"`  // 0 means no limit
+	Drain      time.Duration `yaml:"drain"`       // in-flight work gets this long on SIGTERM
+	DrainDelay time.Duration `yaml:"drain_delay"` // /readyz is 503 this long before listeners close
+}
+
+// Log configures logging.
+type Log struct {
+	Access bool   `yaml:"access"` // JSON access log on stdout
+	Level  string `yaml:"level"`  // diagnostics on stderr: debug|info|warn|error
+}
+
+// defaults returns the values used for keys a file omits.
+func defaults() Config {
+	return Config{
+		Listen: Listen{HTTP: "127.0.0.1:3128", SOCKS5: "127.0.0.1:1080", Admin: "127.0.0.1:9090"},
+		DNS: DNS{
+			Timeout:     2 * time.Second,
+			CacheSize:   10000,
+			MaxTTL:      5 * time.Minute,
+			NegativeTTL: 5 * time.Second,
+		},
+		Policy: policy.Config{
+			Mode:       policy.ModeEnforce,
+			DenyRanges: []string{policy.DefaultRanges},
+			RequireSNI: true,
+			TLSPorts:   []int{443},
+		},
+		Auth: Auth{CacheTTL: time.Minute},
+		Limits: Limits{
+			MaxConnections:          10000,
+			MaxConnectionsPerClient: 1000,
+			MaxHeaderBytes:          64 << 10,
+		},
+		Timeouts: Timeouts{
+			Handshake:  10 * time.Second,
+			Connect:    10 * time.Second,
+			Idle:       5 * time.Minute,
+			Drain:      30 * time.Second,
+			DrainDelay: 5 * time.Second,
+		},
+		Log: Log{Access: true, Level: "info"},
+	}
+}

@@ -1,0 +1,260 @@
+package config
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/egressd/egressd/policy"
+)
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// DefaultYAML returns the embedded default config file.
+func DefaultYAML() []byte { return slices.Clone(defaultYAML) }
+
+// Error is one problem in a config file, formatted "FILE:LINE: key.path: message".
+type Error struct {
+	File string // file name as given to Parse or Load
+	Line int    // 1-based; 0 when unknown
+	Path string // key path, e.g. policy.rules[2].hosts[0]
+	Msg  string
+}
+
+// Error formats the error for humans and for `egressd validate`.
+func (e *Error) Error() string {
+	var b strings.Builder
+	switch {
+	case e.File != "" && e.Line > 0:
+		fmt.Fprintf(&b, "%s:%d: ", e.File, e.Line)
+	case e.File != "":
+		b.WriteString(e.File + ": ")
+	case e.Line > 0:
+		fmt.Fprintf(&b, "line %d: ", e.Line)
+	}
+	if e.Path != "" {
+		b.WriteString(e.Path + ": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Parse decodes and validates a config file strictly: unknown keys, wrong
+// types, bad values and policy errors (the policy section is compiled to
+// check it) are all reported at once, joined with errors.Join, each an *Error.
+// Omitted keys (and keys with no value) take the defaults of
+// docs/config-schema.md. name is used in error messages.
+func Parse(data []byte, name string) (*Config, error) {
+	c, _, err := parse(data, name)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Load reads, validates and compiles the config file at path.
+func Load(path string) (*Config, *policy.Policy, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read config: %w", err)
+	}
+	return parse(data, path)
+}
+
+// Default parses, validates and compiles the embedded default config: the
+// listeners on loopback, policy in report mode with no rules and
+// `deny_ranges: [default]`.
+func Default() (*Config, *policy.Policy, error) {
+	return parse(defaultYAML, "default.yaml")
+}
+
+// Marshal encodes c as YAML that Parse reads back to the same Config.
+func Marshal(c *Config) ([]byte, error) {
+	return yaml.Marshal(encode(reflect.ValueOf(*c)))
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): `)
+
+func parse(data []byte, name string) (*Config, *policy.Policy, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		e := &Error{File: name, Msg: err.Error()}
+		if m := yamlLine.FindStringSubmatch(e.Msg); m != nil {
+			e.Line, _ = strconv.Atoi(m[1])
+			e.Msg = strings.TrimPrefix(e.Msg, m[0])
+		}
+		return nil, nil, e
+	}
+	c := defaults()
+	d := &decoder{file: name, lines: make(map[string]int)}
+	if doc.Kind != 0 {
+		d.value(&doc, reflect.ValueOf(&c).Elem(), "")
+	}
+	d.validate(&c)
+	decodeErrs := len(d.errs)
+	p, err := policy.Compile(c.Policy)
+	if err != nil {
+		for _, e := range unjoin(err) {
+			var fe *policy.FieldError
+			if !errors.As(e, &fe) {
+				d.errorf(d.line("policy"), "policy", "%v", e)
+				continue
+			}
+			path := "policy." + fe.Path
+			if d.reported(path, decodeErrs) {
+				continue
+			}
+			d.errorf(d.line(path), path, "%s", fe.Msg)
+		}
+	}
+	if len(d.errs) > 0 {
+		slices.SortStableFunc(d.errs, func(a, b *Error) int { return lineKey(a.Line) - lineKey(b.Line) })
+		errs := make([]error, len(d.errs))
+		for i, e := range d.errs {
+			errs[i] = e
+		}
+		return nil, nil, errors.Join(errs...)
+	}
+	return &c, p, nil
+}
+
+func lineKey(l int) int {
+	if l <= 0 {
+		return int(^uint(0) >> 2)
+	}
+	return l
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// reported reports whether one of the first n errors already concerns path,
+// a parent of it or a child of it, so a value that failed to decode does not
+// also show up as, say, a missing required key.
+func (d *decoder) reported(path string, n int) bool {
+	for _, e := range d.errs[:n] {
+		if e.Path == path || strings.HasPrefix(path, e.Path+".") || strings.HasPrefix(path, e.Path+"[") ||
+			strings.HasPrefix(e.Path, path+".") || strings.HasPrefix(e.Path, path+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+// validate checks the non-policy sections.
+func (d *decoder) validate(c *Config) {
+	listeners := []struct{ path, addr string }{
+		{"listen.http", c.Listen.HTTP},
+		{"listen.socks5", c.Listen.SOCKS5},
+		{"listen.admin", c.Listen.Admin},
+	}
+	used := map[string]string{}
+	for _, l := range listeners {
+		if l.addr == "" {
+			continue
+		}
+		host, port, err := splitHostPort(l.addr)
+		if err != nil {
+			d.errorf(d.line(l.path), l.path, "%q: %v", l.addr, err)
+			continue
+		}
+		if port == 0 {
+			continue
+		}
+		key := net.JoinHostPort(host, strconv.Itoa(port))
+		if prev, dup := used[key]; dup {
+			d.errorf(d.line(l.path), l.path, "%q: same address as %s", l.addr, prev)
+		}
+		used[key] = l.path
+	}
+	if c.Listen.ProxyProtocol && len(c.Listen.TrustedProxies) == 0 {
+		d.errorf(d.line("listen.proxy_protocol"), "listen.proxy_protocol",
+			"needs listen.trusted_proxies: PROXY headers are accepted only from them")
+	}
+	for i, s := range c.DNS.Servers {
+		path := fmt.Sprintf("dns.servers[%d]", i)
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil || ap.Port() == 0 {
+			d.errorf(d.line(path), path, "%q: want IP:port, e.g. \"10.0.0.2:53\" or \"[2001:db8::53]:53\"", s)
+		}
+	}
+	d.positive("dns.timeout", int64(c.DNS.Timeout))
+	d.nonNegative("dns.cache_size", int64(c.DNS.CacheSize))
+	d.nonNegative("dns.max_ttl", int64(c.DNS.MaxTTL))
+	d.nonNegative("dns.negative_ttl", int64(c.DNS.NegativeTTL))
+	if c.Auth.Required && c.Auth.UsersFile == "" {
+		d.errorf(d.line("auth.required"), "auth.required", "needs auth.users_file")
+	}
+	d.nonNegative("auth.cache_ttl", int64(c.Auth.CacheTTL))
+	d.nonNegative("limits.max_connections", int64(c.Limits.MaxConnections))
+	d.nonNegative("limits.max_connections_per_client", int64(c.Limits.MaxConnectionsPerClient))
+	d.positive("limits.max_header_bytes", int64(c.Limits.MaxHeaderBytes))
+	d.positive("timeouts.handshake", int64(c.Timeouts.Handshake))
+	d.positive("timeouts.connect", int64(c.Timeouts.Connect))
+	d.positive("timeouts.idle", int64(c.Timeouts.Idle))
+	d.nonNegative("timeouts.max_tunnel", int64(c.Timeouts.MaxTunnel))
+	d.nonNegative("timeouts.drain", int64(c.Timeouts.Drain))
+	d.nonNegative("timeouts.drain_delay", int64(c.Timeouts.DrainDelay))
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		d.errorf(d.line("log.level"), "log.level", "%q: must be debug, info, warn or error", c.Log.Level)
+	}
+}
+
+func (d *decoder) positive(path string, v int64) {
+	if v <= 0 && !d.failed(path) {
+		d.errorf(d.line(path), path, "must be greater than zero")
+	}
+}
+
+func (d *decoder) nonNegative(path string, v int64) {
+	if v < 0 && !d.failed(path) {
+		d.errorf(d.line(path), path, "must not be negative")
+	}
+}
+
+func (d *decoder) failed(path string) bool {
+	for _, e := range d.errs {
+		if e.Path == path {
+			return true
+		}
+	}
+	return false
+}
+
+// splitHostPort checks a listen address: host (empty, an IP or a name) and a
+// numeric port 0..65535 (0 picks a free port, for tests).
+func splitHostPort(addr string) (string, int, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, errors.New(`want host:port, e.g. "127.0.0.1:3128" or ":3128"`)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return "", 0, errors.New("port must be a number 0..65535")
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			if _, _, isIP, err := policy.NormalizeHost(host); err != nil || isIP {
+				return "", 0, errors.New("host must be an IP address or a name")
+			}
+		}
+	}
+	return host, int(n), nil
+}

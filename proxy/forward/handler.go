@@ -1,0 +1,403 @@
+package forward
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/elazarl/goproxy"
+	"go.uber.org/zap"
+
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/accesslog"
+	"github.com/egressd/egressd/proxy/egress"
+	"github.com/egressd/egressd/proxy/tunnel"
+)
+
+// Options configure a Handler. Decider, Dialer and Log are required.
+type Options struct {
+	Decider policy.Decider
+	Dialer  *egress.Dialer
+	Log     *accesslog.Logger
+	// Diag receives diagnostics (library chatter at Debug). Nil discards them.
+	Diag *zap.Logger
+	// Runner runs allowed tunnels (guard, relay, drain tracking). Required.
+	Runner *tunnel.Runner
+	// Handshake bounds writes of the tunnel's status line to the client.
+	Handshake time.Duration
+	// Auth checks a Proxy-Authorization header value and returns the user.
+	// Nil: no authentication; every client is anonymous.
+	Auth func(header string) (user string, ok bool)
+	// AuthRequired refuses anonymous clients with 407 when Auth is set.
+	AuthRequired bool
+}
+
+// Handler is the HTTP front end: an http.Handler serving absolute-URI
+// requests and CONNECT.
+type Handler struct {
+	o      Options
+	gp *goproxy.ProxyHttpServer
+	tr *http.Transport
+}
+
+// New builds a Handler. goproxy's defaults are treated as hostile and
+// overridden: it must not follow HTTPS_PROXY from our environment, must not
+// accept CONNECT when no handler answers, and must not answer 500 for
+// upstream failures.
+func New(o Options) *Handler {
+	if o.Diag == nil {
+		o.Diag = zap.NewNop()
+	}
+	h := &Handler{o: o}
+	h.tr = &http.Transport{
+		Proxy:                 nil, // never chain to a proxy from our own environment
+		DialContext:           h.dialFromContext,
+		MaxIdleConns:          4096,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true, // stay transparent: never add Accept-Encoding
+		ForceAttemptHTTP2:     false,
+	}
+	gp := goproxy.NewProxyHttpServer()
+	// goproxy v1.9.3 proxy.go: NewProxyHttpServer sets ConnectDial from
+	// HTTPS_PROXY in the environment and Tr.Proxy to ProxyFromEnvironment.
+	gp.ConnectDial = nil
+	gp.ConnectDialWithReq = nil
+	gp.Tr = h.tr
+	gp.Verbose = false
+	gp.Logger = zapPrintf{o.Diag.Named("goproxy")}
+	gp.KeepAcceptEncoding = true
+	gp.AllowHTTP2 = false
+	gp.NonproxyHandler = http.HandlerFunc(h.serveNonProxy)
+	// One CONNECT handler that always answers: goproxy's default is OkConnect.
+	gp.OnRequest().HandleConnectFunc(h.onConnect)
+	gp.OnRequest().DoFunc(h.onRequest)
+	gp.OnResponse().DoFunc(h.onResponse)
+	h.gp = gp
+	return h
+}
+
+// CloseIdleConnections drops pooled origin connections, so that after a
+// policy reload no connection approved by the old policy is reused.
+func (h *Handler) CloseIdleConnections() { h.tr.CloseIdleConnections() }
+
+// exchange is the per-request state shared between our wrapper and the
+// goproxy callbacks, carried in the request context.
+type exchange struct {
+	rec    *accesslog.Record
+	prefix []byte // bytes the HTTP server had buffered past the CONNECT request
+	tunnel bool   // the tunnel owns the record from now on
+	status int    // status written on a hijacked conn (CONNECT refusals)
+	errRsn policy.Reason
+}
+
+type exchangeKey struct{}
+
+func exchangeFrom(ctx context.Context) *exchange {
+	if x, ok := ctx.Value(exchangeKey{}).(*exchange); ok {
+		return x
+	}
+	return &exchange{rec: accesslog.FromContext(ctx)}
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	listener := policy.ListenerHTTP
+	if r.Method == http.MethodConnect {
+		listener = policy.ListenerConnect
+	}
+	rec := h.o.Log.NewRecord(listener, remoteAddr(r.RemoteAddr))
+	if listener == policy.ListenerHTTP {
+		rec.Method = r.Method
+	}
+	x := &exchange{rec: rec}
+	cw := &respWriter{ResponseWriter: w, x: x}
+	defer func() {
+		if !x.tunnel {
+			rec.Status = cw.status
+			if x.status != 0 {
+				rec.Status = x.status
+			}
+			rec.Down.Store(cw.written)
+			rec.Finish()
+		}
+	}()
+	if h.o.Auth != nil {
+		user, ok := h.o.Auth(r.Header.Get("Proxy-Authorization"))
+		if ok {
+			rec.User = user
+		} else if h.o.AuthRequired || r.Header.Get("Proxy-Authorization") != "" {
+			rec.Host = r.URL.Hostname()
+			rec.Deny(policy.ReasonAuthRequired)
+			cw.Header().Set("Proxy-Authenticate", `Basic realm="egressd"`)
+			writeDenied(cw, http.StatusProxyAuthRequired, policy.ReasonAuthRequired)
+			return
+		}
+	}
+	ctx := context.WithValue(r.Context(), exchangeKey{}, x)
+	ctx = accesslog.WithRecord(ctx, rec)
+	h.gp.ServeHTTP(cw, r.WithContext(ctx))
+}
+
+// serveNonProxy answers origin-form requests: a client that forgot it talks
+// to a proxy. It is a 400, never a policy decision.
+func (h *Handler) serveNonProxy(w http.ResponseWriter, r *http.Request) {
+	x := exchangeFrom(r.Context())
+	x.rec.Host = r.Host
+	x.rec.Deny(policy.ReasonBadRequest)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Connection", "close")
+	w.WriteHeader(http.StatusBadRequest)
+	io.WriteString(w, "egressd: this is a forward proxy; send absolute-URI requests or CONNECT\n")
+}
+
+// decide asks the policy and records the outcome. It returns ok=false with
+// the response to send when the request must not go on.
+func (h *Handler) decide(ctx context.Context, x *exchange, listener policy.Listener, hostport, defPort string) (policy.Decision, int, policy.Reason) {
+	rec := x.rec
+	host, port, ok := splitHostPort(hostport, defPort)
+	rec.Host, rec.Port = host, port
+	if !ok {
+		rec.Deny(policy.ReasonBadRequest)
+		return policy.Decision{}, http.StatusBadRequest, policy.ReasonBadRequest
+	}
+	dec, err := h.o.Decider.Decide(ctx, policy.Request{
+		Listener: listener,
+		Client:   policy.Client{Addr: rec.Client, User: rec.User},
+		Host:     host,
+		Port:     port,
+	})
+	rec.Decision = dec
+	if dec.Host != "" {
+		rec.Host = dec.Host
+	}
+	if err != nil {
+		reason := dec.Reason
+		if reason == "" {
+			reason = policy.ReasonDNSError
+		}
+		rec.Reason = reason
+		h.o.Diag.Debug("decision failed", zap.String("host", host), zap.Error(err))
+		return dec, http.StatusBadGateway, reason
+	}
+	if !dec.Verdict.Passes() {
+		return dec, http.StatusForbidden, dec.Reason
+	}
+	return dec, 0, ""
+}
+
+// onRequest handles absolute-URI requests.
+func (h *Handler) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
+	x := exchangeFrom(r.Context())
+	defPort := "80"
+	if r.URL.Scheme == "https" {
+		defPort = "443"
+	} else if r.URL.Scheme != "http" {
+		x.rec.Host = r.URL.Host
+		x.rec.Deny(policy.ReasonBadRequest)
+		return r, deniedResponse(r, http.StatusBadRequest, policy.ReasonBadRequest)
+	}
+	dec, status, reason := h.decide(r.Context(), x, policy.ListenerHTTP, r.URL.Host, defPort)
+	if status != 0 {
+		return r, deniedResponse(r, status, reason)
+	}
+	// RFC 9112 section 3.2.2: with an absolute target the received Host is
+	// ignored; the origin gets the URI's authority. net/http already set
+	// r.Host from the URI; make sure no Host header survives.
+	r.Host = r.URL.Host
+	r.Header.Del("Host")
+	removeHopByHop(r.Header)
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &countingBody{ReadCloser: r.Body, rec: x.rec}
+	}
+	ctx := withDecision(r.Context(), dec, r.URL.Host, defPort)
+	return r.WithContext(ctx), nil
+}
+
+// onResponse maps transport failures to 502 and strips hop-by-hop headers.
+func (h *Handler) onResponse(resp *http.Response, pctx *goproxy.ProxyCtx) *http.Response {
+	if resp == nil {
+		x := exchangeFrom(pctx.Req.Context())
+		reason := x.errRsn
+		if reason == "" {
+			reason = policy.ReasonDialError
+		}
+		x.rec.Reason = reason
+		if pctx.Error != nil {
+			h.o.Diag.Debug("upstream failed", zap.String("host", x.rec.Host), zap.Error(pctx.Error))
+		}
+		return errorResponse(pctx.Req, http.StatusBadGateway, reason)
+	}
+	if resp.Header != nil && resp.Header.Get("X-Egress-Denied") == "" && resp.Header.Get("X-Egress-Error") == "" {
+		removeHopByHop(resp.Header)
+	}
+	return resp
+}
+
+// onConnect decides a CONNECT. Denials answer 403 (or 502 when the name did
+// not resolve); allowed tunnels are run by egressd's own relay.
+func (h *Handler) onConnect(hostport string, pctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
+	x := exchangeFrom(pctx.Req.Context())
+	dec, status, reason := h.decide(pctx.Req.Context(), x, policy.ListenerConnect, hostport, "")
+	if status != 0 {
+		x.status = status
+		if status == http.StatusBadGateway {
+			pctx.Resp = errorResponse(pctx.Req, status, reason)
+		} else {
+			pctx.Resp = deniedResponse(pctx.Req, status, reason)
+		}
+		return goproxy.RejectConnect, hostport
+	}
+	x.tunnel = true
+	return &goproxy.ConnectAction{
+		Action: goproxy.ConnectHijack,
+		Hijack: func(req *http.Request, client net.Conn, _ *goproxy.ProxyCtx) {
+			h.tunnel(client, x, dec)
+		},
+	}, hostport
+}
+
+// respWriter records status and size, and captures the bytes the HTTP server
+// buffered past a CONNECT request when goproxy hijacks: goproxy v1.9.3
+// https.go drops them on the ConnectHijack path, and they are usually the
+// start of the client's TLS ClientHello.
+type respWriter struct {
+	http.ResponseWriter
+	x       *exchange
+	status  int
+	written int64
+}
+
+func (w *respWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *respWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.written += int64(n)
+	return n, err
+}
+
+func (w *respWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *respWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := w.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("response writer cannot hijack")
+	}
+	c, rw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	if n := rw.Reader.Buffered(); n > 0 {
+		buf, _ := rw.Reader.Peek(n)
+		w.x.prefix = append([]byte(nil), buf...)
+		rw.Reader.Discard(n)
+	}
+	return c, rw, nil
+}
+
+type countingBody struct {
+	io.ReadCloser
+	rec *accesslog.Record
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.rec.Up.Add(int64(n))
+	return n, err
+}
+
+// hopByHop are the headers RFC 9110 section 7.6.1 says a proxy must not forward.
+var hopByHop = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+func removeHopByHop(h http.Header) {
+	for _, f := range h.Values("Connection") {
+		for _, name := range strings.Split(f, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	for _, k := range hopByHop {
+		h.Del(k)
+	}
+}
+
+func deniedResponse(r *http.Request, status int, reason policy.Reason) *http.Response {
+	resp := goproxy.NewResponse(r, "text/plain; charset=utf-8", status,
+		"egressd: denied: "+string(reason)+"\n")
+	resp.Header.Set("X-Egress-Denied", string(reason))
+	resp.Header.Set("Connection", "close")
+	resp.Close = true
+	return resp
+}
+
+func errorResponse(r *http.Request, status int, reason policy.Reason) *http.Response {
+	resp := goproxy.NewResponse(r, "text/plain; charset=utf-8", status,
+		"egressd: upstream error: "+string(reason)+"\n")
+	resp.Header.Set("X-Egress-Error", string(reason))
+	return resp
+}
+
+func writeDenied(w http.ResponseWriter, status int, reason policy.Reason) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Egress-Denied", string(reason))
+	w.WriteHeader(status)
+	io.WriteString(w, "egressd: denied: "+string(reason)+"\n")
+}
+
+// splitHostPort splits a request authority. Hosts are returned raw: the
+// policy normalizes them.
+func splitHostPort(hostport, defPort string) (string, uint16, bool) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		if defPort == "" {
+			return hostport, 0, false
+		}
+		host, port = hostport, defPort
+		if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+			host = host[1 : len(host)-1]
+		}
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || p == 0 || host == "" {
+		return host, 0, false
+	}
+	return host, uint16(p), true
+}
+
+func remoteAddr(s string) netip.Addr {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// zapPrintf adapts goproxy's Printf logger to zap at Debug.
+type zapPrintf struct{ l *zap.Logger }
+
+func (z zapPrintf) Printf(format string, v ...any) { z.l.Sugar().Debugf(format, v...) }

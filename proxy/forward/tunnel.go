@@ -1,0 +1,148 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/egressd/egressd/policy"
+)
+
+const established = "HTTP/1.1 200 Connection established\r\n\r\n"
+
+const dialFailed = "HTTP/1.1 502 Bad Gateway\r\nX-Egress-Error: dial_error\r\n" +
+	"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 36\r\nConnection: close\r\n\r\n" +
+	"egressd: upstream error: dial_error\n"
+
+// tunnel runs an allowed CONNECT: dial the pinned address (502 on failure),
+// confirm, check the first bytes against the policy for TLS ports, then
+// relay with splice. It owns x.rec from here on and finishes it.
+func (h *Handler) tunnel(c net.Conn, x *exchange, dec policy.Decision) {
+	rec := x.rec
+	client, ok := c.(*net.TCPConn)
+	if !ok {
+		// Our listeners only produce TCP conns; anything else is a wiring bug.
+		h.o.Diag.Error("connect: client conn is not TCP", zap.String("type", fmt.Sprintf("%T", c)))
+		c.Close()
+		rec.Status = http.StatusInternalServerError
+		rec.Finish()
+		return
+	}
+	upstream, err := h.dial(context.Background(), x, dec)
+	if err != nil {
+		rec.Status = http.StatusBadGateway
+		rec.Reason = policy.ReasonDialError
+		client.SetWriteDeadline(time.Now().Add(h.o.Handshake))
+		client.Write([]byte(dialFailed))
+		client.Close()
+		rec.Finish()
+		return
+	}
+	rec.Status = http.StatusOK
+	client.SetWriteDeadline(time.Now().Add(h.o.Handshake))
+	if _, err := client.Write([]byte(established)); err != nil {
+		client.Close()
+		upstream.Close()
+		rec.Finish()
+		return
+	}
+	client.SetWriteDeadline(time.Time{})
+
+	first, ok := h.o.Runner.Check(client, x.prefix, dec, rec)
+	x.prefix = nil
+	if !ok {
+		client.Close()
+		upstream.Close()
+		rec.Finish()
+		return
+	}
+	// The relay runs on a fresh goroutine so the HTTP server's connection
+	// goroutine (and its buffers) can exit now.
+	go h.o.Runner.Relay(client, upstream, first, rec)
+}
+
+// dial connects to the decision's pinned addresses and records which one answered.
+func (h *Handler) dial(ctx context.Context, x *exchange, dec policy.Decision) (*net.TCPConn, error) {
+	start := time.Now()
+	conn, addr, err := h.o.Dialer.Dial(ctx, dec)
+	h.o.Log.Metrics().ObserveDial(time.Since(start))
+	if err != nil {
+		h.o.Diag.Debug("dial failed", zap.String("host", dec.Host), zap.Error(err))
+		return nil, err
+	}
+	x.rec.IP = addr
+	return conn, nil
+}
+
+// decisionKey carries an allowed decision to the Transport's DialContext.
+type decisionKey struct{}
+
+type decided struct {
+	dec  policy.Decision
+	addr string // the authority the Transport will dial, as the URI spelled it
+	x    *exchange
+}
+
+func withDecision(ctx context.Context, dec policy.Decision, authority, defPort string) context.Context {
+	addr := authority
+	if _, _, err := net.SplitHostPort(authority); err != nil {
+		addr = net.JoinHostPort(trimBrackets(authority), defPort)
+	}
+	return context.WithValue(ctx, decisionKey{}, decided{dec: dec, addr: addr, x: exchangeFrom(ctx)})
+}
+
+var errNoDecision = errors.New("refusing to dial without a policy decision")
+
+// dialFromContext is the Transport's only way out: it dials the pinned
+// addresses of the decision made for this very authority, and refuses
+// anything else, so no code path can reach an undecided destination.
+func (h *Handler) dialFromContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	d, ok := ctx.Value(decisionKey{}).(decided)
+	if !ok || !d.dec.Verdict.Passes() || !sameAuthority(d.addr, addr) {
+		return nil, errNoDecision
+	}
+	conn, err := h.dial(ctx, d.x, d.dec)
+	if err != nil {
+		d.x.errRsn = policy.ReasonDialError
+		return nil, err
+	}
+	return conn, nil
+}
+
+func sameAuthority(a, b string) bool {
+	ah, ap, err1 := net.SplitHostPort(a)
+	bh, bp, err2 := net.SplitHostPort(b)
+	return err1 == nil && err2 == nil && ap == bp && equalFoldHost(ah, bh)
+}
+
+func equalFoldHost(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		ca, cb := a[i], b[i]
+		if 'A' <= ca && ca <= 'Z' {
+			ca += 'a' - 'A'
+		}
+		if 'A' <= cb && cb <= 'Z' {
+			cb += 'a' - 'A'
+		}
+		if ca != cb {
+			return false
+		}
+	}
+	return true
+}
+
+func trimBrackets(h string) string {
+	if len(h) > 1 && h[0] == '[' && h[len(h)-1] == ']' {
+		return h[1 : len(h)-1]
+	}
+	return h
+}
+

@@ -1,0 +1,15 @@
+// Package socks is egressd's SOCKS5 front end (RFC 1928 CONNECT, RFC 1929
+// username/password), built on github.com/armon/go-socks5. It is the only
+// package that imports go-socks5.
+//
+// go-socks5 has been unmaintained since 2016 and its defaults are hostile to
+// an egress proxy: it resolves names before its RuleSet runs, permits all,
+// has no deadlines, and Server.Serve returns on the first Accept error. So
+// this package runs its own accept loop with handshake deadlines, builds one
+// go-socks5 Server per connection whose hooks close over that connection's
+// access-log record, passes names through its Resolver unresolved so the
+// policy decides on the name, dials only the decision's pinned addresses,
+// and takes the relay over from go-socks5 (through the io.WriterTo its copy
+// loops call) so SOCKS5 tunnels get the same SNI guard and splice relay as
+// CONNECT.
+package socks

@@ -1,0 +1,252 @@
+package socks
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	socks5 "github.com/armon/go-socks5"
+
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/accesslog"
+)
+
+// replyCode is an RFC 1928 section 6 reply code.
+type replyCode int
+
+const (
+	replySucceeded           replyCode = 0x00
+	replyNotAllowed          replyCode = 0x02
+	replyHostUnreachable     replyCode = 0x04
+	replyConnectionRefused   replyCode = 0x05
+	replyCommandNotSupported replyCode = 0x07
+)
+
+// exchange is one SOCKS5 connection. go-socks5's hooks are context-free
+// about the connection, so one socks5.Server is built per connection with
+// hooks that close over this state.
+type exchange struct {
+	s   *Server
+	raw *net.TCPConn
+	rec *accesslog.Record
+
+	requested bool // a request (or an auth attempt) worth an access line was seen
+	claimed   bool // the relay owns rec and finishes it
+	dec       policy.Decision
+	decErr    error
+	up        *upstreamConn
+	pending   []byte        // client bytes go-socks5 had buffered, held until the guard passes
+	relayDone chan struct{} // closed when the relay (or the guard's refusal) is over
+}
+
+func (x *exchange) config() *socks5.Config {
+	c := &socks5.Config{
+		Resolver: passThrough{},
+		Rules:    rules{x},
+		Dial:     x.dial,
+		Logger:   log.New(debugWriter{x.s.diag.Named("go-socks5")}, "", 0),
+	}
+	if x.s.o.Auth != nil {
+		methods := []socks5.Authenticator{socks5.UserPassAuthenticator{Credentials: credentials{x}}}
+		if !x.s.o.AuthRequired {
+			methods = append(methods, socks5.NoAuthAuthenticator{})
+		}
+		c.AuthMethods = methods
+	}
+	return c
+}
+
+func (x *exchange) finishIfUnclaimed() {
+	if x.claimed {
+		return
+	}
+	select {
+	case <-x.relayDone:
+	default:
+		close(x.relayDone)
+	}
+	if x.requested {
+		x.rec.Finish()
+	}
+}
+
+// passThrough is go-socks5's Resolver: it resolves nothing, so the name
+// reaches the policy as the client sent it and no DNS query is made for a
+// name the policy denies. go-socks5 (request.go handleRequest) resolves
+// before its RuleSet runs.
+type passThrough struct{}
+
+func (passThrough) Resolve(ctx context.Context, _ string) (context.Context, net.IP, error) {
+	return ctx, nil, nil
+}
+
+// credentials adapts the user store to go-socks5's CredentialStore.
+type credentials struct{ x *exchange }
+
+func (c credentials) Valid(user, pass string) bool {
+	x := c.x
+	x.requested = true
+	x.rec.User = user
+	if x.s.o.Auth(user, pass) {
+		return true
+	}
+	x.rec.Deny(policy.ReasonAuthRequired)
+	x.rec.Status = 1 // RFC 1929 failure status
+	return false
+}
+
+// rules is go-socks5's RuleSet: it asks the shared policy engine.
+type rules struct{ x *exchange }
+
+func (r rules) Allow(ctx context.Context, req *socks5.Request) (context.Context, bool) {
+	x := r.x
+	x.requested = true
+	if req.Command != socks5.ConnectCommand {
+		// Let go-socks5 answer "command not supported" (0x07) for BIND and
+		// UDP ASSOCIATE: it does so only after the RuleSet allowed them.
+		x.rec.Deny(policy.ReasonNotAllowed)
+		x.rec.Status = int(replyCommandNotSupported)
+		x.rec.Host = destHost(req.DestAddr)
+		x.rec.Port = uint16(req.DestAddr.Port)
+		return ctx, true
+	}
+	if x.s.o.AuthRequired && x.rec.User == "" {
+		x.rec.Deny(policy.ReasonAuthRequired)
+		x.rec.Status = int(replyNotAllowed)
+		return ctx, false
+	}
+	host := destHost(req.DestAddr)
+	x.rec.Host, x.rec.Port = host, uint16(req.DestAddr.Port)
+	if req.DestAddr.Port <= 0 || req.DestAddr.Port > 65535 {
+		x.rec.Deny(policy.ReasonBadRequest)
+		x.rec.Status = int(replyNotAllowed)
+		return ctx, false
+	}
+	dec, err := x.s.o.Decider.Decide(ctx, policy.Request{
+		Listener: policy.ListenerSOCKS5,
+		Client:   policy.Client{Addr: x.rec.Client, User: x.rec.User},
+		Host:     host,
+		Port:     uint16(req.DestAddr.Port),
+	})
+	x.dec = dec
+	x.rec.Decision = dec
+	if dec.Host != "" {
+		x.rec.Host = dec.Host
+	}
+	if err != nil {
+		// Not a denial: the name did not resolve. Let the dial fail so
+		// go-socks5 answers host unreachable (0x04).
+		x.decErr = err
+		x.rec.Reason = policy.ReasonDNSError
+		return ctx, true
+	}
+	if !dec.Verdict.Passes() {
+		x.rec.Status = int(replyNotAllowed)
+		return ctx, false
+	}
+	return ctx, true
+}
+
+func destHost(a *socks5.AddrSpec) string {
+	if a.FQDN != "" {
+		return a.FQDN
+	}
+	if ip, ok := netip.AddrFromSlice(a.IP); ok {
+		return ip.Unmap().String()
+	}
+	return ""
+}
+
+var errDenied = errors.New("refused by policy")
+
+// dial is go-socks5's Dial: it dials only the decision's pinned addresses.
+// go-socks5 (request.go handleConnect) picks its reply from the error text:
+// "refused" gives 0x05, anything else 0x04, so the syscall text is kept.
+func (x *exchange) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+	if x.decErr != nil {
+		x.rec.Status = int(replyHostUnreachable)
+		return nil, x.decErr
+	}
+	if !x.dec.Verdict.Passes() {
+		return nil, errDenied
+	}
+	start := time.Now()
+	up, addr, err := x.s.o.Dialer.Dial(ctx, x.dec)
+	x.s.o.Log.Metrics().ObserveDial(time.Since(start))
+	if err != nil {
+		x.rec.Reason = policy.ReasonDialError
+		x.rec.Status = int(replyHostUnreachable)
+		if strings.Contains(err.Error(), "refused") {
+			x.rec.Status = int(replyConnectionRefused)
+		}
+		return nil, err
+	}
+	x.rec.IP = addr
+	x.rec.Status = int(replySucceeded)
+	// The request is complete; from now on the tunnel's own timeouts apply.
+	x.raw.SetDeadline(time.Time{})
+	x.up = &upstreamConn{TCPConn: up, x: x}
+	return x.up, nil
+}
+
+// clientConn is the conn handed to go-socks5. Its WriteTo is where
+// go-socks5's client-to-origin copy loop (io.Copy from its bufio.Reader,
+// whose WriteTo defers to ours) hands the tunnel to egressd: the guard runs,
+// then the shared splice relay carries both directions.
+type clientConn struct {
+	*net.TCPConn
+	x *exchange
+}
+
+func (c *clientConn) WriteTo(w io.Writer) (int64, error) {
+	x := c.x
+	if x.up == nil || w != io.Writer(x.up) {
+		// Not the tunnel: never expected, but stay correct.
+		return io.Copy(w, c.TCPConn)
+	}
+	defer close(x.relayDone)
+	runner := x.s.o.Runner
+	first, ok := runner.Check(c.TCPConn, x.pending, x.dec, x.rec)
+	x.pending = nil
+	if !ok {
+		c.TCPConn.Close()
+		x.up.TCPConn.Close()
+		return 0, errDenied
+	}
+	x.claimed = true
+	runner.Relay(c.TCPConn, x.up.TCPConn, first, x.rec)
+	return x.rec.Up.Load(), nil
+}
+
+// upstreamConn is the conn go-socks5 gets from Dial. Bytes go-socks5 writes
+// before the relay starts (what its bufio.Reader had buffered past the
+// request) are held for the guard instead of being sent.
+type upstreamConn struct {
+	*net.TCPConn
+	x *exchange
+}
+
+func (u *upstreamConn) Write(p []byte) (int, error) {
+	u.x.pending = append(u.x.pending, p...)
+	return len(p), nil
+}
+
+// WriteTo is go-socks5's origin-to-client copy loop: the relay started by
+// clientConn.WriteTo carries this direction, so just wait for it.
+func (u *upstreamConn) WriteTo(io.Writer) (int64, error) {
+	<-u.x.relayDone
+	return 0, nil
+}
+
+// ReadFrom keeps io.Copy from bypassing Write (and the guard) through
+// *net.TCPConn's splice path.
+func (u *upstreamConn) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(writerOnly{u}, r)
+}
+
+type writerOnly struct{ io.Writer }

@@ -1,0 +1,94 @@
+package tunnel
+
+import (
+	"errors"
+	"net"
+	"time"
+
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/accesslog"
+	"github.com/egressd/egressd/proxy/egress"
+	"github.com/egressd/egressd/proxy/sni"
+)
+
+// MaxHello bounds the ClientHello the guard waits for: one TLS record of at
+// most 16 KiB plus its 5-byte header.
+const MaxHello = 16*1024 + 5
+
+// Runner holds what every tunnel shares. The zero value works (no drain
+// tracking, no metrics, no timeouts).
+type Runner struct {
+	// Registry tracks live tunnels for drain. Nil: not tracked.
+	Registry *egress.Registry
+	// Metrics receives the active-tunnel gauge. Nil: none.
+	Metrics *accesslog.Metrics
+	// Handshake bounds the wait for the client's first bytes.
+	Handshake time.Duration
+	// Idle closes a tunnel that carried no byte either way for this long (0: never).
+	Idle time.Duration
+	// MaxTunnel closes any tunnel after this long (0: never).
+	MaxTunnel time.Duration
+}
+
+// Check runs the first-bytes guard for a tunnel to a TLS port. It reads the
+// client's ClientHello (after prefix, bytes already received) and returns
+// everything read, to be replayed to the upstream first. ok is false when
+// the tunnel must be closed; rec then carries the denial.
+func (r *Runner) Check(client net.Conn, prefix []byte, dec policy.Decision, rec *accesslog.Record) (first []byte, ok bool) {
+	if dec.Policy == nil || !dec.Policy.IsTLSPort(dec.Port) {
+		return prefix, true
+	}
+	deadline := time.Time{}
+	if r.Handshake > 0 {
+		deadline = time.Now().Add(r.Handshake)
+	}
+	hello, info, err := sni.Peek(client, prefix, MaxHello, deadline)
+	var verdict policy.Verdict
+	var reason policy.Reason
+	switch {
+	case errors.Is(err, sni.ErrNotTLS):
+		verdict, reason = dec.Policy.CheckProtocol(dec)
+	case err != nil:
+		// Timed out, truncated, malformed, or a hello spread over records
+		// beyond our bound: no SNI could be read, so fail closed on it.
+		verdict, reason = dec.Policy.CheckSNI(dec, "", false, false)
+		if len(hello) == 0 {
+			// Nothing arrived at all: there is nothing to relay.
+			verdict, reason = policy.Deny, policy.ReasonSNIMissing
+		}
+	default:
+		rec.SNI, rec.ECH = info.ServerName, info.ECH
+		verdict, reason = dec.Policy.CheckSNI(dec, info.ServerName, info.HasSNI, info.ECH)
+	}
+	switch verdict {
+	case policy.Deny:
+		rec.Deny(reason)
+		return nil, false
+	case policy.Report:
+		rec.Decision.Verdict = policy.Report
+		rec.Reason = reason
+	}
+	return hello, true
+}
+
+// Relay tracks the tunnel, relays until both directions end (or a timeout
+// or drain cuts it), closes both conns and finishes rec. It blocks.
+func (r *Runner) Relay(client, upstream *net.TCPConn, first []byte, rec *accesslog.Record) {
+	r.Metrics.TunnelOpened(rec.Listener)
+	var id uint64
+	if r.Registry != nil {
+		id = r.Registry.Add(client, upstream)
+	}
+	egress.Relay(client, upstream, egress.RelayOptions{
+		ClientPrefix: first,
+		Idle:         r.Idle,
+		MaxDuration:  r.MaxTunnel,
+		Up:           &rec.Up,
+		Down:         &rec.Down,
+	})
+	if r.Registry != nil {
+		r.Registry.Remove(id)
+	}
+	r.Metrics.TunnelClosed(rec.Listener)
+	rec.Finish()
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the tools egressd's tests need on a Debian machine: curl (the
+# real client of the end-to-end tests) and iproute2 (`ip netns` for the
+# namespace tests). Safe to run repeatedly; does nothing when both exist.
+set -euo pipefail
+
+missing=()
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
+command -v update-ca-certificates >/dev/null 2>&1 || missing+=(ca-certificates)
+
+if [ "${#missing[@]}" -eq 0 ]; then
+	exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+	SUDO="sudo"
+fi
+echo "setup: installing ${missing[*]}" >&2
+$SUDO apt-get update
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"

@@ -1,0 +1,37 @@
+// Package testenv is the shared harness for egressd's black-box end-to-end
+// tests. It owns real, in-process test infrastructure on loopback and inside
+// network namespaces the tests create:
+//
+//   - [DNSServer]: a miekg/dns server (UDP and TCP) with a settable zone,
+//     answer sequences for rebinding tests, and per-name query counters.
+//   - [CA]: a throwaway certificate authority issuing leaf certificates,
+//     with a PEM file for curl --cacert.
+//   - [Origin]: TLS and plain HTTP origins that echo what reached them
+//     (Host, path, SNI, headers, their own name) as JSON ([Echo]).
+//   - [Egressd] and [Proc]: the egressd binary, built once per test binary,
+//     started with a config string, awaited until ready, its JSON access
+//     log captured, stopped by PID (SIGTERM, then SIGKILL) on cleanup.
+//   - [Curl]: real curl with a minimal environment and a time bound.
+//   - [Netns]: a network namespace with extra loopback addresses (10.0.0.5,
+//     169.254.169.254, ...) and [Honeypot] listeners counting connections,
+//     so deny tests can prove that nothing was dialed.
+//
+// # Network namespaces
+//
+// Every helper that listens or dials has a variant taking a *Netns; a nil
+// *Netns means the test's own (host) namespace. Sockets for a namespace are
+// created on a dedicated OS thread that joins the namespace with setns(2);
+// a socket stays in the namespace it was created in, so the test process
+// serves DNS, origins and honeypots inside the namespace without helper
+// processes. egressd and curl run inside it through `ip netns exec`. Tests
+// in the host namespace must only ever use 127.0.0.0/8 and ::1; addresses
+// such as 10.0.0.5 exist only inside a test namespace.
+//
+// # Use
+//
+//	func TestMain(m *testing.M) { testenv.Main(m) }
+//
+// [Main] runs the tests, removes the built binary, and checks for leaked
+// goroutines. Tools: curl and ip (iproute2), installed by scripts/setup.sh;
+// namespaces need root.
+package testenv

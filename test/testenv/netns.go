@@ -1,0 +1,222 @@
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Netns is a network namespace created for one test. Its loopback is up
+// (127.0.0.0/8 and ::1) and carries the extra addresses given to
+// [NewNetns]. Nothing else is reachable from inside it. A nil *Netns means
+// the host namespace in every method.
+type Netns struct {
+	// Name is the namespace name as `ip netns` knows it.
+	Name string
+}
+
+// cmdTimeout bounds every helper command (ip, curl).
+const cmdTimeout = 30 * time.Second
+
+// NewNetns creates a namespace named egressd-test-<random>, brings up its
+// loopback and adds addrs (prefixes such as "10.0.0.5/32"; a bare address
+// gets /32 or /128) to it. The namespace is deleted on cleanup.
+func NewNetns(t testing.TB, addrs ...string) *Netns {
+	t.Helper()
+	ipPath := lookTool(t, "ip")
+	var b [4]byte
+	rand.Read(b[:])
+	n := &Netns{Name: "egressd-test-" + hex.EncodeToString(b[:])}
+	runTool(t, ipPath, "netns", "add", n.Name)
+	t.Cleanup(func() {
+		if out, err := exec.Command(ipPath, "netns", "del", n.Name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", n.Name, err, out)
+		}
+	})
+	runTool(t, ipPath, "-n", n.Name, "link", "set", "lo", "up")
+	for _, a := range addrs {
+		if !strings.Contains(a, "/") {
+			if strings.Contains(a, ":") {
+				a += "/128"
+			} else {
+				a += "/32"
+			}
+		}
+		args := []string{"-n", n.Name, "addr", "add", a, "dev", "lo"}
+		if strings.Contains(a, ":") {
+			args = []string{"-n", n.Name, "-6", "addr", "add", a, "dev", "lo", "nodad"}
+		}
+		runTool(t, ipPath, args...)
+	}
+	return n
+}
+
+// lookTool finds a required tool or fails the test: tests never skip
+// because a tool is missing (scripts/setup.sh installs them).
+func lookTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/bin", "/bin"} {
+			if _, serr := os.Stat(filepath.Join(dir, name)); serr == nil {
+				return filepath.Join(dir, name)
+			}
+		}
+		t.Fatalf("%s not found (run scripts/setup.sh): %v", name, err)
+	}
+	return p
+}
+
+func runTool(t testing.TB, path string, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, path, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v: %s", filepath.Base(path), strings.Join(args, " "), err, out)
+	}
+}
+
+// Command returns a command that runs name inside the namespace (through
+// `ip netns exec`), or directly for a nil *Netns. Its environment is
+// minimal: PATH only, so no *_PROXY variable leaks in. The returned command
+// keeps ip netns exec's PID: ip execs the program in place.
+func (n *Netns) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	var cmd *exec.Cmd
+	if n == nil {
+		cmd = exec.CommandContext(ctx, name, args...)
+	} else {
+		ipPath, err := exec.LookPath("ip")
+		if err != nil {
+			ipPath = "/usr/sbin/ip"
+		}
+		cmd = exec.CommandContext(ctx, ipPath, append([]string{"netns", "exec", n.Name, name}, args...)...)
+	}
+	cmd.Env = minimalEnv()
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
+}
+
+// minimalEnv is PATH (with the sbin directories) and nothing else.
+func minimalEnv() []string {
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = "/usr/local/bin:/usr/bin:/bin"
+	}
+	for _, d := range []string{"/usr/sbin", "/sbin"} {
+		if !strings.Contains(":"+path+":", ":"+d+":") {
+			path += ":" + d
+		}
+	}
+	return []string{"PATH=" + path}
+}
+
+// inNetns runs fn on a fresh OS thread that has joined the namespace. The
+// thread is never handed back to the Go scheduler: the goroutine exits
+// while still locked, so the runtime destroys the thread. Sockets created
+// by fn stay in the namespace for their whole life.
+func (n *Netns) inNetns(fn func() error) error {
+	if n == nil {
+		return fn()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// Deliberately no UnlockOSThread: see above.
+		f, err := os.Open(filepath.Join("/run/netns", n.Name))
+		if err != nil {
+			errc <- fmt.Errorf("open netns %s: %w", n.Name, err)
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", n.Name, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// Listen is net.Listen inside the namespace (or the host for nil).
+func (n *Netns) Listen(network, addr string) (net.Listener, error) {
+	var ln net.Listener
+	err := n.inNetns(func() (err error) {
+		ln, err = net.Listen(network, addr)
+		return err
+	})
+	return ln, err
+}
+
+// ListenPacket is net.ListenPacket inside the namespace (or the host for nil).
+func (n *Netns) ListenPacket(network, addr string) (net.PacketConn, error) {
+	var pc net.PacketConn
+	err := n.inNetns(func() (err error) {
+		pc, err = net.ListenPacket(network, addr)
+		return err
+	})
+	return pc, err
+}
+
+// DialContext dials from inside the namespace (or the host for nil). Use
+// IP addresses: names are not resolved inside the namespace. It fits
+// http.Transport.DialContext.
+func (n *Netns) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := n.inNetns(func() (err error) {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// FreeAddr returns "ip:port" with a TCP port that was free on ip a moment
+// ago, inside the namespace (or the host for nil). There is a small race:
+// another process may take the port before egressd binds it. egressd
+// cannot report the port it got for ":0", so the tests pick ports this way;
+// a collision shows up as a failed start, not a wrong result.
+func (n *Netns) FreeAddr(t testing.TB, ip string) string {
+	t.Helper()
+	ln, err := n.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatalf("free port on %s: %v", ip, err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// FreeAddr is (*Netns)(nil).FreeAddr: a free TCP address on ip in the host
+// namespace.
+func FreeAddr(t testing.TB, ip string) string {
+	t.Helper()
+	return (*Netns)(nil).FreeAddr(t, ip)
+}
+
+// Run runs name with args inside the namespace (or the host for nil),
+// bounded by a timeout, and returns its output and exit code (-1 when it
+// could not run or was killed).
+func (n *Netns) Run(t testing.TB, name string, args ...string) (stdout, stderr string, exit int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := n.Command(ctx, name, args...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	exit = cmd.ProcessState.ExitCode()
+	if err != nil && cmd.ProcessState == nil {
+		t.Fatalf("run %s: %v", name, err)
+	}
+	return out.String(), errb.String(), exit
+}

@@ -1,0 +1,323 @@
+package testenv_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/test/testenv"
+	"github.com/google/go-cmp/cmp"
+	"github.com/miekg/dns"
+	"go.yaml.in/yaml/v3"
+)
+
+// fakeEnv makes the test binary act as a stand-in egressd (see fakeEgressd),
+// so the process harness is tested without the real binary.
+const fakeEnv = "EGRESSD_TESTENV_FAKE"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(fakeEnv) == "1" {
+		os.Exit(fakeEgressd(os.Args[1:]))
+	}
+	testenv.Main(m)
+}
+
+// fakeEgressd serves listen.http from --config: for each connection it
+// reads one line, logs {"listener":"http","host":LINE} on stdout and
+// answers "ok". SIGTERM ends it with exit 0.
+func fakeEgressd(args []string) int {
+	var cfgPath string
+	for i, a := range args {
+		if a == "--config" && i+1 < len(args) {
+			cfgPath = args[i+1]
+		}
+	}
+	raw, err := os.ReadFile(cfgPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	var c struct {
+		Listen struct {
+			HTTP string `yaml:"http"`
+		} `yaml:"listen"`
+	}
+	if err := yaml.Unmarshal(raw, &c); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	ln, err := net.Listen("tcp", c.Listen.HTTP)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Fprintln(os.Stderr, "fake egressd listening on", ln.Addr())
+	fmt.Println("not json: startup banner")
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return 0
+		}
+		line, _ := bufio.NewReader(conn).ReadString('\n')
+		if line == "" { // the harness's readiness probe
+			conn.Close()
+			continue
+		}
+		fmt.Printf("{\"listener\":\"http\",\"host\":%q,\"port\":443}\n", strings.TrimSpace(line))
+		io.WriteString(conn, "ok\n")
+		conn.Close()
+	}
+}
+
+func TestDNSServer(t *testing.T) {
+	s := testenv.NewDNSServer(t)
+	v4, v6 := netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("::1")
+	s.Set("Both.Test.", 30, v4, v6)
+	s.SetSequence("rebind.test", 0, [][]netip.Addr{{v4}, {netip.MustParseAddr("10.0.0.5")}})
+	s.SetCNAME("alias.test", 60, "both.test")
+	s.SetRcode("fail.test", dns.RcodeServerFailure)
+
+	type answer struct {
+		Rcode string
+		RRs   []string
+	}
+	ask := func(network, name string, qtype uint16) answer {
+		t.Helper()
+		m := new(dns.Msg)
+		m.SetQuestion(dns.Fqdn(name), qtype)
+		c := &dns.Client{Net: network, Timeout: 5 * time.Second}
+		resp, _, err := c.Exchange(m, s.Addr())
+		if err != nil {
+			t.Fatalf("%s %s: %v", network, name, err)
+		}
+		a := answer{Rcode: dns.RcodeToString[resp.Rcode]}
+		for _, rr := range resp.Answer {
+			a.RRs = append(a.RRs, strings.ReplaceAll(rr.String(), "\t", " "))
+		}
+		return a
+	}
+	tests := []struct {
+		name    string
+		network string
+		qname   string
+		qtype   uint16
+		want    answer
+	}{
+		{"A over UDP", "udp", "both.test", dns.TypeA, answer{"NOERROR", []string{"both.test. 30 IN A 127.0.0.2"}}},
+		{"AAAA over TCP", "tcp", "BOTH.test", dns.TypeAAAA, answer{"NOERROR", []string{"both.test. 30 IN AAAA ::1"}}},
+		{"NODATA", "udp", "both.test", dns.TypeMX, answer{"NOERROR", nil}},
+		{"NXDOMAIN", "udp", "missing.test", dns.TypeA, answer{"NXDOMAIN", nil}},
+		{"CNAME chain", "udp", "alias.test", dns.TypeA, answer{"NOERROR", []string{"alias.test. 60 IN CNAME both.test.", "both.test. 30 IN A 127.0.0.2"}}},
+		{"SERVFAIL", "udp", "fail.test", dns.TypeA, answer{"SERVFAIL", nil}},
+		{"sequence step 0", "udp", "rebind.test", dns.TypeA, answer{"NOERROR", []string{"rebind.test. 0 IN A 127.0.0.2"}}},
+		{"sequence AAAA does not advance A", "udp", "rebind.test", dns.TypeAAAA, answer{"NOERROR", nil}},
+		{"sequence step 1", "tcp", "rebind.test", dns.TypeA, answer{"NOERROR", []string{"rebind.test. 0 IN A 10.0.0.5"}}},
+		{"sequence cycles", "udp", "rebind.test", dns.TypeA, answer{"NOERROR", []string{"rebind.test. 0 IN A 127.0.0.2"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, ask(tt.network, tt.qname, tt.qtype)); diff != "" {
+				t.Errorf("answer (-want +got):\n%s", diff)
+			}
+		})
+	}
+	if got := s.Queries("rebind.test"); got != 4 {
+		t.Errorf("Queries(rebind.test) = %d, want 4", got)
+	}
+	if got := s.QueriesOfType("rebind.test", dns.TypeA); got != 3 {
+		t.Errorf("QueriesOfType(rebind.test, A) = %d, want 3", got)
+	}
+	if got := s.Queries("both.test."); got != 3 {
+		t.Errorf("Queries(both.test.) = %d, want 3", got)
+	}
+}
+
+func TestTLSOriginWithCurl(t *testing.T) {
+	ca := testenv.NewCA(t)
+	o := testenv.TLSOrigin(t, ca, "127.0.0.2", "origin.test", "www.origin.test")
+	caFile := ca.WritePEM(t.TempDir())
+	url := fmt.Sprintf("https://www.origin.test:%d/some/path?q=1", o.Port())
+	stdout, stderr, exit := testenv.Curl(t, "-sS", "--max-time", "10", "--cacert", caFile,
+		"--resolve", fmt.Sprintf("www.origin.test:%d:127.0.0.2", o.Port()),
+		"-H", "X-Test: hello", url)
+	if exit != 0 {
+		t.Fatalf("curl exit %d: %s", exit, stderr)
+	}
+	e, err := testenv.ParseEcho([]byte(stdout))
+	if err != nil {
+		t.Fatalf("parse %q: %v", stdout, err)
+	}
+	got := []string{e.Origin, e.Method, e.Host, e.Path, e.Query, e.SNI, e.Header.Get("X-Test")}
+	want := []string{"origin.test", "GET", fmt.Sprintf("www.origin.test:%d", o.Port()), "/some/path", "q=1", "www.origin.test", "hello"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("echo (-want +got):\n%s", diff)
+	}
+	if o.Count() != 1 || o.Conns() != 1 {
+		t.Errorf("Count, Conns = %d, %d; want 1, 1", o.Count(), o.Conns())
+	}
+
+	// A client without the CA fails verification: the origin is not a
+	// publicly trusted server.
+	if _, _, exit := testenv.Curl(t, "-sS", "--max-time", "10", "--resolve",
+		fmt.Sprintf("www.origin.test:%d:127.0.0.2", o.Port()), url); exit == 0 {
+		t.Errorf("curl without --cacert succeeded")
+	}
+
+	// Go clients trust CertPool.
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.CertPool(), ServerName: "origin.test"}}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(o.URL + "/go")
+	if err != nil {
+		t.Fatalf("go client: %v", err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("X-Origin") != "origin.test" {
+		t.Errorf("X-Origin = %q", resp.Header.Get("X-Origin"))
+	}
+}
+
+func TestHTTPOriginWithCurl(t *testing.T) {
+	o := testenv.HTTPOrigin(t, "127.0.0.3", "plain.test")
+	stdout, stderr, exit := testenv.Curl(t, "-sS", "--max-time", "10", "-H", "Host: other.test", o.URL+"/x")
+	if exit != 0 {
+		t.Fatalf("curl exit %d: %s", exit, stderr)
+	}
+	e, err := testenv.ParseEcho([]byte(stdout))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"plain.test", "other.test", "/x", ""}, []string{e.Origin, e.Host, e.Path, e.SNI}); diff != "" {
+		t.Errorf("echo (-want +got):\n%s", diff)
+	}
+}
+
+func TestCurlEnvironmentHasNoProxy(t *testing.T) {
+	t.Setenv("HTTPS_PROXY", "http://127.0.0.1:1")
+	t.Setenv("http_proxy", "http://127.0.0.1:1")
+	o := testenv.HTTPOrigin(t, "127.0.0.1", "direct.test")
+	if _, stderr, exit := testenv.Curl(t, "-sS", "--max-time", "10", o.URL); exit != 0 {
+		t.Fatalf("curl went through the inherited proxy: exit %d: %s", exit, stderr)
+	}
+}
+
+func TestNetnsHoneypot(t *testing.T) {
+	ns := testenv.NewNetns(t, "10.0.0.5/32", "169.254.169.254", "192.168.1.1/32")
+	hp := ns.Honeypot(t, "10.0.0.5:80", "169.254.169.254:80", "192.168.1.1:0")
+	addrs := hp.Addrs()
+
+	hp.AssertNone(t)
+
+	// curl inside the namespace reaches the honeypot (which closes at once).
+	_, _, exit := ns.Curl(t, "-sS", "--max-time", "10", "http://10.0.0.5:80/")
+	if exit == 0 {
+		t.Errorf("curl to a honeypot succeeded; want an empty-reply error")
+	}
+	// An in-process dial from inside the namespace.
+	c, err := ns.DialContext(context.Background(), "tcp", "169.254.169.254:80")
+	if err != nil {
+		t.Fatalf("dial in netns: %v", err)
+	}
+	c.Close()
+	hp.Sync(t)
+	got := []int{hp.Count(addrs[0]), hp.Count(addrs[1]), hp.Count(addrs[2]), hp.Total()}
+	if diff := cmp.Diff([]int{1, 1, 0, 2}, got); diff != "" {
+		t.Errorf("counts (-want +got):\n%s", diff)
+	}
+
+	// An address not on the namespace's loopback is unreachable.
+	if _, _, exit := ns.Curl(t, "-sS", "--max-time", "5", "http://10.0.0.6:80/"); exit == 0 {
+		t.Errorf("curl to 10.0.0.6 inside the namespace succeeded")
+	}
+}
+
+func TestNetnsServices(t *testing.T) {
+	ns := testenv.NewNetns(t)
+	d := testenv.NewDNSServerIn(t, ns, "127.0.0.1")
+	d.Set("svc.test", 5, netip.MustParseAddr("127.0.0.2"))
+	ca := testenv.NewCA(t)
+	o := testenv.TLSOriginIn(t, ns, ca, "127.0.0.2", "svc.test")
+
+	// DNS from inside the namespace, over a socket made there.
+	conn, err := ns.DialContext(context.Background(), "udp", d.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc := &dns.Conn{Conn: conn}
+	m := new(dns.Msg)
+	m.SetQuestion("svc.test.", dns.TypeA)
+	dc.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := dc.WriteMsg(m); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := dc.ReadMsg()
+	dc.Close()
+	if err != nil || len(resp.Answer) != 1 {
+		t.Fatalf("dns in netns: %v %v", resp, err)
+	}
+
+	caFile := ca.WritePEM(t.TempDir())
+	stdout, stderr, exit := ns.Curl(t, "-sS", "--max-time", "10", "--cacert", caFile,
+		"--resolve", fmt.Sprintf("svc.test:%d:127.0.0.2", o.Port()), fmt.Sprintf("https://svc.test:%d/in-ns", o.Port()))
+	if exit != 0 {
+		t.Fatalf("curl in netns: exit %d: %s", exit, stderr)
+	}
+	if e, err := testenv.ParseEcho([]byte(stdout)); err != nil || e.Path != "/in-ns" {
+		t.Errorf("echo = %+v, %v", e, err)
+	}
+}
+
+func TestProcHarness(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, inNetns := range []bool{false, true} {
+		t.Run(fmt.Sprintf("netns=%v", inNetns), func(t *testing.T) {
+			var ns *testenv.Netns
+			if inNetns {
+				ns = testenv.NewNetns(t)
+			}
+			addr := ns.FreeAddr(t, "127.0.0.1")
+			e := &testenv.Egressd{Netns: ns, Binary: self, Env: []string{fakeEnv + "=1"}}
+			p := e.Start(t, fmt.Sprintf("listen:\n  http: %q\n  socks5: \"\"\n  admin: \"\"\n", addr))
+			if p.HTTPAddr != addr {
+				t.Fatalf("HTTPAddr = %q, want %q", p.HTTPAddr, addr)
+			}
+			c := p.Dial(t, addr)
+			io.WriteString(c, "example.test\n")
+			if b, _ := io.ReadAll(c); string(b) != "ok\n" {
+				t.Errorf("reply %q", b)
+			}
+			line := p.WaitForLog(t, testenv.Fields(map[string]any{"host": "example.test", "port": 443}))
+			if diff := cmp.Diff(map[string]any{"listener": "http", "host": "example.test", "port": float64(443)}, line); diff != "" {
+				t.Errorf("log line (-want +got):\n%s", diff)
+			}
+			if n := len(p.AccessLines()); n != 1 {
+				t.Errorf("AccessLines: %d, want 1 (non-JSON lines are skipped)", n)
+			}
+			if !strings.Contains(p.Stderr(), "fake egressd listening") {
+				t.Errorf("stderr = %q", p.Stderr())
+			}
+			if code := p.Stop(t, 0); code != 0 {
+				t.Errorf("exit code after SIGTERM = %d", code)
+			}
+		})
+	}
+}
