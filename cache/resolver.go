@@ -28,6 +28,7 @@ const (
 	ResultMiss        = "miss"         // asked upstream, got addresses
 	ResultNotFound    = "not_found"    // asked upstream, the name has no addresses
 	ResultError       = "error"        // the lookup failed (timeout, SERVFAIL, network, bad name)
+	ResultLiteral     = "literal"      // the host was an IP literal: no lookup
 )
 
 // Defaults used when a [ResolverConfig] field is zero.
@@ -75,7 +76,8 @@ type ResolverConfig struct {
 // Resolver is a caching DNS resolver. It asks the configured servers for A
 // and AAAA records in parallel, honours the records' TTLs, caches negative
 // answers, and collapses concurrent lookups of one name into one query
-// pair. It satisfies policy.Resolver. It is safe for concurrent use.
+// pair. It satisfies policy.Resolver. It is safe for concurrent use. Create
+// it with [NewResolver]; the zero value is not usable.
 type Resolver struct {
 	servers     []string
 	timeout     time.Duration
@@ -123,7 +125,13 @@ func NewResolver(c ResolverConfig) (*Resolver, error) {
 // first, then IPv6 (AAAA), each in answer order, IPv4-mapped addresses
 // unmapped and duplicates removed. An IP literal is returned as is
 // (unmapped, without zone). A name without addresses yields an error
-// wrapping [ErrNotFound].
+// wrapping [ErrNotFound]; other failures (timeouts, SERVFAIL, an invalid
+// name, ctx) are wrapped errors that do not.
+//
+// Concurrent lookups of one name share one upstream query pair. A caller
+// whose ctx ends stops waiting at once, but the shared lookup goes on,
+// detached, for the other callers (as net.Resolver does); it is bounded by
+// Timeout per server and ends on its own.
 func (r *Resolver) LookupNetIP(ctx context.Context, host string) ([]netip.Addr, error) {
 	start := time.Now()
 	addrs, result, err := r.lookup(ctx, host)
@@ -136,7 +144,7 @@ func (r *Resolver) LookupNetIP(ctx context.Context, host string) ([]netip.Addr, 
 func (r *Resolver) lookup(ctx context.Context, host string) ([]netip.Addr, string, error) {
 	name := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(host)), ".")
 	if ip, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(name, "["), "]")); err == nil {
-		return []netip.Addr{ip.WithZone("").Unmap()}, ResultHit, nil
+		return []netip.Addr{ip.WithZone("").Unmap()}, ResultLiteral, nil
 	}
 	if name == "" {
 		return nil, ResultError, fmt.Errorf("lookup %q: empty host name", host)

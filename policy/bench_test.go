@@ -83,3 +83,13 @@ func BenchmarkDecide(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkCompile100kHosts(b *testing.B) {
+	c := bigConfig(100_000)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Compile(c); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -170,6 +170,13 @@ func normalizeIPv6(s string) (string, netip.Addr, bool, error) {
 	if err != nil || !a.Is6() {
 		return "", netip.Addr{}, false, errBadIPv6
 	}
+	if a.Is4In6() {
+		// An IPv4-mapped literal is the IPv4 address on the wire (the
+		// kernel dials it over IPv4), so it is that address for matching
+		// and range checks too.
+		a = a.Unmap()
+		return a.String(), a, true, nil
+	}
 	return canonicalIP(s, a), a, true, nil
 }
 

@@ -59,6 +59,36 @@ type prefixSet struct {
 	lens4  []int // prefix lengths present, longest first
 	lens6  []int
 	sorted []netip.Prefix
+	// first4 and first6 mark the first address bytes any prefix covers, so
+	// most public addresses are answered without a map lookup.
+	first4, first6 [4]uint64
+}
+
+func (s *prefixSet) markFirst(p netip.Prefix) {
+	bm := &s.first6
+	if p.Addr().Is4() {
+		bm = &s.first4
+	}
+	b := p.Addr().AsSlice()[0]
+	n := 1
+	if p.Bits() < 8 {
+		n = 1 << (8 - p.Bits())
+	}
+	for i := int(b); i < int(b)+n && i < 256; i++ {
+		bm[i/64] |= 1 << (i % 64)
+	}
+}
+
+func (s *prefixSet) coversFirst(a netip.Addr) bool {
+	bm := &s.first6
+	var b byte
+	if a.Is4() {
+		bm = &s.first4
+		b = a.As4()[0]
+	} else {
+		b = a.As16()[0]
+	}
+	return bm[b/64]&(1<<(b%64)) != 0
 }
 
 func newPrefixSet(ps []netip.Prefix) prefixSet {
@@ -69,6 +99,7 @@ func newPrefixSet(ps []netip.Prefix) prefixSet {
 		}
 		s.set[p] = struct{}{}
 		s.sorted = append(s.sorted, p)
+		s.markFirst(p)
 		lens := &s.lens6
 		if p.Addr().Is4() {
 			lens = &s.lens4
@@ -84,6 +115,9 @@ func newPrefixSet(ps []netip.Prefix) prefixSet {
 
 // longest returns the length of the longest prefix containing a, or -1.
 func (s *prefixSet) longest(a netip.Addr) int {
+	if !s.coversFirst(a) {
+		return -1
+	}
 	lens := s.lens6
 	if a.Is4() {
 		lens = s.lens4

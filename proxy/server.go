@@ -153,7 +153,7 @@ func (s *Server) Start() error {
 			Handler:           s.forward,
 			ReadHeaderTimeout: cfg.Timeouts.Handshake,
 			IdleTimeout:       cfg.Timeouts.Idle,
-			MaxHeaderBytes:    intcfg.Limits.MaxHeaderBytes,
+			MaxHeaderBytes:    int(cfg.Limits.MaxHeaderBytes),
 			ErrorLog:          errLog,
 		}
 		s.serve(s.httpSrv, s.httpLn)
@@ -276,13 +276,12 @@ func (s *Server) Close() {
 	if s.httpSrv != nil {
 		s.httpSrv.Close()
 	}
-	s.closeListeners()
-	s.socks.Shutdown(context.Background())
-	s.tunnels.CloseAll()
 	if s.adminSrv != nil {
 		s.adminSrv.Close()
 	}
 	s.closeListeners()
+	s.socks.Shutdown(context.Background())
+	s.tunnels.CloseAll()
 	s.wg.Wait()
 }
 

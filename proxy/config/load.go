@@ -1,9 +1,11 @@
 package config
 
 import (
+	"bytes"
 	_ "embed"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -88,13 +90,16 @@ var yamlLine = regexp.MustCompile(`^yaml: line (\d+): `)
 
 func parse(data []byte, name string) (*Config, *policy.Policy, error) {
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		e := &Error{File: name, Msg: err.Error()}
-		if m := yamlLine.FindStringSubmatch(e.Msg); m != nil {
-			e.Line, _ = strconv.Atoi(m[1])
-			e.Msg = strings.TrimPrefix(e.Msg, m[0])
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, nil, syntaxError(name, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return nil, nil, syntaxError(name, err)
 		}
-		return nil, nil, e
+		return nil, nil, &Error{File: name, Line: extra.Line, Msg: "more than one YAML document"}
 	}
 	c := defaults()
 	d := &decoder{file: name, lines: make(map[string]int)}
@@ -127,6 +132,15 @@ func parse(data []byte, name string) (*Config, *policy.Policy, error) {
 		return nil, nil, errors.Join(errs...)
 	}
 	return &c, p, nil
+}
+
+func syntaxError(name string, err error) *Error {
+	e := &Error{File: name, Msg: err.Error()}
+	if m := yamlLine.FindStringSubmatch(e.Msg); m != nil {
+		e.Line, _ = strconv.Atoi(m[1])
+		e.Msg = strings.TrimPrefix(e.Msg, m[0])
+	}
+	return e
 }
 
 func lineKey(l int) int {
@@ -178,7 +192,12 @@ func (d *decoder) validate(c *Config) {
 		}
 		key := net.JoinHostPort(host, strconv.Itoa(port))
 		if prev, dup := used[key]; dup {
-			d.errorf(d.line(l.path), l.path, "%q: same address as %s", l.addr, prev)
+			// Blame the key the file sets, not a default.
+			path, other := l.path, prev
+			if _, set := d.lines[path]; !set {
+				path, other = prev, path
+			}
+			d.errorf(d.line(path), path, "%q: same address as %s", l.addr, other)
 		}
 		used[key] = l.path
 	}

@@ -207,6 +207,9 @@ func (h *Handler) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 		return r, deniedResponse(r, http.StatusBadRequest, policy.ReasonBadRequest)
 	}
 	dec, status, reason := h.decide(r.Context(), x, policy.ListenerHTTP, r.URL.Host, defPort)
+	if status == http.StatusBadGateway {
+		return r, errorResponse(r, status, reason)
+	}
 	if status != 0 {
 		return r, deniedResponse(r, status, reason)
 	}

@@ -47,7 +47,7 @@ func (r *Runner) Check(client net.Conn, prefix []byte, dec policy.Decision, rec 
 	var reason policy.Reason
 	switch {
 	case errors.Is(err, sni.ErrNotTLS):
-		verdict, reason = dec.Policy.CheckProtocol(dec)
+		verdict, reason = dec.Policy.CheckProtocol(dec, false)
 	case err != nil:
 		// Timed out, truncated, malformed, or a hello spread over records
 		// beyond our bound: no SNI could be read, so fail closed on it.

@@ -31,6 +31,17 @@
 //
 //	func TestMain(m *testing.M) { testenv.Main(m) }
 //
+// A deny test that proves no packet left:
+//
+//	ns := testenv.NewNetns(t, "10.0.0.5/32", "169.254.169.254/32")
+//	hp := ns.Honeypot(t, "10.0.0.5:443", "169.254.169.254:80")
+//	dnsSrv := testenv.NewDNSServerIn(t, ns, "127.0.0.1")
+//	dnsSrv.Set("evil.test", 0, netip.MustParseAddr("10.0.0.5"))
+//	p := (&testenv.Egressd{Netns: ns}).Start(t, cfg) // cfg uses ns.FreeAddr and dnsSrv.Addr()
+//	ns.Curl(t, "-x", p.ProxyURL().String(), "https://evil.test/")
+//	p.WaitForLog(t, testenv.Field("reason", "private_range"))
+//	hp.AssertNone(t)
+//
 // [Main] runs the tests, removes the built binary, and checks for leaked
 // goroutines. Tools: curl and ip (iproute2), installed by scripts/setup.sh;
 // namespaces need root.

@@ -129,7 +129,10 @@ func Start(t testing.TB, configYAML string) *Proc {
 // until it is ready: /readyz on listen.admin answers 200 when admin is set,
 // otherwise listen.http and listen.socks5 accept TCP connections. Give every
 // listen key explicitly ("" disables), with addresses from FreeAddr: omitted
-// keys fall back to egressd's fixed default ports. The process is stopped
+// keys fall back to egressd's fixed default ports. Without admin, the
+// readiness probe is a bare TCP connect-and-close to each listener, which
+// egressd may log as an aborted request: prefer configs with admin. Set
+// timeouts.drain_delay: 0s so the SIGTERM on cleanup is quick. The process is stopped
 // on cleanup (SIGTERM, then SIGKILL after DefaultStopTimeout), and its
 // stderr is logged if the test failed.
 func (e *Egressd) Start(t testing.TB, configYAML string) *Proc {

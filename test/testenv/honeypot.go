@@ -36,11 +36,14 @@ func NewHoneypot(t testing.TB, ns *Netns, addrs ...string) *Honeypot {
 		if err != nil {
 			t.Fatalf("honeypot listen %s: %v", a, err)
 		}
-		key := ln.Addr().String()
-		h.accepted[key] = nil
+		h.accepted[ln.Addr().String()] = nil
 		h.lns = append(h.lns, ln)
+	}
+	// Serve only once the maps and h.lns are complete: they are read
+	// without the lock below.
+	for _, ln := range h.lns {
 		h.wg.Add(1)
-		go h.serve(ln, key)
+		go h.serve(ln, ln.Addr().String())
 	}
 	return h
 }

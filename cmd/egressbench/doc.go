@@ -1,0 +1,25 @@
+// Command egressbench is egressd's load tool and benchmark report generator.
+//
+// It owns everything the benchmark needs on the load side, in one process on
+// loopback: the origins (a bulk TCP sink/source, an echo server for idle
+// tunnels, an HTTP origin, an HTTPS origin whose certificate is signed by a
+// test CA generated at start) and a DNS server (github.com/miekg/dns) that maps
+// names under bench.test to the origins' loopback address. It drives a proxy
+// under test through one of four client kinds (connect, socks5, http, or
+// direct for no proxy) and measures throughput, rates, latency percentiles and,
+// when given the proxy's PID, the proxy's CPU time, RSS and open descriptors
+// from /proc.
+//
+// Usage:
+//
+//	egressbench run    -kind connect -proxy 127.0.0.1:3128 -proxy-pid 1234 -label egressd -json results/x.json
+//	egressbench report -in 'results/*.json' -out docs/benchmarks.md -svg docs/benchmarks.svg
+//	egressbench ports  -n 4
+//
+// Each scenario writes one JSON object per line to -json and one line of human
+// summary to stdout. The report subcommand reads those files, takes the median
+// over runs, and writes the Markdown tables and an SVG chart.
+//
+// Every loop is bounded in count and in time, and the tool only ever dials or
+// listens on loopback addresses.
+package main

@@ -1,0 +1,433 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Bulk protocol: the client sends a 16-byte header, then for an upload the
+// payload. Byte 0 is the operation, bytes 8..15 the payload length (big
+// endian). An upload is acknowledged with one byte once the origin has read
+// all of it; a download is answered with the payload, after which the origin
+// waits for the client to close. Neither direction relies on half-close,
+// which not every proxy forwards.
+const (
+	bulkHeaderLen = 16
+	bulkUpload    = 'U'
+	bulkDownload  = 'D'
+	bulkAck       = 'K'
+)
+
+// benchDomain is the zone the in-process DNS server answers for.
+const benchDomain = "bench.test."
+
+// originBody is what the HTTP and HTTPS origins answer: small, fixed, with a
+// Content-Length so that no proxy needs chunked encoding.
+var originBody = []byte(strings.Repeat("egressbench origin body.\n", 4))
+
+// originConfig says where the origins listen. Empty addresses mean a free
+// port on IP.
+type originConfig struct {
+	IP                                    netip.Addr
+	BulkAddr, EchoAddr, HTTPAddr, TLSAddr string
+	DNSAddr                               string
+	Name                                  string        // the TLS origin's host name, under bench.test
+	copyBuf                               int           // bulk sink buffer size
+	dnsTTL                                uint32        // TTL of DNS answers, seconds
+	handshake                             time.Duration // bound on reading a request or header
+}
+
+// origins are the servers the benchmark sends its traffic to. Each accepted
+// connection is tracked so that Close ends it, and every goroutine is counted
+// in wg so that Close returns only when all of them have.
+type origins struct {
+	cfg originConfig
+
+	bulk, echo, httpL, tlsL net.Listener
+	dnsUDP, dnsTCP          *dns.Server
+	httpSrv, tlsSrv         *http.Server
+
+	// CAPool holds the test CA that signed the TLS origin's certificate.
+	CAPool *x509.CertPool
+	// DNSQueries counts the questions the DNS server has answered.
+	DNSQueries atomic.Int64
+
+	zero    []byte    // read-only source for downloads
+	bufPool sync.Pool // *[]byte sink buffers
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	closed  bool
+}
+
+// startOrigins starts every origin and the DNS server, and returns once all
+// of them accept.
+func startOrigins(cfg originConfig) (o *origins, err error) {
+	o = &origins{cfg: cfg, conns: map[net.Conn]struct{}{}, zero: make([]byte, 1<<20)}
+	o.bufPool.New = func() any { b := make([]byte, cfg.copyBuf); return &b }
+	defer func() {
+		if err != nil {
+			o.Close()
+		}
+	}()
+	listen := func(addr string) (net.Listener, error) {
+		if addr == "" {
+			addr = net.JoinHostPort(cfg.IP.String(), "0")
+		}
+		if err := loopbackOnly(addr); err != nil {
+			return nil, err
+		}
+		return net.Listen("tcp", addr)
+	}
+	if o.bulk, err = listen(cfg.BulkAddr); err != nil {
+		return nil, fmt.Errorf("bulk origin: %w", err)
+	}
+	if o.echo, err = listen(cfg.EchoAddr); err != nil {
+		return nil, fmt.Errorf("echo origin: %w", err)
+	}
+	if o.httpL, err = listen(cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("http origin: %w", err)
+	}
+	if o.tlsL, err = listen(cfg.TLSAddr); err != nil {
+		return nil, fmt.Errorf("tls origin: %w", err)
+	}
+	o.serveRaw(o.bulk, o.serveBulk)
+	o.serveRaw(o.echo, o.serveEcho)
+
+	h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hd := w.Header()
+		hd["Content-Type"] = []string{"text/plain"}
+		hd["Content-Length"] = []string{strconv.Itoa(len(originBody))}
+		_, _ = w.Write(originBody)
+	})
+	newServer := func() *http.Server {
+		return &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: cfg.handshake,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          log.New(io.Discard, "", 0),
+			// HTTP/1.1 only: the benchmark measures proxies, not h2 framing.
+			TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		}
+	}
+	o.httpSrv = newServer()
+	o.tlsSrv = newServer()
+	tlsCfg, pool, err := newTestPKI(cfg.Name, cfg.IP)
+	if err != nil {
+		return nil, err
+	}
+	o.CAPool = pool
+	o.wg.Add(2)
+	go func() { defer o.wg.Done(); _ = o.httpSrv.Serve(o.httpL) }()
+	go func() { defer o.wg.Done(); _ = o.tlsSrv.Serve(tls.NewListener(o.tlsL, tlsCfg)) }()
+
+	if err := o.startDNS(); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// Addr returns the listening address of the named origin: bulk, echo, http
+// or tls.
+func (o *origins) Addr(which string) netip.AddrPort {
+	var l net.Listener
+	switch which {
+	case "bulk":
+		l = o.bulk
+	case "echo":
+		l = o.echo
+	case "http":
+		l = o.httpL
+	case "tls":
+		l = o.tlsL
+	default:
+		panic("unknown origin " + which)
+	}
+	return l.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// DNSAddr returns the address the DNS server listens on (UDP and TCP).
+func (o *origins) DNSAddr() string { return o.dnsUDP.PacketConn.LocalAddr().String() }
+
+// serveRaw runs an accept loop for a raw TCP origin.
+func (o *origins) serveRaw(l net.Listener, serve func(net.Conn)) {
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					continue
+				}
+				return
+			}
+			if !o.track(c) {
+				c.Close()
+				return
+			}
+			o.wg.Add(1)
+			go func() {
+				defer o.wg.Done()
+				defer o.untrack(c)
+				serve(c)
+			}()
+		}
+	}()
+}
+
+func (o *origins) track(c net.Conn) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return false
+	}
+	o.conns[c] = struct{}{}
+	return true
+}
+
+func (o *origins) untrack(c net.Conn) {
+	o.mu.Lock()
+	delete(o.conns, c)
+	o.mu.Unlock()
+	c.Close()
+}
+
+// serveBulk implements the origin side of the bulk protocol.
+func (o *origins) serveBulk(c net.Conn) {
+	var hdr [bulkHeaderLen]byte
+	_ = c.SetReadDeadline(time.Now().Add(o.cfg.handshake))
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	n := int64(binary.BigEndian.Uint64(hdr[8:]))
+	switch hdr[0] {
+	case bulkUpload:
+		bp := o.bufPool.Get().(*[]byte)
+		defer o.bufPool.Put(bp)
+		buf := *bp
+		for n > 0 {
+			m, err := c.Read(buf[:min(int64(len(buf)), n)])
+			n -= int64(m)
+			if err != nil {
+				return
+			}
+		}
+		_, _ = c.Write([]byte{bulkAck})
+	case bulkDownload:
+		for n > 0 {
+			m, err := c.Write(o.zero[:min(int64(len(o.zero)), n)])
+			n -= int64(m)
+			if err != nil {
+				return
+			}
+		}
+	default:
+		return
+	}
+	// Wait for the client to close, so the origin never closes first.
+	var one [64]byte
+	_ = c.SetReadDeadline(time.Now().Add(o.cfg.handshake))
+	for {
+		if _, err := c.Read(one[:]); err != nil {
+			return
+		}
+	}
+}
+
+// serveEcho writes back whatever it reads, until the peer closes. Idle
+// tunnels use it: one byte each way proves the tunnel is up end to end.
+func (o *origins) serveEcho(c net.Conn) {
+	var buf [64]byte
+	for {
+		n, err := c.Read(buf[:])
+		if n > 0 {
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// startDNS starts the DNS server on UDP and on TCP at the same address.
+func (o *origins) startDNS() error {
+	addr := o.cfg.DNSAddr
+	if addr == "" {
+		addr = net.JoinHostPort(o.cfg.IP.String(), "0")
+	}
+	if err := loopbackOnly(addr); err != nil {
+		return err
+	}
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return fmt.Errorf("dns server: %w", err)
+	}
+	l, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		pc.Close()
+		return fmt.Errorf("dns server: %w", err)
+	}
+	h := dns.HandlerFunc(o.answerDNS)
+	o.dnsUDP = &dns.Server{PacketConn: pc, Handler: h}
+	o.dnsTCP = &dns.Server{Listener: l, Handler: h}
+	for _, s := range []*dns.Server{o.dnsUDP, o.dnsTCP} {
+		started := make(chan struct{})
+		s.NotifyStartedFunc = func() { close(started) }
+		o.wg.Add(1)
+		go func() { defer o.wg.Done(); _ = s.ActivateAndServe() }()
+		<-started
+	}
+	return nil
+}
+
+// answerDNS maps every name under bench.test to the origins' address: A
+// records for an IPv4 origin, AAAA for an IPv6 one, an empty answer for the
+// other family, and NXDOMAIN outside the zone.
+func (o *origins) answerDNS(w dns.ResponseWriter, req *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(req)
+	m.Authoritative = true
+	for _, q := range req.Question {
+		o.DNSQueries.Add(1)
+		name := strings.ToLower(q.Name)
+		if name != benchDomain && !strings.HasSuffix(name, "."+benchDomain) {
+			m.Rcode = dns.RcodeNameError
+			continue
+		}
+		hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: o.cfg.dnsTTL}
+		ip := o.cfg.IP
+		switch {
+		case q.Qtype == dns.TypeA && ip.Is4():
+			hdr.Rrtype = dns.TypeA
+			m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: ip.AsSlice()})
+		case q.Qtype == dns.TypeAAAA && ip.Is6():
+			hdr.Rrtype = dns.TypeAAAA
+			m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr, AAAA: ip.AsSlice()})
+		}
+	}
+	_ = w.WriteMsg(m)
+}
+
+// Close stops every origin, ends their connections, and waits for all their
+// goroutines.
+func (o *origins) Close() {
+	o.mu.Lock()
+	o.closed = true
+	for c := range o.conns {
+		c.Close()
+	}
+	o.mu.Unlock()
+	for _, l := range []net.Listener{o.bulk, o.echo} {
+		if l != nil {
+			l.Close()
+		}
+	}
+	for _, s := range []*http.Server{o.httpSrv, o.tlsSrv} {
+		if s != nil {
+			s.Close()
+		}
+	}
+	// A listener that never reached Serve is not closed by Server.Close.
+	for _, l := range []net.Listener{o.httpL, o.tlsL} {
+		if l != nil {
+			l.Close()
+		}
+	}
+	for _, s := range []*dns.Server{o.dnsUDP, o.dnsTCP} {
+		if s != nil {
+			_ = s.Shutdown()
+		}
+	}
+	o.wg.Wait()
+}
+
+// newTestPKI generates a CA and a leaf certificate for name (and every name
+// under bench.test, and ip), both ECDSA P-256, valid for a day. It returns
+// the server's TLS config and a pool that trusts the CA.
+func newTestPKI(name string, ip netip.Addr) (*tls.Config, *x509.CertPool, error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "egressbench test CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	leafTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: name},
+		DNSNames:     []string{name, "*." + strings.TrimSuffix(benchDomain, ".")},
+		IPAddresses:  []net.IP{ip.AsSlice()},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	cfg := &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER, caDER}, PrivateKey: key}},
+		MinVersion:   tls.VersionTLS12,
+	}
+	return cfg, pool, nil
+}
+
+// loopbackOnly refuses any address that is not a loopback IP literal: the
+// benchmark never listens on or dials anything else.
+func loopbackOnly(hostport string) error {
+	ap, err := netip.ParseAddrPort(hostport)
+	if err != nil {
+		return fmt.Errorf("%q: want a loopback ip:port: %w", hostport, err)
+	}
+	if !ap.Addr().IsLoopback() {
+		return fmt.Errorf("%q: not a loopback address", hostport)
+	}
+	return nil
+}

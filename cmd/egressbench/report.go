@@ -1,0 +1,667 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// seriesKey names one row of the report: a proxy driven by one client kind.
+type seriesKey struct{ Label, Kind string }
+
+func (s seriesKey) String() string {
+	if s.Label == s.Kind || s.Label == kindDirect {
+		return s.Label
+	}
+	return s.Label + " (" + s.Kind + ")"
+}
+
+// runKey is one invocation of the run subcommand.
+type runKey struct {
+	seriesKey
+	Run int
+}
+
+// runResults are the results of one run, by scenario.
+type runResults map[string]*Result
+
+// figure is one number the report tabulates, computed from one run's results.
+type figure struct {
+	ID    string
+	Title string
+	Unit  string
+	Lower bool // lower is better
+	Prec  int  // decimals shown
+	// CPU marks CPU-time figures, where a lead under 15% counts as none.
+	CPU   bool
+	value func(runResults) (float64, bool)
+}
+
+// field returns a figure reading one value from one scenario's result.
+func field(scenario string, get func(*Result) (float64, bool)) func(runResults) (float64, bool) {
+	return func(rr runResults) (float64, bool) {
+		r, ok := rr[scenario]
+		if !ok {
+			return 0, false
+		}
+		return get(r)
+	}
+}
+
+func opsPerSec(r *Result) (float64, bool) { return r.OpsPerSec, r.Ops > 0 }
+func p50(r *Result) (float64, bool)       { return r.P50Ms, r.Ops > 0 }
+func p99(r *Result) (float64, bool)       { return r.P99Ms, r.Ops > 0 }
+func mibPerSec(r *Result) (float64, bool) { return r.MiBPerSec, r.Bytes > 0 }
+func cpuPer1000(r *Result) (float64, bool) {
+	if r.ProxyCPUPer1000 == nil {
+		return 0, false
+	}
+	return *r.ProxyCPUPer1000, true
+}
+func cpuPerGiB(r *Result) (float64, bool) {
+	if r.ProxyCPUPerGiB == nil {
+		return 0, false
+	}
+	return *r.ProxyCPUPerGiB, true
+}
+func toolCPUShare(r *Result) (float64, bool) {
+	if r.Seconds <= 0 {
+		return 0, false
+	}
+	return 100 * r.ToolCPUSec / r.Seconds, true
+}
+func idleGet(get func(*IdleResult) float64) func(*Result) (float64, bool) {
+	return func(r *Result) (float64, bool) {
+		if r.Idle == nil || r.Idle.Tunnels == 0 {
+			return 0, false
+		}
+		return get(r.Idle), true
+	}
+}
+
+var bulkScenarios = []string{"bulk_up_1", "bulk_up_8", "bulk_down_1", "bulk_down_8"}
+
+// bulkCPUPerGiB is the proxy's CPU over all four bulk scenarios of a run,
+// divided by all the GiB they moved.
+func bulkCPUPerGiB(rr runResults) (float64, bool) {
+	var cpu, gib float64
+	for _, s := range bulkScenarios {
+		r, ok := rr[s]
+		if !ok || r.ProxyCPUSec == nil {
+			return 0, false
+		}
+		cpu += *r.ProxyCPUSec
+		gib += float64(r.Bytes) / (1 << 30)
+	}
+	if gib == 0 {
+		return 0, false
+	}
+	return cpu / gib, true
+}
+
+// Figures by ID. The headline ones carry the issue's targets.
+var (
+	figBulkCPU = figure{ID: "bulk_cpu_gib", Title: "CPU s per GiB tunneled (all 4 bulk scenarios)", Unit: "s/GiB", Lower: true, Prec: 3, CPU: true, value: bulkCPUPerGiB}
+	figTunCPU  = figure{ID: "tunnels_cpu", Title: "CPU s per 1,000 new tunnels", Unit: "s", Lower: true, Prec: 3, CPU: true, value: field("tunnels", cpuPer1000)}
+	figTLSCPU  = figure{ID: "tls_cpu", Title: "CPU s per 1,000 new TLS tunnels by name", Unit: "s", Lower: true, Prec: 3, CPU: true, value: field("tls_tunnels", cpuPer1000)}
+	figFwdCPU  = figure{ID: "forward_cpu", Title: "CPU s per 1,000 forwarded HTTP requests", Unit: "s", Lower: true, Prec: 4, CPU: true, value: field("forward", cpuPer1000)}
+	figIdleKiB = figure{ID: "idle_kib", Title: "KiB of RSS per idle tunnel", Unit: "KiB", Lower: true, Prec: 1, value: field("idle", idleGet(func(i *IdleResult) float64 { return i.KiBPerTunnel }))}
+	figIdleFDs = figure{ID: "idle_fds", Title: "fds per idle tunnel", Unit: "fds", Lower: true, Prec: 2, value: field("idle", idleGet(func(i *IdleResult) float64 { return i.FDsPerTunnel }))}
+	figBulk8   = figure{ID: "bulk_down_8_mib", Title: "Throughput, 8 streams down", Unit: "MiB/s", Prec: 0, value: field("bulk_down_8", mibPerSec)}
+	figTunRate = figure{ID: "tunnels_rate", Title: "New tunnels per second", Unit: "/s", Prec: 0, value: field("tunnels", opsPerSec)}
+)
+
+// section is one table of the report.
+type section struct {
+	Title   string
+	Note    string
+	Kinds   []string // client kinds whose series appear
+	Figures []figure
+}
+
+func sections() []section {
+	var bulk []figure
+	for _, s := range bulkScenarios {
+		bulk = append(bulk, figure{ID: s + "_mib", Title: s + " MiB/s", Prec: 0, value: field(s, mibPerSec)})
+	}
+	for _, s := range bulkScenarios {
+		bulk = append(bulk, figure{ID: s + "_cpu", Title: s + " CPU s/GiB", Lower: true, Prec: 3, CPU: true, value: field(s, cpuPerGiB)})
+	}
+	bulk = append(bulk, figBulkCPU)
+	tunnelKinds := []string{kindDirect, kindConnect, kindSOCKS5}
+	return []section{
+		{Title: "Bulk tunnel throughput", Kinds: tunnelKinds, Figures: bulk,
+			Note: "Fixed payload per scenario split over 1 or 8 tunnels, up (client→origin) or down; bounded in time. CPU is the proxy's utime+stime over the scenario."},
+		{Title: "New tunnels (one small HTTP request each, then close)", Kinds: tunnelKinds, Figures: []figure{
+			figTunRate,
+			{ID: "tunnels_p50", Title: "p50 ms", Lower: true, Prec: 3, value: field("tunnels", p50)},
+			{ID: "tunnels_p99", Title: "p99 ms", Lower: true, Prec: 3, value: field("tunnels", p99)},
+			figTunCPU,
+			{ID: "tunnels_tool", Title: "load tool CPU %", Lower: true, Prec: 0, value: field("tunnels", toolCPUShare)},
+		}, Note: "Tunnels to the HTTP origin by IP literal; concurrency from -conc. A load tool CPU share near 100% means the rate is bounded by the tool's core, not the proxy's."},
+		{Title: "New TLS tunnels by host name (DNS through the load tool, full TLS 1.3 handshake, SNI = name, one HTTPS request)", Kinds: tunnelKinds, Figures: []figure{
+			{ID: "tls_rate", Title: "TLS tunnels per second", Prec: 0, value: field("tls_tunnels", opsPerSec)},
+			{ID: "tls_p50", Title: "p50 ms", Lower: true, Prec: 3, value: field("tls_tunnels", p50)},
+			{ID: "tls_p99", Title: "p99 ms", Lower: true, Prec: 3, value: field("tls_tunnels", p99)},
+			figTLSCPU,
+			{ID: "tls_tool", Title: "load tool CPU %", Lower: true, Prec: 0, value: field("tls_tunnels", toolCPUShare)},
+		}, Note: "Both TLS ends run in the load tool, so the rate is bounded by the tool's core; the proxy's CPU per 1,000 is the comparable figure."},
+		{Title: "Keep-alive requests through one tunnel (one at a time)", Kinds: tunnelKinds, Figures: []figure{
+			{ID: "ka_rate", Title: "requests per second", Prec: 0, value: field("keepalive", opsPerSec)},
+			{ID: "ka_p50", Title: "p50 ms", Lower: true, Prec: 3, value: field("keepalive", p50)},
+			{ID: "ka_p99", Title: "p99 ms", Lower: true, Prec: 3, value: field("keepalive", p99)},
+			{ID: "ka_cpu", Title: "CPU s per 1,000 requests", Lower: true, Prec: 4, CPU: true, value: field("keepalive", cpuPer1000)},
+		}},
+		{Title: "Absolute-URI HTTP forwarding (keep-alive clients)", Kinds: []string{kindDirect, kindHTTP}, Figures: []figure{
+			{ID: "fwd_rate", Title: "requests per second", Prec: 0, value: field("forward", opsPerSec)},
+			{ID: "fwd_p50", Title: "p50 ms", Lower: true, Prec: 3, value: field("forward", p50)},
+			{ID: "fwd_p99", Title: "p99 ms", Lower: true, Prec: 3, value: field("forward", p99)},
+			figFwdCPU,
+			{ID: "fwd_tool", Title: "load tool CPU %", Lower: true, Prec: 0, value: field("forward", toolCPUShare)},
+		}, Note: "direct sends origin-form requests straight to the origin."},
+		{Title: "Idle tunnels: proxy footprint", Kinds: []string{kindConnect, kindSOCKS5}, Figures: []figure{
+			{ID: "idle_rss0", Title: "RSS at 0, MiB", Lower: true, Prec: 1, value: field("idle", idleGet(func(i *IdleResult) float64 { return float64(i.RSS0KiB) / 1024 }))},
+			{ID: "idle_rss1", Title: "RSS with idle tunnels, MiB", Lower: true, Prec: 1, value: field("idle", idleGet(func(i *IdleResult) float64 { return float64(i.RSS1KiB) / 1024 }))},
+			figIdleKiB,
+			{ID: "idle_fds0", Title: "fds at 0", Lower: true, Prec: 0, value: field("idle", idleGet(func(i *IdleResult) float64 { return float64(i.FDs0) }))},
+			figIdleFDs,
+		}, Note: "3,000 tunnels to an echo origin, each proven with one byte each way, then held idle; RSS (VmRSS) and /proc/PID/fd read after a one-second settle."},
+	}
+}
+
+// goal is one row of the issue's target table.
+type goal struct {
+	Figure   figure
+	Kind     string  // egressd's series kind for this row
+	Limit    float64 // met when egressd's median is at most this
+	Issue    string  // the issue's best-peer text
+	Headline bool    // shown in the chart
+}
+
+func goals() []goal {
+	return []goal{
+		{Figure: figBulkCPU, Kind: kindConnect, Limit: 0.45, Issue: "smokescreen ~0.8, Squid ~1.1", Headline: true},
+		{Figure: figTunCPU, Kind: kindConnect, Limit: 0.15, Issue: "Squid ~0.21, smokescreen ~0.29", Headline: true},
+		{Figure: figTLSCPU, Kind: kindConnect, Limit: 0.30, Issue: "Squid ~0.44, smokescreen ~0.65", Headline: true},
+		{Figure: figFwdCPU, Kind: kindHTTP, Limit: 0.085, Issue: "Squid ~0.095, smokescreen ~0.14", Headline: true},
+		{Figure: figIdleKiB, Kind: kindConnect, Limit: 12, Issue: "smokescreen ~25, Squid ~31", Headline: true},
+		{Figure: figIdleFDs, Kind: kindConnect, Limit: 2, Issue: "naive splice relay 6", Headline: true},
+		{Figure: figBulkCPU, Kind: kindSOCKS5, Limit: 0.45, Issue: "Dante ~1.0"},
+		{Figure: figTunCPU, Kind: kindSOCKS5, Limit: 0.15, Issue: "Dante ~0.4"},
+		{Figure: figTLSCPU, Kind: kindSOCKS5, Limit: 0.30, Issue: "(SOCKS5 remote DNS)"},
+	}
+}
+
+// dataset holds every result, grouped for the report.
+type dataset struct {
+	runs map[runKey]runResults
+}
+
+func newDataset(results []*Result) *dataset {
+	d := &dataset{runs: map[runKey]runResults{}}
+	for _, r := range results {
+		k := runKey{seriesKey{r.Label, r.Kind}, r.Run}
+		if d.runs[k] == nil {
+			d.runs[k] = runResults{}
+		}
+		d.runs[k][r.Scenario] = r
+	}
+	return d
+}
+
+// series returns the series with the given kinds, in report order: direct
+// first, then egressd, then the peers by name.
+func (d *dataset) series(kinds []string) []seriesKey {
+	seen := map[seriesKey]bool{}
+	var out []seriesKey
+	for k := range d.runs {
+		if slices.Contains(kinds, k.Kind) && !seen[k.seriesKey] {
+			seen[k.seriesKey] = true
+			out = append(out, k.seriesKey)
+		}
+	}
+	rank := func(s seriesKey) int {
+		switch s.Label {
+		case kindDirect:
+			return 0
+		case "egressd":
+			return 1
+		}
+		return 2
+	}
+	slices.SortFunc(out, func(a, b seriesKey) int {
+		if c := rank(a) - rank(b); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.Label, b.Label); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Kind, b.Kind)
+	})
+	return out
+}
+
+// values returns a figure's value for each run of a series, in run order.
+func (d *dataset) values(s seriesKey, f figure) []float64 {
+	var runs []int
+	for k := range d.runs {
+		if k.seriesKey == s {
+			runs = append(runs, k.Run)
+		}
+	}
+	slices.Sort(runs)
+	var vs []float64
+	for _, n := range runs {
+		if v, ok := f.value(d.runs[runKey{s, n}]); ok && !math.IsNaN(v) && !math.IsInf(v, 0) {
+			vs = append(vs, v)
+		}
+	}
+	return vs
+}
+
+// best returns the best median of a figure among the peers (every label but
+// egressd and direct) of the given kinds.
+func (d *dataset) best(f figure, kinds []string) (seriesKey, float64, bool) {
+	var (
+		bk    seriesKey
+		bv    float64
+		found bool
+	)
+	for _, s := range d.series(kinds) {
+		if s.Label == "egressd" || s.Label == kindDirect {
+			continue
+		}
+		m, ok := median(d.values(s, f))
+		if !ok {
+			continue
+		}
+		if !found || (f.Lower && m < bv) || (!f.Lower && m > bv) {
+			bk, bv, found = s, m, true
+		}
+	}
+	return bk, bv, found
+}
+
+// peerKinds are the kinds whose peers compete with an egressd series: a
+// CONNECT figure against other CONNECT proxies, SOCKS5 against SOCKS5.
+func peerKinds(kind string) []string { return []string{kind} }
+
+// comparison says how egressd's median compares with the best peer's. The
+// ratio is egressd / peer; the verdict accounts for the figure's direction
+// and, for CPU figures, counts a lead under 15% as none.
+func comparison(f figure, egressd, peer float64) (ratio float64, verdict string) {
+	if peer == 0 || egressd == 0 {
+		return math.NaN(), "n/a"
+	}
+	ratio = egressd / peer
+	adv := ratio // > 1: egressd is better
+	if f.Lower {
+		adv = 1 / ratio
+	}
+	margin := 1.05
+	if f.CPU {
+		margin = 1.15
+	}
+	switch {
+	case adv >= margin:
+		return ratio, "lead"
+	case adv <= 1/margin:
+		return ratio, "behind"
+	case f.CPU:
+		return ratio, "no lead (<15%)"
+	default:
+		return ratio, "even (<5%)"
+	}
+}
+
+// format renders v with the figure's precision.
+func (f figure) format(v float64) string { return strconv.FormatFloat(v, 'f', f.Prec, 64) }
+
+// cell renders a series' runs as "median (r1, r2, ...)".
+func (f figure) cell(vs []float64) string {
+	m, ok := median(vs)
+	if !ok {
+		return "–"
+	}
+	if len(vs) == 1 {
+		return f.format(m)
+	}
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = f.format(v)
+	}
+	return "**" + f.format(m) + "** (" + strings.Join(parts, ", ") + ")"
+}
+
+// reportMeta is the free text the bench script hands the report.
+type reportMeta struct {
+	Lines    []string // "key: value" lines shown under Machine and run
+	Commands string   // shown verbatim in a code block
+	GoBench  string   // `go test -bench` output of the policy package
+}
+
+// writeMarkdown writes the whole benchmark document.
+func writeMarkdown(w io.Writer, d *dataset, meta reportMeta, svgName string) error {
+	bw := bufio.NewWriter(w)
+	p := func(format string, a ...any) { fmt.Fprintf(bw, format, a...) }
+	p("# egressd benchmarks\n\n")
+	p("Generated by `egressbench report` from the JSON results of `make bench` (scripts/bench.sh). ")
+	p("Each cell is the **median** over runs followed by every run's value in run order; the proxies ran alternately ")
+	p("(direct, egressd, Squid, smokescreen, then again), the proxy pinned to CPU 0 and the load tool to CPU 1. ")
+	p("CPU figures are the proxy process's utime+stime from /proc (10 ms resolution) per unit of work; ")
+	p("on this noisy shared machine a lead under 15%% on a CPU figure counts as none.\n\n")
+
+	p("## Machine and run\n\n")
+	for _, l := range machineLines() {
+		p("- %s\n", l)
+	}
+	for _, l := range meta.Lines {
+		p("- %s\n", l)
+	}
+	p("\n")
+
+	p("## egressd against the issue's targets\n\n")
+	if svgName != "" {
+		p("![headline figures](%s)\n\n", svgName)
+	}
+	p("| figure | best peer (issue) | best peer (this run) | egressd | egressd / best peer | target | met? |\n")
+	p("| --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, t := range goals() {
+		name := t.Figure.Title
+		if t.Kind == kindSOCKS5 {
+			name = "SOCKS5: " + name
+		} else if t.Kind == kindConnect && t.Figure.CPU {
+			name += " (CONNECT)"
+		}
+		peer := "–"
+		bk, bv, okPeer := d.best(t.Figure, peerKinds(t.Kind))
+		if okPeer {
+			peer = fmt.Sprintf("%s %s", bk.Label, t.Figure.format(bv))
+		}
+		eg, okEg := median(d.values(seriesKey{"egressd", t.Kind}, t.Figure))
+		egs, ratio, met := "not measured", "–", "not measured"
+		if okEg {
+			egs = t.Figure.format(eg)
+			met = "missed"
+			if eg <= t.Limit {
+				met = "met"
+			}
+			if okPeer {
+				r, v := comparison(t.Figure, eg, bv)
+				ratio = fmt.Sprintf("%.2f (%s)", r, v)
+			}
+		}
+		p("| %s | %s | %s | %s | %s | ≤ %s | %s |\n", name, t.Issue, peer, egs, ratio, strconv.FormatFloat(t.Limit, 'f', -1, 64), met)
+	}
+	gb, gbMet := goBenchCell(meta.GoBench)
+	p("| policy decision, 100,000-host policy (`go test -bench`) | – | – | %s | – | ≤ 1 µs, 0 allocs | %s |\n\n", gb, gbMet)
+
+	p("## egressd's ratio to the best peer, every figure\n\n")
+	p("Ratio = egressd's median / the best peer's median of the same client kind (lower is better for CPU, latency and memory; higher for rates).\n\n")
+	p("| section | figure | kind | egressd | best peer | ratio | verdict |\n| --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, sec := range sections() {
+		for _, f := range sec.Figures {
+			for _, k := range sec.Kinds {
+				if k == kindDirect {
+					continue
+				}
+				eg, ok := median(d.values(seriesKey{"egressd", k}, f))
+				if !ok {
+					continue
+				}
+				bk, bv, ok := d.best(f, peerKinds(k))
+				if !ok {
+					p("| %s | %s | %s | %s | – | – | no peer |\n", shortTitle(sec.Title), f.Title, k, f.format(eg))
+					continue
+				}
+				r, v := comparison(f, eg, bv)
+				p("| %s | %s | %s | %s | %s %s | %.2f | %s |\n", shortTitle(sec.Title), f.Title, k, f.format(eg), bk.Label, f.format(bv), r, v)
+			}
+		}
+	}
+	p("\n")
+
+	for _, sec := range sections() {
+		rows := d.series(sec.Kinds)
+		if len(rows) == 0 {
+			continue
+		}
+		p("## %s\n\n", sec.Title)
+		if sec.Note != "" {
+			p("%s\n\n", sec.Note)
+		}
+		p("| proxy |")
+		for _, f := range sec.Figures {
+			p(" %s |", f.Title)
+		}
+		p("\n| --- |%s\n", strings.Repeat(" --- |", len(sec.Figures)))
+		for _, s := range rows {
+			p("| %s |", s)
+			for _, f := range sec.Figures {
+				p(" %s |", f.cell(d.values(s, f)))
+			}
+			p("\n")
+		}
+		p("\n")
+	}
+
+	if probs := d.problems(); len(probs) > 0 {
+		p("## Errors and time bounds\n\n")
+		for _, l := range probs {
+			p("- %s\n", l)
+		}
+		p("\n")
+	}
+	if meta.GoBench != "" {
+		p("## Policy matching (`go test -bench` in policy/)\n\n```\n%s\n```\n\n", strings.TrimSpace(meta.GoBench))
+	}
+	if meta.Commands != "" {
+		p("## Commands\n\n```sh\n%s\n```\n", strings.TrimSpace(meta.Commands))
+	}
+	return bw.Flush()
+}
+
+func shortTitle(t string) string {
+	if i := strings.IndexAny(t, "(:"); i > 0 {
+		return strings.TrimSpace(t[:i])
+	}
+	return t
+}
+
+// problems lists the scenarios that had errors or stopped at their time
+// bound, so a reader can discount them.
+func (d *dataset) problems() []string {
+	var out []string
+	keys := make([]runKey, 0, len(d.runs))
+	for k := range d.runs {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b runKey) int {
+		return strings.Compare(fmt.Sprint(a.seriesKey, a.Run), fmt.Sprint(b.seriesKey, b.Run))
+	})
+	for _, k := range keys {
+		rr := d.runs[k]
+		for _, s := range allScenarios {
+			r, ok := rr[s]
+			if !ok {
+				continue
+			}
+			if r.Errors > 0 {
+				out = append(out, fmt.Sprintf("%s run %d %s: %d errors (first: %s)", k.seriesKey, k.Run, s, r.Errors, r.FirstError))
+			}
+			if r.TimeBound {
+				out = append(out, fmt.Sprintf("%s run %d %s: stopped at its time bound after %.1fs", k.seriesKey, k.Run, s, r.Seconds))
+			}
+		}
+	}
+	return out
+}
+
+// machineLines describes the machine the report is generated on (the one
+// the benchmark ran on, when make bench runs both).
+func machineLines() []string {
+	lines := []string{fmt.Sprintf("report generated: %s", time.Now().UTC().Format(time.RFC3339))}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		n, model := 0, ""
+		for l := range strings.SplitSeq(string(b), "\n") {
+			k, v, ok := strings.Cut(l, ":")
+			if !ok {
+				continue
+			}
+			switch strings.TrimSpace(k) {
+			case "processor":
+				n++
+			case "model name":
+				model = strings.TrimSpace(v)
+			}
+		}
+		lines = append(lines, fmt.Sprintf("CPU: %d × %s (/proc/cpuinfo); nproc %d", n, model, runtime.NumCPU()))
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		if l, _, ok := strings.Cut(string(b), "\n"); ok {
+			lines = append(lines, "memory: "+strings.Join(strings.Fields(l)[1:], " "))
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		lines = append(lines, "kernel: "+strings.TrimSpace(string(b)))
+	}
+	lines = append(lines, "report built with "+runtime.Version())
+	return lines
+}
+
+var goBenchLine = regexp.MustCompile(`^(Benchmark\S*100[kK]\S*)\s+\d+\s+([\d.]+) ns/op(?:\s+[\d.]+ B/op\s+(\d+) allocs/op)?`)
+
+// goBenchCell finds the 100,000-host benchmark in `go test -bench` output
+// and states its time and allocations per operation.
+func goBenchCell(out string) (value, met string) {
+	for l := range strings.SplitSeq(out, "\n") {
+		m := goBenchLine.FindStringSubmatch(strings.TrimSpace(l))
+		if m == nil {
+			continue
+		}
+		ns, _ := strconv.ParseFloat(m[2], 64)
+		allocs := m[3]
+		if allocs == "" {
+			return fmt.Sprintf("%s: %.0f ns/op (allocs not reported)", m[1], ns), "not measured"
+		}
+		met = "missed"
+		if a, _ := strconv.Atoi(allocs); ns <= 1000 && a == 0 {
+			met = "met"
+		}
+		return fmt.Sprintf("%s: %.0f ns/op, %s allocs/op", m[1], ns, allocs), met
+	}
+	return "not measured", "not measured"
+}
+
+// readResults reads JSON-lines result files.
+func readResults(paths []string) ([]*Result, error) {
+	var out []*Result
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		for i, l := range bytes.Split(b, []byte("\n")) {
+			if len(bytes.TrimSpace(l)) == 0 {
+				continue
+			}
+			var r Result
+			if err := json.Unmarshal(l, &r); err != nil {
+				return nil, fmt.Errorf("%s:%d: %w", p, i+1, err)
+			}
+			out = append(out, &r)
+		}
+	}
+	return out, nil
+}
+
+// reportMain is the report subcommand.
+func reportMain(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("report", flag.ContinueOnError)
+	in := fs.String("in", "results/*.json", "comma-separated globs of JSON-lines result files")
+	out := fs.String("out", "docs/benchmarks.md", "Markdown output ('-' for stdout)")
+	svg := fs.String("svg", "docs/benchmarks.svg", "SVG chart output ('' for none)")
+	metaFile := fs.String("meta", "", "file of 'key: value' lines describing the run")
+	cmdFile := fs.String("commands", "", "file with the commands the run used")
+	goBench := fs.String("gobench", "", "file with `go test -bench` output of the policy package")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var paths []string
+	for g := range strings.SplitSeq(*in, ",") {
+		m, err := filepath.Glob(g)
+		if err != nil {
+			return err
+		}
+		paths = append(paths, m...)
+	}
+	if len(paths) == 0 {
+		return fmt.Errorf("no result files match %q", *in)
+	}
+	results, err := readResults(paths)
+	if err != nil {
+		return err
+	}
+	var meta reportMeta
+	readOpt := func(name string) (string, error) {
+		if name == "" {
+			return "", nil
+		}
+		b, err := os.ReadFile(name)
+		if errors.Is(err, os.ErrNotExist) {
+			return "", nil
+		}
+		return string(b), err
+	}
+	m, err := readOpt(*metaFile)
+	if err != nil {
+		return err
+	}
+	for l := range strings.SplitSeq(m, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			meta.Lines = append(meta.Lines, l)
+		}
+	}
+	if meta.Commands, err = readOpt(*cmdFile); err != nil {
+		return err
+	}
+	if meta.GoBench, err = readOpt(*goBench); err != nil {
+		return err
+	}
+	d := newDataset(results)
+	if *svg != "" {
+		var buf bytes.Buffer
+		if err := writeSVG(&buf, d); err != nil {
+			return err
+		}
+		if err := os.WriteFile(*svg, buf.Bytes(), 0o644); err != nil {
+			return err
+		}
+	}
+	var buf bytes.Buffer
+	rel := ""
+	if *svg != "" {
+		rel = filepath.Base(*svg)
+	}
+	if err := writeMarkdown(&buf, d, meta, rel); err != nil {
+		return err
+	}
+	if *out == "-" {
+		_, err = stdout.Write(buf.Bytes())
+		return err
+	}
+	return os.WriteFile(*out, buf.Bytes(), 0o644)
+}

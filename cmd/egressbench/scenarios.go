@@ -1,0 +1,578 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// bench runs the scenarios of one invocation against one proxy.
+type bench struct {
+	cfg  runConfig
+	o    *origins
+	d    *dialer
+	out  func(*Result) error
+	zero []byte // read-only upload source
+	tls  *tls.Config
+
+	httpIP, echoIP, bulkIP *target // plain scenarios address origins by IP literal
+	tlsName                *target // the TLS scenario addresses its origin by name
+}
+
+// meter measures one scenario: wall time, this process's CPU, and the proxy
+// tree's CPU and footprint.
+type meter struct {
+	b     *bench
+	t0    time.Time
+	self0 time.Duration
+	p0    procSample
+	dns0  int64
+}
+
+func (b *bench) startMeter() (*meter, error) {
+	m := &meter{b: b, self0: selfCPU(), dns0: b.o.DNSQueries.Load()}
+	if b.cfg.ProxyPID > 0 {
+		p, err := sampleProc(b.cfg.ProxyPID)
+		if err != nil {
+			return nil, err
+		}
+		m.p0 = p
+	}
+	m.t0 = time.Now()
+	return m, nil
+}
+
+// stop fills the measured fields of r. elapsed, when non-zero, replaces the
+// meter's own wall time (loops measure their own, without the tear-down).
+func (m *meter) stop(r *Result, elapsed time.Duration) error {
+	if elapsed == 0 {
+		elapsed = time.Since(m.t0)
+	}
+	r.Time = m.t0
+	r.Seconds = elapsed.Seconds()
+	r.ToolCPUSec = (selfCPU() - m.self0).Seconds()
+	r.DNSQueries = m.b.o.DNSQueries.Load() - m.dns0
+	if m.b.cfg.ProxyPID > 0 {
+		p, err := sampleProc(m.b.cfg.ProxyPID)
+		if err != nil {
+			return err
+		}
+		cpu := float64(p.CPUTicks-m.p0.CPUTicks) / clockTicksPerSec
+		r.ProxyCPUSec = &cpu
+		r.ProxyRSSKiB = p.RSSKiB
+		r.ProxyFDs = p.FDs
+	}
+	return nil
+}
+
+func (b *bench) newResult(scenario string) *Result {
+	return &Result{Label: b.cfg.Label, Kind: b.cfg.Kind, Run: b.cfg.Run, Scenario: scenario}
+}
+
+// op is one unit of work of a loop, run by one worker; close releases what
+// the worker holds.
+type op struct {
+	run   func() error
+	close func()
+}
+
+// loopResult is what loop measured.
+type loopResult struct {
+	lat        []latencies
+	ok, errs   int64
+	firstErr   error
+	elapsed    time.Duration
+	timedOut   bool
+	reconnects atomic.Int64
+}
+
+// loop runs up to count operations over conc workers, each worker with its
+// own op from newOp, until the count is done, limit has passed, ctx ends, or
+// MaxErrors operations have failed. It first runs warm operations that are
+// not measured, then calls onStart.
+func (b *bench) loop(ctx context.Context, conc, count, warm int, limit time.Duration, newOp func(*loopResult) op, onStart func() error) (*loopResult, error) {
+	lr := &loopResult{lat: make([]latencies, conc)}
+	ops := make([]op, conc)
+	for i := range ops {
+		ops[i] = newOp(lr)
+	}
+	defer func() {
+		for _, o := range ops {
+			o.close()
+		}
+	}()
+	for i := 0; i < warm; i++ {
+		if err := ops[i%conc].run(); err != nil {
+			return nil, fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	lr.reconnects.Store(0)
+	if err := onStart(); err != nil {
+		return nil, err
+	}
+	var (
+		next, errs atomic.Int64
+		errOnce    sync.Once
+		wg         sync.WaitGroup
+	)
+	start := time.Now()
+	deadline := start.Add(limit)
+	for w := range conc {
+		lr.lat[w] = make(latencies, 0, count/conc+1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil && errs.Load() < int64(b.cfg.MaxErrors) {
+				if next.Add(1) > int64(count) {
+					return
+				}
+				if time.Now().After(deadline) {
+					return
+				}
+				t0 := time.Now()
+				if err := ops[w].run(); err != nil {
+					errs.Add(1)
+					errOnce.Do(func() { lr.firstErr = err })
+					continue
+				}
+				lr.lat[w] = append(lr.lat[w], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	lr.elapsed = time.Since(start)
+	lr.errs = errs.Load()
+	for _, l := range lr.lat {
+		lr.ok += int64(len(l))
+	}
+	lr.timedOut = lr.ok+lr.errs < int64(count) && ctx.Err() == nil && lr.errs < int64(b.cfg.MaxErrors)
+	return lr, nil
+}
+
+// finishLoop turns a loop's measurement into a Result.
+func (b *bench) finishLoop(r *Result, m *meter, lr *loopResult, conc int) error {
+	if err := m.stop(r, lr.elapsed); err != nil {
+		return err
+	}
+	r.Concurrency = conc
+	r.Ops = lr.ok
+	r.Errors = lr.errs
+	if lr.firstErr != nil {
+		r.FirstError = lr.firstErr.Error()
+	}
+	r.TimeBound = lr.timedOut
+	r.Reconnects = lr.reconnects.Load()
+	if r.Seconds > 0 {
+		r.OpsPerSec = float64(r.Ops) / r.Seconds
+	}
+	r.P50Ms, r.P99Ms, _ = summarize(lr.lat...)
+	r.per1000()
+	return b.out(r)
+}
+
+// runTunnels measures new tunnels per second: each operation opens a tunnel,
+// sends one small HTTP request with Connection: close, reads the answer and
+// closes. With useTLS the tunnel is opened by host name and carries a full
+// TLS handshake (SNI = that name, no session resumption) before the request.
+func (b *bench) runTunnels(ctx context.Context, scenario string, useTLS bool, count int, limit time.Duration) error {
+	t := b.httpIP
+	if useTLS {
+		t = b.tlsName
+	}
+	req := getRequest("/", net.JoinHostPort(t.Host, strconv.Itoa(int(t.Port))), true)
+	newOp := func(*loopResult) op {
+		br := bufio.NewReaderSize(nil, 4096)
+		return op{close: func() {}, run: func() error {
+			c, err := b.d.tunnel(t)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(b.cfg.Timeout))
+			var rw io.ReadWriter = c
+			if useTLS {
+				tc := tls.Client(c, b.tls)
+				if err := tc.Handshake(); err != nil {
+					return fmt.Errorf("tls handshake: %w", err)
+				}
+				rw = tc
+			}
+			br.Reset(rw)
+			_, err = roundTrip(rw, br, req)
+			return err
+		}}
+	}
+	r := b.newResult(scenario)
+	var m *meter
+	lr, err := b.loop(ctx, b.cfg.Conc, count, 2*b.cfg.Conc, limit, newOp, func() (err error) {
+		m, err = b.startMeter()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", scenario, err)
+	}
+	return b.finishLoop(r, m, lr, b.cfg.Conc)
+}
+
+// runKeepAlive measures request latency through one long-lived tunnel: one
+// request at a time, each answered before the next is sent.
+func (b *bench) runKeepAlive(ctx context.Context) error {
+	t := b.httpIP
+	req := getRequest("/", net.JoinHostPort(t.Host, strconv.Itoa(int(t.Port))), false)
+	newOp := func(lr *loopResult) op {
+		var c net.Conn
+		br := bufio.NewReaderSize(nil, 4096)
+		return op{
+			close: func() {
+				if c != nil {
+					c.Close()
+				}
+			},
+			run: func() error {
+				if c == nil {
+					var err error
+					if c, err = b.d.tunnel(t); err != nil {
+						return err
+					}
+					lr.reconnects.Add(1)
+					br.Reset(c)
+				}
+				_ = c.SetDeadline(time.Now().Add(b.cfg.Timeout))
+				keep, err := roundTrip(c, br, req)
+				if err != nil || !keep {
+					c.Close()
+					c = nil
+				}
+				return err
+			},
+		}
+	}
+	r := b.newResult("keepalive")
+	var m *meter
+	lr, err := b.loop(ctx, 1, b.cfg.KARequests, 100, b.cfg.KATime, newOp, func() (err error) {
+		m, err = b.startMeter()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("keepalive: %w", err)
+	}
+	return b.finishLoop(r, m, lr, 1)
+}
+
+// runForward measures absolute-URI HTTP forwarding: Conc clients, each with
+// a keep-alive connection to the proxy (to the origin for direct), one
+// request at a time.
+func (b *bench) runForward(ctx context.Context) error {
+	o := b.o.Addr("http")
+	hostport := o.String()
+	var req []byte
+	dialAddr := b.cfg.Proxy
+	if b.cfg.Kind == kindDirect {
+		req = getRequest("/", hostport, false)
+		dialAddr = hostport
+	} else {
+		req = getRequest("http://"+hostport+"/", hostport, false)
+	}
+	nd := net.Dialer{Timeout: b.cfg.Timeout}
+	newOp := func(lr *loopResult) op {
+		var c net.Conn
+		br := bufio.NewReaderSize(nil, 4096)
+		return op{
+			close: func() {
+				if c != nil {
+					c.Close()
+				}
+			},
+			run: func() error {
+				if c == nil {
+					var err error
+					if c, err = nd.Dial("tcp", dialAddr); err != nil {
+						return err
+					}
+					lr.reconnects.Add(1)
+					br.Reset(c)
+				}
+				_ = c.SetDeadline(time.Now().Add(b.cfg.Timeout))
+				keep, err := roundTrip(c, br, req)
+				if err != nil || !keep {
+					c.Close()
+					c = nil
+				}
+				return err
+			},
+		}
+	}
+	r := b.newResult("forward")
+	var m *meter
+	lr, err := b.loop(ctx, b.cfg.Conc, b.cfg.FwdRequests, 4*b.cfg.Conc, b.cfg.FwdTime, newOp, func() (err error) {
+		m, err = b.startMeter()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("forward: %w", err)
+	}
+	return b.finishLoop(r, m, lr, b.cfg.Conc)
+}
+
+// runBulk moves BulkBytes in total over streams tunnels, all in one
+// direction, bounded by BulkTime.
+func (b *bench) runBulk(ctx context.Context, upload bool, streams int) error {
+	dir := "down"
+	if upload {
+		dir = "up"
+	}
+	scenario := fmt.Sprintf("bulk_%s_%d", dir, streams)
+	per := b.cfg.BulkBytes / int64(streams)
+	conns := make([]net.Conn, 0, streams)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range streams {
+		c, err := b.d.tunnel(b.bulkIP)
+		if err != nil {
+			return fmt.Errorf("%s: %w", scenario, err)
+		}
+		conns = append(conns, c)
+	}
+	// Stop every stream at the time bound or when ctx ends.
+	stopAt := time.Now().Add(b.cfg.BulkTime)
+	stop := context.AfterFunc(ctx, func() {
+		for _, c := range conns {
+			_ = c.SetDeadline(time.Now())
+		}
+	})
+	defer stop()
+	r := b.newResult(scenario)
+	m, err := b.startMeter()
+	if err != nil {
+		return err
+	}
+	var (
+		wg       sync.WaitGroup
+		moved    atomic.Int64
+		errs     atomic.Int64
+		errOnce  sync.Once
+		firstErr error
+	)
+	start := time.Now()
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.SetDeadline(stopAt)
+			n, err := b.bulkStream(c, upload, per)
+			moved.Add(n)
+			if err != nil {
+				errs.Add(1)
+				errOnce.Do(func() { firstErr = err })
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err := m.stop(r, elapsed); err != nil {
+		return err
+	}
+	r.Concurrency = streams
+	r.Bytes = moved.Load()
+	r.Errors = errs.Load()
+	if firstErr != nil {
+		r.FirstError = firstErr.Error()
+		var ne net.Error
+		r.TimeBound = errors.As(firstErr, &ne) && ne.Timeout()
+	}
+	r.MiBPerSec = float64(r.Bytes) / (1 << 20) / r.Seconds
+	r.perGiB()
+	return b.out(r)
+}
+
+// bulkStream runs the client side of the bulk protocol on c and returns the
+// payload bytes moved.
+func (b *bench) bulkStream(c net.Conn, upload bool, n int64) (int64, error) {
+	var hdr [bulkHeaderLen]byte
+	hdr[0] = bulkDownload
+	if upload {
+		hdr[0] = bulkUpload
+	}
+	binary.BigEndian.PutUint64(hdr[8:], uint64(n))
+	if _, err := c.Write(hdr[:]); err != nil {
+		return 0, err
+	}
+	var done int64
+	if upload {
+		for done < n {
+			m, err := c.Write(b.zero[:min(int64(len(b.zero)), n-done)])
+			done += int64(m)
+			if err != nil {
+				return done, err
+			}
+		}
+		var ack [1]byte
+		if _, err := io.ReadFull(c, ack[:]); err != nil {
+			return done, fmt.Errorf("waiting for upload ack: %w", err)
+		}
+		return done, nil
+	}
+	buf := make([]byte, b.cfg.CopyBuf) // one per stream and scenario
+	for done < n {
+		m, err := c.Read(buf[:min(int64(len(buf)), n-done)])
+		done += int64(m)
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// runIdle opens IdleTunnels tunnels to the echo origin, proves each with one
+// byte each way, and reads the proxy's RSS and descriptors before and while
+// they are held.
+func (b *bench) runIdle(ctx context.Context) error {
+	if b.cfg.ProxyPID <= 0 {
+		return errors.New("idle: needs -proxy-pid")
+	}
+	r := b.newResult("idle")
+	// Warm the proxy's lazy state with a few short tunnels, then let them
+	// finish before the baseline is read.
+	for range 16 {
+		c, err := b.d.tunnel(b.echoIP)
+		if err != nil {
+			return fmt.Errorf("idle: warm-up: %w", err)
+		}
+		err = echoOnce(c, b.cfg.Timeout)
+		c.Close()
+		if err != nil {
+			return fmt.Errorf("idle: warm-up: %w", err)
+		}
+	}
+	settle(ctx, b.cfg.Settle)
+	p0, err := sampleProc(b.cfg.ProxyPID)
+	if err != nil {
+		return err
+	}
+	m, err := b.startMeter()
+	if err != nil {
+		return err
+	}
+	n := b.cfg.IdleTunnels
+	conns := make([]net.Conn, n)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	var (
+		next, opened, errs atomic.Int64
+		errOnce            sync.Once
+		firstErr           error
+		wg                 sync.WaitGroup
+	)
+	deadline := time.Now().Add(b.cfg.IdleTime)
+	for range b.cfg.Conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil && errs.Load() < int64(b.cfg.MaxErrors) && time.Now().Before(deadline) {
+				i := next.Add(1) - 1
+				if i >= int64(n) {
+					return
+				}
+				c, err := b.d.tunnel(b.echoIP)
+				if err == nil {
+					if err = echoOnce(c, b.cfg.Timeout); err != nil {
+						c.Close()
+					}
+				}
+				if err != nil {
+					errs.Add(1)
+					errOnce.Do(func() { firstErr = err })
+					continue
+				}
+				conns[i] = c
+				opened.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	settle(ctx, b.cfg.Settle)
+	p1, err := sampleProc(b.cfg.ProxyPID)
+	if err != nil {
+		return err
+	}
+	if err := m.stop(r, 0); err != nil {
+		return err
+	}
+	k := opened.Load()
+	r.Ops = k
+	r.Errors = errs.Load()
+	if firstErr != nil {
+		r.FirstError = firstErr.Error()
+	}
+	r.Concurrency = b.cfg.Conc
+	r.per1000()
+	r.Idle = &IdleResult{Tunnels: int(k), RSS0KiB: p0.RSSKiB, RSS1KiB: p1.RSSKiB, FDs0: p0.FDs, FDs1: p1.FDs}
+	if k > 0 {
+		r.Idle.KiBPerTunnel = float64(p1.RSSKiB-p0.RSSKiB) / float64(k)
+		r.Idle.FDsPerTunnel = float64(p1.FDs-p0.FDs) / float64(k)
+	}
+	return b.out(r)
+}
+
+// echoOnce sends one byte through c and waits for it to come back.
+func echoOnce(c net.Conn, timeout time.Duration) error {
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if _, err := c.Write([]byte{'x'}); err != nil {
+		return err
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		return fmt.Errorf("echo: %w", err)
+	}
+	return c.SetDeadline(time.Time{})
+}
+
+// settle waits d (or until ctx ends) so that the proxy finishes closing or
+// setting up connections before its footprint is read. The proxy gives no
+// completion signal to wait on instead.
+func settle(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// newTargets builds the destinations the scenarios use.
+func (b *bench) newTargets() error {
+	var err error
+	ip := b.cfg.originIP
+	mk := func(which string) (*target, error) {
+		ap := b.o.Addr(which)
+		return newTarget(ap.Addr().String(), ap.Port(), ip)
+	}
+	if b.httpIP, err = mk("http"); err != nil {
+		return err
+	}
+	if b.echoIP, err = mk("echo"); err != nil {
+		return err
+	}
+	if b.bulkIP, err = mk("bulk"); err != nil {
+		return err
+	}
+	b.tlsName, err = newTarget(b.cfg.Name, b.o.Addr("tls").Port(), ip)
+	return err
+}

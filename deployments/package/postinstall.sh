@@ -1,0 +1,63 @@
+#!/bin/sh
+# egressd postinst (nfpm scripts.postinstall). dpkg runs it as
+# `postinst configure [<old-version>]`; the old version is empty on a fresh
+# install. It honours DPKG_ROOT (dpkg --root) for the paths it checks.
+#
+# - creates the system group and user egressd (no home, no shell);
+# - makes /etc/egressd readable by egressd only (root:egressd, 0750/0640);
+# - fresh install: enables egressd.service, and starts it when systemd is
+#   running and this is not a container (image builds start nothing);
+# - upgrade: reloads units and restarts egressd if it was running (it drains
+#   on SIGTERM); an operator's "disable" is kept.
+set -e
+
+# abort-upgrade, abort-remove, abort-deconfigure: nothing was changed yet.
+case "$1" in
+configure) ;;
+*) exit 0 ;;
+esac
+old_version=${2:-}
+
+if ! getent group egressd >/dev/null; then
+	groupadd --system egressd
+fi
+if ! getent passwd egressd >/dev/null; then
+	useradd --system --gid egressd --home-dir /nonexistent --no-create-home \
+		--shell /usr/sbin/nologin --comment "egressd egress proxy" egressd
+fi
+
+conf_dir=${DPKG_ROOT:-}/etc/egressd
+chown root:egressd "$conf_dir"
+chmod 0750 "$conf_dir"
+if [ -f "$conf_dir/egressd.yaml" ]; then
+	chown root:egressd "$conf_dir/egressd.yaml"
+	chmod 0640 "$conf_dir/egressd.yaml"
+fi
+
+systemd_running() {
+	[ -d "${DPKG_ROOT:-}/run/systemd/system" ]
+}
+
+in_container() {
+	if command -v systemd-detect-virt >/dev/null 2>&1; then
+		systemd-detect-virt --container --quiet && return 0
+	fi
+	[ -f "${DPKG_ROOT:-}/.dockerenv" ] || [ -f "${DPKG_ROOT:-}/run/.containerenv" ]
+}
+
+if systemd_running; then
+	systemctl daemon-reload
+fi
+
+if [ -z "$old_version" ]; then
+	# Fresh install. `systemctl enable` only writes symlinks: it works in
+	# chroots and image builds too.
+	systemctl enable egressd.service >/dev/null 2>&1 || echo "egressd: could not enable egressd.service" >&2
+	if systemd_running && ! in_container; then
+		systemctl start egressd.service || echo "egressd: egressd.service did not start: see journalctl -u egressd" >&2
+	fi
+elif systemd_running; then
+	systemctl try-restart egressd.service || echo "egressd: egressd.service did not restart: see journalctl -u egressd" >&2
+fi
+
+exit 0

@@ -1,0 +1,480 @@
+# egressd farm: per availability zone, an Auto Scaling Group of stateless
+# egressd instances behind an internal Network Load Balancer.
+#
+#   clients (client_cidrs) --TCP 3128/1080--> internal NLB (node per AZ, cross-zone off)
+#        --> per-AZ target groups/ASG instances --TCP 80/443 (egress_ports)--> internet via NAT
+#
+# Draining on scale-in or instance refresh:
+#   1. The ASG deregisters the instance: the NLB sends it no new connections and
+#      keeps existing flows for deregistration_delay = drain_delay + drain.
+#   2. The termination lifecycle hook holds the instance in Terminating:Wait for
+#      drain_delay + drain + margin seconds. egressd-asg-drain.service on the
+#      instance sees the IMDS target-lifecycle-state turn "Terminated" and stops
+#      egressd: /readyz turns 503, the listeners close after drain_delay, and
+#      in-flight work gets up to drain. The hook then times out with CONTINUE.
+#   3. The NLB does not cut flows to an unhealthy (draining) target: the target
+#      groups disable unhealthy connection termination.
+
+data "aws_partition" "current" {}
+
+data "aws_region" "current" {}
+
+data "aws_vpc" "this" {
+  id = var.vpc_id
+}
+
+data "aws_subnet" "proxy" {
+  for_each = var.subnet_ids_by_az
+
+  id = each.value
+}
+
+data "aws_ami" "this" {
+  filter {
+    name   = "image-id"
+    values = [var.ami_id]
+  }
+}
+
+locals {
+  # Seconds from SIGTERM until egressd has exited: /readyz is 503 for
+  # drain_delay, then in-flight work gets up to drain.
+  stop_seconds = var.drain_delay_seconds + var.drain_seconds
+
+  # The lifecycle hook must outlast the whole drain.
+  lifecycle_heartbeat_seconds = local.stop_seconds + var.lifecycle_hook_margin_seconds
+
+  # systemd's TimeoutStopSec for egressd.service: longer than egressd's own
+  # deadline so that systemd never SIGKILLs a drain that is on time.
+  systemd_stop_timeout_seconds = local.stop_seconds + 15
+
+  s3_region = coalesce(var.s3_region, data.aws_region.current.name)
+
+  # The only objects the instance role may read.
+  s3_object_arns = [
+    "arn:${data.aws_partition.current.partition}:s3:::${trimprefix(var.package_s3_uri, "s3://")}",
+    "arn:${data.aws_partition.current.partition}:s3:::${trimprefix(var.config_s3_uri, "s3://")}",
+  ]
+
+  admin_cidrs = var.admin_cidrs == null ? [data.aws_vpc.this.cidr_block] : var.admin_cidrs
+
+  # Listener name => port, for the NLB listeners and target groups.
+  proxy_ports = {
+    http   = var.http_port
+    socks5 = var.socks5_port
+  }
+
+  # Ports the NLB reaches on the instances: the proxy ports, and the admin
+  # port for the /readyz health checks.
+  target_ports = merge(local.proxy_ports, { admin = var.admin_port })
+
+  # Load balancer key => subnets. One shared NLB with a node per AZ, or one
+  # NLB per AZ.
+  lb_subnets = var.nlb_per_az ? { for az, subnet in var.subnet_ids_by_az : az => [subnet] } : { shared = values(var.subnet_ids_by_az) }
+
+  # AZ => key of the load balancer that fronts that AZ's Auto Scaling Group.
+  lb_for_az = { for az in keys(var.subnet_ids_by_az) : az => var.nlb_per_az ? az : "shared" }
+
+  # "<lb>/<listener>" => target group / listener settings.
+  target_groups = {
+    for pair in setproduct(keys(local.lb_subnets), keys(local.proxy_ports)) :
+    "${pair[0]}/${pair[1]}" => { lb = pair[0], listener = pair[1], port = local.proxy_ports[pair[1]] }
+  }
+
+  client_ingress = {
+    for pair in setproduct(var.client_cidrs, keys(local.proxy_ports)) :
+    "${pair[1]}|${pair[0]}" => { cidr = pair[0], listener = pair[1], port = local.proxy_ports[pair[1]] }
+  }
+
+  admin_ingress = { for cidr in local.admin_cidrs : cidr => cidr }
+
+  egress_destinations = var.egress_ipv6 ? ["0.0.0.0/0", "::/0"] : ["0.0.0.0/0"]
+
+  internet_egress = {
+    for pair in setproduct(var.egress_ports, local.egress_destinations) :
+    "${pair[0]}|${pair[1]}" => { port = pair[0], cidr = pair[1] }
+  }
+
+  dns_egress = {
+    for pair in setproduct(var.dns_server_cidrs, ["udp", "tcp"]) :
+    "${pair[1]}|${pair[0]}" => { cidr = pair[0], protocol = pair[1] }
+  }
+
+  user_data = templatefile("${path.module}/user_data.sh.tftpl", {
+    package_s3_uri               = var.package_s3_uri
+    config_s3_uri                = var.config_s3_uri
+    s3_region                    = local.s3_region
+    policy_sync_interval_seconds = var.policy_sync_interval_seconds
+    systemd_stop_timeout_seconds = local.systemd_stop_timeout_seconds
+    admin_port                   = var.admin_port
+  })
+}
+
+# ---------------------------------------------------------------------------
+# Security groups. No ingress rule anywhere admits 0.0.0.0/0 or ::/0.
+# ---------------------------------------------------------------------------
+
+resource "aws_security_group" "nlb" {
+  name_prefix = "${var.name}-nlb-"
+  description = "egressd NLB: proxy ports from client_cidrs only"
+  vpc_id      = var.vpc_id
+  tags        = merge(var.tags, { Name = "${var.name}-nlb" })
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "nlb_from_clients" {
+  for_each = local.client_ingress
+
+  security_group_id = aws_security_group.nlb.id
+  description       = "egressd ${each.value.listener} from clients"
+  ip_protocol       = "tcp"
+  from_port         = each.value.port
+  to_port           = each.value.port
+  cidr_ipv4         = strcontains(each.value.cidr, ":") ? null : each.value.cidr
+  cidr_ipv6         = strcontains(each.value.cidr, ":") ? each.value.cidr : null
+}
+
+resource "aws_vpc_security_group_egress_rule" "nlb_to_instances" {
+  for_each = local.target_ports
+
+  security_group_id            = aws_security_group.nlb.id
+  description                  = "egressd ${each.key} port on the proxy instances"
+  ip_protocol                  = "tcp"
+  from_port                    = each.value
+  to_port                      = each.value
+  referenced_security_group_id = aws_security_group.instance.id
+}
+
+resource "aws_security_group" "instance" {
+  name_prefix = "${var.name}-instance-"
+  description = "egressd instances: proxy and admin ports from the NLB, admin from admin_cidrs"
+  vpc_id      = var.vpc_id
+  tags        = merge(var.tags, { Name = "${var.name}-instance" })
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+# Referencing the NLB's security group admits the NLB's traffic whether or not
+# client IP preservation is on, and keeps clients from bypassing the NLB.
+resource "aws_vpc_security_group_ingress_rule" "instance_from_nlb" {
+  for_each = local.target_ports
+
+  security_group_id            = aws_security_group.instance.id
+  description                  = "egressd ${each.key} port from the NLB"
+  ip_protocol                  = "tcp"
+  from_port                    = each.value
+  to_port                      = each.value
+  referenced_security_group_id = aws_security_group.nlb.id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "instance_admin" {
+  for_each = local.admin_ingress
+
+  security_group_id = aws_security_group.instance.id
+  description       = "egressd admin port (metrics, health) from admin_cidrs"
+  ip_protocol       = "tcp"
+  from_port         = var.admin_port
+  to_port           = var.admin_port
+  cidr_ipv4         = strcontains(each.value, ":") ? null : each.value
+  cidr_ipv6         = strcontains(each.value, ":") ? each.value : null
+}
+
+# Egress to the internet on the allowed ports is the proxy's job.
+resource "aws_vpc_security_group_egress_rule" "instance_internet" {
+  for_each = local.internet_egress
+
+  security_group_id = aws_security_group.instance.id
+  description       = "proxied egress on TCP ${each.value.port}"
+  ip_protocol       = "tcp"
+  from_port         = each.value.port
+  to_port           = each.value.port
+  cidr_ipv4         = strcontains(each.value.cidr, ":") ? null : each.value.cidr
+  cidr_ipv6         = strcontains(each.value.cidr, ":") ? each.value.cidr : null
+}
+
+resource "aws_vpc_security_group_egress_rule" "instance_dns" {
+  for_each = local.dns_egress
+
+  security_group_id = aws_security_group.instance.id
+  description       = "DNS (${each.value.protocol}) to the servers in dns.servers"
+  ip_protocol       = each.value.protocol
+  from_port         = 53
+  to_port           = 53
+  cidr_ipv4         = strcontains(each.value.cidr, ":") ? null : each.value.cidr
+  cidr_ipv6         = strcontains(each.value.cidr, ":") ? each.value.cidr : null
+}
+
+# ---------------------------------------------------------------------------
+# IAM: the instances may read the package and the config object, nothing else.
+# ---------------------------------------------------------------------------
+
+data "aws_iam_policy_document" "assume_ec2" {
+  statement {
+    sid     = "EC2AssumeRole"
+    effect  = "Allow"
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["ec2.amazonaws.com"]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "read_objects" {
+  statement {
+    sid       = "ReadEgressdPackageAndConfig"
+    effect    = "Allow"
+    actions   = ["s3:GetObject"]
+    resources = local.s3_object_arns
+  }
+}
+
+resource "aws_iam_role" "instance" {
+  name_prefix        = "${var.name}-"
+  description        = "egressd proxy instances: read the egressd package and config objects"
+  assume_role_policy = data.aws_iam_policy_document.assume_ec2.json
+  tags               = var.tags
+}
+
+resource "aws_iam_role_policy" "read_objects" {
+  name   = "read-egressd-objects"
+  role   = aws_iam_role.instance.id
+  policy = data.aws_iam_policy_document.read_objects.json
+}
+
+resource "aws_iam_instance_profile" "instance" {
+  name_prefix = "${var.name}-"
+  role        = aws_iam_role.instance.name
+  tags        = var.tags
+}
+
+# ---------------------------------------------------------------------------
+# Launch template and one Auto Scaling Group per AZ
+# ---------------------------------------------------------------------------
+
+resource "aws_launch_template" "this" {
+  name_prefix            = "${var.name}-"
+  description            = "egressd proxy instance"
+  image_id               = var.ami_id
+  instance_type          = var.instance_type
+  update_default_version = true
+  user_data              = base64encode(local.user_data)
+  vpc_security_group_ids = [aws_security_group.instance.id]
+
+  iam_instance_profile {
+    arn = aws_iam_instance_profile.instance.arn
+  }
+
+  # IMDSv2 only, and not reachable from containers on the host (hop limit 1).
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+    instance_metadata_tags      = "disabled"
+  }
+
+  block_device_mappings {
+    device_name = data.aws_ami.this.root_device_name
+
+    ebs {
+      volume_size           = var.root_volume_size_gb
+      volume_type           = "gp3"
+      encrypted             = true
+      delete_on_termination = true
+    }
+  }
+
+  tag_specifications {
+    resource_type = "instance"
+    tags          = merge(var.tags, { Name = var.name })
+  }
+
+  tag_specifications {
+    resource_type = "volume"
+    tags          = merge(var.tags, { Name = var.name })
+  }
+
+  tags = var.tags
+}
+
+resource "aws_autoscaling_group" "this" {
+  # One group per AZ, so that each AZ scales, refreshes and fails on its own.
+  for_each = var.subnet_ids_by_az
+
+  name                      = "${var.name}-${each.key}"
+  vpc_zone_identifier       = [each.value]
+  min_size                  = var.instances_per_az.min
+  max_size                  = var.instances_per_az.max
+  desired_capacity          = var.instances_per_az.desired
+  health_check_type         = "ELB"
+  health_check_grace_period = var.health_check_grace_period_seconds
+  default_instance_warmup   = 120
+  termination_policies      = ["OldestLaunchTemplate", "OldestInstance"]
+  wait_for_capacity_timeout = "15m"
+  target_group_arns         = [for listener in keys(local.proxy_ports) : aws_lb_target_group.this["${local.lb_for_az[each.key]}/${listener}"].arn]
+
+  enabled_metrics = [
+    "GroupDesiredCapacity",
+    "GroupInServiceInstances",
+    "GroupPendingInstances",
+    "GroupTerminatingInstances",
+    "GroupTotalInstances",
+  ]
+
+  launch_template {
+    id      = aws_launch_template.this.id
+    version = aws_launch_template.this.latest_version
+  }
+
+  instance_refresh {
+    strategy = "Rolling"
+
+    preferences {
+      min_healthy_percentage = var.instance_refresh_min_healthy_percentage
+    }
+  }
+
+  dynamic "tag" {
+    for_each = merge(var.tags, { Name = "${var.name}-${each.key}" })
+
+    content {
+      key                 = tag.key
+      value               = tag.value
+      propagate_at_launch = true
+    }
+  }
+
+  lifecycle {
+    # desired_capacity is set at creation; afterwards scaling policies own it.
+    ignore_changes = [desired_capacity]
+  }
+}
+
+# Termination waits for the drain: the instance stays in Terminating:Wait
+# while egressd-asg-drain.service stops egressd, then the hook times out
+# and termination continues. No IAM permission is needed for this.
+resource "aws_autoscaling_lifecycle_hook" "drain" {
+  for_each = aws_autoscaling_group.this
+
+  name                   = "${var.name}-drain"
+  autoscaling_group_name = each.value.name
+  lifecycle_transition   = "autoscaling:EC2_INSTANCE_TERMINATING"
+  heartbeat_timeout      = local.lifecycle_heartbeat_seconds
+  default_result         = "CONTINUE"
+
+  lifecycle {
+    precondition {
+      condition     = local.lifecycle_heartbeat_seconds > local.stop_seconds && local.lifecycle_heartbeat_seconds <= 7200
+      error_message = "The lifecycle hook heartbeat must exceed drain_delay_seconds + drain_seconds and be at most 7200 seconds."
+    }
+  }
+}
+
+resource "aws_autoscaling_policy" "cpu" {
+  for_each = { for az, asg in aws_autoscaling_group.this : az => asg.name if var.cpu_target_percent != null }
+
+  name                   = "${var.name}-cpu-target"
+  autoscaling_group_name = each.value
+  policy_type            = "TargetTrackingScaling"
+
+  target_tracking_configuration {
+    target_value = var.cpu_target_percent
+
+    predefined_metric_specification {
+      predefined_metric_type = "ASGAverageCPUUtilization"
+    }
+  }
+}
+
+# ---------------------------------------------------------------------------
+# Internal Network Load Balancer(s), listeners and target groups
+# ---------------------------------------------------------------------------
+
+resource "aws_lb" "this" {
+  for_each = local.lb_subnets
+
+  name                             = var.nlb_per_az ? "${var.name}-${each.key}" : var.name
+  internal                         = true
+  load_balancer_type               = "network"
+  ip_address_type                  = "ipv4"
+  subnets                          = each.value
+  security_groups                  = [aws_security_group.nlb.id]
+  enable_cross_zone_load_balancing = var.cross_zone_enabled
+  dns_record_client_routing_policy = var.dns_client_routing_policy
+  enable_deletion_protection       = var.deletion_protection
+
+  enforce_security_group_inbound_rules_on_private_link_traffic = var.privatelink_inbound_rules_enforced ? "on" : "off"
+
+  tags = merge(var.tags, { Name = var.nlb_per_az ? "${var.name}-${each.key}" : var.name })
+}
+
+resource "aws_lb_target_group" "this" {
+  for_each = local.target_groups
+
+  # No name: AWS names are limited to 32 characters and must be unique;
+  # Terraform generates one, which also lets create_before_destroy work.
+  port        = each.value.port
+  protocol    = "TCP"
+  target_type = "instance"
+  vpc_id      = var.vpc_id
+
+  # The NLB keeps existing flows to a deregistered proxy as long as egressd
+  # itself keeps them: drain_delay (readyz 503) + drain (in-flight work).
+  deregistration_delay = local.stop_seconds
+
+  # PROXY v2 carries the client address (and the PrivateLink endpoint ID).
+  # With it the source address is the NLB's, which egressd must trust.
+  proxy_protocol_v2  = var.proxy_protocol_v2
+  preserve_client_ip = !var.proxy_protocol_v2
+
+  health_check {
+    enabled             = true
+    protocol            = "HTTP"
+    port                = tostring(var.admin_port)
+    path                = "/readyz"
+    matcher             = "200"
+    interval            = var.health_check_interval_seconds
+    timeout             = 3
+    healthy_threshold   = var.health_check_healthy_threshold
+    unhealthy_threshold = var.health_check_unhealthy_threshold
+  }
+
+  # A draining egressd answers 503 on /readyz. By default an NLB would then
+  # cut every established tunnel to it; keep them for the whole drain instead.
+  target_health_state {
+    enable_unhealthy_connection_termination = false
+    unhealthy_draining_interval             = local.stop_seconds
+  }
+
+  tags = merge(var.tags, { Name = "${var.name}-${replace(each.key, "/", "-")}" })
+
+  lifecycle {
+    create_before_destroy = true
+
+    precondition {
+      condition     = var.drain_delay_seconds >= var.health_check_interval_seconds * var.health_check_unhealthy_threshold
+      error_message = "drain_delay_seconds must be at least health_check_interval_seconds * health_check_unhealthy_threshold, or the NLB keeps sending new connections after egressd's listeners closed."
+    }
+  }
+}
+
+resource "aws_lb_listener" "this" {
+  for_each = local.target_groups
+
+  load_balancer_arn = aws_lb.this[each.value.lb].arn
+  port              = each.value.port
+  protocol          = "TCP"
+
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.this[each.key].arn
+  }
+
+  tags = var.tags
+}

@@ -1,0 +1,90 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+)
+
+func FuzzNormalizeHost(f *testing.F) {
+	for _, s := range []string{
+		"example.com", "EXAMPLE.com.", "bücher.example", "xn--bcher-kva.example", "a..b", "*.x",
+		"2852039166", "0xa9fea9fe", "0251.0376.0251.0376", "127.1", "0x7f.1", "1.2.3.256", "[::1]",
+		"[::ffff:a9fe:a9fe]", "fe80::1%eth0", "１２７．０．０．１", "example。com", "a\u200d.b", "0x", "09",
+		strings.Repeat("a.", 130),
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		host, addr, isIP, err := NormalizeHost(raw)
+		if err != nil {
+			if host != "" || addr.IsValid() || isIP {
+				t.Fatalf("error with results: %q %v %v", host, addr, isIP)
+			}
+			return
+		}
+		if isIP != addr.IsValid() {
+			t.Fatalf("isIP %v but addr %v", isIP, addr)
+		}
+		if isIP {
+			if host != addr.String() || addr.Zone() != "" {
+				t.Fatalf("IP host %q is not canonical %v", host, addr)
+			}
+		} else {
+			if len(host) == 0 || len(host) > maxHostLen || asciiClass(host) != classLower {
+				t.Fatalf("bad normalized name %q from %q", host, raw)
+			}
+			if strings.HasPrefix(host, ".") || strings.HasSuffix(host, ".") || strings.Contains(host, "..") {
+				t.Fatalf("empty label in %q from %q", host, raw)
+			}
+		}
+		h2, a2, ip2, err := NormalizeHost(host)
+		if err != nil || h2 != host || a2 != addr || ip2 != isIP {
+			t.Fatalf("not idempotent: %q -> %q -> %q, %v", raw, host, h2, err)
+		}
+	})
+}
+
+// FuzzHostPattern checks the compiled matcher against a naive reference:
+// scan the rules in order and compare patterns as strings.
+func FuzzHostPattern(f *testing.F) {
+	f.Add("example.com", "*.example.com", "*.com", "www.example.com")
+	f.Add("*.a.b", "a.b", "*.b", "a.b")
+	f.Add("*.a.b", "x.a.b", "*.b", "y.x.a.b")
+	f.Add("Bücher.example", "*.example", "x", "xn--bcher-kva.example")
+	f.Add("*.example.com", "a.*.com", "*", "example.com")
+	f.Add("x", "*.x", "*.y.x", "z.y.x")
+	f.Add("a.b", "*.a.b", "*.b", "10.0.0.1")
+	f.Fuzz(func(t *testing.T, p0, p1, p2, host string) {
+		var cfg Config
+		var ref []HostPattern
+		for i, s := range []string{p0, p1, p2} {
+			hp, err := ParseHostPattern(s)
+			if err != nil {
+				continue
+			}
+			ref = append(ref, hp)
+			cfg.Rules = append(cfg.Rules, Rule{Name: string(rune('a' + i)), Hosts: []string{s}, Ports: []int{443}})
+		}
+		p, err := Compile(cfg)
+		if err != nil {
+			t.Fatalf("patterns that parse must compile: %v", err)
+		}
+		norm, _, isIP, nerr := NormalizeHost(host)
+		want := -1
+		if nerr == nil && !isIP {
+			for i, hp := range ref {
+				if hp.Matches(norm) {
+					want = i
+					break
+				}
+			}
+		}
+		m := p.Match(Request{Host: host, Port: 443})
+		if m.Rule != want {
+			t.Fatalf("host %q (%q) patterns %v: Match rule %d, reference %d", host, norm, ref, m.Rule, want)
+		}
+		if m443 := p.Match(Request{Host: host, Port: 80}); (want >= 0) != (m443.Reason == ReasonPortNotAllowed) {
+			t.Fatalf("host %q port 80: reason %q, reference rule %d", host, m443.Reason, want)
+		}
+	})
+}
