@@ -31,14 +31,14 @@ const (
 
 // farm is one egressd in its own namespace with origins, DNS and honeypots.
 type farm struct {
-	ns     *testenv.Netns
-	dns    *testenv.DNSServer
-	ca     *testenv.CA
-	caFile string
-	tls    *testenv.Origin // HTTPS origin on originIP
-	http   *testenv.Origin // plain HTTP origin on httpIP
-	honey  *testenv.Honeypot
-	proc   *testenv.Proc
+	ns                *testenv.Netns
+	dns               *testenv.DNSServer
+	ca                *testenv.CA
+	caFile            string
+	tls               *testenv.Origin // HTTPS origin on originIP
+	http              *testenv.Origin // plain HTTP origin on httpIP
+	honey             *testenv.Honeypot
+	proc              *testenv.Proc
 	tlsPort, httpPort int
 }
 

@@ -42,7 +42,7 @@ type Options struct {
 // Handler is the HTTP front end: an http.Handler serving absolute-URI
 // requests and CONNECT.
 type Handler struct {
-	o      Options
+	o  Options
 	gp *goproxy.ProxyHttpServer
 	tr *http.Transport
 }

@@ -145,4 +145,3 @@ func trimBrackets(h string) string {
 	}
 	return h
 }
-
