@@ -159,7 +159,7 @@ func TestDecide(t *testing.T) {
 		{"report ip literal metadata, decimal", ModeReport, Request{Client: anyone, Host: "2852039166", Port: 80}, want{
 			Verdict: Deny, Reason: ReasonPrivateRange, Host: "169.254.169.254", IsIP: true, Port: 80}},
 		{"report ip literal mapped metadata", ModeReport, Request{Client: anyone, Host: "[::ffff:a9fe:a9fe]", Port: 80}, want{
-			Verdict: Deny, Reason: ReasonPrivateRange, Host: "::ffff:169.254.169.254", IsIP: true, Port: 80}},
+			Verdict: Deny, Reason: ReasonPrivateRange, Host: "169.254.169.254", IsIP: true, Port: 80}},
 		{"report ip literal nat64 metadata", ModeReport, Request{Client: anyone, Host: "[64:ff9b::a9fe:a9fe]", Port: 80}, want{
 			Verdict: Deny, Reason: ReasonPrivateRange, Host: "64:ff9b::a9fe:a9fe", IsIP: true, Port: 80}},
 		{"report global allow range", ModeReport, Request{Client: anyone, Host: "127.0.0.1", Port: 8080}, want{

@@ -76,7 +76,7 @@ func TestMatch(t *testing.T) {
 		{"idn punycode", other, "xn--bcher-kva.example", 443, want{Rule: "idn", Host: "xn--bcher-kva.example"}},
 		{"ip literal in cidr", other, "10.20.1.2", 8443, want{Rule: "internal-api", Host: "10.20.1.2", IsIP: true}},
 		{"ip literal decimal in cidr", other, "169083138", 8443, want{Rule: "internal-api", Host: "10.20.1.2", IsIP: true}},
-		{"ip literal mapped in cidr", other, "[::ffff:10.20.1.2]", 8443, want{Rule: "internal-api", Host: "::ffff:10.20.1.2", IsIP: true}},
+		{"ip literal mapped in cidr", other, "[::ffff:10.20.1.2]", 8443, want{Rule: "internal-api", Host: "10.20.1.2", IsIP: true}},
 		{"ipv6 literal in cidr", other, "[2001:db8:20::7]", 8443, want{Rule: "internal-api", Host: "2001:db8:20::7", IsIP: true}},
 		{"ip literal wrong port", other, "10.20.1.2", 443, want{Reason: ReasonPortNotAllowed, Host: "10.20.1.2", IsIP: true}},
 		{"ip literal outside cidr", other, "10.21.1.2", 8443, want{Reason: ReasonNotAllowed, Host: "10.21.1.2", IsIP: true}},

@@ -51,8 +51,8 @@ func TestNormalizeHost(t *testing.T) {
 		{"ipv6 bare", "::1", want{Host: "::1", Addr: "::1", IsIP: true}},
 		{"ipv6 uppercase", "[2001:DB8::1]", want{Host: "2001:db8::1", Addr: "2001:db8::1", IsIP: true}},
 		{"ipv6 long form", "2001:0db8:0000:0000:0000:0000:0000:0001", want{Host: "2001:db8::1", Addr: "2001:db8::1", IsIP: true}},
-		{"ipv4 mapped kept", "[::ffff:a9fe:a9fe]", want{Host: "::ffff:169.254.169.254", Addr: "::ffff:169.254.169.254", IsIP: true}},
-		{"ipv4 mapped dotted", "::ffff:169.254.169.254", want{Host: "::ffff:169.254.169.254", Addr: "::ffff:169.254.169.254", IsIP: true}},
+		{"ipv4 mapped unmapped", "[::ffff:a9fe:a9fe]", want{Host: "169.254.169.254", Addr: "169.254.169.254", IsIP: true}},
+		{"ipv4 mapped dotted", "::ffff:169.254.169.254", want{Host: "169.254.169.254", Addr: "169.254.169.254", IsIP: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

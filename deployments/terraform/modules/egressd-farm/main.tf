@@ -70,7 +70,11 @@ locals {
 
   # Load balancer key => subnets. One shared NLB with a node per AZ, or one
   # NLB per AZ.
-  lb_subnets = var.nlb_per_az ? { for az, subnet in var.subnet_ids_by_az : az => [subnet] } : { shared = values(var.subnet_ids_by_az) }
+  lb_keys = var.nlb_per_az ? keys(var.subnet_ids_by_az) : ["shared"]
+  lb_subnets = {
+    for key in local.lb_keys :
+    key => var.nlb_per_az ? [var.subnet_ids_by_az[key]] : values(var.subnet_ids_by_az)
+  }
 
   # AZ => key of the load balancer that fronts that AZ's Auto Scaling Group.
   lb_for_az = { for az in keys(var.subnet_ids_by_az) : az => var.nlb_per_az ? az : "shared" }

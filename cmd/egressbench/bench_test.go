@@ -1,0 +1,381 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/miekg/dns"
+)
+
+// testProxy is a minimal proxy for the tool's own tests: HTTP CONNECT,
+// absolute-URI forwarding and SOCKS5 CONNECT on one port, sniffed by the first
+// byte. Names under bench.test go to ip; everything else is refused.
+type testProxy struct {
+	l  net.Listener
+	ip netip.Addr
+	wg sync.WaitGroup
+	mu sync.Mutex
+	cs map[net.Conn]struct{}
+}
+
+func startTestProxy(t *testing.T, ip netip.Addr) *testProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &testProxy{l: l, ip: ip, cs: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			p.track(c)
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				defer p.untrack(c)
+				p.serve(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		p.mu.Lock()
+		for c := range p.cs {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *testProxy) track(c net.Conn) {
+	p.mu.Lock()
+	p.cs[c] = struct{}{}
+	p.mu.Unlock()
+}
+
+func (p *testProxy) untrack(c net.Conn) {
+	p.mu.Lock()
+	delete(p.cs, c)
+	p.mu.Unlock()
+	c.Close()
+}
+
+func (p *testProxy) dial(hostport string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil, err
+	}
+	if strings.HasSuffix(host, ".bench.test") {
+		host = p.ip.String()
+	}
+	if err := loopbackOnly(net.JoinHostPort(host, port)); err != nil {
+		return nil, err
+	}
+	c, err := net.Dial("tcp", net.JoinHostPort(host, port))
+	if err == nil {
+		p.track(c)
+	}
+	return c, err
+}
+
+func (p *testProxy) serve(c net.Conn) {
+	br := bufio.NewReader(c)
+	first, err := br.Peek(1)
+	if err != nil {
+		return
+	}
+	if first[0] == 5 {
+		p.serveSOCKS(c, br)
+		return
+	}
+	var up net.Conn
+	var upr *bufio.Reader
+	defer func() {
+		if up != nil {
+			p.untrack(up)
+		}
+	}()
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		if req.Method == http.MethodConnect {
+			o, err := p.dial(req.Host)
+			if err != nil {
+				io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\n\r\n")
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+			p.splice(c, br, o)
+			return
+		}
+		if up == nil {
+			if up, err = p.dial(req.URL.Host); err != nil {
+				return
+			}
+			upr = bufio.NewReader(up)
+		}
+		req.RequestURI = ""
+		if err := req.Write(up); err != nil {
+			return
+		}
+		resp, err := http.ReadResponse(upr, req)
+		if err != nil {
+			return
+		}
+		err = resp.Write(c)
+		resp.Body.Close()
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *testProxy) serveSOCKS(c net.Conn, br *bufio.Reader) {
+	var b [262]byte
+	if _, err := io.ReadFull(br, b[:3]); err != nil {
+		return
+	}
+	c.Write([]byte{5, 0})
+	if _, err := io.ReadFull(br, b[:4]); err != nil {
+		return
+	}
+	var host string
+	switch b[3] {
+	case 1:
+		io.ReadFull(br, b[:4])
+		host = netip.AddrFrom4([4]byte(b[:4])).String()
+	case 3:
+		io.ReadFull(br, b[:1])
+		n := int(b[0])
+		io.ReadFull(br, b[:n])
+		host = string(b[:n])
+	default:
+		return
+	}
+	if _, err := io.ReadFull(br, b[:2]); err != nil {
+		return
+	}
+	port := int(b[0])<<8 | int(b[1])
+	o, err := p.dial(net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		c.Write([]byte{5, 5, 0, 1, 0, 0, 0, 0, 0, 0})
+		return
+	}
+	c.Write([]byte{5, 0, 0, 1, 127, 0, 0, 1, 0, 0})
+	p.splice(c, br, o)
+}
+
+// splice copies both ways until either side ends, then closes both.
+func (p *testProxy) splice(c net.Conn, br *bufio.Reader, o net.Conn) {
+	done := make(chan struct{})
+	go func() {
+		io.Copy(c, o)
+		c.Close()
+		close(done)
+	}()
+	io.Copy(o, br)
+	o.Close()
+	<-done
+	p.untrack(o)
+}
+
+func TestOriginsDNS(t *testing.T) {
+	ip := netip.MustParseAddr("127.0.0.1")
+	o, err := startOrigins(originConfig{IP: ip, Name: "origin.bench.test", copyBuf: 4096, dnsTTL: 60, handshake: 5e9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	var cl dns.Client
+	tests := []struct {
+		name   string
+		qname  string
+		qtype  uint16
+		rcode  int
+		answer []string
+	}{
+		{name: "A in zone", qname: "origin.bench.test.", qtype: dns.TypeA, rcode: dns.RcodeSuccess, answer: []string{"127.0.0.1"}},
+		{name: "mixed case", qname: "Origin.BENCH.test.", qtype: dns.TypeA, rcode: dns.RcodeSuccess, answer: []string{"127.0.0.1"}},
+		{name: "AAAA is empty for an IPv4 origin", qname: "origin.bench.test.", qtype: dns.TypeAAAA, rcode: dns.RcodeSuccess},
+		{name: "outside the zone", qname: "example.com.", qtype: dns.TypeA, rcode: dns.RcodeNameError},
+		{name: "suffix lookalike", qname: "notbench.test.", qtype: dns.TypeA, rcode: dns.RcodeNameError},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := new(dns.Msg)
+			m.SetQuestion(tc.qname, tc.qtype)
+			r, _, err := cl.Exchange(m, o.DNSAddr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, rr := range r.Answer {
+				if a, ok := rr.(*dns.A); ok {
+					got = append(got, a.A.String())
+				}
+			}
+			if r.Rcode != tc.rcode {
+				t.Errorf("rcode = %d, want %d", r.Rcode, tc.rcode)
+			}
+			if diff := cmp.Diff(tc.answer, got); diff != "" {
+				t.Errorf("answer (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestNewTargetSOCKSRequest(t *testing.T) {
+	t.Parallel()
+	ip := netip.MustParseAddr("127.0.0.1")
+	tests := []struct {
+		name string
+		host string
+		want []byte
+	}{
+		{name: "ipv4", host: "127.0.0.2", want: []byte{5, 1, 0, 1, 127, 0, 0, 2, 0x01, 0xbb}},
+		{name: "ipv6", host: "::1", want: append(append([]byte{5, 1, 0, 4}, netip.IPv6Loopback().AsSlice()...), 0x01, 0xbb)},
+		{name: "name", host: "a.bench.test", want: append(append([]byte{5, 1, 0, 3, 12}, "a.bench.test"...), 0x01, 0xbb)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tg, err := newTarget(tc.host, 443, ip)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, tg.socksReq); diff != "" {
+				t.Errorf("socks request (-want +got):\n%s", diff)
+			}
+		})
+	}
+	if _, err := newTarget(strings.Repeat("a", 256), 1, ip); err == nil {
+		t.Error("newTarget accepted a 256-byte name")
+	}
+}
+
+func TestConnectStatus(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		in   string
+		ok   bool
+	}{
+		{name: "squid", in: "HTTP/1.1 200 Connection established", ok: true},
+		{name: "http/1.0", in: "HTTP/1.0 200 OK\r\nProxy-Agent: x", ok: true},
+		{name: "denied", in: "HTTP/1.1 403 Forbidden\r\nX-Egress-Denied: not_allowed", ok: false},
+		{name: "garbage", in: "SSH-2.0-OpenSSH", ok: false},
+		{name: "short code", in: "HTTP/1.1 20 OK", ok: false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if err := connectStatus([]byte(tc.in)); (err == nil) != tc.ok {
+				t.Errorf("connectStatus(%q) = %v, want ok %v", tc.in, err, tc.ok)
+			}
+		})
+	}
+}
+
+// TestRunAllKinds runs every scenario with tiny counts through the test
+// proxy (and direct), reading this process's own /proc entries as the
+// proxy's, and checks that every scenario completes without errors.
+func TestRunAllKinds(t *testing.T) {
+	p := startTestProxy(t, netip.MustParseAddr("127.0.0.1"))
+	dir := t.TempDir()
+	small := []string{
+		"-conc", "2", "-bulk-bytes", "1048576", "-tunnels", "20", "-tls-tunnels", "6",
+		"-ka-requests", "30", "-fwd-requests", "40", "-idle-tunnels", "10", "-settle", "1ms",
+		"-max-errors", "1", "-proxy-pid", strconv.Itoa(os.Getpid()),
+	}
+	for _, kind := range []string{kindDirect, kindConnect, kindSOCKS5, kindHTTP} {
+		t.Run(kind, func(t *testing.T) {
+			out := filepath.Join(dir, kind+".json")
+			args := append([]string{"-kind", kind, "-proxy", p.l.Addr().String(), "-json", out, "-label", "test"}, small...)
+			var stdout, stderr bytes.Buffer
+			if err := runMain(args, &stdout, &stderr); err != nil {
+				t.Fatalf("run: %v\nstderr: %s", err, stderr.String())
+			}
+			rs, err := readResults([]string{out})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, r := range rs {
+				got = append(got, r.Scenario)
+				if r.Errors != 0 {
+					t.Errorf("%s: %d errors, first %q", r.Scenario, r.Errors, r.FirstError)
+				}
+				if strings.HasPrefix(r.Scenario, "bulk_") && r.Bytes != 1<<20 {
+					t.Errorf("%s: moved %d bytes, want %d", r.Scenario, r.Bytes, 1<<20)
+				}
+				if r.Scenario == "idle" && (r.Idle == nil || r.Idle.Tunnels != 10) {
+					t.Errorf("idle: %+v, want 10 tunnels", r.Idle)
+				}
+				if r.ProxyCPUSec == nil {
+					t.Errorf("%s: no proxy CPU reading", r.Scenario)
+				}
+			}
+			if diff := cmp.Diff(defaultScenarios(kind), got); diff != "" {
+				t.Errorf("scenarios (-want +got):\n%s", diff)
+			}
+			if !slices.ContainsFunc(strings.Split(stdout.String(), "\n"), func(l string) bool { return strings.HasPrefix(l, "test") }) {
+				t.Errorf("no summary lines on stdout: %q", stdout.String())
+			}
+		})
+	}
+}
+
+func TestRunFlagsRefuseNonLoopback(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{name: "proxy", args: []string{"-kind", "connect", "-proxy", "192.0.2.1:3128"}},
+		{name: "proxy name", args: []string{"-kind", "connect", "-proxy", "localhost:3128"}},
+		{name: "origin ip", args: []string{"-kind", "direct", "-origin-ip", "192.0.2.1"}},
+		{name: "name outside the zone", args: []string{"-kind", "direct", "-name", "example.com"}},
+		{name: "too many idle tunnels", args: []string{"-kind", "direct", "-idle-tunnels", "9000"}},
+		{name: "unknown scenario", args: []string{"-kind", "direct", "-scenarios", "nope"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if _, err := parseRunFlags(tc.args, io.Discard); err == nil {
+				t.Errorf("parseRunFlags(%q) succeeded", tc.args)
+			}
+		})
+	}
+}
+
+func TestQuickKeepsExplicitFlags(t *testing.T) {
+	t.Parallel()
+	c, err := parseRunFlags([]string{"-kind", "direct", "-quick", "-tunnels", "77"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Tunnels != 77 || c.TLSTunnels >= 3000 {
+		t.Errorf("quick: tunnels %d (want 77, explicit), tls-tunnels %d (want the quick default)", c.Tunnels, c.TLSTunnels)
+	}
+}

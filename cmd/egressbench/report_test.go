@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bytes"
+	"encoding/xml"
+	"io"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestComparison(t *testing.T) {
+	t.Parallel()
+	cpu := figure{Lower: true, CPU: true}
+	rate := figure{}
+	tests := []struct {
+		name    string
+		f       figure
+		eg, pe  float64
+		verdict string
+	}{
+		{name: "cpu lead", f: cpu, eg: 0.4, pe: 0.8, verdict: "lead"},
+		{name: "cpu lead under 15% is none", f: cpu, eg: 0.9, pe: 1.0, verdict: "no lead (<15%)"},
+		{name: "cpu slightly behind is none either", f: cpu, eg: 1.1, pe: 1.0, verdict: "no lead (<15%)"},
+		{name: "cpu behind", f: cpu, eg: 1.2, pe: 1.0, verdict: "behind"},
+		{name: "rate lead", f: rate, eg: 2000, pe: 1000, verdict: "lead"},
+		{name: "rate even", f: rate, eg: 1010, pe: 1000, verdict: "even (<5%)"},
+		{name: "rate behind", f: rate, eg: 500, pe: 1000, verdict: "behind"},
+		{name: "zero peer", f: cpu, eg: 1, pe: 0, verdict: "n/a"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r, v := comparison(tc.f, tc.eg, tc.pe)
+			if v != tc.verdict {
+				t.Errorf("comparison(%v, %v) verdict = %q, want %q", tc.eg, tc.pe, v, tc.verdict)
+			}
+			if tc.pe != 0 && math.Abs(r-tc.eg/tc.pe) > 1e-12 {
+				t.Errorf("ratio = %v, want %v", r, tc.eg/tc.pe)
+			}
+		})
+	}
+}
+
+func TestGoBenchCell(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, in, value, met string
+	}{
+		{name: "met", in: "goos: linux\nBenchmarkMatch100kHosts-2   \t 5000000\t       231.5 ns/op\t       0 B/op\t       0 allocs/op\nPASS\n",
+			value: "BenchmarkMatch100kHosts-2: 232 ns/op, 0 allocs/op", met: "met"},
+		{name: "allocates", in: "BenchmarkDecide100k-2 100 900 ns/op 16 B/op 1 allocs/op", value: "BenchmarkDecide100k-2: 900 ns/op, 1 allocs/op", met: "missed"},
+		{name: "slow", in: "BenchmarkMatch100kHosts 100 1500 ns/op 0 B/op 0 allocs/op", value: "BenchmarkMatch100kHosts: 1500 ns/op, 0 allocs/op", met: "missed"},
+		{name: "absent", in: "BenchmarkOther 1 1 ns/op", value: "not measured", met: "not measured"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			v, m := goBenchCell(tc.in)
+			if diff := cmp.Diff([]string{tc.value, tc.met}, []string{v, m}); diff != "" {
+				t.Errorf("goBenchCell (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func ptr(v float64) *float64 { return &v }
+
+// syntheticResults is two runs of egressd and squid plus direct, with
+// egressd ahead on bulk CPU and behind on new tunnels.
+func syntheticResults() []*Result {
+	var rs []*Result
+	for run := 1; run <= 2; run++ {
+		for _, p := range []struct {
+			label            string
+			bulkCPU, tunCPU  float64
+			kibIdle, fdsIdle float64
+		}{
+			{"egressd", 0.2, 0.5, 10, 2},
+			{"squid", 0.5, 0.2, 31, 2},
+		} {
+			for _, s := range bulkScenarios {
+				rs = append(rs, &Result{Label: p.label, Kind: kindConnect, Run: run, Scenario: s, Bytes: 1 << 30, MiBPerSec: 1000, Seconds: 1, ProxyCPUSec: ptr(p.bulkCPU)})
+			}
+			rs = append(rs,
+				&Result{Label: p.label, Kind: kindConnect, Run: run, Scenario: "tunnels", Ops: 1000, OpsPerSec: 5000, Seconds: 0.2, ProxyCPUSec: ptr(p.tunCPU), ProxyCPUPer1000: ptr(p.tunCPU)},
+				&Result{Label: p.label, Kind: kindConnect, Run: run, Scenario: "idle", Idle: &IdleResult{Tunnels: 3000, KiBPerTunnel: p.kibIdle, FDsPerTunnel: p.fdsIdle}},
+			)
+		}
+		rs = append(rs, &Result{Label: kindDirect, Kind: kindDirect, Run: run, Scenario: "bulk_down_8", Bytes: 1 << 30, MiBPerSec: 5000, Seconds: 0.2})
+	}
+	rs = append(rs, &Result{Label: "squid", Kind: kindHTTP, Run: 1, Scenario: "forward", Ops: 10, Errors: 3, FirstError: "boom", TimeBound: true})
+	return rs
+}
+
+func TestReport(t *testing.T) {
+	t.Parallel()
+	d := newDataset(syntheticResults())
+	if diff := cmp.Diff([]float64{0.2, 0.2}, d.values(seriesKey{"egressd", kindConnect}, figBulkCPU)); diff != "" {
+		t.Errorf("bulk CPU per GiB (-want +got):\n%s", diff)
+	}
+	var md bytes.Buffer
+	if err := writeMarkdown(&md, d, reportMeta{Lines: []string{"go: go1.26"}, Commands: "make bench"}, "benchmarks.svg"); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"| CPU s per GiB tunneled (all 4 bulk scenarios) (CONNECT) | smokescreen ~0.8, Squid ~1.1 | squid 0.500 | 0.200 | 0.40 (lead) | ≤ 0.45 | met |",
+		"| CPU s per 1,000 new tunnels (CONNECT) | Squid ~0.21, smokescreen ~0.29 | squid 0.200 | 0.500 | 2.50 (behind) | ≤ 0.15 | missed |",
+		"| KiB of RSS per idle tunnel | smokescreen ~25, Squid ~31 | squid 31.0 | 10.0 | 0.32 (lead) | ≤ 12 | met |",
+		"| egressd (connect) |",
+		"**0.200** (0.200, 0.200)",
+		"squid (http) run 1 forward: 3 errors (first: boom)",
+		"- go: go1.26",
+		"![headline figures](benchmarks.svg)",
+	} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("report:\n%s", md.String())
+	}
+	var svg bytes.Buffer
+	if err := writeSVG(&svg, d); err != nil {
+		t.Fatal(err)
+	}
+	dec := xml.NewDecoder(&svg)
+	for {
+		_, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("SVG is not well-formed XML: %v", err)
+		}
+	}
+}

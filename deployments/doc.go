@@ -1,0 +1,19 @@
+// Package deployments owns egressd's deployment artifacts and their tests:
+//
+//   - terraform/: the AWS farm module (per-AZ Auto Scaling Groups behind an
+//     internal NLB), the PrivateLink endpoint-service variant and an example
+//     VPC. Terraform cannot run here, so the tests parse every .tf file with
+//     hashicorp/hcl and assert the structure that egress control depends on.
+//   - systemd/: the hardened egressd unit and the farm helpers (S3 policy
+//     sync, Auto Scaling drain watcher), packaged by nfpm.yaml.
+//   - package/: the Debian package build (its own Go module, see its doc.go)
+//     and the maintainer scripts.
+//   - client/: user data that points client instances at the farm.
+//   - kubernetes/: Deployment, Service, PodDisruptionBudget and ConfigMap.
+//   - grafana/: the dashboard and the list of metric families it queries.
+//   - farm/: the local HAProxy farm template (scripts/farm.sh).
+//
+// The only Go API is the dashboard inspection in dashboard.go, exported so
+// that egressd's metrics test can check the dashboard against the real
+// registry.
+package deployments
