@@ -41,7 +41,7 @@ var idnaProfile = idna.New(
 // over 63 or names over 253 octets) are rejected. IP literals are accepted in
 // every spelling inet_aton(3) accepts (2852039166, 0xa9fea9fe,
 // 0251.0376.0251.0376, 127.1) and as IPv6 with or without brackets; zones are
-// rejected, and IPv4-mapped IPv6 stays IPv6. A name whose last label is a
+// rejected, and IPv4-mapped IPv6 becomes its IPv4 address. A name whose last label is a
 // number but that is not an IPv4 address is rejected rather than resolved.
 // For an IP, host is the canonical text of addr.
 //
