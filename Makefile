@@ -1,6 +1,8 @@
 # egressd. Targets are phony; none downloads tools implicitly except
 # scripts/setup.sh, which installs the system packages the tests use.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Debian versions must start with a digit: tags v1.2.3, else 0.0.0-dev.
+PKG_VERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null || echo v0.0.0-dev)
 GO      ?= go
 BIN     ?= bin/egressd
 LDFLAGS := -s -w -X main.version=$(VERSION)
@@ -34,6 +36,13 @@ bench: ## benchmark egressd against direct, Squid and smokescreen; writes docs/b
 
 e2e: build ## end-to-end tests in test/ only
 	$(GO) test -count=1 ./test/...
+
+package: build ## Debian package in dist/ (nfpm; nested module deployments/package)
+	cd deployments/package && GOWORK=off $(GO) run . -root $(CURDIR) -binary $(CURDIR)/$(BIN) -version $(PKG_VERSION) -arch $$($(GO) env GOARCH) -out $(CURDIR)/dist
+
+farm: build ## 3 egressd behind HAProxy on loopback; prints the client address
+	./scripts/setup.sh
+	./scripts/farm.sh -b $(BIN)
 
 docker: ## container image (needs a Docker engine)
 	docker build -t egressd:$(VERSION) .

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs the tools egressd's tests need on a Debian machine: curl (the
-# real client of the end-to-end tests) and iproute2 (`ip netns` for the
-# namespace tests). Safe to run repeatedly; does nothing when both exist.
+# real client of the end-to-end tests), iproute2 (`ip netns` for the
+# namespace tests) and haproxy (the farm's load balancer). Safe to run repeatedly; does nothing when both exist.
 set -euo pipefail
 
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
 command -v update-ca-certificates >/dev/null 2>&1 || missing+=(ca-certificates)
+# HAProxy is the real load balancer of the farm and PROXY-protocol tests. It
+# is run by the tests as a child process; the Debian service is not used.
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 
 if [ "${#missing[@]}" -eq 0 ]; then
 	exit 0

@@ -7,11 +7,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -43,6 +46,7 @@ func main() {
 // runConfig is everything the run subcommand is told on its command line.
 type runConfig struct {
 	Kind, Proxy, Label, JSONOut, Scenarios string
+	CPUProfile                             string
 	Run, ProxyPID                          int
 	Quick                                  bool
 
@@ -95,7 +99,7 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 	fs.IntVar(&c.Run, "run", 1, "repetition number recorded in the results")
 	fs.StringVar(&c.JSONOut, "json", "", "append one JSON object per scenario to this file")
 	fs.StringVar(&c.Scenarios, "scenarios", "", "comma-separated scenarios (default: all that apply to -kind): "+strings.Join(allScenarios, ","))
-	fs.BoolVar(&c.Quick, "quick", false, "smaller counts and shorter bounds (about a quarter of the full run)")
+	fs.BoolVar(&c.Quick, "quick", false, "smaller counts and shorter bounds (a quarter to a third of the full run; the idle count stays)")
 
 	fs.StringVar(&c.OriginIP, "origin-ip", "127.0.0.1", "loopback IP the origins listen on and the DNS server answers with")
 	fs.StringVar(&c.BulkAddr, "bulk-addr", "", "bulk origin listen address (default: a free port on -origin-ip)")
@@ -107,22 +111,23 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 
 	fs.IntVar(&c.Conc, "conc", 8, "concurrent workers for tunnels, tls_tunnels, forward and idle set-up")
 	fs.IntVar(&c.MaxErrors, "max-errors", 100, "a scenario stops after this many failed operations")
-	fs.Int64Var(&c.BulkBytes, "bulk-bytes", 1<<30, "payload bytes per bulk scenario, split over its streams")
-	fs.DurationVar(&c.BulkTime, "bulk-time", 20*time.Second, "time bound per bulk scenario")
-	fs.IntVar(&c.CopyBuf, "copy-buf", 256<<10, "read buffer per bulk stream, bytes")
-	fs.IntVar(&c.Tunnels, "tunnels", 5000, "new tunnels in the tunnels scenario")
+	fs.Int64Var(&c.BulkBytes, "bulk-bytes", 2<<30, "payload bytes per bulk scenario, split over its streams")
+	fs.DurationVar(&c.BulkTime, "bulk-time", 15*time.Second, "time bound per bulk scenario")
+	fs.IntVar(&c.CopyBuf, "copy-buf", 256<<10, "read buffer per bulk stream when splice cannot be used, bytes")
+	fs.IntVar(&c.Tunnels, "tunnels", 10000, "new tunnels in the tunnels scenario")
 	fs.DurationVar(&c.TunnelTime, "tunnel-time", 10*time.Second, "time bound of the tunnels scenario")
 	fs.IntVar(&c.TLSTunnels, "tls-tunnels", 3000, "new TLS tunnels by name in the tls_tunnels scenario")
 	fs.DurationVar(&c.TLSTime, "tls-time", 10*time.Second, "time bound of the tls_tunnels scenario")
-	fs.IntVar(&c.KARequests, "ka-requests", 10000, "requests through one keep-alive tunnel")
+	fs.IntVar(&c.KARequests, "ka-requests", 20000, "requests through one keep-alive tunnel")
 	fs.DurationVar(&c.KATime, "ka-time", 6*time.Second, "time bound of the keepalive scenario")
-	fs.IntVar(&c.FwdRequests, "fwd-requests", 30000, "absolute-URI requests in the forward scenario")
+	fs.IntVar(&c.FwdRequests, "fwd-requests", 50000, "absolute-URI requests in the forward scenario")
 	fs.DurationVar(&c.FwdTime, "fwd-time", 10*time.Second, "time bound of the forward scenario")
 	fs.IntVar(&c.IdleTunnels, "idle-tunnels", 3000, "idle tunnels held in the idle scenario (each costs 2 fds here and about 2+ in the proxy)")
 	fs.DurationVar(&c.IdleTime, "idle-time", 60*time.Second, "time bound for opening the idle tunnels")
 	fs.DurationVar(&c.Settle, "settle", time.Second, "pause before reading the proxy's footprint in the idle scenario")
 	fs.DurationVar(&c.Timeout, "timeout", 10*time.Second, "bound on each operation (connect, handshake, request)")
 	fs.DurationVar(&c.MaxTime, "max-time", 5*time.Minute, "bound on the whole run")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the load tool's own CPU profile to this file")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -133,11 +138,11 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		quick := map[string]string{
-			"bulk-bytes": "268435456", "bulk-time": "6s",
-			"tunnels": "1500", "tunnel-time": "4s",
-			"tls-tunnels": "800", "tls-time": "4s",
-			"ka-requests": "3000", "ka-time": "3s",
-			"fwd-requests": "8000", "fwd-time": "4s",
+			"bulk-bytes": "536870912", "bulk-time": "5s",
+			"tunnels": "3000", "tunnel-time": "4s",
+			"tls-tunnels": "1000", "tls-time": "4s",
+			"ka-requests": "5000", "ka-time": "3s",
+			"fwd-requests": "15000", "fwd-time": "4s",
 		}
 		for name, v := range quick {
 			if !set[name] {
@@ -201,6 +206,17 @@ func runMain(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	ctx, cancelT := context.WithTimeout(ctx, cfg.MaxTime)
@@ -238,6 +254,9 @@ func runMain(args []string, stdout, stderr io.Writer) error {
 			}
 			return nil
 		},
+	}
+	for range 8 {
+		b.bufs = append(b.bufs, make([]byte, cfg.CopyBuf))
 	}
 	if err := b.newTargets(); err != nil {
 		return err
@@ -285,9 +304,12 @@ func (b *bench) runScenario(ctx context.Context, s string) error {
 	return fmt.Errorf("unknown scenario %q", s)
 }
 
-// portsMain is the ports subcommand: it prints n currently free TCP ports
-// on a loopback IP, for scripts that must write proxy configs before the
-// origins start. Each port is also checked free for UDP.
+// portsMain is the ports subcommand: it prints n currently free ports
+// (TCP and UDP) on a loopback IP, for scripts that must write proxy configs
+// before the origins start. The ports lie outside the kernel's ephemeral
+// range: the benchmark opens tens of thousands of client connections, and one
+// of them could otherwise take a proxy's port as its source port while that
+// proxy is restarting between runs.
 func portsMain(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("ports", flag.ContinueOnError)
 	n := fs.Int("n", 4, "how many ports")
@@ -298,29 +320,79 @@ func portsMain(args []string, stdout io.Writer) error {
 	if *n < 1 || *n > 64 {
 		return errors.New("-n must be 1..64")
 	}
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []string
-	for len(ports) < *n {
-		addr := net.JoinHostPort(*ip, "0")
-		if err := loopbackOnly(addr); err != nil {
-			return err
-		}
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			return err
-		}
-		ls = append(ls, l)
-		_, p, _ := net.SplitHostPort(l.Addr().String())
-		if pc, err := net.ListenPacket("udp", l.Addr().String()); err == nil {
-			pc.Close()
-			ports = append(ports, p)
+	if err := loopbackOnly(net.JoinHostPort(*ip, "0")); err != nil {
+		return err
+	}
+	lo, hi := 32768, 60999
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if lo2, hi2, err := parsePortRange(b); err == nil {
+			lo, hi = lo2, hi2
 		}
 	}
-	_, err := fmt.Fprintln(stdout, strings.Join(ports, " "))
+	ports, err := freePorts(*ip, *n, outsideRange(lo, hi))
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, strings.Trim(fmt.Sprint(ports), "[]"))
 	return err
+}
+
+// parsePortRange parses /proc/sys/net/ipv4/ip_local_port_range.
+func parsePortRange(b []byte) (lo, hi int, err error) {
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, 0, fmt.Errorf("port range %q: want two numbers", b)
+	}
+	if lo, err = strconv.Atoi(f[0]); err != nil {
+		return 0, 0, err
+	}
+	if hi, err = strconv.Atoi(f[1]); err != nil {
+		return 0, 0, err
+	}
+	if lo < 1 || hi > 65535 || lo > hi {
+		return 0, 0, fmt.Errorf("port range %q: out of bounds", b)
+	}
+	return lo, hi, nil
+}
+
+// outsideRange returns the candidate ports for freePorts: 10000 up to the
+// ephemeral range, and above it, whichever is larger.
+func outsideRange(lo, hi int) [2]int {
+	below := [2]int{10000, lo - 1}
+	above := [2]int{hi + 1, 65535}
+	if below[1]-below[0] >= above[1]-above[0] {
+		return below
+	}
+	return above
+}
+
+// freePorts picks n distinct ports in r that are free on ip for both TCP and
+// UDP (the DNS server takes both), trying at most 2,000 candidates.
+func freePorts(ip string, n int, r [2]int) ([]int, error) {
+	if r[1]-r[0] < n {
+		return nil, fmt.Errorf("no room for %d ports in %d-%d", n, r[0], r[1])
+	}
+	var ports []int
+	for try := 0; len(ports) < n && try < 2000; try++ {
+		p := r[0] + rand.IntN(r[1]-r[0]+1)
+		if slices.Contains(ports, p) {
+			continue
+		}
+		addr := net.JoinHostPort(ip, strconv.Itoa(p))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		pc, err := net.ListenPacket("udp", addr)
+		l.Close()
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		ports = append(ports, p)
+	}
+	if len(ports) < n {
+		return nil, fmt.Errorf("found only %d free ports in %d-%d", len(ports), r[0], r[1])
+	}
+	return ports, nil
 }

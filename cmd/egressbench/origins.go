@@ -72,8 +72,9 @@ type origins struct {
 	// DNSQueries counts the questions the DNS server has answered.
 	DNSQueries atomic.Int64
 
-	zero    []byte    // read-only source for downloads
-	bufPool sync.Pool // *[]byte sink buffers
+	zero    []byte    // read-only fallback source for downloads
+	src     *payload  // sendfile source for downloads
+	bufPool sync.Pool // *[]byte fallback sink buffers
 	wg      sync.WaitGroup
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
@@ -82,14 +83,17 @@ type origins struct {
 
 // startOrigins starts every origin and the DNS server, and returns once all
 // of them accept.
-func startOrigins(cfg originConfig) (o *origins, err error) {
-	o = &origins{cfg: cfg, conns: map[net.Conn]struct{}{}, zero: make([]byte, 1<<20)}
+func startOrigins(cfg originConfig) (_ *origins, err error) {
+	o := &origins{cfg: cfg, conns: map[net.Conn]struct{}{}, zero: make([]byte, 1<<20)}
 	o.bufPool.New = func() any { b := make([]byte, cfg.copyBuf); return &b }
 	defer func() {
 		if err != nil {
 			o.Close()
 		}
 	}()
+	if o.src, err = newPayload(len(o.zero)); err != nil {
+		return nil, err
+	}
 	listen := func(addr string) (net.Listener, error) {
 		if addr == "" {
 			addr = net.JoinHostPort(cfg.IP.String(), "0")
@@ -226,23 +230,15 @@ func (o *origins) serveBulk(c net.Conn) {
 	switch hdr[0] {
 	case bulkUpload:
 		bp := o.bufPool.Get().(*[]byte)
-		defer o.bufPool.Put(bp)
-		buf := *bp
-		for n > 0 {
-			m, err := c.Read(buf[:min(int64(len(buf)), n)])
-			n -= int64(m)
-			if err != nil {
-				return
-			}
+		_, err := discard(c, n, *bp)
+		o.bufPool.Put(bp)
+		if err != nil {
+			return
 		}
 		_, _ = c.Write([]byte{bulkAck})
 	case bulkDownload:
-		for n > 0 {
-			m, err := c.Write(o.zero[:min(int64(len(o.zero)), n)])
-			n -= int64(m)
-			if err != nil {
-				return
-			}
+		if _, err := o.src.send(c, n, o.zero); err != nil {
+			return
 		}
 	default:
 		return
@@ -283,13 +279,26 @@ func (o *origins) startDNS() error {
 	if err := loopbackOnly(addr); err != nil {
 		return err
 	}
-	pc, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return fmt.Errorf("dns server: %w", err)
-	}
-	l, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
+	// With port 0 the UDP port is chosen first and TCP must get the same
+	// one, which another process may hold: try a few ports.
+	var (
+		pc  net.PacketConn
+		l   net.Listener
+		err error
+	)
+	for range 20 {
+		if pc, err = net.ListenPacket("udp", addr); err != nil {
+			return fmt.Errorf("dns server: %w", err)
+		}
+		if l, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
 		pc.Close()
+		if !strings.HasSuffix(addr, ":0") {
+			break
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("dns server: %w", err)
 	}
 	h := dns.HandlerFunc(o.answerDNS)
@@ -364,6 +373,9 @@ func (o *origins) Close() {
 		}
 	}
 	o.wg.Wait()
+	if o.src != nil {
+		o.src.Close()
+	}
 }
 
 // newTestPKI generates a CA and a leaf certificate for name (and every name

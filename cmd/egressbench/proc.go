@@ -56,9 +56,10 @@ func parseStat(b []byte) (procStat, error) {
 	return st, nil
 }
 
-// parseVmRSS returns the VmRSS line of /proc/PID/status in KiB. A process
+// parseKiBLine returns the value of a "Key:  N kB" line, such as VmRSS in
+// /proc/PID/status or Pss in /proc/PID/smaps_rollup, in KiB. A process
 // without an address space (a zombie) has no such line and reports 0.
-func parseVmRSS(b []byte) (int64, error) {
+func parseKiBLine(b []byte, key string) (int64, error) {
 	for len(b) > 0 {
 		line := b
 		if i := bytes.IndexByte(b, '\n'); i >= 0 {
@@ -66,13 +67,13 @@ func parseVmRSS(b []byte) (int64, error) {
 		} else {
 			b = nil
 		}
-		rest, ok := bytes.CutPrefix(line, []byte("VmRSS:"))
+		rest, ok := bytes.CutPrefix(line, []byte(key))
 		if !ok {
 			continue
 		}
 		f := bytes.Fields(rest)
 		if len(f) != 2 || string(f[1]) != "kB" {
-			return 0, fmt.Errorf("status: malformed VmRSS line %q", line)
+			return 0, fmt.Errorf("malformed %s line %q", key, line)
 		}
 		return strconv.ParseInt(string(f[0]), 10, 64)
 	}
@@ -85,8 +86,13 @@ type procSample struct {
 	// CPUTicks is utime+stime over the tree, plus the times of children the
 	// root has already reaped, in clock ticks.
 	CPUTicks uint64
-	// RSSKiB is the sum of VmRSS over the tree.
+	// RSSKiB is the sum of VmRSS over the tree. Pages shared between the
+	// processes of a forking proxy count once per process.
 	RSSKiB int64
+	// PSSKiB is the sum of Pss (proportional set size) over the tree: shared
+	// pages divided among the processes sharing them, so that a forking
+	// proxy is not charged several times for one page.
+	PSSKiB int64
 	// FDs is the number of open file descriptors over the tree.
 	FDs int
 	// Procs is the number of processes in the tree.
@@ -154,11 +160,19 @@ func sampleProc(pid int) (procSample, error) {
 		}
 		b, err = os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
 		if err == nil {
-			rss, err := parseVmRSS(b)
+			rss, err := parseKiBLine(b, "VmRSS:")
 			if err != nil {
 				return s, err
 			}
 			s.RSSKiB += rss
+		}
+		b, err = os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", p))
+		if err == nil {
+			pss, err := parseKiBLine(b, "Pss:")
+			if err != nil {
+				return s, err
+			}
+			s.PSSKiB += pss
 		}
 		if fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p)); err == nil {
 			s.FDs += len(fds)

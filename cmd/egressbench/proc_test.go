@@ -47,7 +47,7 @@ func TestParseStat(t *testing.T) {
 	}
 }
 
-func TestParseVmRSS(t *testing.T) {
+func TestParseKiBLine(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name    string
@@ -56,6 +56,7 @@ func TestParseVmRSS(t *testing.T) {
 		wantErr bool
 	}{
 		{name: "present", in: "Name:\tsquid\nVmPeak:\t  300 kB\nVmRSS:\t   27272 kB\nRssAnon:\t 1 kB\n", want: 27272},
+		{name: "a longer key with the same prefix is not it", in: "VmRSSx:\t1 kB\nVmRSS:\t2 kB\n", want: 2},
 		{name: "last line without newline", in: "Name:\tx\nVmRSS:\t12 kB", want: 12},
 		{name: "zombie has none", in: "Name:\tx\nState:\tZ (zombie)\n", want: 0},
 		{name: "malformed", in: "VmRSS:\t12\n", wantErr: true},
@@ -64,12 +65,12 @@ func TestParseVmRSS(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := parseVmRSS([]byte(tc.in))
+			got, err := parseKiBLine([]byte(tc.in), "VmRSS:")
 			if (err != nil) != tc.wantErr {
-				t.Fatalf("parseVmRSS error = %v, want error %v", err, tc.wantErr)
+				t.Fatalf("parseKiBLine error = %v, want error %v", err, tc.wantErr)
 			}
 			if got != tc.want {
-				t.Errorf("parseVmRSS = %d, want %d", got, tc.want)
+				t.Errorf("parseKiBLine = %d, want %d", got, tc.want)
 			}
 		})
 	}
@@ -81,10 +82,53 @@ func TestSampleProcSelf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.RSSKiB <= 0 || s.FDs <= 0 || s.Procs < 1 {
+	if s.RSSKiB <= 0 || s.PSSKiB <= 0 || s.FDs <= 0 || s.Procs < 1 {
 		t.Errorf("sampleProc(self) = %+v, want positive RSS, fds and at least one process", s)
 	}
 	if _, err := sampleProc(1 << 30); err == nil {
 		t.Error("sampleProc of a PID that cannot exist succeeded")
+	}
+}
+
+func TestParsePortRange(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		in     string
+		lo, hi int
+		ok     bool
+	}{
+		{name: "linux default", in: "32768\t60999\n", lo: 32768, hi: 60999, ok: true},
+		{name: "one number", in: "32768\n", ok: false},
+		{name: "reversed", in: "60999 32768", ok: false},
+		{name: "out of bounds", in: "0 70000", ok: false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			lo, hi, err := parsePortRange([]byte(tc.in))
+			if (err == nil) != tc.ok || lo != tc.lo || hi != tc.hi {
+				t.Errorf("parsePortRange(%q) = %d, %d, %v; want %d, %d, ok %v", tc.in, lo, hi, err, tc.lo, tc.hi, tc.ok)
+			}
+		})
+	}
+}
+
+func TestFreePortsOutsideEphemeralRange(t *testing.T) {
+	t.Parallel()
+	r := outsideRange(32768, 60999)
+	if diff := cmp.Diff([2]int{10000, 32767}, r); diff != "" {
+		t.Errorf("outsideRange (-want +got):\n%s", diff)
+	}
+	ps, err := freePorts("127.0.0.1", 5, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for _, p := range ps {
+		if p < r[0] || p > r[1] || seen[p] {
+			t.Errorf("port %d outside %v or repeated in %v", p, r, ps)
+		}
+		seen[p] = true
 	}
 }

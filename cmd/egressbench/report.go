@@ -46,7 +46,10 @@ type figure struct {
 	Lower bool // lower is better
 	Prec  int  // decimals shown
 	// CPU marks CPU-time figures, where a lead under 15% counts as none.
-	CPU   bool
+	CPU bool
+	// Info marks figures about the load tool, not the proxy: tabulated but
+	// not compared.
+	Info  bool
 	value func(runResults) (float64, bool)
 }
 
@@ -150,14 +153,14 @@ func sections() []section {
 			{ID: "tunnels_p50", Title: "p50 ms", Lower: true, Prec: 3, value: field("tunnels", p50)},
 			{ID: "tunnels_p99", Title: "p99 ms", Lower: true, Prec: 3, value: field("tunnels", p99)},
 			figTunCPU,
-			{ID: "tunnels_tool", Title: "load tool CPU %", Lower: true, Prec: 0, value: field("tunnels", toolCPUShare)},
+			{ID: "tunnels_tool", Title: "load tool CPU %", Info: true, Prec: 0, value: field("tunnels", toolCPUShare)},
 		}, Note: "Tunnels to the HTTP origin by IP literal; concurrency from -conc. A load tool CPU share near 100% means the rate is bounded by the tool's core, not the proxy's."},
 		{Title: "New TLS tunnels by host name (DNS through the load tool, full TLS 1.3 handshake, SNI = name, one HTTPS request)", Kinds: tunnelKinds, Figures: []figure{
 			{ID: "tls_rate", Title: "TLS tunnels per second", Prec: 0, value: field("tls_tunnels", opsPerSec)},
 			{ID: "tls_p50", Title: "p50 ms", Lower: true, Prec: 3, value: field("tls_tunnels", p50)},
 			{ID: "tls_p99", Title: "p99 ms", Lower: true, Prec: 3, value: field("tls_tunnels", p99)},
 			figTLSCPU,
-			{ID: "tls_tool", Title: "load tool CPU %", Lower: true, Prec: 0, value: field("tls_tunnels", toolCPUShare)},
+			{ID: "tls_tool", Title: "load tool CPU %", Info: true, Prec: 0, value: field("tls_tunnels", toolCPUShare)},
 		}, Note: "Both TLS ends run in the load tool, so the rate is bounded by the tool's core; the proxy's CPU per 1,000 is the comparable figure."},
 		{Title: "Keep-alive requests through one tunnel (one at a time)", Kinds: tunnelKinds, Figures: []figure{
 			{ID: "ka_rate", Title: "requests per second", Prec: 0, value: field("keepalive", opsPerSec)},
@@ -170,15 +173,16 @@ func sections() []section {
 			{ID: "fwd_p50", Title: "p50 ms", Lower: true, Prec: 3, value: field("forward", p50)},
 			{ID: "fwd_p99", Title: "p99 ms", Lower: true, Prec: 3, value: field("forward", p99)},
 			figFwdCPU,
-			{ID: "fwd_tool", Title: "load tool CPU %", Lower: true, Prec: 0, value: field("forward", toolCPUShare)},
+			{ID: "fwd_tool", Title: "load tool CPU %", Info: true, Prec: 0, value: field("forward", toolCPUShare)},
 		}, Note: "direct sends origin-form requests straight to the origin."},
 		{Title: "Idle tunnels: proxy footprint", Kinds: []string{kindConnect, kindSOCKS5}, Figures: []figure{
 			{ID: "idle_rss0", Title: "RSS at 0, MiB", Lower: true, Prec: 1, value: field("idle", idleGet(func(i *IdleResult) float64 { return float64(i.RSS0KiB) / 1024 }))},
 			{ID: "idle_rss1", Title: "RSS with idle tunnels, MiB", Lower: true, Prec: 1, value: field("idle", idleGet(func(i *IdleResult) float64 { return float64(i.RSS1KiB) / 1024 }))},
 			figIdleKiB,
+			{ID: "idle_pss", Title: "KiB of PSS per idle tunnel", Lower: true, Prec: 1, value: field("idle", idleGet(func(i *IdleResult) float64 { return i.PSSKiBPerTunnel }))},
 			{ID: "idle_fds0", Title: "fds at 0", Lower: true, Prec: 0, value: field("idle", idleGet(func(i *IdleResult) float64 { return float64(i.FDs0) }))},
 			figIdleFDs,
-		}, Note: "3,000 tunnels to an echo origin, each proven with one byte each way, then held idle; RSS (VmRSS) and /proc/PID/fd read after a one-second settle."},
+		}, Note: "3,000 tunnels to an echo origin, each proven with one byte each way, then held idle; RSS (VmRSS), PSS (smaps_rollup) and /proc/PID/fd read after a one-second settle, summed over the proxy's processes. For a proxy that forks (Dante), RSS counts shared pages once per process; PSS is the fair memory figure there."},
 	}
 }
 
@@ -351,6 +355,8 @@ type reportMeta struct {
 	Lines    []string // "key: value" lines shown under Machine and run
 	Commands string   // shown verbatim in a code block
 	GoBench  string   // `go test -bench` output of the policy package
+	PProf    string   // `go tool pprof -top` output for egressd under the benchmark
+	Notes    string   // hand-written analysis, included verbatim
 }
 
 // writeMarkdown writes the whole benchmark document.
@@ -363,6 +369,14 @@ func writeMarkdown(w io.Writer, d *dataset, meta reportMeta, svgName string) err
 	p("(direct, egressd, Squid, smokescreen, then again), the proxy pinned to CPU 0 and the load tool to CPU 1. ")
 	p("CPU figures are the proxy process's utime+stime from /proc (10 ms resolution) per unit of work; ")
 	p("on this noisy shared machine a lead under 15%% on a CPU figure counts as none.\n\n")
+
+	p("## How to run it\n\n")
+	p("- `make bench` (scripts/bench.sh, as root): installs Squid and Dante (Debian packages) and smokescreen (`go install` into a scratch directory), ")
+	p("builds egressd and `cmd/egressbench`, runs everything on loopback, and rewrites this file and benchmarks.svg; about 10 minutes. ")
+	p("`BENCH_QUICK=1 make bench` takes about 2-3 minutes with smaller counts. Raw JSON results go to `results/bench/`.\n")
+	p("- One proxy by hand: `egressbench run -kind connect|http|socks5|direct -proxy 127.0.0.1:PORT -proxy-pid PID -label NAME -json out.json`; ")
+	p("`egressbench run -h` lists the counts and time bounds. The origins' ports and the DNS address are flags, so a proxy config can name them before the tool starts.\n")
+	p("- Report from any set of results: `egressbench report -in 'results/bench/*.json' -out docs/benchmarks.md -svg docs/benchmarks.svg`.\n\n")
 
 	p("## Machine and run\n\n")
 	for _, l := range machineLines() {
@@ -414,6 +428,9 @@ func writeMarkdown(w io.Writer, d *dataset, meta reportMeta, svgName string) err
 	p("| section | figure | kind | egressd | best peer | ratio | verdict |\n| --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, sec := range sections() {
 		for _, f := range sec.Figures {
+			if f.Info {
+				continue
+			}
 			for _, k := range sec.Kinds {
 				if k == kindDirect {
 					continue
@@ -468,8 +485,16 @@ func writeMarkdown(w io.Writer, d *dataset, meta reportMeta, svgName string) err
 	if meta.GoBench != "" {
 		p("## Policy matching (`go test -bench` in policy/)\n\n```\n%s\n```\n\n", strings.TrimSpace(meta.GoBench))
 	}
+	if meta.Notes != "" {
+		p("%s\n\n", strings.TrimSpace(meta.Notes))
+	}
+	if meta.PProf != "" {
+		p("## Where egressd spends CPU (pprof under the benchmark)\n\n")
+		p("CPU profiles taken from egressd's admin listener (`admin.pprof: true`) in separate sessions after the measured runs, ")
+		p("so the profiler's own cost is not in the tables above.\n\n```\n%s\n```\n\n", strings.TrimSpace(meta.PProf))
+	}
 	if meta.Commands != "" {
-		p("## Commands\n\n```sh\n%s\n```\n", strings.TrimSpace(meta.Commands))
+		p("## Commands and configs\n\n```sh\n%s\n```\n", strings.TrimSpace(meta.Commands))
 	}
 	return bw.Flush()
 }
@@ -597,6 +622,8 @@ func reportMain(args []string, stdout io.Writer) error {
 	metaFile := fs.String("meta", "", "file of 'key: value' lines describing the run")
 	cmdFile := fs.String("commands", "", "file with the commands the run used")
 	goBench := fs.String("gobench", "", "file with `go test -bench` output of the policy package")
+	pprofFile := fs.String("pprof", "", "file with `go tool pprof -top` output for egressd")
+	notesFile := fs.String("notes", "", "Markdown file of hand-written analysis to include")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -639,6 +666,12 @@ func reportMain(args []string, stdout io.Writer) error {
 		return err
 	}
 	if meta.GoBench, err = readOpt(*goBench); err != nil {
+		return err
+	}
+	if meta.PProf, err = readOpt(*pprofFile); err != nil {
+		return err
+	}
+	if meta.Notes, err = readOpt(*notesFile); err != nil {
 		return err
 	}
 	d := newDataset(results)

@@ -52,6 +52,13 @@ type IdleResult struct {
 	FDs1         int     `json:"fds1"`
 	KiBPerTunnel float64 `json:"kib_per_tunnel"`
 	FDsPerTunnel float64 `json:"fds_per_tunnel"`
+	// PSS (proportional set size) figures: the fair memory figure for a
+	// proxy that forks, whose shared pages RSS counts once per process.
+	PSS0KiB         int64   `json:"pss0_kib"`
+	PSS1KiB         int64   `json:"pss1_kib"`
+	PSSKiBPerTunnel float64 `json:"pss_kib_per_tunnel"`
+	Procs0          int     `json:"procs0"`
+	Procs1          int     `json:"procs1"`
 }
 
 // perGiB sets the proxy's CPU seconds per GiB of payload.
@@ -87,8 +94,11 @@ func (r *Result) summary() string {
 	switch {
 	case r.Idle != nil:
 		i := r.Idle
-		fmt.Fprintf(&sb, " %d idle tunnels: rss %d→%d KiB (%.1f KiB/tunnel), fds %d→%d (%.2f/tunnel)",
-			i.Tunnels, i.RSS0KiB, i.RSS1KiB, i.KiBPerTunnel, i.FDs0, i.FDs1, i.FDsPerTunnel)
+		fmt.Fprintf(&sb, " %d idle tunnels: rss %d→%d KiB (%.1f KiB/tunnel, pss %.1f), fds %d→%d (%.2f/tunnel)",
+			i.Tunnels, i.RSS0KiB, i.RSS1KiB, i.KiBPerTunnel, i.PSSKiBPerTunnel, i.FDs0, i.FDs1, i.FDsPerTunnel)
+		if i.Procs1 > 1 {
+			fmt.Fprintf(&sb, ", processes %d→%d", i.Procs0, i.Procs1)
+		}
 	case r.Bytes > 0:
 		fmt.Fprintf(&sb, " %7.1f MiB in %5.2fs = %7.1f MiB/s", float64(r.Bytes)/(1<<20), r.Seconds, r.MiBPerSec)
 	default:

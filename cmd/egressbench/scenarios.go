@@ -21,7 +21,8 @@ type bench struct {
 	o    *origins
 	d    *dialer
 	out  func(*Result) error
-	zero []byte // read-only upload source
+	zero []byte   // read-only fallback upload source
+	bufs [][]byte // fallback read buffer per bulk stream
 	tls  *tls.Config
 
 	httpIP, echoIP, bulkIP *target // plain scenarios address origins by IP literal
@@ -366,12 +367,12 @@ func (b *bench) runBulk(ctx context.Context, upload bool, streams int) error {
 		firstErr error
 	)
 	start := time.Now()
-	for _, c := range conns {
+	for i, c := range conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			_ = c.SetDeadline(stopAt)
-			n, err := b.bulkStream(c, upload, per)
+			n, err := b.bulkStream(c, upload, per, b.bufs[i])
 			moved.Add(n)
 			if err != nil {
 				errs.Add(1)
@@ -398,8 +399,8 @@ func (b *bench) runBulk(ctx context.Context, upload bool, streams int) error {
 }
 
 // bulkStream runs the client side of the bulk protocol on c and returns the
-// payload bytes moved.
-func (b *bench) bulkStream(c net.Conn, upload bool, n int64) (int64, error) {
+// payload bytes moved. buf serves only the fallback for non-TCP conns.
+func (b *bench) bulkStream(c net.Conn, upload bool, n int64, buf []byte) (int64, error) {
 	var hdr [bulkHeaderLen]byte
 	hdr[0] = bulkDownload
 	if upload {
@@ -409,14 +410,10 @@ func (b *bench) bulkStream(c net.Conn, upload bool, n int64) (int64, error) {
 	if _, err := c.Write(hdr[:]); err != nil {
 		return 0, err
 	}
-	var done int64
 	if upload {
-		for done < n {
-			m, err := c.Write(b.zero[:min(int64(len(b.zero)), n-done)])
-			done += int64(m)
-			if err != nil {
-				return done, err
-			}
+		done, err := b.o.src.send(c, n, b.zero)
+		if err != nil {
+			return done, err
 		}
 		var ack [1]byte
 		if _, err := io.ReadFull(c, ack[:]); err != nil {
@@ -424,15 +421,7 @@ func (b *bench) bulkStream(c net.Conn, upload bool, n int64) (int64, error) {
 		}
 		return done, nil
 	}
-	buf := make([]byte, b.cfg.CopyBuf) // one per stream and scenario
-	for done < n {
-		m, err := c.Read(buf[:min(int64(len(buf)), n-done)])
-		done += int64(m)
-		if err != nil {
-			return done, err
-		}
-	}
-	return done, nil
+	return discard(c, n, buf)
 }
 
 // runIdle opens IdleTunnels tunnels to the echo origin, proves each with one
@@ -523,9 +512,13 @@ func (b *bench) runIdle(ctx context.Context) error {
 	}
 	r.Concurrency = b.cfg.Conc
 	r.per1000()
-	r.Idle = &IdleResult{Tunnels: int(k), RSS0KiB: p0.RSSKiB, RSS1KiB: p1.RSSKiB, FDs0: p0.FDs, FDs1: p1.FDs}
+	r.Idle = &IdleResult{
+		Tunnels: int(k), RSS0KiB: p0.RSSKiB, RSS1KiB: p1.RSSKiB, FDs0: p0.FDs, FDs1: p1.FDs,
+		PSS0KiB: p0.PSSKiB, PSS1KiB: p1.PSSKiB, Procs0: p0.Procs, Procs1: p1.Procs,
+	}
 	if k > 0 {
 		r.Idle.KiBPerTunnel = float64(p1.RSSKiB-p0.RSSKiB) / float64(k)
+		r.Idle.PSSKiBPerTunnel = float64(p1.PSSKiB-p0.PSSKiB) / float64(k)
 		r.Idle.FDsPerTunnel = float64(p1.FDs-p0.FDs) / float64(k)
 	}
 	return b.out(r)

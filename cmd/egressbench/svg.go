@@ -6,6 +6,7 @@ import (
 	"html"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 )
 
@@ -115,19 +116,20 @@ func writeSVG(w io.Writer, d *dataset) error {
 				p(`<text x="%d" y="%d" fill="#666">not measured</text>`+"\n", x+labelW, y+titleH+12)
 				continue
 			}
-			scale := dr.p.Limit
-			for _, v := range dr.vals {
-				scale = math.Max(scale, v)
-			}
-			if scale <= 0 {
-				scale = 1
-			}
-			scale *= 1.05
+			scale := panelScale(dr.vals, dr.p.Limit)
 			for k, s := range dr.rows {
 				by := y + titleH + k*rowH - 10
 				bl := int(math.Round(dr.vals[k] / scale * barMax))
+				clipped := bl > barMax
+				bl = min(bl, barMax)
 				p(`<text x="%d" y="%d" text-anchor="end">%s</text>`+"\n", x+labelW-6, by+12, html.EscapeString(s.String()))
 				p(`<rect x="%d" y="%d" width="%d" height="%d" fill="%s"/>`+"\n", x+labelW, by, max(bl, 1), barH, seriesColor(s))
+				if clipped {
+					// An outlier's bar is cut short, marked by a white zigzag.
+					zx := x + labelW + barMax - 14
+					p(`<polyline points="%d,%d %d,%d %d,%d %d,%d" fill="none" stroke="white" stroke-width="2"/>`+"\n",
+						zx, by, zx+4, by+barH/3, zx, by+2*barH/3, zx+4, by+barH)
+				}
 				p(`<text x="%d" y="%d">%s</text>`+"\n", x+labelW+bl+4, by+12, f.format(dr.vals[k]))
 			}
 			if dr.p.Limit > 0 {
@@ -142,4 +144,25 @@ func writeSVG(w io.Writer, d *dataset) error {
 	}
 	p("</svg>\n")
 	return bw.Flush()
+}
+
+// panelScale returns the value that maps to a full-width bar: the largest
+// value or the target, with some room, unless one value is an outlier (more
+// than four times the next), whose bar is then cut short so that the others
+// stay readable.
+func panelScale(vals []float64, limit float64) float64 {
+	sorted := append([]float64(nil), vals...)
+	slices.Sort(sorted)
+	top := 0.0
+	if n := len(sorted); n > 0 {
+		top = sorted[n-1]
+		if n > 1 && sorted[n-2] > 0 && top > 4*sorted[n-2] {
+			top = 1.6 * sorted[n-2]
+		}
+	}
+	top = math.Max(top, limit)
+	if top <= 0 {
+		return 1
+	}
+	return top * 1.05
 }

@@ -159,6 +159,12 @@ func build(opts options) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// nfpm turns a semver (a leading "v" allowed) into Debian's form; anything
+	// else is used as is, and dpkg refuses versions that do not start with a
+	// digit.
+	if v := info.Version; v == "" || v[0] < '0' || v[0] > '9' {
+		return "", fmt.Errorf("version %q: want a semantic version such as 1.2.3 or v1.2.3-rc.1", opts.version)
+	}
 	for _, c := range info.Contents {
 		if c.Source != "" {
 			c.Source = inRoot(opts.root, c.Source)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -236,6 +237,7 @@ func TestBuildRejectsBadInput(t *testing.T) {
 		{"no binary", options{root: root, config: "deployments/nfpm.yaml", version: "1.0.0", arch: "amd64"}, "-binary is required"},
 		{"missing binary", options{root: root, config: "deployments/nfpm.yaml", binary: filepath.Join(cfgDir, "nope"), version: "1.0.0", arch: "amd64"}, "no such file"},
 		{"no version", options{root: root, config: "deployments/nfpm.yaml", binary: dummyBinary(t), arch: "amd64"}, "-version is required"},
+		{"version not starting with a digit", options{root: root, config: "deployments/nfpm.yaml", binary: dummyBinary(t), version: "dev", arch: "amd64"}, `version "dev"`},
 		{"unknown placeholder", options{root: root, config: typo, binary: dummyBinary(t), version: "1.0.0", arch: "amd64"}, `unknown placeholders ["EGRESSD_ARC"]`},
 	}
 	for _, tt := range tests {
@@ -259,4 +261,35 @@ func TestRunFindsRoot(t *testing.T) {
 	if got, want := strings.TrimSpace(stdout.String()), filepath.Join(out, "egressd_0.1.0_arm64.deb"); got != want {
 		t.Errorf("printed %q, want %q", got, want)
 	}
+}
+
+// TestPackageWithRealBinary packages the real egressd and runs the
+// installed binary on the installed config, as the unit will.
+func TestPackageWithRealBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds egressd")
+	}
+	root := repoRoot(t)
+	bin := filepath.Join(t.TempDir(), "egressd")
+	gobuild := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/egressd")
+	gobuild.Dir = root
+	gobuild.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off")
+	if out, err := gobuild.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/egressd: %v\n%s", err, out)
+	}
+	deb, err := buildPackage(root, bin, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	scratch := t.TempDir()
+	dpkgDeb(t, "-x", deb, scratch)
+	validate := exec.Command(filepath.Join(scratch, "usr/bin/egressd"), "validate", "--config", filepath.Join(scratch, "etc/egressd/egressd.yaml"))
+	validate.Env = []string{"PATH=/usr/bin:/bin"}
+	if out, err := validate.CombinedOutput(); err != nil {
+		t.Errorf("installed egressd validate --config installed egressd.yaml: %v\n%s", err, out)
+	}
+}
+
+func buildPackage(root, binary, out string) (string, error) {
+	return build(options{root: root, config: "deployments/nfpm.yaml", binary: binary, version: "1.2.3", arch: runtime.GOARCH, outDir: out})
 }

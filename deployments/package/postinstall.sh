@@ -5,8 +5,10 @@
 #
 # - creates the system group and user egressd (no home, no shell);
 # - makes /etc/egressd readable by egressd only (root:egressd, 0750/0640);
-# - fresh install: enables egressd.service, and starts it when systemd is
-#   running and this is not a container (image builds start nothing);
+# - fresh install: enables egressd.service but does not start it: the
+#   packaged example policy is not the operator's, and it listens on all
+#   interfaces. The operator (or the farm's user data) installs the real
+#   policy first, then starts the service;
 # - upgrade: reloads units and restarts egressd if it was running (it drains
 #   on SIGTERM); an operator's "disable" is kept.
 set -e
@@ -38,13 +40,6 @@ systemd_running() {
 	[ -d "${DPKG_ROOT:-}/run/systemd/system" ]
 }
 
-in_container() {
-	if command -v systemd-detect-virt >/dev/null 2>&1; then
-		systemd-detect-virt --container --quiet && return 0
-	fi
-	[ -f "${DPKG_ROOT:-}/.dockerenv" ] || [ -f "${DPKG_ROOT:-}/run/.containerenv" ]
-}
-
 if systemd_running; then
 	systemctl daemon-reload
 fi
@@ -53,9 +48,7 @@ if [ -z "$old_version" ]; then
 	# Fresh install. `systemctl enable` only writes symlinks: it works in
 	# chroots and image builds too.
 	systemctl enable egressd.service >/dev/null 2>&1 || echo "egressd: could not enable egressd.service" >&2
-	if systemd_running && ! in_container; then
-		systemctl start egressd.service || echo "egressd: egressd.service did not start: see journalctl -u egressd" >&2
-	fi
+	echo "egressd: installed and enabled; put your policy in /etc/egressd/egressd.yaml, then: systemctl start egressd" >&2
 elif systemd_running; then
 	systemctl try-restart egressd.service || echo "egressd: egressd.service did not restart: see journalctl -u egressd" >&2
 fi

@@ -31,14 +31,16 @@ type RelayOptions struct {
 // goes on. An error, the idle timeout or the maximum duration closes both.
 // It uses the calling goroutine and one more.
 func Relay(client, upstream *net.TCPConn, o RelayOptions) (up, down int64, err error) {
-	t := &relay{o: o, start: time.Now()}
-	t.touch()
 	if o.Up == nil {
 		o.Up = new(atomic.Int64)
 	}
 	if o.Down == nil {
 		o.Down = new(atomic.Int64)
 	}
+	prefix := o.ClientPrefix
+	o.ClientPrefix = nil // not kept for the tunnel's life once sent
+	t := &relay{o: o, start: time.Now()}
+	t.touch()
 	var wg sync.WaitGroup
 	var downErr error
 	wg.Add(1)
@@ -47,7 +49,7 @@ func Relay(client, upstream *net.TCPConn, o RelayOptions) (up, down int64, err e
 		downErr = t.pump(client, upstream, nil, o.Down)
 		t.done(client, upstream, downErr)
 	}()
-	upErr := t.pump(upstream, client, o.ClientPrefix, o.Up)
+	upErr := t.pump(upstream, client, prefix, o.Up)
 	t.done(upstream, client, upErr)
 	wg.Wait()
 	client.Close()

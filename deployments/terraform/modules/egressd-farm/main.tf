@@ -56,8 +56,6 @@ locals {
     "arn:${data.aws_partition.current.partition}:s3:::${trimprefix(var.config_s3_uri, "s3://")}",
   ]
 
-  admin_cidrs = var.admin_cidrs == null ? [data.aws_vpc.this.cidr_block] : var.admin_cidrs
-
   # Listener name => port, for the NLB listeners and target groups.
   proxy_ports = {
     http   = var.http_port
@@ -90,7 +88,9 @@ locals {
     "${pair[1]}|${pair[0]}" => { cidr = pair[0], listener = pair[1], port = local.proxy_ports[pair[1]] }
   }
 
-  admin_ingress = { for cidr in local.admin_cidrs : cidr => cidr }
+  # Keyed by something known at plan time: the VPC's CIDR is not known
+  # before the VPC exists, when the farm is created together with it.
+  admin_ingress = var.admin_cidrs == null ? { vpc = data.aws_vpc.this.cidr_block } : { for cidr in var.admin_cidrs : cidr => cidr }
 
   egress_destinations = var.egress_ipv6 ? ["0.0.0.0/0", "::/0"] : ["0.0.0.0/0"]
 

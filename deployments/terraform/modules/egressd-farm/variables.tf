@@ -66,7 +66,7 @@ variable "deletion_protection" {
 # ---------------------------------------------------------------------------
 
 variable "client_cidrs" {
-  description = "CIDRs of the clients allowed to use the proxy ports (HTTP/CONNECT and SOCKS5). They are admitted by the NLB's security group; the instances admit proxy traffic only from the NLB. 0.0.0.0/0, ::/0 and any other /0 are refused: an open proxy is never intended. For a central egress VPC reached over PrivateLink see privatelink_inbound_rules_enforced."
+  description = "CIDRs of the clients allowed to use the proxy ports (HTTP/CONNECT and SOCKS5). They are admitted by the NLB's security group; the instances admit proxy traffic only from the NLB. 0.0.0.0/0, ::/0 and any other /0 are refused: an open proxy is never intended. For a central egress VPC reached over PrivateLink see privatelink_inbound_rules_enforced. The CIDRs must be known at plan time (literals, or computed from variables), as they key the security group rules."
   type        = list(string)
 
   validation {

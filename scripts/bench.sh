@@ -1,0 +1,444 @@
+#!/usr/bin/env bash
+# Benchmark egressd against direct (no proxy), Squid, smokescreen and Dante
+# (SOCKS5), and write docs/benchmarks.md and docs/benchmarks.svg.
+#
+#   make bench                   full run, about 10 minutes
+#   BENCH_QUICK=1 make bench     about 2-3 minutes, smaller counts
+#
+# What it does, all on loopback:
+#   - installs what it needs: Debian's squid and dante-server (apt-get, as
+#     root), smokescreen with `go install` into a scratch directory outside
+#     the repository (never vendored);
+#   - builds egressd and cmd/egressbench (the load tool, which also runs the
+#     origins and the DNS server the proxies resolve bench names through);
+#   - writes a config for each proxy that allows exactly the bench origins;
+#   - runs each proxy RUNS times, alternating (direct, egressd, squid,
+#     smokescreen, dante, then again), a fresh proxy process per client kind,
+#     the proxy pinned to CPU 0 and the load tool to CPU 1 (taskset);
+#   - profiles egressd (pprof from its admin listener) unless BENCH_PPROF=0;
+#   - stops everything it started, by PID, on exit.
+#
+# Environment:
+#   BENCH_QUICK=1         smaller counts and shorter bounds
+#   BENCH_RUNS=N          repetitions per proxy (default 3, quick 2)
+#   BENCH_PROXIES="..."   peers and egressd to run (default: egressd squid smokescreen dante)
+#   BENCH_PPROF=0|1       profile egressd after the runs (default 1; 0 with BENCH_QUICK)
+#   BENCH_SCRATCH=DIR     scratch directory (default /tmp/egressd-bench); must be outside the repo
+#   BENCH_DNS=IP:53       the load tool's DNS server (default 127.0.0.153:53; Squid only takes port 53)
+#   BENCH_DEADLINE=S      start no new session after S seconds (default 780, quick 300)
+#   BENCH_NO_INSTALL=1    use what is installed; skip a peer that is missing
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+QUICK=${BENCH_QUICK:-0}
+PROXIES=${BENCH_PROXIES:-egressd squid smokescreen dante}
+SCRATCH=${BENCH_SCRATCH:-/tmp/egressd-bench}
+DNS_ADDR=${BENCH_DNS:-127.0.0.153:53}
+SMOKESCREEN_VERSION=v0.1.0
+RESULTS=$ROOT/results/bench
+if [[ $QUICK == 1 ]]; then
+	RUNS=${BENCH_RUNS:-2}
+	DEADLINE=${BENCH_DEADLINE:-300}
+	PPROF=${BENCH_PPROF:-0}
+	QUICKFLAG=-quick
+	RUN_BOUND=90
+else
+	RUNS=${BENCH_RUNS:-3}
+	DEADLINE=${BENCH_DEADLINE:-780}
+	PPROF=${BENCH_PPROF:-1}
+	QUICKFLAG=
+	RUN_BOUND=240
+fi
+START=$SECONDS
+
+log() { printf '== %s\n' "$*" >&2; }
+die() { printf 'bench.sh: %s\n' "$*" >&2; exit 1; }
+
+case $SCRATCH in
+"$ROOT" | "$ROOT"/*) die "BENCH_SCRATCH must be outside the repository" ;;
+esac
+[[ $(id -u) == 0 ]] || die "run as root: it installs Debian packages and serves DNS on port 53"
+command -v taskset >/dev/null || die "taskset (util-linux) is missing"
+[[ $(nproc) -ge 2 ]] || die "needs at least 2 CPUs (proxy on CPU 0, load tool on CPU 1)"
+
+# --- everything this script starts, stopped by PID on exit -----------------
+STARTED=()
+stop_pid() { # pid
+	local pid=$1 i
+	kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+	local pid
+	for pid in "${STARTED[@]}"; do
+		stop_pid "$pid"
+	done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$SCRATCH/bin" "$RESULTS"
+rm -f "$RESULTS"/*.json "$RESULTS"/*.txt "$RESULTS"/*.log "$RESULTS"/*.pprof
+COMMANDS=$RESULTS/commands.txt
+META=$RESULTS/meta.txt
+: >"$COMMANDS"
+: >"$META"
+note() { printf '%s\n' "$*" >>"$META"; }
+record() { printf '%s\n' "$*" >>"$COMMANDS"; }
+
+# --- install -----------------------------------------------------------------
+apt_updated=0
+apt_install() { # package
+	if [[ ${BENCH_NO_INSTALL:-0} == 1 ]]; then
+		return 1
+	fi
+	if [[ $apt_updated == 0 ]]; then
+		log "apt-get update"
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$SCRATCH/apt.log" 2>&1 || return 1
+		apt_updated=1
+	fi
+	log "apt-get install -y $1"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >>"$SCRATCH/apt.log" 2>&1
+}
+have_peer() { # name
+	case $1 in
+	squid) command -v squid >/dev/null || apt_install squid ;;
+	dante) command -v danted >/dev/null || apt_install dante-server ;;
+	smokescreen)
+		[[ -x $SCRATCH/bin/smokescreen ]] && return 0
+		[[ ${BENCH_NO_INSTALL:-0} == 1 ]] && return 1
+		log "go install github.com/stripe/smokescreen@$SMOKESCREEN_VERSION into $SCRATCH/bin"
+		(cd "$SCRATCH" && GOBIN=$SCRATCH/bin GOFLAGS=-mod=mod go install "github.com/stripe/smokescreen@$SMOKESCREEN_VERSION") >"$SCRATCH/smokescreen-install.log" 2>&1
+		;;
+	egressd)
+		log "go build ./cmd/egressd"
+		# Built without -s -w so that pprof output has symbols.
+		go build -trimpath -o "$SCRATCH/bin/egressd" ./cmd/egressd >"$SCRATCH/egressd-build.log" 2>&1
+		;;
+	*) return 1 ;;
+	esac
+}
+log "go build ./cmd/egressbench"
+go build -trimpath -o "$SCRATCH/bin/egressbench" ./cmd/egressbench
+EB=$SCRATCH/bin/egressbench
+ACTIVE=()
+for p in $PROXIES; do
+	if have_peer "$p"; then
+		ACTIVE+=("$p")
+	else
+		log "skipping $p: not available (see $SCRATCH/*.log)"
+		note "skipped: $p (not available: install or build failed)"
+	fi
+done
+
+# --- ports and configs -------------------------------------------------------
+read -r P_BULK P_ECHO P_HTTP P_TLS P_SQUID P_SMOKE P_EG_HTTP P_EG_SOCKS P_EG_ADMIN P_DANTE < <("$EB" ports -n 10)
+ORIGINS=(-bulk-addr "127.0.0.1:$P_BULK" -echo-addr "127.0.0.1:$P_ECHO" -http-addr "127.0.0.1:$P_HTTP"
+	-tls-addr "127.0.0.1:$P_TLS" -dns-listen "$DNS_ADDR")
+DNS_IP=${DNS_ADDR%:*}
+if ss -Hlun "src $DNS_IP" 2>/dev/null | grep -q ":${DNS_ADDR##*:}\b"; then
+	die "$DNS_ADDR is in use; set BENCH_DNS to a free loopback IP on port 53"
+fi
+
+CONF=$SCRATCH/conf
+rm -rf "$CONF"
+mkdir -p "$CONF/squid" "$CONF/dante" "$CONF/egressd" "$CONF/smokescreen"
+
+cat >"$CONF/egressd/egressd.yaml" <<EOF
+# egressd's real defaults (SNI check on, access log on, metrics on), with
+# one rule allowing the bench origins by name and by loopback IP literal.
+listen:
+  http: "127.0.0.1:$P_EG_HTTP"
+  socks5: "127.0.0.1:$P_EG_SOCKS"
+  admin: "127.0.0.1:$P_EG_ADMIN"
+dns:
+  servers: ["$DNS_ADDR"]
+policy:
+  mode: enforce
+  deny_ranges: [default]
+  require_sni: true
+  tls_ports: [443, $P_TLS]
+  rules:
+    - name: bench
+      hosts: ["origin.bench.test"]
+      cidrs: ["127.0.0.1/32"]
+      allow_ranges: ["127.0.0.1/32"]
+      ports: [$P_BULK, $P_ECHO, $P_HTTP, $P_TLS]
+admin:
+  pprof: true
+timeouts:
+  drain: 1s
+  drain_delay: 0s
+log:
+  access: true
+EOF
+
+cat >"$CONF/squid/squid.conf" <<EOF
+http_port 127.0.0.1:$P_SQUID
+pid_filename $CONF/squid/squid.pid
+access_log stdio:$CONF/squid/access.log
+cache_log $CONF/squid/cache.log
+coredump_dir $CONF/squid
+cache deny all
+pinger_enable off
+dns_nameservers $DNS_IP
+visible_hostname egressbench
+shutdown_lifetime 1 seconds
+acl bench_src src 127.0.0.0/8
+acl bench_ports port $P_BULK $P_ECHO $P_HTTP $P_TLS
+acl bench_name dstdomain origin.bench.test
+acl bench_ip dst 127.0.0.1/32
+http_access deny !bench_ports
+http_access allow bench_src bench_name
+http_access allow bench_src bench_ip
+http_access deny all
+EOF
+chown -R proxy:proxy "$CONF/squid" 2>/dev/null || true
+
+cat >"$CONF/smokescreen/acl.yaml" <<EOF
+---
+version: v1
+services: []
+default:
+  project: egressbench
+  action: enforce
+  allowed_domains:
+    - origin.bench.test
+    - 127.0.0.1
+EOF
+cat >"$CONF/smokescreen/config.yaml" <<EOF
+ip: 127.0.0.1
+port: $P_SMOKE
+allow_ranges: ["127.0.0.1/32"]
+resolver_addresses: ["$DNS_ADDR"]
+acl_file: $CONF/smokescreen/acl.yaml
+allow_missing_role: true
+EOF
+
+cat >"$CONF/dante/danted.conf" <<EOF
+logoutput: $CONF/dante/danted.log
+internal: 127.0.0.1 port = $P_DANTE
+external: 127.0.0.1
+clientmethod: none
+socksmethod: none
+user.privileged: root
+user.unprivileged: nobody
+client pass {
+  from: 127.0.0.0/8 to: 127.0.0.0/8
+  log: error
+}
+socks pass {
+  from: 127.0.0.0/8 to: 127.0.0.1/32 port = $P_BULK
+  command: connect
+  log: connect disconnect error
+}
+socks pass {
+  from: 127.0.0.0/8 to: 127.0.0.1/32 port = $P_ECHO
+  command: connect
+  log: connect disconnect error
+}
+socks pass {
+  from: 127.0.0.0/8 to: 127.0.0.1/32 port = $P_HTTP
+  command: connect
+  log: connect disconnect error
+}
+socks pass {
+  from: 127.0.0.0/8 to: 127.0.0.1/32 port = $P_TLS
+  command: connect
+  log: connect disconnect error
+}
+socks block {
+  from: 0.0.0.0/0 to: 0.0.0.0/0
+  log: connect error
+}
+EOF
+# Dante resolves through libc, which reads /etc/resolv.conf: it runs in its
+# own mount namespace where that file names the load tool's DNS server.
+printf 'nameserver %s\n' "$DNS_IP" >"$CONF/dante/resolv.conf"
+DANTE_DNS=1
+unshare -m true 2>/dev/null || DANTE_DNS=0
+
+# --- proxies -------------------------------------------------------------------
+wait_port() { # port
+	local i
+	for ((i = 0; i < 100; i++)); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	return 1
+}
+
+PROXY_PID=
+start_proxy() { # name kind -> PROXY_PID, PROXY_ADDR
+	local name=$1 kind=$2 logdir=$SCRATCH/logs
+	mkdir -p "$logdir"
+	case $name in
+	egressd)
+		record "taskset -c 0 $SCRATCH/bin/egressd serve --config $CONF/egressd/egressd.yaml >>$logdir/egressd-access.log"
+		taskset -c 0 "$SCRATCH/bin/egressd" serve --config "$CONF/egressd/egressd.yaml" >>"$logdir/egressd-access.log" 2>>"$logdir/egressd-stderr.log" &
+		PROXY_PID=$!
+		PROXY_ADDR=127.0.0.1:$P_EG_HTTP
+		[[ $kind == socks5 ]] && PROXY_ADDR=127.0.0.1:$P_EG_SOCKS
+		;;
+	squid)
+		rm -f "$CONF/squid/squid.pid"
+		record "taskset -c 0 squid -N -f $CONF/squid/squid.conf"
+		taskset -c 0 squid -N -f "$CONF/squid/squid.conf" >>"$logdir/squid-stdout.log" 2>&1 &
+		PROXY_PID=$!
+		PROXY_ADDR=127.0.0.1:$P_SQUID
+		;;
+	smokescreen)
+		record "taskset -c 0 $SCRATCH/bin/smokescreen --config-file $CONF/smokescreen/config.yaml"
+		taskset -c 0 "$SCRATCH/bin/smokescreen" --config-file "$CONF/smokescreen/config.yaml" >>"$logdir/smokescreen.log" 2>&1 &
+		PROXY_PID=$!
+		PROXY_ADDR=127.0.0.1:$P_SMOKE
+		;;
+	dante)
+		if [[ $DANTE_DNS == 1 ]]; then
+			record "taskset -c 0 unshare -m sh -c 'mount --bind $CONF/dante/resolv.conf /etc/resolv.conf && exec danted -f $CONF/dante/danted.conf'"
+			taskset -c 0 unshare -m sh -c "mount --bind '$CONF/dante/resolv.conf' /etc/resolv.conf && exec danted -f '$CONF/dante/danted.conf'" >>"$logdir/dante-stdout.log" 2>&1 &
+		else
+			record "taskset -c 0 danted -f $CONF/dante/danted.conf"
+			taskset -c 0 danted -f "$CONF/dante/danted.conf" >>"$logdir/dante-stdout.log" 2>&1 &
+		fi
+		PROXY_PID=$!
+		PROXY_ADDR=127.0.0.1:$P_DANTE
+		;;
+	esac
+	STARTED+=("$PROXY_PID")
+	if ! wait_port "${PROXY_ADDR##*:}"; then
+		log "$name did not start listening on $PROXY_ADDR (logs in $logdir)"
+		stop_pid "$PROXY_PID"
+		return 1
+	fi
+}
+
+kinds_of() { # proxy
+	case $1 in
+	egressd) echo connect http socks5 ;;
+	squid | smokescreen) echo connect http ;;
+	dante) echo socks5 ;;
+	esac
+}
+
+run_tool() { # label kind run proxy-addr pid [extra flags...]
+	local label=$1 kind=$2 run=$3 addr=$4 pid=$5
+	shift 5
+	local args=(run -kind "$kind" -label "$label" -run "$run" -json "$RESULTS/$label-$kind.json"
+		-max-time "${RUN_BOUND}s" "${ORIGINS[@]}")
+	[[ -n $QUICKFLAG ]] && args+=("$QUICKFLAG")
+	[[ $kind != direct ]] && args+=(-proxy "$addr" -proxy-pid "$pid")
+	args+=("$@")
+	record "taskset -c 1 $EB ${args[*]}"
+	timeout --signal=INT $((RUN_BOUND + 30)) taskset -c 1 "$EB" "${args[@]}" 2>>"$RESULTS/bench-stderr.log" | tee -a "$RESULTS/bench.log" ||
+		log "$label $kind run $run: egressbench reported errors (see $RESULTS/bench-stderr.log)"
+}
+
+session() { # name kind run
+	local name=$1 kind=$2 run=$3 extra=()
+	if ((SECONDS - START > DEADLINE)); then
+		log "time bound of ${DEADLINE}s reached: skipping $name $kind run $run"
+		note "not run (time bound): $name $kind run $run"
+		return 0
+	fi
+	if [[ $name == direct ]]; then
+		run_tool direct direct "$run" "" 0
+		return 0
+	fi
+	if [[ $name == dante && $DANTE_DNS == 0 ]]; then
+		# Without its own resolv.conf Dante cannot resolve bench names.
+		local no_dns=idle,keepalive,tunnels,bulk_up_1,bulk_up_8,bulk_down_1,bulk_down_8
+		extra=(-scenarios "$no_dns")
+	fi
+	start_proxy "$name" "$kind" || return 0
+	run_tool "$name" "$kind" "$run" "$PROXY_ADDR" "$PROXY_PID" "${extra[@]}"
+	stop_pid "$PROXY_PID"
+}
+
+# --- runs ------------------------------------------------------------------------
+note "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+note "mode: $([[ $QUICK == 1 ]] && echo 'quick (BENCH_QUICK=1)' || echo full), $RUNS runs per proxy, alternating; a fresh proxy process per client kind"
+note "pinning: proxy on CPU 0 (taskset -c 0), load tool on CPU 1 (taskset -c 1)"
+note "go: $(go version)"
+note "egressd: $(git describe --always --dirty 2>/dev/null || echo unknown) (go build -trimpath)"
+command -v squid >/dev/null && note "squid: $(squid -v | head -1) (Debian package)"
+[[ -x $SCRATCH/bin/smokescreen ]] && note "smokescreen: $SMOKESCREEN_VERSION (go install github.com/stripe/smokescreen@$SMOKESCREEN_VERSION)"
+command -v danted >/dev/null && note "dante: $(danted -v 2>&1 | head -1 | cut -d. -f1-3) (Debian dante-server; multi-process)"
+note "origins: bulk 127.0.0.1:$P_BULK, echo 127.0.0.1:$P_ECHO, http 127.0.0.1:$P_HTTP, tls origin.bench.test:$P_TLS; DNS $DNS_ADDR (in the load tool)"
+record "# $([[ $QUICK == 1 ]] && echo 'BENCH_QUICK=1 ')make bench  (scripts/bench.sh); the commands it ran, in order:"
+
+for ((run = 1; run <= RUNS; run++)); do
+	log "run $run of $RUNS"
+	session direct direct "$run"
+	for p in "${ACTIVE[@]}"; do
+		for kind in $(kinds_of "$p"); do
+			log "$p $kind run $run ($((SECONDS - START))s elapsed)"
+			session "$p" "$kind" "$run"
+		done
+	done
+done
+
+# --- policy matching benchmark (go test -bench) ------------------------------------
+if [[ -d policy ]]; then
+	log "go test -bench ./policy/"
+	record "taskset -c 0 go test -run '^\$' -bench . -benchmem -benchtime 1s ./policy/"
+	timeout 180 taskset -c 0 go test -run '^$' -bench . -benchmem -benchtime 1s ./policy/ >"$RESULTS/gobench.txt" 2>&1 || true
+fi
+
+# --- profile egressd ------------------------------------------------------------------
+# Each workload runs for its time bound inside one 10-second CPU profile taken
+# from egressd's admin listener; these sessions are not part of the tables.
+profile_egressd() { # name kind scenarios [tool flags...]
+	local name=$1 kind=$2 scen=$3 curl_pid
+	shift 3
+	log "profiling egressd: $name"
+	start_proxy egressd "$kind" || return 0
+	curl -s -o "$RESULTS/egressd-$name.pprof" "http://127.0.0.1:$P_EG_ADMIN/debug/pprof/profile?seconds=10" &
+	curl_pid=$!
+	STARTED+=("$curl_pid")
+	record "taskset -c 1 $EB run -kind $kind -scenarios $scen $* (under pprof)"
+	timeout --signal=INT 60 taskset -c 1 "$EB" run -kind "$kind" -label egressd-pprof -proxy "$PROXY_ADDR" \
+		-proxy-pid "$PROXY_PID" -scenarios "$scen" -max-time 30s "${ORIGINS[@]}" "$@" >>"$RESULTS/pprof-runs.log" 2>&1 || true
+	wait "$curl_pid" || true
+	stop_pid "$PROXY_PID"
+	if [[ -s $RESULTS/egressd-$name.pprof ]]; then
+		{
+			printf '### %s: egressd, %s, scenarios %s (go tool pprof -top -cum)\n\n' "$name" "$kind" "$scen"
+			go tool pprof -top -cum -nodecount=45 "$SCRATCH/bin/egressd" "$RESULTS/egressd-$name.pprof" 2>/dev/null | sed -n '4,60p'
+			printf '\n'
+		} >>"$RESULTS/pprof.txt"
+	fi
+}
+if [[ $PPROF == 1 ]] && [[ " ${ACTIVE[*]} " == *" egressd "* ]]; then
+	: >"$RESULTS/pprof.txt"
+	profile_egressd new-tunnels connect tunnels -tunnels 1000000 -tunnel-time 9s
+	profile_egressd tls-tunnels connect tls_tunnels -tls-tunnels 1000000 -tls-time 9s
+	profile_egressd bulk connect bulk_down_1,bulk_up_8 -bulk-bytes 68719476736 -bulk-time 4500ms
+	profile_egressd forward http forward -fwd-requests 10000000 -fwd-time 9s
+fi
+
+# --- report ------------------------------------------------------------------------------
+{
+	printf '\n# configs\n'
+	for f in "$CONF/egressd/egressd.yaml" "$CONF/squid/squid.conf" "$CONF/smokescreen/config.yaml" "$CONF/smokescreen/acl.yaml" "$CONF/dante/danted.conf"; do
+		printf '\n# --- %s\n' "$f"
+		cat "$f"
+	done
+} >>"$COMMANDS"
+note "wall time of the run: $((SECONDS - START)) s"
+log "writing docs/benchmarks.md and docs/benchmarks.svg"
+"$EB" report -in "$RESULTS/*.json" -out docs/benchmarks.md -svg docs/benchmarks.svg \
+	-meta "$META" -commands "$COMMANDS" -gobench "$RESULTS/gobench.txt" -pprof "$RESULTS/pprof.txt" \
+	-notes docs/benchmarks-notes.md
+log "done in $((SECONDS - START)) s: docs/benchmarks.md, docs/benchmarks.svg, raw results in $RESULTS"
