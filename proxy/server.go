@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -20,9 +21,12 @@ import (
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy/accesslog"
 	"github.com/egressd/egressd/proxy/admin"
+	"github.com/egressd/egressd/proxy/auth"
 	"github.com/egressd/egressd/proxy/config"
 	"github.com/egressd/egressd/proxy/egress"
 	"github.com/egressd/egressd/proxy/forward"
+	"github.com/egressd/egressd/proxy/limits"
+	"github.com/egressd/egressd/proxy/proxyproto"
 	"github.com/egressd/egressd/proxy/socks"
 	"github.com/egressd/egressd/proxy/tunnel"
 )
@@ -48,6 +52,10 @@ type Server struct {
 	forward  *forward.Handler
 	socks    *socks.Server
 	runner   *tunnel.Runner
+	limits   *limits.Limiter // client connection limits and counts (HTTP and SOCKS5 listeners)
+
+	auth    *auth.Authenticator  // nil: auth.users_file unset
+	socksPP *proxyproto.Listener // nil: listen.proxy_protocol off
 
 	cfg       atomic.Pointer[config.Config]
 	listening atomic.Bool
@@ -89,6 +97,12 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 	s.tunnels = egress.NewRegistry()
 	s.cfg.Store(cfg)
 	s.metrics.SetConfig(configHash(raw))
+	s.metrics.SetRules(ruleNames(cfg))
+	s.limits = limits.New(limits.Options{
+		Limits:        connLimits(cfg),
+		Log:           s.access,
+		RefuseTimeout: min(cfg.Timeouts.Handshake, 2*time.Second),
+	})
 
 	s.runner = &tunnel.Runner{
 		Registry:  s.tunnels,
@@ -97,23 +111,74 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 		Idle:      cfg.Timeouts.Idle,
 		MaxTunnel: cfg.Timeouts.MaxTunnel,
 	}
+	// Both front ends check credentials against one users file; with no
+	// file their Auth hooks stay nil and every client is anonymous.
+	var verify func(user, pass string) bool
+	var verifyHeader func(header string) (string, bool)
+	if cfg.Auth.UsersFile != "" {
+		users, err := auth.Load(cfg.Auth.UsersFile)
+		if err != nil {
+			s.limits.Close()
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+		s.auth = auth.New(users, cache.NewAuthCache(authCacheSize, cfg.Auth.CacheTTL))
+		verify, verifyHeader = s.auth.Verify, s.auth.VerifyHeader
+	}
 	s.socks = socks.New(socks.Options{
-		Decider:   s.engine,
-		Dialer:    s.dialer,
-		Log:       s.access,
-		Runner:    s.runner,
-		Diag:      o.Diag.Named("socks5"),
-		Handshake: cfg.Timeouts.Handshake,
+		Decider:      s.engine,
+		Dialer:       s.dialer,
+		Log:          s.access,
+		Runner:       s.runner,
+		Diag:         o.Diag.Named("socks5"),
+		Handshake:    cfg.Timeouts.Handshake,
+		Auth:         verify,
+		AuthRequired: cfg.Auth.Required,
+		ClientAddr:   s.socksClient,
 	})
 	s.forward = forward.New(forward.Options{
-		Decider:   s.engine,
-		Dialer:    s.dialer,
-		Log:       s.access,
-		Diag:      o.Diag.Named("http"),
-		Runner:    s.runner,
-		Handshake: cfg.Timeouts.Handshake,
+		Decider:      s.engine,
+		Dialer:       s.dialer,
+		Log:          s.access,
+		Diag:         o.Diag.Named("http"),
+		Runner:       s.runner,
+		Handshake:    cfg.Timeouts.Handshake,
+		Auth:         verifyHeader,
+		AuthRequired: cfg.Auth.Required,
 	})
 	return s, nil
+}
+
+// authCacheSize bounds the successful-verification cache (distinct
+// credentials remembered at once).
+const authCacheSize = 10000
+
+// socksClient is the SOCKS5 front end's client address: the PROXY header's
+// source when listen.proxy_protocol is on (a nil listener gives the socket
+// peer).
+func (s *Server) socksClient(c net.Conn) netip.Addr { return s.socksPP.Client(c) }
+
+// proxyListener puts ln behind PROXY protocol handling (listen.proxy_protocol).
+func (s *Server) proxyListener(ln net.Listener, cfg *config.Config, name string) *proxyproto.Listener {
+	return proxyproto.NewListener(ln, proxyproto.Options{
+		Trusted: cfg.Listen.TrustedProxies,
+		Timeout: cfg.Timeouts.Handshake,
+		Diag:    s.diag.Named(name).Named("proxy-protocol"),
+	})
+}
+
+func connLimits(cfg *config.Config) limits.Limits {
+	return limits.Limits{
+		MaxConnections:          cfg.Limits.MaxConnections,
+		MaxConnectionsPerClient: cfg.Limits.MaxConnectionsPerClient,
+	}
+}
+
+func ruleNames(cfg *config.Config) []string {
+	names := make([]string, 0, len(cfg.Policy.Rules))
+	for _, r := range cfg.Policy.Rules {
+		names = append(names, r.Name)
+	}
+	return names
 }
 
 func configHash(raw []byte) string {
@@ -132,29 +197,65 @@ func (s *Server) Start() error {
 	if cfg.Listen.HTTP != "" {
 		if s.httpLn, err = net.Listen("tcp", cfg.Listen.HTTP); err != nil {
 			s.closeListeners()
+			s.limits.Close()
 			return fmt.Errorf("listen.http: %w", err)
 		}
 	}
 	if cfg.Listen.SOCKS5 != "" {
 		if s.socksLn, err = net.Listen("tcp", cfg.Listen.SOCKS5); err != nil {
 			s.closeListeners()
+			s.limits.Close()
 			return fmt.Errorf("listen.socks5: %w", err)
 		}
 	}
 	if cfg.Listen.Admin != "" {
 		if s.adminLn, err = net.Listen("tcp", cfg.Listen.Admin); err != nil {
 			s.closeListeners()
+			s.limits.Close()
 			return fmt.Errorf("listen.admin: %w", err)
+		}
+	}
+	// The limiter wraps the TCP listeners directly (anything that reads
+	// from a connection, such as a PROXY-header parser, goes outside it) and
+	// hands on the *net.TCPConn itself, which the splice relay needs.
+	if s.httpLn != nil {
+		s.httpLn = s.limits.Listener(s.httpLn, limits.ListenerConfig{
+			Protocol: policy.ListenerHTTP, PeerIsProxy: cfg.Listen.ProxyProtocol})
+	}
+	if s.socksLn != nil {
+		s.socksLn = s.limits.Listener(s.socksLn, limits.ListenerConfig{
+			Protocol: policy.ListenerSOCKS5, PeerIsProxy: cfg.Listen.ProxyProtocol})
+	}
+	// With listen.proxy_protocol the proxy listeners read PROXY headers,
+	// outside the limiter; the admin listener never does (load balancer
+	// health checks carry none). Closing the wrapper closes the socket.
+	var httpPP *proxyproto.Listener
+	if cfg.Listen.ProxyProtocol {
+		if s.httpLn != nil {
+			httpPP = s.proxyListener(s.httpLn, cfg, "http")
+			s.httpLn = httpPP
+		}
+		if s.socksLn != nil {
+			s.socksPP = s.proxyListener(s.socksLn, cfg, "socks5")
+			s.socksLn = s.socksPP
 		}
 	}
 	errLog := zap.NewStdLog(s.diag.Named("http-server"))
 	if s.httpLn != nil {
 		s.httpSrv = &http.Server{
 			Handler:           s.forward,
+			ConnState:         s.limits.ConnState,
 			ReadHeaderTimeout: cfg.Timeouts.Handshake,
 			IdleTimeout:       cfg.Timeouts.Idle,
 			MaxHeaderBytes:    int(cfg.Limits.MaxHeaderBytes),
 			ErrorLog:          errLog,
+		}
+		if httpPP != nil {
+			// ConnContext runs once per conn, right after Accept: the
+			// client address goes into every request's context.
+			s.httpSrv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+				return forward.WithClientAddr(ctx, httpPP.Client(c))
+			}
 		}
 		s.serve(s.httpSrv, s.httpLn)
 	}
@@ -172,7 +273,7 @@ func (s *Server) Start() error {
 			Handler: admin.Handler(admin.Options{
 				Gatherer: s.reg,
 				Ready:    s.ready,
-				Pprof:    cfg.Admin.Pprof,
+				Pprof:    func() bool { return s.cfg.Load().Admin.Pprof },
 			}),
 			ReadHeaderTimeout: 5 * time.Second,
 			ErrorLog:          errLog,
@@ -209,17 +310,32 @@ func (s *Server) ready() (bool, string) {
 }
 
 // Reload swaps in a new, already validated policy. Established tunnels keep
-// the decision they were made with; new requests see the new policy.
-func (s *Server) Reload(cfg *config.Config, pol *policy.Policy, raw []byte) {
+// the decision they were made with; new requests see the new policy. The
+// users file is read again; if it does not load, nothing is swapped: the
+// old config keeps serving and the error is returned.
+func (s *Server) Reload(cfg *config.Config, pol *policy.Policy, raw []byte) error {
 	old := s.cfg.Load()
-	if !sameListen(old.Listen, cfg.Listen) {
-		s.diag.Warn("listener addresses changed in the config; they take effect only after a restart")
+	if keys := restartOnly(old, cfg); len(keys) > 0 {
+		s.diag.Warn("config keys changed that take effect only after a restart (listener addresses are not hot-swappable); the running values stay",
+			zap.Strings("keys", keys))
+	}
+	var users *auth.Users
+	if s.auth != nil && cfg.Auth.UsersFile != "" {
+		var err error
+		if users, err = auth.Load(cfg.Auth.UsersFile); err != nil {
+			s.ReloadFailed()
+			return fmt.Errorf("auth: %w", err)
+		}
+		s.auth.SetUsers(users)
 	}
 	s.engine.Store(pol)
 	s.cfg.Store(cfg)
+	s.limits.SetLimits(connLimits(cfg))
 	s.forward.CloseIdleConnections()
 	s.metrics.SetConfig(configHash(raw))
+	s.metrics.SetRules(ruleNames(cfg))
 	s.metrics.Reloads.WithLabelValues("success").Inc()
+	return nil
 }
 
 // ReloadFailed counts a rejected reload; the old policy keeps serving.
@@ -251,21 +367,22 @@ func (s *Server) Drain(ctx context.Context) {
 		}()
 	}
 	if s.socksLn != nil {
+		// Not s.socks.Shutdown here: it closes every SOCKS5 connection
+		// whose goroutine still runs, which includes established tunnels.
 		s.socksLn.Close()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.socks.Shutdown(dctx)
-		}()
 	}
+	// In-flight work is over when every client connection has been closed:
+	// the limiter sees hijacked CONNECT tunnels and SOCKS5 connections
+	// close, which http.Server.Shutdown does not wait for.
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		s.limits.Wait(dctx)
 		s.tunnels.Wait(dctx)
 	}()
 	wg.Wait()
-	if n := s.tunnels.Len(); n > 0 {
-		s.diag.Warn("drain time over: cutting tunnels", zap.Int("tunnels", n))
+	if n, c := s.tunnels.Len(), s.limits.Open(); n > 0 || c > 0 {
+		s.diag.Warn("drain time over: cutting what is left", zap.Int("tunnels", n), zap.Int("client_connections", c))
 	}
 	s.Close()
 }
@@ -283,6 +400,7 @@ func (s *Server) Close() {
 	s.socks.Shutdown(context.Background())
 	s.tunnels.CloseAll()
 	s.wg.Wait()
+	s.limits.Close()
 }
 
 func (s *Server) closeListeners() {
@@ -291,6 +409,37 @@ func (s *Server) closeListeners() {
 			ln.Close()
 		}
 	}
+}
+
+// restartOnly lists the keys that differ between a and b and are read only
+// at start: listeners, DNS, the timeouts wired into the servers and relays,
+// max_header_bytes, logging. The policy, the connection limits,
+// admin.pprof, timeouts.drain and timeouts.drain_delay reload.
+func restartOnly(a, b *config.Config) []string {
+	var keys []string
+	add := func(changed bool, key string) {
+		if changed {
+			keys = append(keys, key)
+		}
+	}
+	add(a.Listen.HTTP != b.Listen.HTTP, "listen.http")
+	add(a.Listen.SOCKS5 != b.Listen.SOCKS5, "listen.socks5")
+	add(a.Listen.Admin != b.Listen.Admin, "listen.admin")
+	add(!sameListen(a.Listen, b.Listen) && a.Listen.HTTP == b.Listen.HTTP && a.Listen.SOCKS5 == b.Listen.SOCKS5 &&
+		a.Listen.Admin == b.Listen.Admin, "listen.proxy_protocol/trusted_proxies")
+	add(!slices.Equal(a.DNS.Servers, b.DNS.Servers) || a.DNS.Timeout != b.DNS.Timeout || a.DNS.CacheSize != b.DNS.CacheSize ||
+		a.DNS.MaxTTL != b.DNS.MaxTTL || a.DNS.NegativeTTL != b.DNS.NegativeTTL, "dns")
+	add(a.Timeouts.Handshake != b.Timeouts.Handshake, "timeouts.handshake")
+	add(a.Timeouts.Connect != b.Timeouts.Connect, "timeouts.connect")
+	add(a.Timeouts.Idle != b.Timeouts.Idle, "timeouts.idle")
+	add(a.Timeouts.MaxTunnel != b.Timeouts.MaxTunnel, "timeouts.max_tunnel")
+	add(a.Limits.MaxHeaderBytes != b.Limits.MaxHeaderBytes, "limits.max_header_bytes")
+	add(a.Log != b.Log, "log")
+	// The users file's contents reload; turning auth on or off does not.
+	add((a.Auth.UsersFile == "") != (b.Auth.UsersFile == ""), "auth.users_file (set or unset)")
+	add(a.Auth.Required != b.Auth.Required, "auth.required")
+	add(a.Auth.CacheTTL != b.Auth.CacheTTL, "auth.cache_ttl")
+	return keys
 }
 
 func sameListen(a, b config.Listen) bool {

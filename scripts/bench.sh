@@ -2,7 +2,7 @@
 # Benchmark egressd against direct (no proxy), Squid, smokescreen and Dante
 # (SOCKS5), and write docs/benchmarks.md and docs/benchmarks.svg.
 #
-#   make bench                   full run, about 10 minutes
+#   make bench                   full run, about 6-8 minutes (3 runs)
 #   BENCH_QUICK=1 make bench     about 2-3 minutes, smaller counts
 #
 # What it does, all on loopback:
@@ -155,7 +155,9 @@ mkdir -p "$CONF/squid" "$CONF/dante" "$CONF/egressd" "$CONF/smokescreen"
 
 cat >"$CONF/egressd/egressd.yaml" <<EOF
 # egressd's real defaults (SNI check on, access log on, metrics on), with
-# one rule allowing the bench origins by name and by loopback IP literal.
+# one rule allowing the bench origins by name and by loopback IP literal
+# (allow_ranges must be more specific than the default deny of 127.0.0.0/8:
+# an exact tie is denied).
 listen:
   http: "127.0.0.1:$P_EG_HTTP"
   socks5: "127.0.0.1:$P_EG_SOCKS"
@@ -175,6 +177,12 @@ policy:
       ports: [$P_BULK, $P_ECHO, $P_HTTP, $P_TLS]
 admin:
   pprof: true
+# The idle scenario holds 3,000 tunnels from one client address; the default
+# per-client cap (1,000) would refuse two thirds of them. No peer has such a
+# cap configured here.
+limits:
+  max_connections: 10000
+  max_connections_per_client: 5000
 timeouts:
   drain: 1s
   drain_delay: 0s

@@ -67,13 +67,12 @@ type dialer struct {
 	kind    string
 	proxy   string        // host:port of the proxy; unused for direct
 	timeout time.Duration // bound on connecting plus the proxy handshake
-	nd      net.Dialer
+	nd      net.Dialer    // with Timeout set to timeout; shared by all workers, read only
 }
 
 // tunnel returns a byte stream to t: a direct connection, or a connection to
 // the proxy on which the CONNECT or SOCKS5 handshake has succeeded.
 func (d *dialer) tunnel(t *target) (net.Conn, error) {
-	d.nd.Timeout = d.timeout
 	if d.kind == kindDirect {
 		return d.nd.Dial("tcp", t.direct)
 	}
@@ -225,7 +224,8 @@ func roundTrip(w io.Writer, br *bufio.Reader, req []byte) (keepAlive bool, err e
 }
 
 // getRequest builds a GET request. uri is "/" in origin form or an absolute
-// URI for a forward proxy.
+// URI for a forward proxy; closeConn asks the origin to close after the
+// answer.
 func getRequest(uri, host string, closeConn bool) []byte {
 	s := "GET " + uri + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: egressbench\r\n"
 	if closeConn {

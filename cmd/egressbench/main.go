@@ -119,7 +119,7 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 	fs.IntVar(&c.TLSTunnels, "tls-tunnels", 3000, "new TLS tunnels by name in the tls_tunnels scenario")
 	fs.DurationVar(&c.TLSTime, "tls-time", 10*time.Second, "time bound of the tls_tunnels scenario")
 	fs.IntVar(&c.KARequests, "ka-requests", 20000, "requests through one keep-alive tunnel")
-	fs.DurationVar(&c.KATime, "ka-time", 6*time.Second, "time bound of the keepalive scenario")
+	fs.DurationVar(&c.KATime, "ka-time", 8*time.Second, "time bound of the keepalive scenario")
 	fs.IntVar(&c.FwdRequests, "fwd-requests", 50000, "absolute-URI requests in the forward scenario")
 	fs.DurationVar(&c.FwdTime, "fwd-time", 10*time.Second, "time bound of the forward scenario")
 	fs.IntVar(&c.IdleTunnels, "idle-tunnels", 3000, "idle tunnels held in the idle scenario (each costs 2 fds here and about 2+ in the proxy)")
@@ -244,7 +244,7 @@ func runMain(args []string, stdout, stderr io.Writer) error {
 	b := &bench{
 		cfg:  cfg,
 		o:    o,
-		d:    &dialer{kind: cfg.Kind, proxy: cfg.Proxy, timeout: cfg.Timeout},
+		d:    &dialer{kind: cfg.Kind, proxy: cfg.Proxy, timeout: cfg.Timeout, nd: net.Dialer{Timeout: cfg.Timeout}},
 		zero: make([]byte, 1<<20),
 		tls:  &tls.Config{ServerName: cfg.Name, RootCAs: o.CAPool, MinVersion: tls.VersionTLS12},
 		out: func(r *Result) error {

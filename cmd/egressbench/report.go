@@ -148,7 +148,7 @@ func sections() []section {
 	return []section{
 		{Title: "Bulk tunnel throughput", Kinds: tunnelKinds, Figures: bulk,
 			Note: "Fixed payload per scenario split over 1 or 8 tunnels, up (client→origin) or down; bounded in time. CPU is the proxy's utime+stime over the scenario."},
-		{Title: "New tunnels (one small HTTP request each, then close)", Kinds: tunnelKinds, Figures: []figure{
+		{Title: "New tunnels (one small HTTP request each with Connection: close)", Kinds: tunnelKinds, Figures: []figure{
 			figTunRate,
 			{ID: "tunnels_p50", Title: "p50 ms", Lower: true, Prec: 3, value: field("tunnels", p50)},
 			{ID: "tunnels_p99", Title: "p99 ms", Lower: true, Prec: 3, value: field("tunnels", p99)},
@@ -372,7 +372,7 @@ func writeMarkdown(w io.Writer, d *dataset, meta reportMeta, svgName string) err
 
 	p("## How to run it\n\n")
 	p("- `make bench` (scripts/bench.sh, as root): installs Squid and Dante (Debian packages) and smokescreen (`go install` into a scratch directory), ")
-	p("builds egressd and `cmd/egressbench`, runs everything on loopback, and rewrites this file and benchmarks.svg; about 10 minutes. ")
+	p("builds egressd and `cmd/egressbench`, runs everything on loopback, and rewrites this file and benchmarks.svg; about 6-8 minutes for 3 alternating runs. ")
 	p("`BENCH_QUICK=1 make bench` takes about 2-3 minutes with smaller counts. Raw JSON results go to `results/bench/`.\n")
 	p("- One proxy by hand: `egressbench run -kind connect|http|socks5|direct -proxy 127.0.0.1:PORT -proxy-pid PID -label NAME -json out.json`; ")
 	p("`egressbench run -h` lists the counts and time bounds. The origins' ports and the DNS address are flags, so a proxy config can name them before the tool starts.\n")

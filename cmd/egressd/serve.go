@@ -76,14 +76,21 @@ Flags:
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	reload := func(why string) {
+		// The error names FILE:LINE: key.path for every problem found.
 		cfg, pol, raw, err := loadConfig(*path)
 		if err != nil {
 			srv.ReloadFailed()
-			diag.Error("config reload rejected; the old policy keeps serving", zap.String("trigger", why), zap.Error(err))
+			diag.Error("config reload rejected; the old policy keeps serving",
+				zap.String("trigger", why), zap.String("path", *path), zap.Error(err))
 			return
 		}
-		srv.Reload(cfg, pol, raw)
-		diag.Info("config reloaded", zap.String("trigger", why))
+		if err := srv.Reload(cfg, pol, raw); err != nil {
+			// Reload counted the error (a users file that does not load).
+			diag.Error("config reload rejected; the old policy keeps serving",
+				zap.String("trigger", why), zap.String("path", *path), zap.Error(err))
+			return
+		}
+		diag.Info("config reloaded", zap.String("trigger", why), zap.String("path", *path))
 	}
 	changes, stopWatch := watchConfig(*path, diag)
 	defer stopWatch()

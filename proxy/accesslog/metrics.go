@@ -1,6 +1,7 @@
 package accesslog
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,15 @@ var (
 	knownDecisions = []policy.Verdict{policy.Allow, policy.Deny, policy.Report}
 	knownReasons   = append([]policy.Reason{policy.ReasonNone}, append(append([]policy.Reason{}, policy.DenyReasons...),
 		policy.ReasonBadRequest, policy.ReasonDNSError, policy.ReasonDialError, policy.ReasonLimit)...)
+	knownLimits  = []string{LimitMaxConnections, LimitMaxConnectionsPerClient}
+	knownSockets = []policy.Listener{policy.ListenerHTTP, policy.ListenerSOCKS5}
+)
+
+// Limit label values of egressd_limit_rejections_total: the config keys of
+// the limits that refuse connections.
+const (
+	LimitMaxConnections          = "max_connections"
+	LimitMaxConnectionsPerClient = "max_connections_per_client"
 )
 
 // Metrics are egressd's Prometheus families. Labels are bounded: listener,
@@ -30,11 +40,16 @@ type Metrics struct {
 	ConfigInfo    *prometheus.GaugeVec
 	RuleMatches   *prometheus.CounterVec
 	LimitRejects  *prometheus.CounterVec
+	ClientConns   *prometheus.GaugeVec
+	ReloadTime    prometheus.Gauge
 	Panics        prometheus.Counter
 
 	// Cached children for the hot path: no label hashing per request.
 	bytesUp, bytesDown map[policy.Listener]prometheus.Counter
 	requests           map[requestKey]prometheus.Counter
+
+	rulesMu sync.Mutex
+	rules   map[string]bool // rule series that exist (see SetRules)
 }
 
 type requestKey struct {
@@ -85,19 +100,34 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "egressd_limit_rejections_total",
 			Help: "Connections refused by a limit, by front end and limit.",
 		}, []string{"listener", "limit"}),
+		ClientConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "egressd_client_connections",
+			Help: "Client connections open, by listener socket (http, socks5); compare with limits.max_connections.",
+		}, []string{"listener"}),
+		ReloadTime: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "egressd_config_last_reload_success_timestamp_seconds",
+			Help: "Unix time at which the config in force was loaded.",
+		}),
 		Panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "egressd_recovered_panics_total",
 			Help: "Panics recovered at a connection boundary (each one is a bug).",
 		}),
+		rules:     map[string]bool{},
 		bytesUp:   map[policy.Listener]prometheus.Counter{},
 		bytesDown: map[policy.Listener]prometheus.Counter{},
 		requests:  map[requestKey]prometheus.Counter{},
 	}
 	reg.MustRegister(m.Requests, m.ActiveTunnels, m.Bytes, m.DialDuration, m.DNSDuration,
-		m.Reloads, m.ConfigInfo, m.RuleMatches, m.LimitRejects, m.Panics,
+		m.Reloads, m.ConfigInfo, m.RuleMatches, m.LimitRejects, m.ClientConns, m.ReloadTime, m.Panics,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, l := range knownSockets {
+		m.ClientConns.WithLabelValues(string(l))
+	}
 	for _, l := range knownListeners {
 		m.ActiveTunnels.WithLabelValues(string(l))
+		for _, lim := range knownLimits {
+			m.LimitRejects.WithLabelValues(string(l), lim)
+		}
 		m.bytesUp[l] = m.Bytes.WithLabelValues(string(l), "up")
 		m.bytesDown[l] = m.Bytes.WithLabelValues(string(l), "down")
 		for _, v := range knownDecisions {
@@ -152,13 +182,56 @@ func (m *Metrics) CountPanic() {
 	}
 }
 
-// SetConfig records the sha256 of the config now in force.
+// SetConfig records the sha256 of the config now in force and the time it
+// was loaded.
 func (m *Metrics) SetConfig(sha string) {
 	if m == nil {
 		return
 	}
 	m.ConfigInfo.Reset()
 	m.ConfigInfo.WithLabelValues(sha).Set(1)
+	m.ReloadTime.SetToCurrentTime()
+}
+
+// SetRules makes egressd_rule_matches_total carry one series per rule of
+// the config in force, at zero until the rule decides a request, and drops
+// the series of rules a reload removed. Rule names come from the config, so
+// the label stays bounded.
+func (m *Metrics) SetRules(names []string) {
+	if m == nil {
+		return
+	}
+	m.rulesMu.Lock()
+	defer m.rulesMu.Unlock()
+	keep := make(map[string]bool, len(names))
+	for _, n := range names {
+		keep[n] = true
+		if !m.rules[n] {
+			m.RuleMatches.WithLabelValues(n)
+		}
+	}
+	for n := range m.rules {
+		if !keep[n] {
+			m.RuleMatches.DeleteLabelValues(n)
+		}
+	}
+	m.rules = keep
+}
+
+// LimitRejected counts one connection refused by limit (LimitMaxConnections
+// or LimitMaxConnectionsPerClient) on front end l.
+func (m *Metrics) LimitRejected(l policy.Listener, limit string) {
+	if m != nil {
+		m.LimitRejects.WithLabelValues(string(l), limit).Inc()
+	}
+}
+
+// ClientConnsAdd moves egressd_client_connections for listener socket l
+// (ListenerHTTP or ListenerSOCKS5) by delta.
+func (m *Metrics) ClientConnsAdd(l policy.Listener, delta int) {
+	if m != nil {
+		m.ClientConns.WithLabelValues(string(l)).Add(float64(delta))
+	}
 }
 
 func (m *Metrics) observe(r *Record) {

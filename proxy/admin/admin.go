@@ -15,8 +15,10 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Ready reports readiness and, when not ready, why. Nil: always ready.
 	Ready func() (ok bool, why string)
-	// Pprof mounts /debug/pprof/ (admin.pprof in the config).
-	Pprof bool
+	// Pprof reports whether /debug/pprof/ is served (admin.pprof in the
+	// config). It is asked on every request, so a config reload turns
+	// profiling on or off. Nil: never served.
+	Pprof func() bool
 }
 
 // Handler returns the admin mux.
@@ -41,12 +43,29 @@ func Handler(o Options) http.Handler {
 	if o.Gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
 	}
-	if o.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if o.Pprof != nil {
+		// Registered on our mux only: importing net/http/pprof also
+		// registers on http.DefaultServeMux, which egressd never serves.
+		for path, h := range map[string]http.HandlerFunc{
+			"/debug/pprof/":        pprof.Index,
+			"/debug/pprof/cmdline": pprof.Cmdline,
+			"/debug/pprof/profile": pprof.Profile,
+			"/debug/pprof/symbol":  pprof.Symbol,
+			"/debug/pprof/trace":   pprof.Trace,
+		} {
+			mux.Handle(path, enabled(o.Pprof, h))
+		}
 	}
 	return mux
+}
+
+// enabled serves h while on() is true, and 404 otherwise.
+func enabled(on func() bool, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !on() {
+			http.NotFound(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -6,48 +6,78 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/egressd/egressd/policy"
 )
 
-// ErrNoDecision is returned when Dial is called without an allowing
-// decision: the one way out of egressd fails closed.
-var ErrNoDecision = errors.New("refusing to dial without an allowing decision")
+// ErrNoDecision is returned when Dial is called without a decision that
+// lets traffic pass or without a pinned address: the way out of egressd
+// fails closed.
+var ErrNoDecision = errors.New("no allowing decision with pinned addresses")
 
-// Dialer connects to a decision's pinned addresses.
+// errNotPinned is the ControlContext refusal of a socket address that is
+// not the one being tried or not in the decision.
+var errNotPinned = errors.New("socket address is not pinned by the decision")
+
+// Default dial settings.
+const (
+	DefaultDialTimeout = 10 * time.Second
+	DefaultKeepAlive   = 30 * time.Second
+)
+
+// Dialer connects to a decision's pinned addresses. The zero value is ready
+// to use.
 type Dialer struct {
-	// Timeout bounds each address's connection attempt. Zero: 10s.
+	// Timeout bounds each address's connection attempt. Zero:
+	// DefaultDialTimeout.
 	Timeout time.Duration
-	// KeepAlive is the TCP keep-alive period of upstream conns. Zero: 30s.
+	// KeepAlive is the TCP keep-alive period of upstream conns. Zero:
+	// DefaultKeepAlive; negative: off.
 	KeepAlive time.Duration
 }
 
-// Dial tries dec.Addrs in order, each with its own timeout, and returns the
-// first connection and the address that answered. It never resolves a name.
-// A socket-level check (ControlContext) refuses any address not in the
-// decision, so no caller can steer it elsewhere. Errors keep the syscall
-// error: errors.Is(err, syscall.ECONNREFUSED) works.
+// Dial connects to the first of dec.Addrs that answers, trying them in
+// order, each with its own Timeout, and returns the conn and the address
+// it reached. It never resolves a name: it dials netip.AddrPorts. It
+// refuses (ErrNoDecision) unless dec.Verdict passes and dec.Addrs is not
+// empty. A socket-level check (net.Dialer.ControlContext) refuses any
+// address that is not the one being tried and in dec.Addrs, so no code path
+// can steer a connect elsewhere.
+//
+// When every address fails, the error wraps each attempt's error, keeping
+// its syscall error and text: errors.Is(err, syscall.ECONNREFUSED) works
+// and "connection refused" survives in the message.
 func (d *Dialer) Dial(ctx context.Context, dec policy.Decision) (*net.TCPConn, netip.AddrPort, error) {
 	if !dec.Verdict.Passes() || len(dec.Addrs) == 0 {
 		return nil, netip.AddrPort{}, ErrNoDecision
 	}
 	timeout, keepAlive := d.Timeout, d.KeepAlive
 	if timeout <= 0 {
-		timeout = 10 * time.Second
+		timeout = DefaultDialTimeout
 	}
-	if keepAlive <= 0 {
-		keepAlive = 30 * time.Second
+	if keepAlive == 0 {
+		keepAlive = DefaultKeepAlive
 	}
-	var errs []error
+	var errs dialErrors
 	for _, ap := range dec.Addrs {
+		target := netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		if !target.IsValid() || target.Port() == 0 {
+			errs = append(errs, fmt.Errorf("dial %v: invalid address", ap))
+			continue
+		}
+		network := "tcp6"
+		if target.Addr().Is4() {
+			network = "tcp4"
+		}
 		nd := net.Dialer{
 			Timeout:        timeout,
 			KeepAlive:      keepAlive,
-			ControlContext: pinned(ap),
+			ControlContext: pinned(target, dec.Addrs),
 		}
-		c, err := nd.DialContext(ctx, "tcp", ap.String())
+		c, err := nd.DialContext(ctx, network, target.String())
 		if err == nil {
 			return c.(*net.TCPConn), ap, nil
 		}
@@ -56,18 +86,43 @@ func (d *Dialer) Dial(ctx context.Context, dec policy.Decision) (*net.TCPConn, n
 			break
 		}
 	}
-	return nil, netip.AddrPort{}, fmt.Errorf("dial %s: %w", dec.Host, errors.Join(errs...))
+	return nil, netip.AddrPort{}, fmt.Errorf("dial %s: %w", dec.Host, errs)
 }
 
-var errNotPinned = errors.New("socket address is not the pinned address")
-
-// pinned returns a ControlContext hook that allows only connects to ap.
-func pinned(ap netip.AddrPort) func(context.Context, string, string, syscall.RawConn) error {
+// pinned returns a ControlContext hook that lets the socket connect only to
+// target, and only if target is one of allowed.
+func pinned(target netip.AddrPort, allowed []netip.AddrPort) func(context.Context, string, string, syscall.RawConn) error {
 	return func(_ context.Context, _, address string, _ syscall.RawConn) error {
 		got, err := netip.ParseAddrPort(address)
-		if err != nil || got.Addr().Unmap() != ap.Addr().Unmap() || got.Port() != ap.Port() {
+		if err == nil {
+			got = netip.AddrPortFrom(got.Addr().Unmap(), got.Port())
+		}
+		if err != nil || got != target || !contains(allowed, got) {
 			return fmt.Errorf("%s: %w", address, errNotPinned)
 		}
 		return nil
 	}
 }
+
+func contains(addrs []netip.AddrPort, ap netip.AddrPort) bool {
+	for _, a := range addrs {
+		if a.Addr().Unmap() == ap.Addr() && a.Port() == ap.Port() {
+			return true
+		}
+	}
+	return false
+}
+
+// dialErrors is every failed attempt, on one line (errors.Join would use
+// several), and unwraps to each of them for errors.Is and errors.As.
+type dialErrors []error
+
+func (e dialErrors) Error() string {
+	s := make([]string, len(e))
+	for i, err := range e {
+		s[i] = err.Error()
+	}
+	return strings.Join(s, "; ")
+}
+
+func (e dialErrors) Unwrap() []error { return e }

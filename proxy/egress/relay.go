@@ -2,168 +2,288 @@ package egress
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
-// RelayOptions tune one tunnel's relay.
+// RelayOptions tune one tunnel's relay. The zero value relays with no
+// timeouts, through DefaultPipePool.
 type RelayOptions struct {
-	// ClientPrefix is sent to upstream before anything else: the bytes read
-	// from the client while checking its first message.
+	// ClientPrefix is written to upstream before anything else: the bytes
+	// read from the client while checking its first message (the SNI
+	// peek, or what the HTTP server had buffered). It counts as up bytes.
 	ClientPrefix []byte
+	// UpstreamPrefix is written to the client before anything read from
+	// upstream. It counts as down bytes.
+	UpstreamPrefix []byte
 	// Idle closes the tunnel when no byte moved either way for this long.
 	// Zero: never.
 	Idle time.Duration
-	// MaxDuration closes the tunnel this long after it started. Zero: never.
+	// MaxDuration closes the tunnel this long after Relay started. Zero:
+	// never.
 	MaxDuration time.Duration
-	// Up and Down, when set, count bytes client to upstream and upstream
-	// to client as they move, so a caller can read live totals.
+	// Up and Down, when set, count the bytes delivered client to upstream
+	// and upstream to client as they move, so a caller can read live
+	// totals. Nil: counted internally.
 	Up, Down *atomic.Int64
+	// Pipes lends the splice pipes. Nil: DefaultPipePool.
+	Pipes *PipePool
+	// NoSplice forces the user-space copy path (pooled 32 KiB buffers),
+	// the one used where splice(2) is unavailable.
+	NoSplice bool
 }
 
-// Relay carries bytes both ways between client and upstream until both
-// directions have ended, then closes both. When one side finishes sending
-// (EOF), the other side's write half is closed and the opposite direction
-// goes on. An error, the idle timeout or the maximum duration closes both.
-// It uses the calling goroutine and one more.
-func Relay(client, upstream *net.TCPConn, o RelayOptions) (up, down int64, err error) {
-	if o.Up == nil {
-		o.Up = new(atomic.Int64)
-	}
-	if o.Down == nil {
-		o.Down = new(atomic.Int64)
-	}
-	prefix := o.ClientPrefix
-	o.ClientPrefix = nil // not kept for the tunnel's life once sent
-	t := &relay{o: o, start: time.Now()}
-	t.touch()
-	var wg sync.WaitGroup
-	var downErr error
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		downErr = t.pump(client, upstream, nil, o.Down)
-		t.done(client, upstream, downErr)
-	}()
-	upErr := t.pump(upstream, client, prefix, o.Up)
-	t.done(upstream, client, upErr)
-	wg.Wait()
-	client.Close()
-	upstream.Close()
-	if upErr != nil {
-		return o.Up.Load(), o.Down.Load(), upErr
-	}
-	return o.Up.Load(), o.Down.Load(), downErr
-}
-
-// ErrIdle and ErrMaxDuration end tunnels that hit their timeouts.
+// Errors that end a tunnel on a timeout; Relay returns them (wrapped).
 var (
 	ErrIdle        = errors.New("tunnel idle timeout")
 	ErrMaxDuration = errors.New("tunnel maximum duration reached")
 )
 
+// errSpliceUnsupported sends a direction to the copy path.
+var errSpliceUnsupported = errors.New("splice unsupported")
+
+// Relay carries bytes both ways between client and upstream until both
+// directions have ended, then closes both conns. It blocks, using the
+// calling goroutine for upstream-to-client and one more for
+// client-to-upstream.
+//
+// On Linux each direction splices socket to pipe to socket with splice(2),
+// borrowing a pipe from opts.Pipes only while bytes flow: an idle tunnel
+// waits for readability holding nothing but its two sockets. Elsewhere, or
+// when the kernel refuses to splice, it copies through pooled buffers.
+//
+// When one side finishes sending (EOF), the other side's write half is
+// closed (its peer reads EOF) and the opposite direction goes on. An error
+// in either direction, the idle timeout or the maximum duration closes both
+// conns. Relay returns the bytes delivered each way and the error that ended
+// the tunnel: nil after two clean EOFs, ErrIdle or ErrMaxDuration on a
+// timeout, else the first I/O error (errors.Is works on its syscall.Errno).
+func Relay(client, upstream *net.TCPConn, opts RelayOptions) (up, down int64, err error) {
+	if opts.Up == nil {
+		opts.Up = new(atomic.Int64)
+	}
+	if opts.Down == nil {
+		opts.Down = new(atomic.Int64)
+	}
+	if opts.Pipes == nil {
+		opts.Pipes = DefaultPipePool
+	}
+	t := &relay{
+		client:   client,
+		upstream: upstream,
+		idle:     opts.Idle,
+		pipes:    opts.Pipes,
+		noSplice: opts.NoSplice,
+	}
+	now := time.Now()
+	if opts.MaxDuration > 0 {
+		t.end = now.Add(opts.MaxDuration).UnixNano()
+	}
+	t.last.Store(now.UnixNano())
+
+	upDir := t.newDirection("client to upstream", client, upstream, opts.ClientPrefix, opts.Up)
+	downDir := t.newDirection("upstream to client", upstream, client, opts.UpstreamPrefix, opts.Down)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t.finish(upDir, upDir.run())
+	}()
+	t.finish(downDir, downDir.run())
+	<-done
+	client.Close()
+	upstream.Close()
+	return opts.Up.Load(), opts.Down.Load(), t.err
+}
+
+// relay is the state both directions of one tunnel share.
 type relay struct {
-	o     RelayOptions
-	start time.Time
-	last  atomic.Int64 // unix nanos of the last byte moved either way
+	client, upstream *net.TCPConn
+	idle             time.Duration
+	end              int64        // unix nanos when MaxDuration ends the tunnel; 0: never
+	last             atomic.Int64 // unix nanos of the last bytes delivered either way
+	pipes            *PipePool
+	noSplice         bool
+
+	failOnce sync.Once
+	err      error // the error that ended the tunnel; set once, read after both directions end
+}
+
+// fail ends the tunnel on its first error: both conns close, which wakes
+// the other direction (its own error is then ignored).
+func (t *relay) fail(err error) {
+	t.failOnce.Do(func() {
+		t.err = err
+		t.client.Close()
+		t.upstream.Close()
+	})
+}
+
+// finish ends one direction: a clean EOF half-closes the destination so its
+// peer reads EOF too, anything else ends the tunnel.
+func (t *relay) finish(d *direction, err error) {
+	if err != nil {
+		t.fail(fmt.Errorf("relay %s: %w", d.name, err))
+		return
+	}
+	// Best effort: if the peer is already gone, the other direction
+	// reports it.
+	d.dst.CloseWrite()
 }
 
 func (t *relay) touch() { t.last.Store(time.Now().UnixNano()) }
 
-// deadline is when the tunnel ends if nothing moves from now on.
+// deadline is when the tunnel ends if nothing moves from now on (zero
+// time: never). Waits use it as their I/O deadline; when it fires, expired
+// decides whether the other direction's traffic pushed it out.
 func (t *relay) deadline() time.Time {
-	var d time.Time
-	if t.o.Idle > 0 {
-		d = time.Unix(0, t.last.Load()).Add(t.o.Idle)
+	var d int64
+	if t.idle > 0 {
+		d = t.last.Load() + int64(t.idle)
 	}
-	if t.o.MaxDuration > 0 {
-		if m := t.start.Add(t.o.MaxDuration); d.IsZero() || m.Before(d) {
-			d = m
-		}
+	if t.end != 0 && (d == 0 || t.end < d) {
+		d = t.end
 	}
-	return d
+	if d == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, d)
 }
 
-// expired decides, after a deadline fired, whether the tunnel is over or
-// the other direction's traffic pushed the deadline out.
+// expired reports why the tunnel is over, or nil if it is not.
 func (t *relay) expired() error {
-	now := time.Now()
-	if t.o.MaxDuration > 0 && !now.Before(t.start.Add(t.o.MaxDuration)) {
+	now := time.Now().UnixNano()
+	if t.end != 0 && now >= t.end {
 		return ErrMaxDuration
 	}
-	if t.o.Idle > 0 && !now.Before(time.Unix(0, t.last.Load()).Add(t.o.Idle)) {
+	if t.idle > 0 && now >= t.last.Load()+int64(t.idle) {
 		return ErrIdle
 	}
 	return nil
 }
 
-// done ends one direction: a clean EOF half-closes, anything else cuts both.
-func (t *relay) done(dst, src *net.TCPConn, err error) {
-	if err == nil {
-		dst.CloseWrite()
-		src.CloseRead()
-		return
-	}
-	dst.Close()
-	src.Close()
+// direction moves one way: src to dst. Its fields are touched only by the
+// goroutine that runs it.
+type direction struct {
+	t        *relay
+	name     string
+	src, dst *net.TCPConn
+	srcRC    syscall.RawConn
+	dstRC    syscall.RawConn
+	prefix   []byte
+	count    *atomic.Int64
+	timed    bool // deadlines are in use (Idle or MaxDuration set)
+
+	// Scratch for the RawConn callbacks, which are method values bound
+	// once so that moving bytes allocates nothing.
+	pipe      *pipe
+	n         int
+	errno     error
+	poolErr   error
+	calls     int
+	peekBuf   [1]byte
+	waitFn    func(uintptr) bool
+	spliceIn  func(uintptr) bool
+	spliceOut func(uintptr) bool
 }
 
-// pump moves src to dst until EOF (nil) or an error.
-func (t *relay) pump(dst, src *net.TCPConn, prefix []byte, count *atomic.Int64) error {
-	if len(prefix) > 0 {
-		if err := t.write(dst, prefix, count); err != nil {
-			return err
-		}
-	}
-	err := t.splice(dst, src, count)
-	if errors.Is(err, errSpliceUnsupported) {
-		err = t.copy(dst, src, count)
-	}
-	return err
+func (t *relay) newDirection(name string, src, dst *net.TCPConn, prefix []byte, count *atomic.Int64) *direction {
+	d := &direction{t: t, name: name, src: src, dst: dst, prefix: prefix, count: count}
+	d.timed = t.idle > 0 || t.end != 0
+	return d
 }
 
-func (t *relay) write(dst *net.TCPConn, p []byte, count *atomic.Int64) error {
-	if d := t.deadline(); !d.IsZero() {
-		dst.SetWriteDeadline(d)
-	}
-	n, err := dst.Write(p)
-	count.Add(int64(n))
-	t.touch()
-	return err
-}
-
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-// copy is the portable path: user-space copy with pooled buffers.
-func (t *relay) copy(dst, src *net.TCPConn, count *atomic.Int64) error {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	buf := *bp
-	for {
-		if d := t.deadline(); !d.IsZero() {
-			src.SetReadDeadline(d)
-		}
-		n, err := src.Read(buf)
-		if n > 0 {
-			if werr := t.write(dst, buf[:n], count); werr != nil {
-				return werr
-			}
-		}
-		if err == io.EOF {
-			return nil
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			if xerr := t.expired(); xerr != nil {
-				return xerr
-			}
-			continue
-		}
+// run moves bytes until src's EOF (nil) or an error.
+func (d *direction) run() error {
+	// Also clears a deadline the caller may have left (a handshake's):
+	// from here on only the tunnel's own timeouts apply.
+	dl := d.t.deadline()
+	d.src.SetReadDeadline(dl)
+	d.dst.SetWriteDeadline(dl)
+	if len(d.prefix) > 0 {
+		err := d.write(d.prefix)
+		d.prefix = nil // not kept for the tunnel's life
 		if err != nil {
 			return err
+		}
+	}
+	if !d.t.noSplice {
+		err := d.splice()
+		if !errors.Is(err, errSpliceUnsupported) {
+			return err
+		}
+	}
+	return d.copy()
+}
+
+// timedOut handles an I/O error: for a deadline that fired while the
+// tunnel is still live (the other direction moved bytes), it re-arms the
+// deadlines and returns nil so the caller retries. Otherwise it returns the
+// error that ends the direction.
+func (d *direction) timedOut(err error) error {
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !d.timed {
+		return err
+	}
+	if xerr := d.t.expired(); xerr != nil {
+		return xerr
+	}
+	dl := d.t.deadline()
+	d.src.SetReadDeadline(dl)
+	d.dst.SetWriteDeadline(dl)
+	return nil
+}
+
+// write writes p to dst whole, through deadlines that turn out not to end
+// the tunnel.
+func (d *direction) write(p []byte) error {
+	for len(p) > 0 {
+		n, err := d.dst.Write(p)
+		if n > 0 {
+			d.count.Add(int64(n))
+			d.t.touch()
+			p = p[n:]
+		}
+		if err != nil {
+			if err := d.timedOut(err); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// copyBufs holds the copy path's buffers; a direction holds one only while
+// it has bytes to move (on Linux), or for the length of a read elsewhere.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copy is the user-space path: wait for bytes, then read them into a pooled
+// buffer and write them on.
+func (d *direction) copy() error {
+	for {
+		if err := d.waitReadable(); err != nil {
+			return err
+		}
+		bp := copyBufs.Get().(*[]byte)
+		n, err := d.src.Read(*bp)
+		var werr error
+		if n > 0 {
+			werr = d.write((*bp)[:n])
+		}
+		copyBufs.Put(bp)
+		switch {
+		case werr != nil:
+			return werr
+		case err == io.EOF:
+			return nil
+		case err != nil:
+			if err := d.timedOut(err); err != nil {
+				return err
+			}
 		}
 	}
 }

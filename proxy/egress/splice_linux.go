@@ -2,170 +2,196 @@ package egress
 
 import (
 	"errors"
-	"net"
+	"fmt"
+	"io"
 	"os"
-	"sync/atomic"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-var errSpliceUnsupported = errors.New("splice unsupported")
-
-// pipeSize is the capacity asked for each pipe (as Go's own splice does);
-// the kernel may refuse and keep its default.
-const pipeSize = 1 << 20
-
-// pipe is a kernel pipe used to splice socket to socket.
-type pipe struct {
-	r, w int
+// rawConns fetches the directions' RawConns and binds the callbacks once.
+func (d *direction) rawConns() error {
+	if d.srcRC != nil {
+		return nil
+	}
+	var err error
+	if d.srcRC, err = d.src.SyscallConn(); err != nil {
+		return err
+	}
+	if d.dstRC, err = d.dst.SyscallConn(); err != nil {
+		return err
+	}
+	d.waitFn = d.readableCheck
+	d.spliceIn = d.spliceInOnce
+	d.spliceOut = d.spliceOutOnce
+	return nil
 }
 
-// pipePool keeps a few drained pipes for reuse. A pipe is held only while
-// bytes are flowing: an idle tunnel holds none, so it costs 2 descriptors.
-var pipePool = make(chan *pipe, 64)
-
-func getPipe() (*pipe, error) {
-	select {
-	case p := <-pipePool:
-		return p, nil
-	default:
-	}
-	var fds [2]int
-	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-		return nil, err
-	}
-	unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, pipeSize)
-	return &pipe{r: fds[0], w: fds[1]}, nil
-}
-
-// putPipe returns a drained pipe to the pool, or closes it.
-func putPipe(p *pipe) {
-	select {
-	case pipePool <- p:
-	default:
-		p.close()
-	}
-}
-
-func (p *pipe) close() {
-	unix.Close(p.r)
-	unix.Close(p.w)
-}
-
-// splice moves src to dst through a pipe with splice(2): bytes never enter
-// user space. Between bursts it waits for readability without a pipe.
-func (t *relay) splice(dst, src *net.TCPConn, count *atomic.Int64) error {
-	srcRC, err := src.SyscallConn()
-	if err != nil {
-		return errSpliceUnsupported
-	}
-	dstRC, err := dst.SyscallConn()
-	if err != nil {
-		return errSpliceUnsupported
+// waitReadable returns once src has bytes, EOF or an error pending. The
+// copy path waits here so that it holds no buffer while src is idle (the
+// splice path's wait is its own splice, see spliceInOnce).
+//
+// Go's poller is edge-triggered and RawConn.Read forgets a readiness edge
+// that came before it started, so the first call of the callback must look
+// for itself: it peeks one byte (MSG_PEEK|MSG_DONTWAIT, into the direction's
+// own 1-byte buffer) and only on EAGAIN lets RawConn.Read wait. A later call
+// means the poller saw a new edge; the read that follows finds out what it
+// was.
+func (d *direction) waitReadable() error {
+	if err := d.rawConns(); err != nil {
+		return err
 	}
 	for {
-		// Wait until src has bytes or EOF, holding no pipe.
-		if d := t.deadline(); !d.IsZero() {
-			src.SetReadDeadline(d)
-		}
-		var eof bool
-		var peekErr error
-		err := srcRC.Read(func(fd uintptr) bool {
-			var b [1]byte
-			n, _, e := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			switch {
-			case e == unix.EAGAIN || e == unix.EINTR:
-				return false
-			case e != nil:
-				peekErr = e
-			case n == 0:
-				eof = true
+		d.calls, d.errno = 0, nil
+		err := d.srcRC.Read(d.waitFn)
+		if err == nil {
+			if d.errno != nil {
+				// The peek took the socket's pending error (a reset):
+				// report it here, or the next read would see a clean EOF.
+				return os.NewSyscallError("recvfrom", d.errno)
 			}
-			return true
-		})
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			if xerr := t.expired(); xerr != nil {
-				return xerr
+			return nil
+		}
+		if err := d.timedOut(err); err != nil {
+			return err
+		}
+	}
+}
+
+func (d *direction) readableCheck(fd uintptr) bool {
+	d.calls++
+	if d.calls > 1 {
+		return true
+	}
+	for {
+		_, _, err := unix.Recvfrom(int(fd), d.peekBuf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		switch err {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		d.errno = err
+		return true // bytes, EOF (0), or an error
+	}
+}
+
+// splice moves src to dst with splice(2) until EOF or an error. It returns
+// errSpliceUnsupported, with the pipe empty, when the kernel cannot splice
+// these sockets or no pipe can be opened: the copy path then carries on.
+//
+// The non-blocking splice into the pipe is itself the readiness check (see
+// spliceInOnce): a burst ends when it would block, the pipe goes back to
+// the pool inside the RawConn.Read callback, and only then may the poller
+// wait. So no pipe is held while src is idle, and no syscall is spent on
+// checking beyond the splice that finds src empty.
+func (d *direction) splice() error {
+	if err := d.rawConns(); err != nil {
+		return errSpliceUnsupported
+	}
+	defer func() {
+		if d.pipe != nil {
+			d.t.pipes.put(d.pipe) // closed instead if it still holds bytes
+			d.pipe = nil
+		}
+	}()
+	for {
+		d.poolErr = nil
+		if err := d.srcRC.Read(d.spliceIn); err != nil {
+			// A deadline: retry unless the tunnel is over. Anything
+			// else: src closed under us.
+			if err := d.timedOut(err); err != nil {
+				return err
 			}
 			continue
 		}
-		if err != nil {
+		if d.poolErr != nil {
+			// No pipe to be had (descriptor limit): go on copying,
+			// which needs none. The pipe is empty whenever we get here.
+			return fmt.Errorf("%w: %w", errSpliceUnsupported, d.poolErr)
+		}
+		switch d.errno {
+		case nil:
+		case unix.EINVAL, unix.ENOSYS, unix.EOPNOTSUPP:
+			return fmt.Errorf("%w: %w", errSpliceUnsupported, d.errno)
+		default:
+			return os.NewSyscallError("splice", d.errno)
+		}
+		if d.n == 0 {
+			return nil // EOF
+		}
+		d.pipe.buffered += d.n
+		if err := d.drain(d.pipe); err != nil {
 			return err
-		}
-		if peekErr != nil {
-			return os.NewSyscallError("recvfrom", peekErr)
-		}
-		if eof {
-			return nil
-		}
-		p, err := getPipe()
-		if err != nil {
-			return err
-		}
-		eof, err = t.burst(dst, dstRC, srcRC, p, count)
-		if err != nil {
-			p.close() // may hold bytes: never reuse
-			return err
-		}
-		putPipe(p)
-		if eof {
-			return nil
 		}
 	}
 }
 
-// burst splices while src has bytes ready, draining the pipe into dst after
-// each fill. It returns with the pipe empty.
-func (t *relay) burst(dst *net.TCPConn, dstRC, srcRC syscall.RawConn, p *pipe, count *atomic.Int64) (eof bool, err error) {
-	for {
-		var in int
-		var inErr error
-		if err := srcRC.Read(func(fd uintptr) bool {
-			in, inErr = spliceNB(int(fd), p.w, pipeSize)
-			return true // never wait here: would-block ends the burst
-		}); err != nil {
-			return false, err
-		}
-		switch {
-		case inErr == unix.EAGAIN:
-			return false, nil
-		case inErr == unix.EINVAL || inErr == unix.ENOSYS:
-			return false, errSpliceUnsupported
-		case inErr != nil:
-			return false, os.NewSyscallError("splice", inErr)
-		case in == 0:
-			return true, nil
-		}
-		if d := t.deadline(); !d.IsZero() {
-			dst.SetWriteDeadline(d)
-		}
-		for in > 0 {
-			var out int
-			var outErr error
-			err := dstRC.Write(func(fd uintptr) bool {
-				out, outErr = spliceNB(p.r, int(fd), in)
-				return outErr != unix.EAGAIN
-			})
-			if err != nil {
-				return false, err
+// drain splices everything in the pipe to dst, waiting for dst to be
+// writable as needed.
+func (d *direction) drain(p *pipe) error {
+	for p.buffered > 0 {
+		if err := d.dstRC.Write(d.spliceOut); err != nil {
+			if err := d.timedOut(err); err != nil {
+				return err
 			}
-			if outErr != nil {
-				return false, os.NewSyscallError("splice", outErr)
-			}
-			in -= out
-			count.Add(int64(out))
+			continue
 		}
-		t.touch()
+		if d.errno != nil {
+			return os.NewSyscallError("splice", d.errno)
+		}
+		if d.n == 0 {
+			return io.ErrShortWrite
+		}
+		p.buffered -= d.n
+		d.count.Add(int64(d.n))
 	}
+	d.t.touch()
+	return nil
+}
+
+// spliceInOnce borrows a pipe if it has none and moves what src has into
+// it, never blocking. On EAGAIN it gives the pipe back and returns false,
+// so RawConn.Read waits for the next readiness edge holding no pipe; the
+// splice that found src empty ran after RawConn.Read reset its readiness
+// state, so no edge can be missed.
+func (d *direction) spliceInOnce(fd uintptr) bool {
+	if d.pipe == nil {
+		if d.pipe, d.poolErr = d.t.pipes.get(); d.poolErr != nil {
+			return true
+		}
+	}
+	d.n, d.errno = spliceNB(int(fd), d.pipe.w, d.t.pipeSize())
+	if d.errno == unix.EAGAIN {
+		d.t.pipes.put(d.pipe)
+		d.pipe = nil
+		return false
+	}
+	return true
+}
+
+// spliceOutOnce moves pipe bytes to dst; on EAGAIN it lets RawConn.Write
+// wait for dst to be writable (this call was the check before waiting).
+func (d *direction) spliceOutOnce(fd uintptr) bool {
+	d.n, d.errno = spliceNB(d.pipe.r, int(fd), d.pipe.buffered)
+	return d.errno != unix.EAGAIN
 }
 
 func spliceNB(from, to, n int) (int, error) {
 	for {
 		m, err := unix.Splice(from, nil, to, nil, n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		if err == unix.EINTR {
+		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		return int(m), err
 	}
+}
+
+// pipeSize is how much one splice into the pipe asks for. Asking more than
+// the pipe holds is harmless: the kernel moves what fits.
+func (t *relay) pipeSize() int {
+	if t.pipes.Size > 0 {
+		return t.pipes.Size
+	}
+	return DefaultPipeSize
 }

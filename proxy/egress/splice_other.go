@@ -2,14 +2,9 @@
 
 package egress
 
-import (
-	"errors"
-	"net"
-	"sync/atomic"
-)
+// splice is Linux-only; elsewhere every tunnel takes the copy path.
+func (d *direction) splice() error { return errSpliceUnsupported }
 
-var errSpliceUnsupported = errors.New("splice unsupported")
-
-func (t *relay) splice(dst, src *net.TCPConn, count *atomic.Int64) error {
-	return errSpliceUnsupported
-}
+// waitReadable cannot wait without reading here: the copy path's read
+// waits instead, holding its buffer.
+func (d *direction) waitReadable() error { return nil }

@@ -115,7 +115,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodConnect {
 		listener = policy.ListenerConnect
 	}
-	rec := h.o.Log.NewRecord(listener, remoteAddr(r.RemoteAddr))
+	rec := h.o.Log.NewRecord(listener, clientAddr(r))
 	if listener == policy.ListenerHTTP {
 		rec.Method = r.Method
 	}
@@ -390,6 +390,24 @@ func splitHostPort(hostport, defPort string) (string, uint16, bool) {
 		return host, 0, false
 	}
 	return host, uint16(p), true
+}
+
+type clientAddrKey struct{}
+
+// WithClientAddr returns ctx carrying the address of the client on whose
+// connection requests arrive, for connections whose socket peer is not the
+// client: a PROXY protocol header named it. Set it from http.Server's
+// ConnContext; requests without it use their RemoteAddr.
+func WithClientAddr(ctx context.Context, a netip.Addr) context.Context {
+	return context.WithValue(ctx, clientAddrKey{}, a)
+}
+
+// clientAddr is the client of r: from WithClientAddr, else the socket peer.
+func clientAddr(r *http.Request) netip.Addr {
+	if a, ok := r.Context().Value(clientAddrKey{}).(netip.Addr); ok {
+		return a
+	}
+	return remoteAddr(r.RemoteAddr)
 }
 
 func remoteAddr(s string) netip.Addr {

@@ -3,43 +3,84 @@ package sni
 import (
 	"errors"
 	"fmt"
-	"net"
-	"time"
 
 	"golang.org/x/crypto/cryptobyte"
 )
 
-// Info is what the ClientHello says about its destination.
+// Info is what a ClientHello says about where it is going.
 type Info struct {
-	ServerName string // the server_name extension's host_name, as sent
-	HasSNI     bool   // a server_name extension with a host_name was present
-	ECH        bool   // an encrypted_client_hello extension was present
+	ServerName string   // the server_name extension's host_name, as sent (printable ASCII, no trailing dot)
+	HasSNI     bool     // a server_name extension carried a host_name
+	ECH        bool     // an encrypted_client_hello extension (0xfe0d) was present: ServerName is the outer name
+	ALPN       []string // application_layer_protocol_negotiation protocols in client order; nil when absent
 }
 
-var (
-	// ErrNotTLS means the bytes are not a TLS handshake record.
-	ErrNotTLS = errors.New("not a TLS handshake")
-	// ErrMalformed means a TLS handshake record that is not a valid ClientHello.
-	ErrMalformed = errors.New("malformed ClientHello")
-	// ErrTooLarge means the ClientHello did not fit in the bytes allowed.
-	ErrTooLarge = errors.New("ClientHello too large")
+// Size limits. A handshake record carries at most MaxRecordLen bytes of
+// payload (RFC 8446 section 5.1); the ClientHello message body is capped at
+// MaxHelloLen, the limit crypto/tls itself applies to handshake messages.
+const (
+	MaxRecordLen = 16384
+	MaxHelloLen  = 65536
+	// MaxPeek is the default cap on the bytes Peek reads: a ClientHello of
+	// up to 64 KiB including its record headers.
+	MaxPeek = 65536
 )
 
-// errIncomplete means more bytes are needed.
-var errIncomplete = errors.New("incomplete ClientHello")
+// Errors. Each one fails closed; they are distinct so that a front end can
+// tell "not TLS at all" from "TLS we cannot read".
+var (
+	// ErrNotTLS means the first bytes cannot start a TLS handshake: the
+	// first byte is not a handshake record (0x16) or the record version is
+	// not 3.x.
+	ErrNotTLS = errors.New("not a TLS handshake")
+	// ErrMalformed means a TLS handshake record stream whose first message
+	// is not a well-formed ClientHello.
+	ErrMalformed = errors.New("malformed ClientHello")
+	// ErrTooLarge means the ClientHello announces more than MaxHelloLen
+	// bytes, or did not arrive within the bytes Peek was allowed to read.
+	ErrTooLarge = errors.New("ClientHello too large")
+	// ErrIncomplete means the data ends before the ClientHello does. Parse
+	// returns it inside an *IncompleteError.
+	ErrIncomplete = errors.New("incomplete ClientHello")
+)
 
+// IncompleteError is Parse's answer when more bytes are needed. It matches
+// ErrIncomplete with errors.Is.
+type IncompleteError struct {
+	// Need is a lower bound on how many more bytes must follow before
+	// Parse can make progress.
+	Need int
+}
+
+func (e *IncompleteError) Error() string {
+	return fmt.Sprintf("incomplete ClientHello: need at least %d more bytes", e.Need)
+}
+
+// Is makes errors.Is(err, ErrIncomplete) true.
+func (e *IncompleteError) Is(target error) bool { return target == ErrIncomplete }
+
+// Wire constants (RFC 8446, RFC 6066, RFC 7301, draft-ietf-tls-esni).
 const (
 	recordHeaderLen     = 5
 	recordTypeHandshake = 0x16
+	handshakeHeaderLen  = 4
 	typeClientHello     = 0x01
 	extServerName       = 0x0000
+	extALPN             = 0x0010
 	extECH              = 0xfe0d
 	nameTypeHostName    = 0x00
 )
 
-// Parse reads a ClientHello from the start of a TLS record stream. The
-// handshake message may span several records; it is reassembled. Parse
-// returns errIncomplete (unexported; see Peek) when data ends too early.
+// Parse reads the ClientHello at the start of a TLS record stream. The
+// handshake message may be split over several records; they are
+// reassembled (copying only when it is split). Bytes after the ClientHello
+// are ignored. Parse never panics; its errors are ErrNotTLS, ErrMalformed,
+// ErrTooLarge or an *IncompleteError.
+//
+// Parse is stricter than crypto/tls in three ways, all failing closed: a
+// record may carry at most MaxRecordLen bytes, records must all be
+// handshake records with version 3.x, and a host_name must be printable
+// ASCII (a name a policy could match).
 func Parse(data []byte) (Info, error) {
 	msg, err := handshakeMessage(data)
 	if err != nil {
@@ -48,156 +89,242 @@ func Parse(data []byte) (Info, error) {
 	return parseClientHello(msg)
 }
 
-// handshakeMessage reassembles the first handshake message from records.
+// handshakeMessage returns the first handshake message (with its 4-byte
+// header) from a record stream, reassembled when it spans records.
 func handshakeMessage(data []byte) ([]byte, error) {
-	if len(data) == 0 {
-		return nil, errIncomplete
-	}
-	if data[0] != recordTypeHandshake {
-		return nil, ErrNotTLS
-	}
-	var msg []byte
-	need := -1 // total handshake message length incl. its 4-byte header, once known
+	var (
+		msg   []byte // reassembly buffer; nil until the message spans records
+		need  = -1   // message length with header, once its header is seen
+		first = true
+	)
 	for {
 		if len(data) < recordHeaderLen {
-			if len(data) > 0 && data[0] != recordTypeHandshake {
-				return nil, ErrMalformed
+			if err := checkRecordHeader(data, first); err != nil {
+				return nil, err
 			}
-			return nil, errIncomplete
+			more := recordHeaderLen - len(data) + 1
+			if need >= 0 {
+				more = recordHeaderLen - len(data) + need - len(msg)
+			}
+			return nil, &IncompleteError{Need: more}
 		}
-		if data[0] != recordTypeHandshake {
-			return nil, ErrMalformed
-		}
-		if data[1] != 3 { // major version of SSL 3.0 / TLS 1.x record layer
-			return nil, ErrNotTLS
+		if err := checkRecordHeader(data, first); err != nil {
+			return nil, err
 		}
 		n := int(data[3])<<8 | int(data[4])
-		if n == 0 || n > 16384+2048 {
+		if n == 0 || n > MaxRecordLen {
 			return nil, ErrMalformed
 		}
 		if len(data) < recordHeaderLen+n {
-			return nil, errIncomplete
+			return nil, &IncompleteError{Need: recordHeaderLen + n - len(data)}
 		}
-		if msg == nil {
-			// Avoid a copy when the message sits in one record.
-			frag := data[recordHeaderLen : recordHeaderLen+n]
-			if len(frag) >= 4 {
-				need = 4 + (int(frag[1])<<16 | int(frag[2])<<8 | int(frag[3]))
-				if len(frag) >= need {
-					return frag[:need], nil
-				}
-			}
-			msg = append(make([]byte, 0, 1024), frag...)
-		} else {
-			msg = append(msg, data[recordHeaderLen:recordHeaderLen+n]...)
-		}
+		frag := data[recordHeaderLen : recordHeaderLen+n]
 		data = data[recordHeaderLen+n:]
-		if need < 0 && len(msg) >= 4 {
-			need = 4 + (int(msg[1])<<16 | int(msg[2])<<8 | int(msg[3]))
+		if first && len(frag) >= handshakeHeaderLen {
+			l, err := helloLen(frag)
+			if err != nil {
+				return nil, err
+			}
+			if len(frag) >= l {
+				return frag[:l], nil // the common case: one record, no copy
+			}
+			need = l
+			msg = make([]byte, 0, l)
 		}
-		if need >= 0 && len(msg) >= need {
-			return msg[:need], nil
+		first = false
+		if need >= 0 {
+			frag = frag[:min(len(frag), need-len(msg))]
+		}
+		msg = append(msg, frag...)
+		if need < 0 && len(msg) >= handshakeHeaderLen {
+			l, err := helloLen(msg)
+			if err != nil {
+				return nil, err
+			}
+			need = l
+			if len(msg) > need {
+				msg = msg[:need]
+			}
+		}
+		if need >= 0 && len(msg) == need {
+			return msg, nil
 		}
 	}
 }
 
+// checkRecordHeader validates the header bytes present (up to 5).
+func checkRecordHeader(h []byte, first bool) error {
+	bad := ErrMalformed // a later record that is not a handshake record
+	if first {
+		bad = ErrNotTLS
+	}
+	if len(h) > 0 && h[0] != recordTypeHandshake {
+		return bad
+	}
+	if len(h) > 1 && h[1] != 3 {
+		return bad
+	}
+	return nil
+}
+
+// helloLen checks a handshake header and returns the message's total length.
+func helloLen(h []byte) (int, error) {
+	if h[0] != typeClientHello {
+		return 0, ErrMalformed
+	}
+	n := int(h[1])<<16 | int(h[2])<<8 | int(h[3])
+	if n > MaxHelloLen {
+		return 0, ErrTooLarge
+	}
+	return handshakeHeaderLen + n, nil
+}
+
+// parseClientHello parses a ClientHello message (RFC 8446 section 4.1.2,
+// which also covers the TLS 1.0-1.2 layout).
 func parseClientHello(msg []byte) (Info, error) {
 	var info Info
 	s := cryptobyte.String(msg)
 	var typ uint8
 	var body cryptobyte.String
 	if !s.ReadUint8(&typ) || typ != typeClientHello || !s.ReadUint24LengthPrefixed(&body) {
-		return info, ErrMalformed
+		return Info{}, ErrMalformed
 	}
-	var version uint16
-	var random, sessionID, suites, compression cryptobyte.String
-	if !body.ReadUint16(&version) || !body.ReadBytes((*[]byte)(&random), 32) ||
-		!body.ReadUint8LengthPrefixed(&sessionID) || !body.ReadUint16LengthPrefixed(&suites) ||
+	var sessionID, suites, compression cryptobyte.String
+	if !body.Skip(2+32) || // legacy_version, random
+		!body.ReadUint8LengthPrefixed(&sessionID) ||
+		!body.ReadUint16LengthPrefixed(&suites) || len(suites)%2 != 0 ||
 		!body.ReadUint8LengthPrefixed(&compression) {
-		return info, ErrMalformed
+		return Info{}, ErrMalformed
 	}
 	if body.Empty() {
-		return info, nil // no extensions at all: no SNI
+		return info, nil // extensions are optional before TLS 1.3
 	}
 	var exts cryptobyte.String
 	if !body.ReadUint16LengthPrefixed(&exts) || !body.Empty() {
-		return info, ErrMalformed
+		return Info{}, ErrMalformed
 	}
-	seen := map[uint16]bool{}
+	var seen extSet
 	for !exts.Empty() {
 		var typ uint16
 		var data cryptobyte.String
 		if !exts.ReadUint16(&typ) || !exts.ReadUint16LengthPrefixed(&data) {
-			return info, ErrMalformed
-		}
-		if seen[typ] {
-			// RFC 8446 section 4.2: duplicate extensions are illegal; a
-			// second server_name could otherwise smuggle a name past us.
 			return Info{}, ErrMalformed
 		}
-		seen[typ] = true
+		// RFC 8446 section 4.2: no extension may appear twice. A second
+		// server_name could otherwise carry a name the upstream reads
+		// instead of ours.
+		if seen.addDup(typ) {
+			return Info{}, ErrMalformed
+		}
+		var err error
 		switch typ {
+		case extServerName:
+			info.ServerName, info.HasSNI, err = parseServerName(data)
+		case extALPN:
+			info.ALPN, err = parseALPN(data)
 		case extECH:
 			info.ECH = true
-		case extServerName:
-			var list cryptobyte.String
-			if !data.ReadUint16LengthPrefixed(&list) || list.Empty() || !data.Empty() {
-				return Info{}, ErrMalformed
-			}
-			for !list.Empty() {
-				var nameType uint8
-				var name cryptobyte.String
-				if !list.ReadUint8(&nameType) || !list.ReadUint16LengthPrefixed(&name) {
-					return Info{}, ErrMalformed
-				}
-				if nameType != nameTypeHostName {
-					continue
-				}
-				if info.HasSNI || len(name) == 0 {
-					return Info{}, ErrMalformed // one host_name only (RFC 6066 section 3)
-				}
-				info.ServerName, info.HasSNI = string(name), true
-			}
+		}
+		if err != nil {
+			return Info{}, err
 		}
 	}
 	return info, nil
 }
 
-// Peek reads from conn, after prefix (bytes already read from it), until a
-// whole ClientHello is available, max bytes have been read, or deadline
-// passes. It returns every byte consumed (prefix included), to be sent on
-// first. A first byte that cannot start a TLS handshake returns ErrNotTLS at
-// once. The read deadline is cleared before returning.
-func Peek(conn net.Conn, prefix []byte, maxLen int, deadline time.Time) ([]byte, Info, error) {
-	buf := make([]byte, len(prefix), max(len(prefix), 1024))
-	copy(buf, prefix)
-	if len(buf) > 0 {
-		info, err := Parse(buf)
-		if err != errIncomplete {
-			return buf, info, err
+// parseServerName reads a server_name extension (RFC 6066 section 3).
+func parseServerName(data cryptobyte.String) (string, bool, error) {
+	var list cryptobyte.String
+	if !data.ReadUint16LengthPrefixed(&list) || list.Empty() || !data.Empty() {
+		return "", false, ErrMalformed
+	}
+	var host cryptobyte.String
+	found := false
+	for !list.Empty() {
+		var nameType uint8
+		var name cryptobyte.String
+		if !list.ReadUint8(&nameType) || !list.ReadUint16LengthPrefixed(&name) || name.Empty() {
+			return "", false, ErrMalformed
+		}
+		if nameType != nameTypeHostName {
+			continue
+		}
+		if found {
+			return "", false, ErrMalformed // one host_name only
+		}
+		host, found = name, true
+	}
+	if !found {
+		return "", false, nil
+	}
+	if host[len(host)-1] == '.' {
+		return "", false, ErrMalformed // RFC 6066: no trailing dot
+	}
+	for _, c := range host {
+		if c < 0x21 || c > 0x7e {
+			return "", false, ErrMalformed
 		}
 	}
-	if !deadline.IsZero() {
-		conn.SetReadDeadline(deadline)
-		defer conn.SetReadDeadline(time.Time{})
+	return string(host), true, nil
+}
+
+// parseALPN reads an ALPN extension (RFC 7301 section 3.1) with two
+// allocations: one string holding the list and the slice of its parts.
+func parseALPN(data cryptobyte.String) ([]string, error) {
+	var list cryptobyte.String
+	if !data.ReadUint16LengthPrefixed(&list) || list.Empty() || !data.Empty() {
+		return nil, ErrMalformed
 	}
-	for {
-		if len(buf) >= maxLen {
-			return buf, Info{}, ErrTooLarge
-		}
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := conn.Read(buf[len(buf):min(cap(buf), maxLen)])
-		buf = buf[:len(buf)+n]
-		if n > 0 {
-			info, perr := Parse(buf)
-			if perr != errIncomplete {
-				return buf, info, perr
-			}
-		}
-		if err != nil {
-			return buf, Info{}, fmt.Errorf("reading ClientHello: %w", err)
+	count := 0
+	for l := list; !l.Empty(); count++ {
+		var proto cryptobyte.String
+		if !l.ReadUint8LengthPrefixed(&proto) || proto.Empty() {
+			return nil, ErrMalformed
 		}
 	}
+	raw := string(list)
+	out := make([]string, 0, count)
+	for i := 0; i < len(raw); {
+		n := int(raw[i])
+		out = append(out, raw[i+1:i+1+n])
+		i += 1 + n
+	}
+	return out, nil
+}
+
+// extSet detects duplicate extension types without allocating for real
+// hellos: types below 256 go in a bitmap, others (GREASE, ECH, ...) in a
+// small array; only a hello with more than len(high) such types spills to
+// a map.
+type extSet struct {
+	low   [4]uint64
+	high  [32]uint16
+	nhigh int
+	more  map[uint16]bool
+}
+
+// addDup adds t and reports whether it was already present.
+func (s *extSet) addDup(t uint16) bool {
+	if t < 256 {
+		w, b := t/64, uint64(1)<<(t%64)
+		dup := s.low[w]&b != 0
+		s.low[w] |= b
+		return dup
+	}
+	for _, h := range s.high[:s.nhigh] {
+		if h == t {
+			return true
+		}
+	}
+	if s.nhigh < len(s.high) {
+		s.high[s.nhigh] = t
+		s.nhigh++
+		return false
+	}
+	if s.more == nil {
+		s.more = map[uint16]bool{}
+	}
+	dup := s.more[t]
+	s.more[t] = true
+	return dup
 }

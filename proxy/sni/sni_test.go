@@ -2,38 +2,80 @@ package sni
 
 import (
 	"bytes"
+	"crypto/ecdh"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
+	"io"
+	mrand "math/rand/v2"
 	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/crypto/cryptobyte"
 )
 
-// clientHello returns the bytes a real crypto/tls client sends first.
-func clientHello(t testing.TB, serverName string, alpn ...string) []byte {
-	t.Helper()
-	c, s := net.Pipe()
-	defer s.Close()
-	go func() {
-		tc := tls.Client(c, &tls.Config{ServerName: serverName, InsecureSkipVerify: true, NextProtos: alpn})
-		tc.Handshake() // fails when s closes; we only want its first flight
-		c.Close()
-	}()
-	s.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var buf bytes.Buffer
-	tmp := make([]byte, 4096)
-	for {
-		n, err := s.Read(tmp)
-		buf.Write(tmp[:n])
-		if _, perr := Parse(buf.Bytes()); perr != errIncomplete || err != nil {
-			break
-		}
-	}
-	return buf.Bytes()
+// recordingConn is the client side of a handshake that never gets an
+// answer: it keeps everything crypto/tls writes and fails every read, so
+// Handshake returns right after sending its first flight.
+type recordingConn struct {
+	net.Conn // nil: any other method panics, which would be a test bug
+	out      bytes.Buffer
 }
 
-// fragment re-frames a single-record ClientHello into records of size n.
+func (c *recordingConn) Write(p []byte) (int, error)      { return c.out.Write(p) }
+func (c *recordingConn) Read([]byte) (int, error)         { return 0, io.EOF }
+func (c *recordingConn) Close() error                     { return nil }
+func (c *recordingConn) SetDeadline(time.Time) error      { return nil }
+func (c *recordingConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *recordingConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *recordingConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c *recordingConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+
+// helloFrom returns the first flight a crypto/tls client sends with cfg.
+func helloFrom(cfg *tls.Config) []byte {
+	rc := &recordingConn{}
+	tls.Client(rc, cfg).Handshake() // fails on the first read; we want only the write
+	return rc.out.Bytes()
+}
+
+// clientHello returns a real crypto/tls ClientHello for serverName.
+func clientHello(serverName string, alpn ...string) []byte {
+	return helloFrom(&tls.Config{ServerName: serverName, InsecureSkipVerify: true, NextProtos: alpn})
+}
+
+// echConfigList builds an ECHConfigList (draft-ietf-tls-esni, version
+// 0xfe0d) for a fresh X25519 key, enough for crypto/tls to send an ECH
+// ClientHello whose outer SNI is publicName.
+func echConfigList(t testing.TB, publicName string) []byte {
+	t.Helper()
+	key, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b cryptobyte.Builder
+	b.AddUint16LengthPrefixed(func(list *cryptobyte.Builder) {
+		list.AddUint16(0xfe0d)
+		list.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) {
+			c.AddUint8(7)     // config_id
+			c.AddUint16(0x20) // DHKEM(X25519, HKDF-SHA256)
+			c.AddUint16LengthPrefixed(func(k *cryptobyte.Builder) { k.AddBytes(key.PublicKey().Bytes()) })
+			c.AddUint16LengthPrefixed(func(s *cryptobyte.Builder) {
+				s.AddUint16(1) // HKDF-SHA256
+				s.AddUint16(1) // AES-128-GCM
+			})
+			c.AddUint8(0) // maximum_name_length
+			c.AddUint8LengthPrefixed(func(n *cryptobyte.Builder) { n.AddBytes([]byte(publicName)) })
+			c.AddUint16(0) // no extensions
+		})
+	})
+	return b.BytesOrPanic()
+}
+
+// fragment re-frames a single-record ClientHello into records of at most n
+// payload bytes.
 func fragment(hello []byte, n int) []byte {
 	body := hello[5:]
 	var out []byte
@@ -46,175 +88,244 @@ func fragment(hello []byte, n int) []byte {
 	return out
 }
 
+// rebuild frames a handshake message body (after the 4-byte header) as a
+// ClientHello in one record, fixing the lengths.
+func rebuild(body []byte) []byte {
+	msg := append([]byte{typeClientHello, byte(len(body) >> 16), byte(len(body) >> 8), byte(len(body))}, body...)
+	return append([]byte{0x16, 3, 1, byte(len(msg) >> 8), byte(len(msg))}, msg...)
+}
+
+// withExtension returns hello with ext (type, length and data) appended to
+// its extension list.
+func withExtension(t testing.TB, hello, ext []byte) []byte {
+	t.Helper()
+	body := append([]byte{}, hello[recordHeaderLen+handshakeHeaderLen:]...)
+	p := 2 + 32
+	p += 1 + int(body[p])                       // session id
+	p += 2 + (int(body[p])<<8 | int(body[p+1])) // cipher suites
+	p += 1 + int(body[p])                       // compression
+	n := (int(body[p])<<8 | int(body[p+1])) + len(ext)
+	body[p], body[p+1] = byte(n>>8), byte(n)
+	return rebuild(append(body, ext...))
+}
+
+// sniExt is a raw server_name extension with the given (type, name) entries.
+func sniExt(entries ...any) []byte {
+	var b cryptobyte.Builder
+	b.AddUint16(extServerName)
+	b.AddUint16LengthPrefixed(func(e *cryptobyte.Builder) {
+		e.AddUint16LengthPrefixed(func(l *cryptobyte.Builder) {
+			for i := 0; i < len(entries); i += 2 {
+				l.AddUint8(uint8(entries[i].(int)))
+				l.AddUint16LengthPrefixed(func(n *cryptobyte.Builder) { n.AddBytes([]byte(entries[i+1].(string))) })
+			}
+		})
+	})
+	return b.BytesOrPanic()
+}
+
+// bareHello is a minimal TLS 1.2 ClientHello with the given extensions
+// (nil: no extension block at all).
+func bareHello(exts []byte) []byte {
+	body := []byte{3, 3}
+	body = append(body, make([]byte, 32)...)
+	body = append(body, 0)                // session id
+	body = append(body, 0, 2, 0xc0, 0x2f) // one cipher suite
+	body = append(body, 1, 0)             // null compression
+	if exts != nil {
+		body = append(body, byte(len(exts)>>8), byte(len(exts)))
+		body = append(body, exts...)
+	}
+	return rebuild(body)
+}
+
 func TestParse(t *testing.T) {
-	withSNI := clientHello(t, "example.com", "h2", "http/1.1")
-	noSNI := clientHello(t, "")
-	ipSNI := clientHello(t, "192.0.2.1") // crypto/tls sends no SNI for IPs
+	t.Parallel()
+	withSNI := clientHello("example.com", "h2", "http/1.1")
+	ech := helloFrom(&tls.Config{
+		ServerName:                     "inner.example",
+		MinVersion:                     tls.VersionTLS13,
+		EncryptedClientHelloConfigList: echConfigList(t, "public.example"),
+		InsecureSkipVerify:             true,
+	})
+	exampleInfo := Info{ServerName: "example.com", HasSNI: true, ALPN: []string{"h2", "http/1.1"}}
+	big := withExtension(t, withSNI, append([]byte{0xff, 0xaa, 0x40, 0x00}, make([]byte, 0x4000)...))
 	cases := []struct {
 		name    string
 		in      []byte
 		want    Info
 		wantErr error
 	}{
-		{"sni", withSNI, Info{ServerName: "example.com", HasSNI: true}, nil},
-		{"no sni", noSNI, Info{}, nil},
-		{"ip server name", ipSNI, Info{}, nil},
-		{"fragmented 100", fragment(withSNI, 100), Info{ServerName: "example.com", HasSNI: true}, nil},
-		{"fragmented 1", fragment(withSNI, 1), Info{ServerName: "example.com", HasSNI: true}, nil},
+		{"sni and alpn", withSNI, exampleInfo, nil},
+		{"no sni", clientHello(""), Info{}, nil},
+		{"ip server name sends no sni", clientHello("192.0.2.1"), Info{}, nil},
+		{"single alpn", clientHello("a.example", "h2"), Info{ServerName: "a.example", HasSNI: true, ALPN: []string{"h2"}}, nil},
+		{"ech outer name", ech, Info{ServerName: "public.example", HasSNI: true, ECH: true}, nil},
+		{"tls 1.2 without extensions", bareHello(nil), Info{}, nil},
+		{"empty extension block", bareHello([]byte{}), Info{}, nil},
+		{"fragmented 100", fragment(withSNI, 100), exampleInfo, nil},
+		{"fragmented 1", fragment(withSNI, 1), exampleInfo, nil},
+		{"fragmented 3 (header split)", fragment(withSNI, 3), exampleInfo, nil},
+		{"fragmented 16K over 2 records", fragment(big, MaxRecordLen), exampleInfo, nil},
+		{"trailing bytes ignored", append(append([]byte{}, withSNI...), 0x17, 3, 3, 0, 1, 9), exampleInfo, nil},
+		{"non-hostname name type skipped", bareHello(sniExt(1, "x", 0, "b.example")), Info{ServerName: "b.example", HasSNI: true}, nil},
+
 		{"http", []byte("GET / HTTP/1.1\r\n"), Info{}, ErrNotTLS},
 		{"ssh", []byte("SSH-2.0-OpenSSH_9.2\r\n"), Info{}, ErrNotTLS},
-		{"truncated", withSNI[:40], Info{}, errIncomplete},
-		{"empty", nil, Info{}, errIncomplete},
-		{"not a hello", []byte{0x16, 3, 1, 0, 4, 2, 0, 0, 0}, Info{}, ErrMalformed},
+		{"one http byte", []byte("C"), Info{}, ErrNotTLS},
+		{"sslv2 hello", []byte{0x80, 0x2e, 0x01, 0x00, 0x02}, Info{}, ErrNotTLS},
+		{"bad record version", []byte{0x16, 9}, Info{}, ErrNotTLS},
+		{"alert record", []byte{0x15, 3, 1, 0, 2, 2, 40}, Info{}, ErrNotTLS},
+		{"empty", nil, Info{}, ErrIncomplete},
+		{"header only", withSNI[:5], Info{}, ErrIncomplete},
+		{"truncated", withSNI[:40], Info{}, ErrIncomplete},
+		{"truncated fragmented", fragment(withSNI, 100)[:300], Info{}, ErrIncomplete},
+
+		{"not a client hello", []byte{0x16, 3, 1, 0, 4, 2, 0, 0, 0}, Info{}, ErrMalformed},
 		{"zero length record", []byte{0x16, 3, 1, 0, 0}, Info{}, ErrMalformed},
-		{"bad record version", []byte{0x16, 9, 1, 0, 4, 1, 0, 0, 0}, Info{}, ErrNotTLS},
+		{"oversize record", []byte{0x16, 3, 1, 0x40, 0x01}, Info{}, ErrMalformed},
+		{"interleaved record", append(fragment(withSNI, 100)[:105], 0x17, 3, 3, 0, 1, 0), Info{}, ErrMalformed},
+		{"hello too large", []byte{0x16, 3, 1, 0, 4, 1, 1, 0, 1}, Info{}, ErrTooLarge},
+		{"hello too large fragmented", []byte{0x16, 3, 1, 0, 2, 1, 1, 0x16, 3, 1, 0, 2, 0, 1}, Info{}, ErrTooLarge},
+		{"length overruns body", rebuild([]byte{3, 3, 1}), Info{}, ErrMalformed},
+		{"odd cipher suites", rebuild(append(append([]byte{3, 3}, make([]byte, 32)...), 0, 0, 1, 0xc0, 1, 0)), Info{}, ErrMalformed},
+		{"garbage after extensions", rebuild(append(bareHello([]byte{})[9:], 0)), Info{}, ErrMalformed},
+		{"duplicate server_name", withExtension(t, withSNI, sniExt(0, "evil.example")), Info{}, ErrMalformed},
+		{"duplicate other extension", withExtension(t, withSNI, []byte{0x00, 0x10, 0, 5, 0, 3, 2, 'h', '2'}), Info{}, ErrMalformed},
+		{"two host names", bareHello(sniExt(0, "a.example", 0, "b.example")), Info{}, ErrMalformed},
+		{"empty host name", bareHello(sniExt(0, "")), Info{}, ErrMalformed},
+		{"trailing dot", bareHello(sniExt(0, "a.example.")), Info{}, ErrMalformed},
+		{"control byte in name", bareHello(sniExt(0, "a\nexample")), Info{}, ErrMalformed},
+		{"non-ascii name", bareHello(sniExt(0, "bücher.example")), Info{}, ErrMalformed},
+		{"empty server_name list", bareHello([]byte{0, 0, 0, 2, 0, 0}), Info{}, ErrMalformed},
+		{"empty alpn protocol", bareHello([]byte{0, 0x10, 0, 3, 0, 1, 0}), Info{}, ErrMalformed},
+		{"empty alpn list", bareHello([]byte{0, 0x10, 0, 2, 0, 0}), Info{}, ErrMalformed},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := Parse(tc.in)
-			if !errors.Is(err, tc.wantErr) {
+			if !errors.Is(err, tc.wantErr) || (err == nil) != (tc.wantErr == nil) {
 				t.Fatalf("err %v, want %v", err, tc.wantErr)
 			}
-			if got != tc.want {
-				t.Fatalf("got %+v, want %+v", got, tc.want)
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Fatalf("Info (-want +got):\n%s", diff)
 			}
 		})
 	}
 }
 
-func TestPeek(t *testing.T) {
-	hello := clientHello(t, "peek.example")
-	for _, split := range []int{0, 1, 5, 50, len(hello)} {
-		c, s := net.Pipe()
-		go func() {
-			c.Write(hello[split:])
-			c.Write([]byte("after"))
-		}()
-		got, info, err := Peek(s, hello[:split], 16*1024+5, time.Now().Add(5*time.Second))
-		if err != nil || info.ServerName != "peek.example" {
-			t.Fatalf("split %d: %+v %v", split, info, err)
+// TestParseEveryPrefix: each proper prefix of a hello is incomplete, and
+// Need never overshoots the bytes that are really missing.
+func TestParseEveryPrefix(t *testing.T) {
+	t.Parallel()
+	for _, hello := range [][]byte{clientHello("prefix.example", "h2"), fragment(clientHello("frag.example"), 77)} {
+		for i := range len(hello) {
+			_, err := Parse(hello[:i])
+			var inc *IncompleteError
+			if !errors.As(err, &inc) {
+				t.Fatalf("prefix %d/%d: %v", i, len(hello), err)
+			}
+			if inc.Need < 1 || i+inc.Need > len(hello) {
+				t.Fatalf("prefix %d/%d: need %d", i, len(hello), inc.Need)
+			}
 		}
-		if !bytes.Equal(got, hello) {
-			t.Fatalf("split %d: consumed %d bytes, want exactly the hello (%d)", split, len(got), len(hello))
-		}
-		c.Close()
-		s.Close()
-	}
-}
-
-func TestPeekNotTLSReturnsAtOnce(t *testing.T) {
-	c, s := net.Pipe()
-	defer c.Close()
-	defer s.Close()
-	go c.Write([]byte("G"))
-	// The deadline is far away: Peek must not wait for more bytes.
-	done := make(chan error, 1)
-	go func() {
-		_, _, err := Peek(s, nil, 1024, time.Now().Add(time.Hour))
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if !errors.Is(err, ErrNotTLS) {
-			t.Fatalf("err %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Peek waited on non-TLS bytes")
-	}
-}
-
-func TestPeekDeadlineAndLimit(t *testing.T) {
-	hello := clientHello(t, "slow.example")
-	c, s := net.Pipe()
-	defer c.Close()
-	defer s.Close()
-	go c.Write(hello[:20])
-	if _, _, err := Peek(s, nil, 16*1024+5, time.Now().Add(50*time.Millisecond)); err == nil {
-		t.Fatal("no error for a stalled ClientHello")
-	}
-	if _, _, err := Peek(s, hello, 10, time.Time{}); !errors.Is(err, ErrTooLarge) && err != nil {
-		// The whole hello was given as prefix: it parses regardless of the cap.
-		t.Fatalf("prefix: %v", err)
-	}
-}
-
-func TestDuplicateServerNameRejected(t *testing.T) {
-	hello := clientHello(t, "a.example")
-	// Rewrite the extension block with the server_name extension twice.
-	i := bytes.Index(hello, []byte("a.example"))
-	if i < 0 {
-		t.Fatal("name not found")
-	}
-	// The server_name extension starts 9 bytes before the name.
-	ext := hello[i-9 : i+len("a.example")]
-	if ext[0] != 0 || ext[1] != 0 {
-		t.Fatalf("unexpected layout % x", ext[:4])
-	}
-	forged := forgeExtension(t, hello, ext)
-	if _, err := Parse(forged); !errors.Is(err, ErrMalformed) {
-		t.Fatalf("duplicate server_name: %v", err)
-	}
-}
-
-// forgeExtension appends ext once more to the hello's extension list and
-// fixes every length on the way out.
-func forgeExtension(t *testing.T, hello, ext []byte) []byte {
-	body := append([]byte{}, hello[5:]...)
-	// handshake header (4) + version (2) + random (32)
-	p := 4 + 2 + 32
-	p += 1 + int(body[p])                       // session id
-	p += 2 + (int(body[p])<<8 | int(body[p+1])) // cipher suites
-	p += 1 + int(body[p])                       // compression
-	extLen := int(body[p])<<8 | int(body[p+1])
-	extLen += len(ext)
-	body[p], body[p+1] = byte(extLen>>8), byte(extLen)
-	body = append(body, ext...)
-	hsLen := len(body) - 4
-	body[1], body[2], body[3] = byte(hsLen>>16), byte(hsLen>>8), byte(hsLen)
-	return append([]byte{0x16, 3, 1, byte(len(body) >> 8), byte(len(body))}, body...)
-}
-
-func FuzzParse(f *testing.F) {
-	f.Add(clientHello(f, "example.com"))
-	f.Add(clientHello(f, ""))
-	f.Add(fragment(clientHello(f, "frag.example"), 7))
-	f.Add([]byte("GET / HTTP/1.1\r\n"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		info, err := Parse(data)
-		if err == nil && info.HasSNI && info.ServerName == "" {
-			t.Fatal("HasSNI with an empty name")
-		}
-	})
-}
-
-// FuzzRoundTrip: whatever name a crypto/tls client sends, Parse reads back.
-func FuzzRoundTrip(f *testing.F) {
-	f.Add("example.com")
-	f.Add("a.b.c.d.example")
-	f.Add("xn--bcher-kva.example")
-	f.Fuzz(func(t *testing.T, name string) {
-		if len(name) > 255 || len(name) == 0 {
-			t.Skip()
-		}
-		hello := clientHello(t, name)
-		info, err := Parse(hello)
-		if err != nil {
-			t.Fatalf("%q: %v", name, err)
-		}
-		// crypto/tls drops trailing dots.
-		if info.HasSNI && info.ServerName != strings.TrimRight(name, ".") {
-			t.Fatalf("sent %q, parsed %q", name, info.ServerName)
-		}
-	})
-}
-
-func BenchmarkParse(b *testing.B) {
-	hello := clientHello(b, "bench.example.com", "h2", "http/1.1")
-	b.ReportAllocs()
-	b.SetBytes(int64(len(hello)))
-	for b.Loop() {
 		if _, err := Parse(hello); err != nil {
-			b.Fatal(err)
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestParseDoesNotAlias: the returned strings do not change when the
+// caller reuses its buffer.
+func TestParseDoesNotAlias(t *testing.T) {
+	t.Parallel()
+	hello := clientHello("alias.example", "h2")
+	info, err := Parse(hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(hello)
+	if diff := cmp.Diff(Info{ServerName: "alias.example", HasSNI: true, ALPN: []string{"h2"}}, info); diff != "" {
+		t.Fatal(diff)
+	}
+}
+
+func TestExtSetSpillsToMap(t *testing.T) {
+	t.Parallel()
+	var s extSet
+	for i := range 100 {
+		if s.addDup(uint16(1000 + i)) {
+			t.Fatalf("%d reported twice", i)
+		}
+	}
+	for _, v := range []uint16{1000, 1050, 1099, 0} {
+		if v != 0 && !s.addDup(v) {
+			t.Fatalf("duplicate %d missed", v)
+		}
+	}
+}
+
+// BenchmarkParse parses a real Go ClientHello (SNI, ALPN, post-quantum key
+// share). The allocations are the name, the ALPN string and its slice.
+func BenchmarkParse(b *testing.B) {
+	hello := clientHello("bench.example.com", "h2", "http/1.1")
+	b.Run("one-record", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(hello)))
+		for b.Loop() {
+			if _, err := Parse(hello); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	frag := fragment(hello, 512)
+	b.Run("fragmented-512", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(frag)))
+		for b.Loop() {
+			if _, err := Parse(frag); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	noALPN := clientHello("bench.example.com")
+	b.Run("no-alpn", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(noALPN)))
+		for b.Loop() {
+			if _, err := Parse(noALPN); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// randomHello is a hello with a random name length, for the properties
+// that must hold whatever the size.
+func randomHello(r *mrand.Rand) ([]byte, string) {
+	n := 1 + r.IntN(200)
+	const letters = "abcdefghijklmnopqrstuvwxyz0123456789-"
+	var sb strings.Builder
+	for i := range n {
+		if i > 0 && i%20 == 0 {
+			sb.WriteByte('.')
+			continue
+		}
+		sb.WriteByte(letters[r.IntN(len(letters))])
+	}
+	name := sb.String() + ".example"
+	return clientHello(name), name
+}
+
+func TestParseRandomFragmentations(t *testing.T) {
+	t.Parallel()
+	r := mrand.New(mrand.NewPCG(1, 2))
+	for range 50 {
+		hello, name := randomHello(r)
+		frag := fragment(hello, 1+r.IntN(600))
+		info, err := Parse(frag)
+		if err != nil || info.ServerName != name {
+			t.Fatalf("%q: %+v %v", name, info, err)
 		}
 	}
 }

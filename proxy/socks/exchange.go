@@ -61,6 +61,24 @@ func (x *exchange) config() *socks5.Config {
 	return c
 }
 
+// methodNoAcceptable is RFC 1928 section 3's "no acceptable methods".
+const methodNoAcceptable = 0xFF
+
+// noAcceptableMethod records, when authentication is required, a client
+// that offered no username/password method as an auth_required denial, so
+// it gets an access line like a wrong password does. go-socks5 (auth.go
+// authenticate) has answered 0xFF already; its error reaches us only as
+// text: ServeConn wraps NoSupportedAuth with %v.
+func (x *exchange) noAcceptableMethod(err error) {
+	if x.requested || x.s.o.Auth == nil || !x.s.o.AuthRequired ||
+		!strings.Contains(err.Error(), socks5.NoSupportedAuth.Error()) {
+		return
+	}
+	x.requested = true
+	x.rec.Deny(policy.ReasonAuthRequired)
+	x.rec.Status = methodNoAcceptable
+}
+
 func (x *exchange) finishIfUnclaimed() {
 	if x.claimed {
 		return

@@ -45,7 +45,7 @@ type Server struct {
 	diag *zap.Logger
 
 	mu     sync.Mutex
-	conns  map[net.Conn]struct{} // connections still in their handshake
+	conns  map[net.Conn]struct{} // every connection being served, tunnels included
 	closed bool
 	wg     sync.WaitGroup
 }
@@ -78,6 +78,9 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
+		// Take the client address at once, also for a conn refused just
+		// below: a PROXY-aware listener keeps it until asked.
+		client := s.clientAddr(c)
 		if !s.track(c) {
 			c.Close()
 			continue
@@ -86,14 +89,15 @@ func (s *Server) Serve(ln net.Listener) error {
 		go func() {
 			defer s.wg.Done()
 			defer s.untrack(c)
-			s.serveConn(c)
+			s.serveConn(c, client)
 		}()
 	}
 }
 
-// Shutdown closes connections still in their handshake and waits, up to ctx,
-// for every connection goroutine to end. Tunnels are drained and cut by the
-// tunnel registry, not here.
+// Shutdown closes every connection this server still serves, established
+// tunnels included, and waits, up to ctx, for every connection goroutine to
+// end. A graceful drain therefore closes the listener and waits for the
+// tunnel registry first, and calls Shutdown only to cut what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
@@ -132,14 +136,13 @@ func (s *Server) untrack(c net.Conn) {
 
 // serveConn runs one client connection through go-socks5. The recover is
 // the one boundary around third-party protocol code.
-func (s *Server) serveConn(c net.Conn) {
+func (s *Server) serveConn(c net.Conn, client netip.Addr) {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		s.diag.Error("socks5: accepted conn is not TCP", zap.String("type", fmt.Sprintf("%T", c)))
 		c.Close()
 		return
 	}
-	client := s.clientAddr(c)
 	x := &exchange{s: s, raw: tc, rec: s.o.Log.NewRecord(policy.ListenerSOCKS5, client), relayDone: make(chan struct{})}
 	defer func() {
 		if p := recover(); p != nil {
@@ -165,6 +168,7 @@ func (s *Server) serveConn(c net.Conn) {
 	}
 	if err != nil {
 		s.diag.Debug("socks5 connection ended", zap.Stringer("client", client), zap.Error(err))
+		x.noAcceptableMethod(err)
 	}
 	x.finishIfUnclaimed()
 }
@@ -184,7 +188,7 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
-// discardWriter is go-socks5's logger sink: its messages go to the
+// debugWriter is go-socks5's logger sink: its messages go to the
 // diagnostic log at Debug, never to stdout where the access log is.
 type debugWriter struct{ l *zap.Logger }
 

@@ -13,7 +13,7 @@ import (
 
 // MaxHello bounds the ClientHello the guard waits for: one TLS record of at
 // most 16 KiB plus its 5-byte header.
-const MaxHello = 16*1024 + 5
+const MaxHello = sni.MaxPeek
 
 // Runner holds what every tunnel shares. The zero value works (no drain
 // tracking, no metrics, no timeouts).

@@ -1,0 +1,71 @@
+package auth
+
+import (
+	"sync/atomic"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/egressd/egressd/cache"
+)
+
+// dummyHash is a bcrypt hash (default cost) of a random string. An unknown
+// user name is checked against it, so that a wrong user name costs as much
+// as a wrong password and response times do not tell which user names
+// exist.
+var dummyHash = []byte("$2a$10$tMlPJqkq/4hHHm77TeWdwOaSwszAzDbLoUwXnqMaNwn9G6mIzYEy6")
+
+// Authenticator verifies credentials against the current [Users]. It is
+// safe for concurrent use; [Authenticator.SetUsers] swaps the users in
+// without locking out verifications in flight.
+type Authenticator struct {
+	users atomic.Pointer[Users]
+	cache *cache.AuthCache // nil: no caching
+}
+
+// New returns an Authenticator over users, remembering successful
+// verifications in c (nil: none are remembered; every check runs bcrypt).
+func New(users *Users, c *cache.AuthCache) *Authenticator {
+	a := &Authenticator{cache: c}
+	a.users.Store(users)
+	return a
+}
+
+// SetUsers replaces the users (a reload of the users file). Cached
+// successes of users whose hash changed or who were removed stop counting
+// at once.
+func (a *Authenticator) SetUsers(u *Users) { a.users.Store(u) }
+
+// Users returns the users in force.
+func (a *Authenticator) Users() *Users { return a.users.Load() }
+
+// Verify reports whether pass is user's password. A success is cached; a
+// failure never is.
+func (a *Authenticator) Verify(user, pass string) bool {
+	hash, ok := a.users.Load().hash(user)
+	if !ok {
+		bcrypt.CompareHashAndPassword(dummyHash, []byte(pass))
+		return false
+	}
+	// The stored hash is part of the key (all bcrypt hashes have the same
+	// length, so the concatenation is unambiguous): a changed password
+	// never matches an old entry.
+	key := string(hash) + pass
+	if a.cache.Seen(user, key) {
+		return true
+	}
+	if bcrypt.CompareHashAndPassword(hash, []byte(pass)) != nil {
+		return false
+	}
+	a.cache.Add(user, key)
+	return true
+}
+
+// VerifyHeader checks a Proxy-Authorization header value (Basic scheme)
+// and returns the authenticated user. It fits forward.Options.Auth.
+func (a *Authenticator) VerifyHeader(header string) (user string, ok bool) {
+	user, pass, ok := ParseBasic(header)
+	if !ok || !a.Verify(user, pass) {
+		return "", false
+	}
+	return user, true
+}

@@ -1,0 +1,22 @@
+// Package auth owns proxy authentication for both front ends: the users
+// file (htpasswd format, bcrypt hashes only), verification of a user name
+// and password against it, and parsing of the Basic credentials an HTTP
+// client sends in Proxy-Authorization. The SOCKS5 front end passes the RFC
+// 1929 user name and password it read to [Authenticator.Verify]; the HTTP
+// front end passes the header value to [Authenticator.VerifyHeader].
+//
+// bcrypt is slow on purpose (tens of milliseconds at the default cost), and
+// an HTTP client authenticates on every request. Successful verifications
+// are therefore remembered in a cache.AuthCache for a short time, keyed by
+// a salted hash of the user name, the stored hash and the password, so a
+// busy client pays bcrypt once per TTL. Failures are never cached: a wrong
+// password costs bcrypt every time. Because the stored hash is part of the
+// key, a password changed in the users file (and reloaded) invalidates the
+// cached success at once, and a user removed from the file is refused before
+// the cache is consulted.
+//
+// The users file is read whole into an immutable [Users] value; a reload
+// builds a new one and swaps it in, so a file that fails to load leaves the
+// old users in force. Secrets never leave this package: errors name the file,
+// the line and the user, never a password or a hash.
+package auth

@@ -1,0 +1,273 @@
+package socks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/accesslog"
+	"github.com/egressd/egressd/proxy/egress"
+	"github.com/egressd/egressd/proxy/tunnel"
+)
+
+// fakeResolver maps names to addresses; other names do not resolve.
+type fakeResolver map[string][]netip.Addr
+
+func (r fakeResolver) LookupNetIP(_ context.Context, host string) ([]netip.Addr, error) {
+	if a, ok := r[host]; ok {
+		return a, nil
+	}
+	return nil, errors.New("no such host")
+}
+
+// pinTo is a Decider that asks the real engine, then points an allowed
+// decision's pinned address at the test origin: fuzz seeds can name fixed
+// ports while the origin listens on an ephemeral one. The dialer's
+// socket-level check still only lets the decision's address through.
+type pinTo struct {
+	e      *policy.Engine
+	origin netip.AddrPort
+}
+
+func (p pinTo) Decide(ctx context.Context, r policy.Request) (policy.Decision, error) {
+	d, err := p.e.Decide(ctx, r)
+	if err == nil && len(d.Addrs) > 0 {
+		d.Addrs = []netip.AddrPort{p.origin}
+	}
+	return d, err
+}
+
+// echoOrigin echoes every connection until EOF. close waits for all of
+// them.
+type echoOrigin struct {
+	ln net.Listener
+	wg sync.WaitGroup
+}
+
+func newEchoOrigin(t testing.TB) *echoOrigin {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &echoOrigin{ln: ln}
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			o.wg.Add(1)
+			go func() {
+				defer o.wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				// Hide ReadFrom: Go's own splice would keep a pipe in
+				// a sync.Pool, and the tests count descriptors.
+				io.Copy(struct{ io.Writer }{c}, struct{ io.Reader }{c})
+			}()
+		}
+	}()
+	return o
+}
+
+func (o *echoOrigin) addr() netip.AddrPort { return o.ln.Addr().(*net.TCPAddr).AddrPort() }
+
+func (o *echoOrigin) close() {
+	o.ln.Close()
+	o.wg.Wait()
+}
+
+type envOptions struct {
+	pin          bool // pin allowed decisions to the origin (fuzzing)
+	tlsPorts     []int
+	auth         func(user, pass string) bool
+	authRequired bool
+}
+
+// env is one socks.Server on loopback in front of an echo origin, with the
+// access log and the diagnostics observed.
+type env struct {
+	t       testing.TB
+	srv     *Server
+	ln      net.Listener
+	served  chan error
+	origin  *echoOrigin
+	refused uint16 // refused.test's port: nothing listens there
+	access  *observer.ObservedLogs
+	diag    *observer.ObservedLogs
+	closed  sync.Once
+}
+
+// newEnv starts a server. The policy allows allowed.test (resolving to
+// 127.0.0.1) and the literal 127.0.0.1 on the origin's port and on 80 and
+// 443; admin.test only for user alice; refused.test resolves to a port
+// where nothing listens.
+func newEnv(t testing.TB, o envOptions) *env {
+	t.Helper()
+	e := &env{t: t, origin: newEchoOrigin(t), served: make(chan error, 1)}
+	unused, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := unused.Addr().(*net.TCPAddr).Port
+	unused.Close()
+	e.refused = uint16(closedPort)
+	port := int(e.origin.addr().Port())
+	if o.tlsPorts == nil {
+		o.tlsPorts = []int{443}
+	}
+	pol, err := policy.Compile(policy.Config{
+		Mode:       policy.ModeEnforce,
+		DenyRanges: []string{policy.DefaultRanges},
+		RequireSNI: true,
+		TLSPorts:   o.tlsPorts,
+		Groups:     map[string]policy.Group{"admins": {Users: []string{"alice"}}},
+		Rules: []policy.Rule{
+			{Name: "echo", Hosts: []string{"allowed.test"}, CIDRs: []string{"127.0.0.1/32"}, Ports: []int{port, 80, 443},
+				AllowRanges: []string{"127.0.0.0/24"}},
+			{Name: "refused", Hosts: []string{"refused.test"}, Ports: []int{closedPort}, AllowRanges: []string{"127.0.0.0/24"}},
+			{Name: "nx", Hosts: []string{"nx.test"}, Ports: []int{port}},
+			{Name: "admins", Groups: []string{"admins"}, Hosts: []string{"admin.test"}, Ports: []int{port},
+				AllowRanges: []string{"127.0.0.0/24"}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo := netip.MustParseAddr("127.0.0.1")
+	engine := policy.NewEngine(pol, fakeResolver{"allowed.test": {lo}, "refused.test": {lo}, "admin.test": {lo}})
+	var decider policy.Decider = engine
+	if o.pin {
+		decider = pinTo{engine, e.origin.addr()}
+	}
+	accessCore, access := observer.New(zapcore.InfoLevel)
+	diagCore, diag := observer.New(zapcore.DebugLevel)
+	e.access, e.diag = access, diag
+	e.srv = New(Options{
+		Decider:      decider,
+		Dialer:       &egress.Dialer{Timeout: 2 * time.Second},
+		Log:          accesslog.NewLogger(zap.New(accessCore), nil),
+		Runner:       &tunnel.Runner{Handshake: 2 * time.Second, Idle: 5 * time.Second},
+		Diag:         zap.New(diagCore),
+		Handshake:    2 * time.Second,
+		Auth:         o.auth,
+		AuthRequired: o.authRequired,
+	})
+	e.ln, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { e.served <- e.srv.Serve(e.ln) }()
+	t.Cleanup(e.close)
+	return e
+}
+
+// close stops the server and the origin and fails the test if a connection
+// goroutine is still running: every conn the test opened must be over. It
+// runs once (tests call it before reading the logs; cleanup calls it too).
+func (e *env) close() { e.closed.Do(e.doClose) }
+
+func (e *env) doClose() {
+	e.ln.Close()
+	if err := <-e.served; err != nil {
+		e.t.Errorf("Serve: %v", err)
+	}
+	e.waitIdle()
+	e.srv.Shutdown(context.Background())
+	e.origin.close()
+	for _, l := range e.diag.FilterLevelExact(zapcore.ErrorLevel).All() {
+		e.t.Errorf("diagnostic at error level: %s %v", l.Message, l.ContextMap())
+	}
+}
+
+// waitIdle waits until every connection goroutine has returned, without
+// closing anything.
+func (e *env) waitIdle() {
+	done := make(chan struct{})
+	go func() {
+		e.srv.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		e.t.Errorf("a socks5 connection goroutine is still running 10s after its client left")
+		e.srv.Shutdown(context.Background())
+		<-done
+	}
+}
+
+func (e *env) dial() *net.TCPConn {
+	e.t.Helper()
+	c, err := net.DialTimeout("tcp", e.ln.Addr().String(), 5*time.Second)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c.(*net.TCPConn)
+}
+
+// exchange writes in, half-closes, and returns everything the server sent
+// until it closed the connection.
+func (e *env) exchange(in []byte) []byte {
+	e.t.Helper()
+	c := e.dial()
+	defer c.Close()
+	c.Write(in)
+	c.CloseWrite()
+	out, err := io.ReadAll(c)
+	if err != nil && !errors.Is(err, net.ErrClosed) && !isReset(err) {
+		e.t.Fatalf("read: %v (server did not close within the deadline?)", err)
+	}
+	return out
+}
+
+func isReset(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && !oe.Timeout()
+}
+
+// accessLines returns the access log entries so far as field maps.
+func (e *env) accessLines() []map[string]string {
+	var out []map[string]string
+	for _, l := range e.access.All() {
+		m := map[string]string{}
+		enc := zapcore.NewMapObjectEncoder()
+		for _, f := range l.Context {
+			f.AddTo(enc)
+		}
+		for k, v := range enc.Fields {
+			m[k] = fmt.Sprint(v)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// openFDs counts this process's open file descriptors. The relay's pipe
+// pool keeps drained pipes for reuse by design; they are closed first so
+// that only what a connection left behind counts.
+func openFDs(t testing.TB) int {
+	t.Helper()
+	egress.DefaultPipePool.Trim()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
