@@ -93,7 +93,9 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 		return nil, fmt.Errorf("dns: %w", err)
 	}
 	s.engine = policy.NewEngine(pol, s.resolver)
-	s.dialer = &egress.Dialer{Timeout: cfg.Timeouts.Connect}
+	// No TCP keep-alive upstream either (see listenTCP): timeouts.idle
+	// ends tunnels whose peer vanished.
+	s.dialer = &egress.Dialer{Timeout: cfg.Timeouts.Connect, KeepAlive: -1}
 	s.tunnels = egress.NewRegistry()
 	s.cfg.Store(cfg)
 	s.metrics.SetConfig(configHash(raw))
@@ -195,21 +197,21 @@ func (s *Server) Start() error {
 	cfg := s.cfg.Load()
 	var err error
 	if cfg.Listen.HTTP != "" {
-		if s.httpLn, err = net.Listen("tcp", cfg.Listen.HTTP); err != nil {
+		if s.httpLn, err = listenTCP(cfg.Listen.HTTP); err != nil {
 			s.closeListeners()
 			s.limits.Close()
 			return fmt.Errorf("listen.http: %w", err)
 		}
 	}
 	if cfg.Listen.SOCKS5 != "" {
-		if s.socksLn, err = net.Listen("tcp", cfg.Listen.SOCKS5); err != nil {
+		if s.socksLn, err = listenTCP(cfg.Listen.SOCKS5); err != nil {
 			s.closeListeners()
 			s.limits.Close()
 			return fmt.Errorf("listen.socks5: %w", err)
 		}
 	}
 	if cfg.Listen.Admin != "" {
-		if s.adminLn, err = net.Listen("tcp", cfg.Listen.Admin); err != nil {
+		if s.adminLn, err = listenTCP(cfg.Listen.Admin); err != nil {
 			s.closeListeners()
 			s.limits.Close()
 			return fmt.Errorf("listen.admin: %w", err)
@@ -285,6 +287,14 @@ func (s *Server) Start() error {
 		zap.String("http", cfg.Listen.HTTP), zap.String("socks5", cfg.Listen.SOCKS5), zap.String("admin", cfg.Listen.Admin),
 		zap.String("mode", s.engine.Load().Mode()))
 	return nil
+}
+
+// listenTCP listens without TCP keep-alive on accepted conns: Go enables it
+// by default, at four setsockopt calls per connection. Dead peers of idle
+// tunnels are reaped by timeouts.idle instead.
+func listenTCP(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(context.Background(), "tcp", addr)
 }
 
 func (s *Server) serve(srv *http.Server, ln net.Listener) {

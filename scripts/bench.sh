@@ -27,6 +27,8 @@
 #   BENCH_DNS=IP:53       the load tool's DNS server (default 127.0.0.153:53; Squid only takes port 53)
 #   BENCH_DEADLINE=S      start no new session after S seconds (default 780, quick 300)
 #   BENCH_NO_INSTALL=1    use what is installed; skip a peer that is missing
+#   BENCH_RESULTS=DIR     raw results (default results/bench, git-ignored)
+#   BENCH_DOCS=DIR        where benchmarks.md and benchmarks.svg go (default docs)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -36,7 +38,8 @@ PROXIES=${BENCH_PROXIES:-egressd squid smokescreen dante}
 SCRATCH=${BENCH_SCRATCH:-/tmp/egressd-bench}
 DNS_ADDR=${BENCH_DNS:-127.0.0.153:53}
 SMOKESCREEN_VERSION=v0.1.0
-RESULTS=$ROOT/results/bench
+RESULTS=${BENCH_RESULTS:-$ROOT/results/bench}
+DOCS=${BENCH_DOCS:-$ROOT/docs}
 if [[ $QUICK == 1 ]]; then
 	RUNS=${BENCH_RUNS:-2}
 	DEADLINE=${BENCH_DEADLINE:-300}
@@ -445,8 +448,9 @@ fi
 	done
 } >>"$COMMANDS"
 note "wall time of the run: $((SECONDS - START)) s"
-log "writing docs/benchmarks.md and docs/benchmarks.svg"
-"$EB" report -in "$RESULTS/*.json" -out docs/benchmarks.md -svg docs/benchmarks.svg \
+log "writing $DOCS/benchmarks.md and $DOCS/benchmarks.svg"
+mkdir -p "$DOCS"
+"$EB" report -in "$RESULTS/*.json" -out "$DOCS/benchmarks.md" -svg "$DOCS/benchmarks.svg" \
 	-meta "$META" -commands "$COMMANDS" -gobench "$RESULTS/gobench.txt" -pprof "$RESULTS/pprof.txt" \
 	-notes docs/benchmarks-notes.md
-log "done in $((SECONDS - START)) s: docs/benchmarks.md, docs/benchmarks.svg, raw results in $RESULTS"
+log "done in $((SECONDS - START)) s: $DOCS/benchmarks.md, $DOCS/benchmarks.svg, raw results in $RESULTS"

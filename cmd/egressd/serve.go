@@ -224,7 +224,7 @@ func newAccessLogger(w io.Writer) (*zap.Logger, *zapcore.BufferedWriteSyncer) {
 		LineEnding:     zapcore.DefaultLineEnding,
 	})
 	ws := &zapcore.BufferedWriteSyncer{
-		WS:            zapcore.AddSync(w),
+		WS:            zapcore.AddSync(noSync{w}), // no fsync of stdout per flush
 		Size:          256 * 1024,
 		FlushInterval: 200 * time.Millisecond,
 	}
@@ -246,3 +246,8 @@ func newDiagLogger(w io.Writer, level string) *zap.Logger {
 	})
 	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl))
 }
+
+// noSync hides a writer's Sync (os.File's is fsync(2)): the access log is a
+// stream for the log shipper, not a durable file, and fsync per flush costs
+// I/O on the hot path.
+type noSync struct{ io.Writer }

@@ -218,11 +218,63 @@ func (x *exchange) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 // then the shared splice relay carries both directions.
 type clientConn struct {
 	*net.TCPConn
-	x *exchange
+	x        *exchange
+	greeting []byte // read ahead by preferUserPass, replayed first
+}
+
+// Read replays the greeting read ahead, then reads the socket.
+func (c *clientConn) Read(p []byte) (int, error) {
+	if len(c.greeting) > 0 {
+		n := copy(p, c.greeting)
+		c.greeting = c.greeting[n:]
+		return n, nil
+	}
+	return c.TCPConn.Read(p)
+}
+
+// methodUserPass is RFC 1928 section 3's username/password method.
+const methodUserPass = 0x02
+
+// preferUserPass reads the client's greeting (version, method count,
+// methods) and returns it with username/password moved to the front when
+// it is offered. go-socks5 (auth.go authenticate) takes the first method in
+// the client's order that it supports, and clients that have credentials
+// offer "no authentication" first (curl: 0, 2; golang.org/x/net/proxy: 0,
+// 2), so with optional authentication a client that sent credentials would
+// be served anonymously and its user's groups would never apply. RFC 1928
+// leaves the choice to the server; go-socks5 still parses and answers the
+// greeting. A greeting that is not SOCKS5 is returned as read, for
+// go-socks5 to refuse.
+func preferUserPass(r io.Reader) ([]byte, error) {
+	var head [2]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil {
+		return nil, err
+	}
+	if head[0] != 5 {
+		return head[:], nil
+	}
+	g := make([]byte, 2+int(head[1]))
+	copy(g, head[:])
+	if _, err := io.ReadFull(r, g[2:]); err != nil {
+		return nil, err
+	}
+	methods := g[2:]
+	for i, m := range methods {
+		if m == methodUserPass {
+			copy(methods[1:i+1], methods[:i])
+			methods[0] = methodUserPass
+			break
+		}
+	}
+	return g, nil
 }
 
 func (c *clientConn) WriteTo(w io.Writer) (int64, error) {
 	x := c.x
+	if len(c.greeting) > 0 {
+		// Never expected: go-socks5 reads the greeting first.
+		return 0, errDenied
+	}
 	if x.up == nil || w != io.Writer(x.up) {
 		// Not the tunnel: never expected, but stay correct.
 		return io.Copy(w, c.TCPConn)

@@ -161,7 +161,14 @@ func (s *Server) serveConn(c net.Conn, client netip.Addr) {
 		tc.Close()
 		return
 	}
-	err = srv.ServeConn(&clientConn{TCPConn: tc, x: x})
+	cc := &clientConn{TCPConn: tc, x: x}
+	if s.o.Auth != nil && !s.o.AuthRequired {
+		if cc.greeting, err = preferUserPass(tc); err != nil {
+			tc.Close()
+			return
+		}
+	}
+	err = srv.ServeConn(cc)
 	tc.Close()
 	if x.up != nil {
 		x.up.Close()

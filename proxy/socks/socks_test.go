@@ -107,30 +107,18 @@ func TestReplies(t *testing.T) {
 	}
 	e.close()
 	lines := e.accessLines()
-	find := func(kv map[string]string) bool {
-		for _, l := range lines {
-			ok := true
-			for k, v := range kv {
-				ok = ok && l[k] == v
-			}
-			if ok {
-				return true
-			}
-		}
-		return false
-	}
-	for _, want := range []map[string]string{
+	if missing := matchLines(lines, []map[string]string{
 		{"listener": "socks5", "host": "allowed.test", "decision": "allow", "rule": "echo", "status": "0", "bytes_up": "4", "bytes_down": "4", "client": "127.0.0.1", "ip": "127.0.0.1"},
+		{"listener": "socks5", "host": "127.0.0.1", "decision": "allow", "rule": "echo", "status": "0"},
 		{"listener": "socks5", "host": "::1", "decision": "deny", "reason": "not_allowed", "status": "2"},
 		{"listener": "socks5", "host": "other.test", "decision": "deny", "reason": "not_allowed", "status": "2"},
 		{"listener": "socks5", "host": "allowed.test", "port": "1", "decision": "deny", "reason": "port_not_allowed"},
 		{"listener": "socks5", "host": "nx.test", "reason": "dns_error", "status": "4"},
 		{"listener": "socks5", "host": "refused.test", "reason": "dial_error", "status": "5"},
 		{"listener": "socks5", "host": "allowed.test", "decision": "deny", "status": "7"},
-	} {
-		if !find(want) {
-			t.Errorf("no access line with %v in:\n%v", want, lines)
-		}
+		{"listener": "socks5", "host": "0.0.0.0", "decision": "deny", "status": "7"},
+	}); len(missing) > 0 {
+		t.Errorf("no access line for %v in:\n%v", missing, lines)
 	}
 	// Garbage that never became a request leaves no access line.
 	if n := len(lines); n != 10 {
@@ -187,15 +175,14 @@ func TestAuth(t *testing.T) {
 		if len(lines) != len(want) {
 			t.Fatalf("%d access lines, want %d:\n%v", len(lines), len(want), lines)
 		}
-		for i, w := range want {
-			for k, v := range w {
-				if lines[i][k] != v {
-					t.Errorf("line %d: %s=%q, want %q (%v)", i, k, lines[i][k], v, lines[i])
-				}
-			}
-			for _, v := range lines[i] {
+		// Lines are written as connections end, in no fixed order.
+		if missing := matchLines(lines, want); len(missing) > 0 {
+			t.Errorf("no access line for %v in:\n%v", missing, lines)
+		}
+		for _, l := range lines {
+			for _, v := range l {
 				if strings.Contains(v, "secret") || strings.Contains(v, "nope") {
-					t.Errorf("line %d logs a password: %v", i, lines[i])
+					t.Errorf("access line logs a password: %v", l)
 				}
 			}
 		}
@@ -216,6 +203,16 @@ func TestAuth(t *testing.T) {
 		}
 		if out := e.exchange(cat(greeting(2, 0), userPass("alice", "secret"), reqDomain(cmdConnect, "admin.test", port))); replyOf(out, 4) != 0 {
 			t.Errorf("alice: % x", out)
+		}
+		// curl and x/net/proxy offer "no authentication" first: the server
+		// still picks username/password, so the user's groups apply.
+		if out := e.exchange(cat(greeting(0, 1, 2), userPass("alice", "secret"), reqDomain(cmdConnect, "admin.test", port))); !bytes.HasPrefix(out, []byte{5, 2, 1, 0, 5, 0}) {
+			t.Errorf("alice offering 0, 1, 2: % x", out)
+		}
+		e.close()
+		alice := map[string]string{"user": "alice", "group": "admins", "host": "admin.test", "decision": "allow"}
+		if missing := matchLines(e.accessLines(), []map[string]string{alice, alice}); len(missing) > 0 {
+			t.Errorf("want two lines %v in:\n%v", alice, e.accessLines())
 		}
 	})
 }
@@ -258,4 +255,59 @@ func TestGarbageLeavesNothing(t *testing.T) {
 	if out := e.exchange(cat(greeting(0), reqIP(cmdConnect, "127.0.0.1", e.origin.addr().Port()), []byte("ok"))); !bytes.HasSuffix(out, []byte("ok")) {
 		t.Fatalf("not serving after the garbage: % x", out)
 	}
+}
+
+func TestPreferUserPass(t *testing.T) {
+	cases := []struct {
+		name    string
+		in, out []byte
+	}{
+		{"no auth only", []byte{5, 1, 0}, []byte{5, 1, 0}},
+		{"curl with credentials", []byte{5, 2, 0, 2}, []byte{5, 2, 2, 0}},
+		{"curl with gssapi", []byte{5, 3, 0, 1, 2}, []byte{5, 3, 2, 0, 1}},
+		{"already first", []byte{5, 2, 2, 0}, []byte{5, 2, 2, 0}},
+		{"no methods", []byte{5, 0}, []byte{5, 0}},
+		{"socks4", []byte{4, 1, 0, 80}, []byte{4, 1}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := bytes.NewReader(append(tc.in, "rest"...))
+			got, err := preferUserPass(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.out, got); diff != "" {
+				t.Errorf("greeting (-want +got):\n%s", diff)
+			}
+		})
+	}
+	if _, err := preferUserPass(bytes.NewReader([]byte{5, 3, 0})); err == nil {
+		t.Error("truncated greeting accepted")
+	}
+}
+
+// matchLines pairs each wanted field set with a distinct access line that
+// has those fields, and returns the wanted sets left without one.
+func matchLines(lines []map[string]string, want []map[string]string) (missing []map[string]string) {
+	used := make([]bool, len(lines))
+	for _, w := range want {
+		found := false
+		for i, l := range lines {
+			if used[i] {
+				continue
+			}
+			ok := true
+			for k, v := range w {
+				ok = ok && l[k] == v
+			}
+			if ok {
+				used[i], found = true, true
+				break
+			}
+		}
+		if !found {
+			missing = append(missing, w)
+		}
+	}
+	return missing
 }
