@@ -49,9 +49,8 @@ var (
 var errSpliceUnsupported = errors.New("splice unsupported")
 
 // Relay carries bytes both ways between client and upstream until both
-// directions have ended, then closes both conns. It blocks, using the
-// calling goroutine for upstream-to-client and one more for
-// client-to-upstream.
+// directions have ended, then closes both conns. It blocks until then; the
+// bytes move on two goroutines of its own (see Start).
 //
 // On Linux each direction splices socket to pipe to socket with splice(2),
 // borrowing a pipe from opts.Pipes only while bytes flow: an idle tunnel
@@ -65,6 +64,24 @@ var errSpliceUnsupported = errors.New("splice unsupported")
 // the tunnel: nil after two clean EOFs, ErrIdle or ErrMaxDuration on a
 // timeout, else the first I/O error (errors.Is works on its syscall.Errno).
 func Relay(client, upstream *net.TCPConn, opts RelayOptions) (up, down int64, err error) {
+	done := make(chan struct{})
+	Start(client, upstream, opts, func(u, d int64, e error) {
+		up, down, err = u, d, e
+		close(done)
+	})
+	<-done
+	return up, down, err
+}
+
+// Start is Relay without blocking: it starts the two directions on two new
+// goroutines and returns at once. done runs exactly once, on whichever
+// direction finishes last, after both conns are closed.
+//
+// Each direction's goroutine starts shallow and stays shallow while it
+// waits, so an idle tunnel's goroutines keep the runtime's smallest stacks;
+// a caller that blocks in Relay adds its own frames (and usually a grown
+// stack) to one of them. Prefer Start where the caller has nothing else to do.
+func Start(client, upstream *net.TCPConn, opts RelayOptions, done func(up, down int64, err error)) {
 	if opts.Up == nil {
 		opts.Up = new(atomic.Int64)
 	}
@@ -80,25 +97,32 @@ func Relay(client, upstream *net.TCPConn, opts RelayOptions) (up, down int64, er
 		idle:     opts.Idle,
 		pipes:    opts.Pipes,
 		noSplice: opts.NoSplice,
+		up:       opts.Up,
+		down:     opts.Down,
+		done:     done,
 	}
 	now := time.Now()
 	if opts.MaxDuration > 0 {
 		t.end = now.Add(opts.MaxDuration).UnixNano()
 	}
 	t.last.Store(now.UnixNano())
+	t.running.Store(2)
+	t.dirs[0].init(t, "client to upstream", client, upstream, opts.ClientPrefix, opts.Up)
+	t.dirs[1].init(t, "upstream to client", upstream, client, opts.UpstreamPrefix, opts.Down)
+	go t.dirs[0].main()
+	go t.dirs[1].main()
+}
 
-	upDir := t.newDirection("client to upstream", client, upstream, opts.ClientPrefix, opts.Up)
-	downDir := t.newDirection("upstream to client", upstream, client, opts.UpstreamPrefix, opts.Down)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t.finish(upDir, upDir.run())
-	}()
-	t.finish(downDir, downDir.run())
-	<-done
-	client.Close()
-	upstream.Close()
-	return opts.Up.Load(), opts.Down.Load(), t.err
+// main is one direction's goroutine: run, end the direction, and, if it is
+// the last one, end the tunnel.
+func (d *direction) main() {
+	d.t.finish(d, d.run())
+	if d.t.running.Add(-1) == 0 {
+		t := d.t
+		t.client.Close()
+		t.upstream.Close()
+		t.done(t.up.Load(), t.down.Load(), t.err)
+	}
 }
 
 // relay is the state both directions of one tunnel share.
@@ -109,6 +133,10 @@ type relay struct {
 	last             atomic.Int64 // unix nanos of the last bytes delivered either way
 	pipes            *PipePool
 	noSplice         bool
+	up, down         *atomic.Int64
+	done             func(up, down int64, err error)
+	running          atomic.Int32 // directions still running
+	dirs             [2]direction // one allocation for the whole tunnel
 
 	failOnce sync.Once
 	err      error // the error that ended the tunnel; set once, read after both directions end
@@ -192,10 +220,9 @@ type direction struct {
 	spliceOut func(uintptr) bool
 }
 
-func (t *relay) newDirection(name string, src, dst *net.TCPConn, prefix []byte, count *atomic.Int64) *direction {
-	d := &direction{t: t, name: name, src: src, dst: dst, prefix: prefix, count: count}
+func (d *direction) init(t *relay, name string, src, dst *net.TCPConn, prefix []byte, count *atomic.Int64) {
+	*d = direction{t: t, name: name, src: src, dst: dst, prefix: prefix, count: count}
 	d.timed = t.idle > 0 || t.end != 0
-	return d
 }
 
 // run moves bytes until src's EOF (nil) or an error.

@@ -59,10 +59,9 @@ func startRelay(t testing.TB, opts RelayOptions) *tunnel {
 	client, proxyClient := tcpPair(t)
 	proxyUpstream, origin := tcpPair(t)
 	tn := &tunnel{client: client, origin: origin, done: make(chan relayResult, 1)}
-	go func() {
-		up, down, err := Relay(proxyClient, proxyUpstream, opts)
+	Start(proxyClient, proxyUpstream, opts, func(up, down int64, err error) {
 		tn.done <- relayResult{up, down, err}
-	}()
+	})
 	t.Cleanup(func() {
 		client.Close()
 		origin.Close()

@@ -61,9 +61,9 @@ func (h *Handler) tunnel(c net.Conn, x *exchange, dec policy.Decision) {
 		rec.Finish()
 		return
 	}
-	// The relay runs on a fresh goroutine so the HTTP server's connection
-	// goroutine (and its buffers) can exit now.
-	go h.o.Runner.Relay(client, upstream, first, rec)
+	// The relay runs on goroutines of its own, so the HTTP server's
+	// connection goroutine (its grown stack and buffers) can exit now.
+	h.o.Runner.Start(client, upstream, first, rec)
 }
 
 // dial connects to the decision's pinned addresses and records which one answered.

@@ -74,21 +74,39 @@ func (r *Runner) Check(client net.Conn, prefix []byte, dec policy.Decision, rec 
 // Relay tracks the tunnel, relays until both directions end (or a timeout
 // or drain cuts it), closes both conns and finishes rec. It blocks.
 func (r *Runner) Relay(client, upstream *net.TCPConn, first []byte, rec *accesslog.Record) {
+	done := make(chan struct{})
+	r.start(client, upstream, first, rec, func() { close(done) })
+	<-done
+}
+
+// Start is Relay without blocking: the relay runs on its own two
+// goroutines, which finish rec at the end. A front end whose goroutine has
+// nothing left to do should use Start, so that no third goroutine (with a
+// grown stack) waits for every idle tunnel.
+func (r *Runner) Start(client, upstream *net.TCPConn, first []byte, rec *accesslog.Record) {
+	r.start(client, upstream, first, rec, nil)
+}
+
+func (r *Runner) start(client, upstream *net.TCPConn, first []byte, rec *accesslog.Record, then func()) {
 	r.Metrics.TunnelOpened(rec.Listener)
 	var id uint64
 	if r.Registry != nil {
 		id = r.Registry.Add(client, upstream)
 	}
-	egress.Relay(client, upstream, egress.RelayOptions{
+	egress.Start(client, upstream, egress.RelayOptions{
 		ClientPrefix: first,
 		Idle:         r.Idle,
 		MaxDuration:  r.MaxTunnel,
 		Up:           &rec.Up,
 		Down:         &rec.Down,
+	}, func(_, _ int64, _ error) {
+		if r.Registry != nil {
+			r.Registry.Remove(id)
+		}
+		r.Metrics.TunnelClosed(rec.Listener)
+		rec.Finish()
+		if then != nil {
+			then()
+		}
 	})
-	if r.Registry != nil {
-		r.Registry.Remove(id)
-	}
-	r.Metrics.TunnelClosed(rec.Listener)
-	rec.Finish()
 }
