@@ -329,10 +329,11 @@ func (s *Server) Reload(cfg *config.Config, pol *policy.Policy, raw []byte) erro
 		s.diag.Warn("config keys changed that take effect only after a restart (listener addresses are not hot-swappable); the running values stay",
 			zap.Strings("keys", keys))
 	}
-	var users *auth.Users
+	// The users file is the one part of a reload that can still fail:
+	// read it before anything is swapped.
 	if s.auth != nil && cfg.Auth.UsersFile != "" {
-		var err error
-		if users, err = auth.Load(cfg.Auth.UsersFile); err != nil {
+		users, err := auth.Load(cfg.Auth.UsersFile)
+		if err != nil {
 			s.ReloadFailed()
 			return fmt.Errorf("auth: %w", err)
 		}
@@ -377,8 +378,8 @@ func (s *Server) Drain(ctx context.Context) {
 		}()
 	}
 	if s.socksLn != nil {
-		// Not s.socks.Shutdown here: it closes every SOCKS5 connection
-		// whose goroutine still runs, which includes established tunnels.
+		// Connections still in their handshake may finish it (it is
+		// bounded by timeouts.handshake): the limiter waits for them below.
 		s.socksLn.Close()
 	}
 	// In-flight work is over when every client connection has been closed:

@@ -134,10 +134,10 @@ func writeSVG(w io.Writer, d *dataset) error {
 			}
 			if dr.p.Limit > 0 {
 				lx := x + labelW + int(math.Round(dr.p.Limit/scale*barMax))
-				top := y + titleH - 14
+				top := y + titleH - 12
 				bottom := y + titleH + len(dr.rows)*rowH - 8
 				p(`<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#d62728" stroke-width="1.5" stroke-dasharray="4,3"/>`+"\n", lx, top, lx, bottom)
-				p(`<text x="%d" y="%d" fill="#d62728" font-size="10">target %s</text>`+"\n", lx+3, top+2, strconv.FormatFloat(dr.p.Limit, 'f', -1, 64))
+				p(`<text x="%d" y="%d" fill="#d62728" font-size="10">target %s</text>`+"\n", lx+3, bottom+8, strconv.FormatFloat(dr.p.Limit, 'f', -1, 64))
 			}
 		}
 		y += rowHeight

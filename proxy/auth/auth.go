@@ -8,10 +8,8 @@ import (
 	"github.com/egressd/egressd/cache"
 )
 
-// dummyHash is a bcrypt hash (default cost) of a random string. An unknown
-// user name is checked against it, so that a wrong user name costs as much
-// as a wrong password and response times do not tell which user names
-// exist.
+// dummyHash is a bcrypt hash (default cost) of a random string, the decoy
+// of a users file without users.
 var dummyHash = []byte("$2a$10$tMlPJqkq/4hHHm77TeWdwOaSwszAzDbLoUwXnqMaNwn9G6mIzYEy6")
 
 // Authenticator verifies credentials against the current [Users]. It is
@@ -41,9 +39,17 @@ func (a *Authenticator) Users() *Users { return a.users.Load() }
 // Verify reports whether pass is user's password. A success is cached; a
 // failure never is.
 func (a *Authenticator) Verify(user, pass string) bool {
-	hash, ok := a.users.Load().hash(user)
+	users := a.users.Load()
+	hash, ok := users.hash(user)
 	if !ok {
-		bcrypt.CompareHashAndPassword(dummyHash, []byte(pass))
+		// An unknown user name costs a bcrypt check at the file's own
+		// cost, as a wrong password does, so response times do not tell
+		// which user names exist. The result is ignored.
+		decoy := dummyHash
+		if users != nil && users.decoy != nil {
+			decoy = users.decoy
+		}
+		bcrypt.CompareHashAndPassword(decoy, []byte(pass))
 		return false
 	}
 	// The stored hash is part of the key (all bcrypt hashes have the same

@@ -20,6 +20,7 @@ const maxLine = 4096
 // from an htpasswd file. The zero value has no users.
 type Users struct {
 	hashes map[string][]byte
+	decoy  []byte // a stored hash, checked for unknown user names
 }
 
 // Len returns the number of users.
@@ -125,6 +126,9 @@ func (u *Users) parseLine(n int, line string, fail func(int, string, ...any)) {
 		return
 	}
 	u.hashes[user] = bytes.Clone([]byte(hash))
+	if u.decoy == nil {
+		u.decoy = u.hashes[user]
+	}
 }
 
 // hashKind names a hash type that is not bcrypt, or returns "" for bcrypt.

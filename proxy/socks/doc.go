@@ -12,4 +12,11 @@
 // and takes the relay over from go-socks5 (through the io.WriterTo its copy
 // loops call) so SOCKS5 tunnels get the same SNI guard and splice relay as
 // CONNECT.
+//
+// go-socks5 also picks the authentication method in the client's order of
+// preference, and clients with credentials (curl, golang.org/x/net/proxy)
+// offer "no authentication" first; with optional authentication the server
+// reorders the offered methods so that username/password wins and the user's
+// groups apply. The client address comes from Options.ClientAddr, which a
+// PROXY-protocol listener (package proxyproto) feeds from the header.
 package socks

@@ -1,6 +1,7 @@
 package socks
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -97,6 +98,7 @@ type envOptions struct {
 	tlsPorts     []int
 	auth         func(user, pass string) bool
 	authRequired bool
+	idle         time.Duration // tunnel idle timeout; zero: 5s
 }
 
 // env is one socks.Server on loopback in front of an echo origin, with the
@@ -110,6 +112,7 @@ type env struct {
 	refused uint16 // refused.test's port: nothing listens there
 	access  *observer.ObservedLogs
 	diag    *observer.ObservedLogs
+	tunnels *egress.Registry
 	closed  sync.Once
 }
 
@@ -158,11 +161,12 @@ func newEnv(t testing.TB, o envOptions) *env {
 	accessCore, access := observer.New(zapcore.InfoLevel)
 	diagCore, diag := observer.New(zapcore.DebugLevel)
 	e.access, e.diag = access, diag
+	e.tunnels = egress.NewRegistry()
 	e.srv = New(Options{
 		Decider:      decider,
 		Dialer:       &egress.Dialer{Timeout: 2 * time.Second},
 		Log:          accesslog.NewLogger(zap.New(accessCore), nil),
-		Runner:       &tunnel.Runner{Handshake: 2 * time.Second, Idle: 5 * time.Second},
+		Runner:       &tunnel.Runner{Registry: e.tunnels, Handshake: 2 * time.Second, Idle: cmp.Or(o.idle, 5*time.Second)},
 		Diag:         zap.New(diagCore),
 		Handshake:    2 * time.Second,
 		Auth:         o.auth,
@@ -178,8 +182,9 @@ func newEnv(t testing.TB, o envOptions) *env {
 }
 
 // close stops the server and the origin and fails the test if a connection
-// goroutine is still running: every conn the test opened must be over. It
-// runs once (tests call it before reading the logs; cleanup calls it too).
+// goroutine or a tunnel is still running: every conn the test opened must
+// be over. It runs once (tests call it before reading the logs; cleanup
+// calls it too).
 func (e *env) close() { e.closed.Do(e.doClose) }
 
 func (e *env) doClose() {
@@ -188,6 +193,14 @@ func (e *env) doClose() {
 		e.t.Errorf("Serve: %v", err)
 	}
 	e.waitIdle()
+	// Tunnels run on the relay's goroutines; the registry sees them end
+	// (both conns closed).
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.tunnels.Wait(ctx); err != nil {
+		e.t.Errorf("%d tunnels still open 10s after their clients left", e.tunnels.Len())
+		e.tunnels.CloseAll()
+	}
 	e.srv.Shutdown(context.Background())
 	e.origin.close()
 	for _, l := range e.diag.FilterLevelExact(zapcore.ErrorLevel).All() {

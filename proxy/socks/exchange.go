@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	socks5 "github.com/armon/go-socks5"
@@ -36,12 +37,13 @@ type exchange struct {
 	rec *accesslog.Record
 
 	requested bool // a request (or an auth attempt) worth an access line was seen
-	claimed   bool // the relay owns rec and finishes it
-	dec       policy.Decision
-	decErr    error
-	up        *upstreamConn
-	pending   []byte        // client bytes go-socks5 had buffered, held until the guard passes
-	relayDone chan struct{} // closed when the relay (or the guard's refusal) is over
+	// claimed is set when the relay took the tunnel over: from then on it
+	// owns both TCP conns and rec, and go-socks5's closes are ignored.
+	claimed atomic.Bool
+	dec     policy.Decision
+	decErr  error
+	up      *upstreamConn
+	pending []byte // client bytes go-socks5 had buffered, held until the guard passes
 }
 
 func (x *exchange) config() *socks5.Config {
@@ -80,15 +82,7 @@ func (x *exchange) noAcceptableMethod(err error) {
 }
 
 func (x *exchange) finishIfUnclaimed() {
-	if x.claimed {
-		return
-	}
-	select {
-	case <-x.relayDone:
-	default:
-		close(x.relayDone)
-	}
-	if x.requested {
+	if !x.claimed.Load() && x.requested {
 		x.rec.Finish()
 	}
 }
@@ -215,7 +209,11 @@ func (x *exchange) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 // clientConn is the conn handed to go-socks5. Its WriteTo is where
 // go-socks5's client-to-origin copy loop (io.Copy from its bufio.Reader,
 // whose WriteTo defers to ours) hands the tunnel to egressd: the guard runs,
-// then the shared splice relay carries both directions.
+// then the shared splice relay carries both directions on goroutines of its
+// own, and go-socks5's copy loops, its handleConnect and our connection
+// goroutine all return (go-socks5 request.go handleConnect would otherwise
+// park three goroutines for the tunnel's life). go-socks5 then closes and
+// half-closes both conns; once the relay owns them those calls are no-ops.
 type clientConn struct {
 	*net.TCPConn
 	x        *exchange
@@ -279,7 +277,6 @@ func (c *clientConn) WriteTo(w io.Writer) (int64, error) {
 		// Not the tunnel: never expected, but stay correct.
 		return io.Copy(w, c.TCPConn)
 	}
-	defer close(x.relayDone)
 	runner := x.s.o.Runner
 	first, ok := runner.Check(c.TCPConn, x.pending, x.dec, x.rec)
 	x.pending = nil
@@ -288,9 +285,21 @@ func (c *clientConn) WriteTo(w io.Writer) (int64, error) {
 		x.up.TCPConn.Close()
 		return 0, errDenied
 	}
-	x.claimed = true
-	runner.Relay(c.TCPConn, x.up.TCPConn, first, x.rec)
-	return x.rec.Up.Load(), nil
+	x.claimed.Store(true)
+	runner.Start(c.TCPConn, x.up.TCPConn, first, x.rec)
+	return 0, nil
+}
+
+// CloseWrite ignores go-socks5's half-close after its origin-to-client copy
+// loop (upstreamConn.WriteTo) returned: that direction is the relay's.
+func (c *clientConn) CloseWrite() error { return nil }
+
+// Close closes the client conn unless the relay owns it.
+func (c *clientConn) Close() error {
+	if c.x.claimed.Load() {
+		return nil
+	}
+	return c.TCPConn.Close()
 }
 
 // upstreamConn is the conn go-socks5 gets from Dial. Bytes go-socks5 writes
@@ -307,10 +316,20 @@ func (u *upstreamConn) Write(p []byte) (int, error) {
 }
 
 // WriteTo is go-socks5's origin-to-client copy loop: the relay started by
-// clientConn.WriteTo carries this direction, so just wait for it.
-func (u *upstreamConn) WriteTo(io.Writer) (int64, error) {
-	<-u.x.relayDone
-	return 0, nil
+// clientConn.WriteTo carries this direction, so it returns at once.
+func (u *upstreamConn) WriteTo(io.Writer) (int64, error) { return 0, nil }
+
+// CloseWrite ignores go-socks5's half-close after its client-to-origin copy
+// loop (clientConn.WriteTo) returned: the relay half-closes when the client
+// does.
+func (u *upstreamConn) CloseWrite() error { return nil }
+
+// Close closes the upstream conn unless the relay owns it.
+func (u *upstreamConn) Close() error {
+	if u.x.claimed.Load() {
+		return nil
+	}
+	return u.TCPConn.Close()
 }
 
 // ReadFrom keeps io.Copy from bypassing Write (and the guard) through

@@ -45,7 +45,7 @@ type Server struct {
 	diag *zap.Logger
 
 	mu     sync.Mutex
-	conns  map[net.Conn]struct{} // every connection being served, tunnels included
+	conns  map[net.Conn]struct{} // connections until their handshake ends
 	closed bool
 	wg     sync.WaitGroup
 }
@@ -85,7 +85,6 @@ func (s *Server) Serve(ln net.Listener) error {
 			c.Close()
 			continue
 		}
-		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			defer s.untrack(c)
@@ -94,10 +93,10 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
-// Shutdown closes every connection this server still serves, established
-// tunnels included, and waits, up to ctx, for every connection goroutine to
-// end. A graceful drain therefore closes the listener and waits for the
-// tunnel registry first, and calls Shutdown only to cut what is left.
+// Shutdown closes the connections still in their handshake and waits, up to
+// ctx, for every connection goroutine to end. Established tunnels are not
+// this server's: they run on the relay's goroutines, and the tunnel
+// registry drains and cuts them.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
@@ -118,6 +117,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
+// track registers c and counts its goroutine in s.wg, under the lock that
+// Shutdown takes to mark the server closed: an Add can never race with
+// Shutdown's Wait.
 func (s *Server) track(c net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -125,6 +127,7 @@ func (s *Server) track(c net.Conn) bool {
 		return false
 	}
 	s.conns[c] = struct{}{}
+	s.wg.Add(1)
 	return true
 }
 
@@ -143,12 +146,14 @@ func (s *Server) serveConn(c net.Conn, client netip.Addr) {
 		c.Close()
 		return
 	}
-	x := &exchange{s: s, raw: tc, rec: s.o.Log.NewRecord(policy.ListenerSOCKS5, client), relayDone: make(chan struct{})}
+	x := &exchange{s: s, raw: tc, rec: s.o.Log.NewRecord(policy.ListenerSOCKS5, client)}
 	defer func() {
 		if p := recover(); p != nil {
 			s.diag.Error("socks5: recovered panic", zap.Any("panic", p), zap.Stack("stack"))
 			s.o.Log.Metrics().CountPanic()
-			tc.Close()
+			if !x.claimed.Load() {
+				tc.Close()
+			}
 			x.finishIfUnclaimed()
 		}
 	}()
@@ -169,7 +174,9 @@ func (s *Server) serveConn(c net.Conn, client netip.Addr) {
 		}
 	}
 	err = srv.ServeConn(cc)
-	tc.Close()
+	// Both conns are closed here unless the relay took them over; then
+	// this goroutine just ends, and the tunnel lives on the relay's own.
+	cc.Close()
 	if x.up != nil {
 		x.up.Close()
 	}

@@ -235,25 +235,25 @@ func TestGuardOnTLSPorts(t *testing.T) {
 // TestGarbageLeavesNothing: malformed handshakes close the connection and
 // leave no goroutine (env.close checks) and no descriptor behind.
 func TestGarbageLeavesNothing(t *testing.T) {
+	newEnv(t, envOptions{}).close() // warm up the runtime's poller
+	before := openFDs(t)
 	e := newEnv(t, envOptions{})
 	inputs := [][]byte{
 		nil, {5}, {4, 1}, {5, 255}, []byte("GET / HTTP/1.1\r\n\r\n"), {0x16, 3, 1, 0, 5},
 		cat(greeting(0), []byte{5, 1}), cat(greeting(0), []byte{5, 1, 0, 3, 200}), cat(greeting(2), []byte{1, 5, 'a'}),
 		cat(greeting(0), []byte{5, 1, 0, 7}), bytes.Repeat([]byte{5}, 600),
 	}
-	e.exchange(nil) // warm up: the runtime's poller and the first accept
-	before := openFDs(t)
 	for range 20 {
 		for _, in := range inputs {
 			e.exchange(in)
 		}
 	}
-	e.waitIdle()
-	if after := openFDs(t); after > before {
-		t.Fatalf("%d descriptors open after the garbage, %d before", after, before)
-	}
 	if out := e.exchange(cat(greeting(0), reqIP(cmdConnect, "127.0.0.1", e.origin.addr().Port()), []byte("ok"))); !bytes.HasSuffix(out, []byte("ok")) {
 		t.Fatalf("not serving after the garbage: % x", out)
+	}
+	e.close() // fails the test if a connection goroutine is left
+	if after := openFDs(t); after > before {
+		t.Fatalf("%d descriptors open after the garbage, %d before", after, before)
 	}
 }
 

@@ -1,0 +1,310 @@
+package test
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/test/testenv"
+)
+
+// Addresses in the PROXY protocol tests. All are on the namespace's
+// loopback (127.0.0.0/8): HAProxy connects to egressd from lbIP, the only
+// trusted source; clients connect from opsIP (in group ops) or the default
+// 127.0.0.1.
+const (
+	lbIP  = "127.0.0.10"
+	opsIP = "127.0.0.77"
+)
+
+// ppEnv is egressd with listen.proxy_protocol behind a real HAProxy (TCP
+// mode) in its own namespace.
+type ppEnv struct {
+	ns     *testenv.Netns
+	ca     *testenv.CA
+	caFile string
+	web    *testenv.Origin
+	tls    *testenv.Origin
+	proc   *testenv.Proc
+	// HAProxy frontends: HTTP with send-proxy-v2, HTTP with send-proxy
+	// (v1), SOCKS5 with send-proxy-v2.
+	lbHTTP, lbHTTPv1, lbSOCKS string
+}
+
+func newPPEnv(t *testing.T) *ppEnv {
+	t.Helper()
+	e := &ppEnv{}
+	e.ns = testenv.NewNetns(t)
+	e.ca = testenv.NewCA(t)
+	e.caFile = e.ca.WritePEM(t.TempDir())
+	e.web = testenv.HTTPOriginIn(t, e.ns, "127.0.0.3", "web")
+	e.tls = testenv.TLSOriginIn(t, e.ns, e.ca, "127.0.0.2", "ops.test", "web.test")
+	dns := testenv.NewDNSServerIn(t, e.ns, "127.0.0.53")
+	dns.Set("ops.test", 60, netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3"))
+	dns.Set("web.test", 60, netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3"))
+	cfg := fmt.Sprintf(`
+listen:
+  http: %q
+  socks5: %q
+  admin: %q
+  proxy_protocol: true
+  trusted_proxies: ["%s/32"]
+dns:
+  servers: [%q]
+timeouts:
+  handshake: 2s
+  connect: 2s
+  drain_delay: 0s
+  drain: 2s
+policy:
+  mode: enforce
+  deny_ranges: [default]
+  tls_ports: [%[6]d]
+  groups:
+    ops: { cidrs: ["%[7]s/32"] }
+  rules:
+    - name: ops-only
+      groups: [ops]
+      hosts: ["ops.test"]
+      ports: [%[6]d, %[8]d]
+      allow_ranges: ["127.0.0.0/24"]
+    - name: public
+      hosts: ["web.test"]
+      ports: [%[6]d, %[8]d]
+      allow_ranges: ["127.0.0.0/24"]
+`, e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), lbIP, dns.Addr(),
+		e.tls.Port(), opsIP, e.web.Port())
+	e.proc = (&testenv.Egressd{Netns: e.ns}).Start(t, cfg)
+	e.lbHTTP, e.lbHTTPv1, e.lbSOCKS = e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1")
+	startHAProxy(t, e.ns, fmt.Sprintf(`
+global
+    maxconn 256
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+frontend http_v2
+    bind %[1]s
+    default_backend http_v2
+backend http_v2
+    server egressd %[4]s send-proxy-v2 source %[6]s
+frontend http_v1
+    bind %[2]s
+    default_backend http_v1
+backend http_v1
+    server egressd %[4]s send-proxy source %[6]s
+frontend socks_v2
+    bind %[3]s
+    default_backend socks_v2
+backend socks_v2
+    server egressd %[5]s send-proxy-v2 source %[6]s
+`, e.lbHTTP, e.lbHTTPv1, e.lbSOCKS, e.proc.HTTPAddr, e.proc.SOCKSAddr, lbIP), e.lbHTTP, e.lbHTTPv1, e.lbSOCKS)
+	return e
+}
+
+// startHAProxy runs HAProxy (the Debian package; never its system service)
+// in the foreground inside ns with config, waits until it accepts on every
+// bind address, and stops it by PID on cleanup.
+func startHAProxy(t *testing.T, ns *testenv.Netns, config string, binds ...string) {
+	t.Helper()
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		bin = "/usr/sbin/haproxy"
+		if _, serr := os.Stat(bin); serr != nil {
+			t.Fatalf("haproxy not found (run scripts/setup.sh): %v", err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := ns.Command(context.Background(), bin, "-db", "-f", path)
+	var out strings.Builder
+	var mu sync.Mutex
+	cmd.Stdout = writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(p) })
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start haproxy: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			mu.Lock()
+			t.Logf("haproxy (pid %d) output:\n%s", cmd.Process.Pid, out.String())
+			mu.Unlock()
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for _, addr := range binds {
+		for {
+			c, err := ns.DialContext(ctx, "tcp", addr)
+			if err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case <-tick.C:
+			case err := <-done:
+				mu.Lock()
+				defer mu.Unlock()
+				t.Fatalf("haproxy exited (%v):\n%s", err, out.String())
+			case <-ctx.Done():
+				t.Fatalf("haproxy not listening on %s: %v", addr, err)
+			}
+		}
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func (e *ppEnv) curl(t *testing.T, args ...string) (out, hdr string, code int) {
+	t.Helper()
+	return e.ns.Curl(t, append([]string{"-sS", "--fail", "--max-time", "20", "--cacert", e.caFile, "-D", "/dev/stderr"}, args...)...)
+}
+
+// TestProxyProtocolHAProxy: behind HAProxy with send-proxy-v2 (and
+// send-proxy), the client address HAProxy saw drives group matching and
+// the access log, on the HTTP, CONNECT and SOCKS5 paths. Without the PROXY
+// header every client would be HAProxy's 127.0.0.10.
+func TestProxyProtocolHAProxy(t *testing.T) {
+	e := newPPEnv(t)
+	ops := fmt.Sprintf("http://ops.test:%d/pp", e.web.Port())
+	opsTLS := fmt.Sprintf("https://ops.test:%d/pp", e.tls.Port())
+	cases := []struct {
+		name string
+		args []string
+		code int
+		log  map[string]any
+	}{
+		{name: "http v2, ops client", args: []string{"--interface", opsIP, "-x", "http://" + e.lbHTTP, ops},
+			log: map[string]any{"listener": "http", "client": opsIP, "group": "ops", "decision": "allow", "rule": "ops-only"}},
+		{name: "http v2, other client", args: []string{"-x", "http://" + e.lbHTTP, ops}, code: 22,
+			log: map[string]any{"listener": "http", "client": "127.0.0.1", "decision": "deny", "reason": "not_allowed"}},
+		{name: "http v1, ops client", args: []string{"--interface", opsIP, "-x", "http://" + e.lbHTTPv1, ops},
+			log: map[string]any{"listener": "http", "client": opsIP, "group": "ops", "decision": "allow"}},
+		{name: "connect v2, ops client", args: []string{"--interface", opsIP, "-x", "http://" + e.lbHTTP, opsTLS},
+			log: map[string]any{"listener": "connect", "client": opsIP, "group": "ops", "decision": "allow", "sni": "ops.test"}},
+		{name: "connect v2, other client", args: []string{"-x", "http://" + e.lbHTTP, opsTLS}, code: 22,
+			log: map[string]any{"listener": "connect", "client": "127.0.0.1", "decision": "deny", "reason": "not_allowed"}},
+		{name: "socks5 v2, ops client", args: []string{"--interface", opsIP, "--socks5-hostname", e.lbSOCKS, opsTLS},
+			log: map[string]any{"listener": "socks5", "client": opsIP, "group": "ops", "decision": "allow", "sni": "ops.test"}},
+		{name: "socks5 v2, other client", args: []string{"--socks5-hostname", e.lbSOCKS, ops}, code: 97,
+			log: map[string]any{"listener": "socks5", "client": "127.0.0.1", "decision": "deny", "reason": "not_allowed"}},
+		// A direct client (not from trusted_proxies) sends no header and
+		// is known by its socket address.
+		{name: "direct ops client", args: []string{"--interface", opsIP, "-x", e.proc.ProxyURL().String(), ops},
+			log: map[string]any{"listener": "http", "client": opsIP, "group": "ops", "decision": "allow"}},
+		{name: "direct socks5 client", args: []string{"--socks5-hostname", e.proc.SOCKSAddr, ops}, code: 97,
+			log: map[string]any{"listener": "socks5", "client": "127.0.0.1", "reason": "not_allowed"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			skip := len(e.proc.AccessLines())
+			out, hdr, code := e.curl(t, tc.args...)
+			if code != tc.code {
+				t.Fatalf("curl exit %d, want %d\n%s\n%s", code, tc.code, hdr, out)
+			}
+			waitLogAfter(t, e.proc, skip, tc.log)
+		})
+	}
+	for _, l := range e.proc.AccessLines() {
+		if l["client"] == lbIP {
+			t.Errorf("an access line names the load balancer as the client: %v", l)
+		}
+	}
+}
+
+// TestProxyProtocolRefusals: a trusted source must send a header; any other
+// source must not. Refused connections are closed without an answer and
+// leave no access line.
+func TestProxyProtocolRefusals(t *testing.T) {
+	e := newPPEnv(t)
+	ops := fmt.Sprintf("http://ops.test:%d/", e.web.Port())
+	before := len(e.proc.AccessLines())
+
+	// The load balancer's address without a header (curl from lbIP).
+	if out, hdr, code := e.curl(t, "--interface", lbIP, "-x", e.proc.ProxyURL().String(), ops); code != 52 && code != 55 && code != 56 {
+		t.Errorf("trusted source without a header: curl exit %d, want 52, 55 or 56 (closed)\n%s%s", code, hdr, out)
+	}
+	if out, hdr, code := e.curl(t, "--interface", lbIP, "--socks5-hostname", e.proc.SOCKSAddr, ops); code != 97 {
+		t.Errorf("trusted source without a header, socks5: curl exit %d, want 97\n%s%s", code, hdr, out)
+	}
+	// curl --haproxy-protocol sends a v1 header with its real addresses:
+	// from an untrusted source that is refused, from the trusted one it
+	// is honoured.
+	// (curl reports the close as 52, 55 or 56 depending on when it sees it.)
+	if out, hdr, code := e.curl(t, "--haproxy-protocol", "--interface", opsIP, "-x", e.proc.ProxyURL().String(), ops); code != 52 && code != 55 && code != 56 {
+		t.Errorf("header from an untrusted source: curl exit %d, want 52, 55 or 56 (closed)\n%s%s", code, hdr, out)
+	}
+	// Forged headers naming a client of group ops, from 127.0.0.1.
+	forged := []struct {
+		name, addr string
+		data       []byte
+	}{
+		{"v1 to http", e.proc.HTTPAddr, []byte(fmt.Sprintf("PROXY TCP4 %s 127.0.0.1 40000 3128\r\nGET %s HTTP/1.1\r\nHost: ops.test\r\n\r\n", opsIP, ops))},
+		{"v2 to http", e.proc.HTTPAddr, append(ppV2(opsIP), fmt.Sprintf("GET %s HTTP/1.1\r\nHost: ops.test\r\n\r\n", ops)...)},
+		{"v1 to socks5", e.proc.SOCKSAddr, []byte(fmt.Sprintf("PROXY TCP4 %s 127.0.0.1 40000 1080\r\n\x05\x01\x00", opsIP))},
+		{"v2 to socks5", e.proc.SOCKSAddr, append(ppV2(opsIP), 5, 1, 0)},
+	}
+	for _, tc := range forged {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := e.ns.DialContext(ctx, "tcp", tc.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.Write(tc.data)
+			assertClosed(t, c)
+		})
+	}
+	// Still serving, and none of the refused connections was logged.
+	if out, hdr, code := e.curl(t, "--haproxy-protocol", "--interface", lbIP, "-x", e.proc.ProxyURL().String(), fmt.Sprintf("http://web.test:%d/", e.web.Port())); code != 0 {
+		t.Fatalf("v1 header from the trusted source: curl exit %d\n%s%s", code, hdr, out)
+	}
+	line := e.proc.WaitForLog(t, testenv.Fields(map[string]any{"listener": "http", "host": "web.test", "decision": "allow"}))
+	if line["client"] != lbIP {
+		t.Errorf("client %v, want %s (the header's source)", line["client"], lbIP)
+	}
+	if lines := e.proc.AccessLines()[before:]; len(lines) != 1 {
+		t.Errorf("refused connections were logged: %v", lines)
+	}
+	if !strings.Contains(e.proc.Stderr(), "trusted proxy sent no PROXY header") {
+		t.Errorf("no diagnostic for the trusted source without a header:\n%s", e.proc.Stderr())
+	}
+}
+
+// ppV2 is a PROXY v2 header for a TCP over IPv4 client src.
+func ppV2(src string) []byte {
+	b := []byte("\r\n\r\n\x00\r\nQUIT\n")
+	b = append(b, 0x21, 0x11, 0, 12)
+	b = append(b, net.ParseIP(src).To4()...)
+	b = append(b, 127, 0, 0, 1)
+	b = binary.BigEndian.AppendUint16(b, 40000)
+	return binary.BigEndian.AppendUint16(b, 3128)
+}
