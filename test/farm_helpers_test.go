@@ -1,0 +1,837 @@
+package test
+
+// The local farm of the farm tests: three egressd instances behind a real
+// HAProxy in TCP mode, configured from deployments/farm/haproxy.cfg.tmpl,
+// inside one network namespace with the origins and the DNS server; and a
+// continuous load of real clients that know HAProxy's address only.
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/csv"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/proxy"
+
+	"github.com/egressd/egressd/test/testenv"
+)
+
+// Addresses and timings of the farm. Everything is on the namespace's
+// loopback. HAProxy connects to the instances from lbIP (127.0.0.10, as in
+// the PROXY protocol tests), so an instance that logs any other client
+// address got it from a PROXY header.
+const (
+	farmTLSIP  = "127.0.0.2"  // allowed.test and new.test: HTTPS echo origin
+	farmHTTPIP = "127.0.0.3"  // plain.test: plain HTTP echo origin
+	farmDNSIP  = "127.0.0.53" // the farm's DNS server
+	farmLBIP   = "127.0.2.1"  // HAProxy's frontends (HTTP, SOCKS5, stats)
+	// farmInstances is the number of egressd instances behind HAProxy.
+	farmInstances = 3
+	// HAProxy health-checks /readyz every farmCheckInter; farmCheckFall
+	// failures take an instance out, two successes bring it back.
+	farmCheckInter = 200 * time.Millisecond
+	farmCheckFall  = 2
+	// farmDrainDelay is timeouts.drain_delay: well above inter x fall, so
+	// HAProxy has taken a draining instance out before its listeners
+	// close, with room for a busy machine.
+	farmDrainDelay = 2 * time.Second
+	// farmDrain is timeouts.drain.
+	farmDrain = 5 * time.Second
+)
+
+// The load's bounds: each worker stops after loadMaxPerWorker requests or
+// loadMaxDuration, whichever comes first; one request gets at most
+// loadRequestTimeout. A worker sends at most one request per loadPace.
+const (
+	loadWorkers        = 4
+	loadMaxPerWorker   = 5000
+	loadMaxDuration    = 2 * time.Minute
+	loadRequestTimeout = 15 * time.Second
+	loadPace           = 10 * time.Millisecond
+)
+
+// lbFarm is three egressd instances behind HAProxy in one namespace.
+type lbFarm struct {
+	ns                *testenv.Netns
+	ca                *testenv.CA
+	caFile            string
+	tlsPort, httpPort int
+	dnsAddr           string
+	proxyProtocol     bool
+	// inst are the instances; instance i is HAProxy's server
+	// "egressd<i+1>" and listens on 127.0.1.<i+1>.
+	inst  []*testenv.Proc
+	addrs [][3]string // per instance: http, socks5, admin
+	lb    *haproxyProc
+	// HAProxy's frontends: what clients use.
+	lbHTTP, lbSOCKS, lbStats string
+}
+
+// newLBFarm starts the origins, the DNS server, three instances and
+// HAProxy (with send-proxy-v2 when proxyProtocol), and returns once
+// HAProxy sees every instance UP in both backends.
+func newLBFarm(t *testing.T, proxyProtocol bool) *lbFarm {
+	t.Helper()
+	f := &lbFarm{proxyProtocol: proxyProtocol}
+	f.ns = testenv.NewNetns(t)
+	f.ca = testenv.NewCA(t)
+	f.caFile = f.ca.WritePEM(t.TempDir())
+	tlsOrigin := testenv.TLSOriginIn(t, f.ns, f.ca, farmTLSIP, "allowed.test", "new.test")
+	httpOrigin := testenv.HTTPOriginIn(t, f.ns, farmHTTPIP, "plain")
+	f.tlsPort, f.httpPort = tlsOrigin.Port(), httpOrigin.Port()
+	dns := testenv.NewDNSServerIn(t, f.ns, farmDNSIP)
+	dns.Set("allowed.test", 60, netip.MustParseAddr(farmTLSIP))
+	dns.Set("new.test", 60, netip.MustParseAddr(farmTLSIP))
+	dns.Set("plain.test", 60, netip.MustParseAddr(farmHTTPIP))
+	f.dnsAddr = dns.Addr()
+
+	for i := 0; i < farmInstances; i++ {
+		ip := fmt.Sprintf("127.0.1.%d", i+1)
+		f.addrs = append(f.addrs, [3]string{f.ns.FreeAddr(t, ip), f.ns.FreeAddr(t, ip), f.ns.FreeAddr(t, ip)})
+		f.inst = append(f.inst, (&testenv.Egressd{Netns: f.ns}).Start(t, f.config(i, false)))
+	}
+	// Stop the instances together (each drains for farmDrainDelay)
+	// rather than one after the other in testenv's cleanups, which then
+	// find them gone. This runs after HAProxy's stop, registered below.
+	t.Cleanup(func() { f.stopInstances(t) })
+
+	f.lbHTTP, f.lbSOCKS, f.lbStats = f.ns.FreeAddr(t, farmLBIP), f.ns.FreeAddr(t, farmLBIP), f.ns.FreeAddr(t, farmLBIP)
+	f.lb = startFarmHAProxy(t, f.ns, f.haproxyConfig(t), f.lbHTTP, f.lbSOCKS, f.lbStats)
+	waitUntil(t, 15*time.Second, func() bool {
+		for i := range f.inst {
+			if f.serverStatus(t, i) != "UP" {
+				return false
+			}
+		}
+		return true
+	}, func() string { return "HAProxy does not see every instance UP:\n" + f.statsSummary(t) })
+	return f
+}
+
+// config renders instance i's config file; rollout adds rule "rollout",
+// which allows new.test.
+func (f *lbFarm) config(i int, rollout bool) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "listen:\n  http: %q\n  socks5: %q\n  admin: %q\n  proxy_protocol: %t\n",
+		f.addrs[i][0], f.addrs[i][1], f.addrs[i][2], f.proxyProtocol)
+	if f.proxyProtocol {
+		fmt.Fprintf(&b, "  trusted_proxies: [\"%s/32\"]\n", lbIP)
+	}
+	fmt.Fprintf(&b, `dns:
+  servers: [%q]
+  timeout: 2s
+timeouts:
+  handshake: 5s
+  connect: 2s
+  drain_delay: %s
+  drain: %s
+policy:
+  mode: enforce
+  deny_ranges: [default]
+  tls_ports: [%[4]d]
+  rules:
+    - name: load
+      hosts: ["allowed.test", "plain.test"]
+      ports: [%[4]d, %[5]d]
+      allow_ranges: ["127.0.0.0/24"]
+`, f.dnsAddr, farmDrainDelay, farmDrain, f.tlsPort, f.httpPort)
+	if rollout {
+		fmt.Fprintf(&b, `    - name: rollout
+      hosts: ["new.test"]
+      ports: [%d]
+      allow_ranges: ["127.0.0.0/24"]
+`, f.tlsPort)
+	}
+	b.WriteString("log:\n  access: true\n  level: info\n")
+	return b.String()
+}
+
+// haproxyConfig renders deployments/farm/haproxy.cfg.tmpl, the local
+// farm's own config, with one server line per instance in each backend.
+// The server lines set this test's faster checks and HAProxy's source
+// address.
+func (f *lbFarm) haproxyConfig(t *testing.T) string {
+	t.Helper()
+	tmpl, err := os.ReadFile(filepath.Join("..", "deployments", "farm", "haproxy.cfg.tmpl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendProxy := ""
+	if f.proxyProtocol {
+		sendProxy = " send-proxy-v2"
+	}
+	var httpServers, socksServers strings.Builder
+	for i, a := range f.addrs {
+		_, adminPort, _ := net.SplitHostPort(a[2])
+		opts := fmt.Sprintf("check port %s inter %dms fall %d rise 2 source %s%s",
+			adminPort, farmCheckInter.Milliseconds(), farmCheckFall, lbIP, sendProxy)
+		fmt.Fprintf(&httpServers, "    server %s %s %s\n", farmServer(i), a[0], opts)
+		fmt.Fprintf(&socksServers, "    server %s %s %s\n", farmServer(i), a[1], opts)
+	}
+	vars := map[string]string{
+		"HTTP_BIND":      f.lbHTTP,
+		"SOCKS5_BIND":    f.lbSOCKS,
+		"STATS_BIND":     f.lbStats,
+		"STATS_SOCKET":   filepath.Join(t.TempDir(), "haproxy.sock"),
+		"HTTP_SERVERS":   strings.TrimSuffix(httpServers.String(), "\n"),
+		"SOCKS5_SERVERS": strings.TrimSuffix(socksServers.String(), "\n"),
+	}
+	var unknown []string
+	cfg := os.Expand(string(tmpl), func(name string) string {
+		v, ok := vars[name]
+		if !ok {
+			unknown = append(unknown, name)
+		}
+		return v
+	})
+	if unknown != nil {
+		t.Fatalf("haproxy.cfg.tmpl has placeholders the test does not know: %v", unknown)
+	}
+	return cfg
+}
+
+// farmServer is instance i's server name in HAProxy.
+func farmServer(i int) string { return fmt.Sprintf("egressd%d", i+1) }
+
+// stopInstances SIGTERMs every instance still running and waits for them,
+// bounded.
+func (f *lbFarm) stopInstances(t *testing.T) {
+	for _, p := range f.inst {
+		if _, done := p.ExitCode(); !done {
+			p.Signal(syscall.SIGTERM)
+		}
+	}
+	timer := time.NewTimer(farmDrainDelay + farmDrain + 10*time.Second)
+	defer timer.Stop()
+	for _, p := range f.inst {
+		select {
+		case <-p.Done():
+		case <-timer.C:
+			t.Errorf("egressd (pid %d) did not stop after SIGTERM; testenv kills it", p.PID())
+			return
+		}
+	}
+}
+
+// --- HAProxy ---
+
+// haproxyProc is HAProxy run by the test, with its output (session logs
+// and server state changes) kept line by line with the time each line
+// arrived.
+type haproxyProc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	out  lineLog
+}
+
+// lineLog collects written bytes as lines stamped with their arrival time.
+type lineLog struct {
+	mu      sync.Mutex
+	partial []byte
+	lines   []stampedLine
+}
+
+type stampedLine struct {
+	at   time.Time
+	text string
+}
+
+func (l *lineLog) Write(p []byte) (int, error) {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.partial = append(l.partial, p...)
+	for {
+		i := strings.IndexByte(string(l.partial), '\n')
+		if i < 0 {
+			break
+		}
+		l.lines = append(l.lines, stampedLine{at: now, text: string(l.partial[:i])})
+		l.partial = l.partial[i+1:]
+	}
+	return len(p), nil
+}
+
+func (l *lineLog) snapshot() []stampedLine {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]stampedLine(nil), l.lines...)
+}
+
+// startFarmHAProxy runs HAProxy (the Debian package, never its system
+// service) in the foreground inside ns with config, the way
+// startHAProxy does, waits until it accepts on every bind address, and
+// stops it by PID on cleanup.
+func startFarmHAProxy(t *testing.T, ns *testenv.Netns, config string, binds ...string) *haproxyProc {
+	t.Helper()
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		bin = "/usr/sbin/haproxy"
+		if _, serr := os.Stat(bin); serr != nil {
+			t.Fatalf("haproxy not found (run scripts/setup.sh): %v", err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := &haproxyProc{done: make(chan struct{})}
+	h.cmd = ns.Command(context.Background(), bin, "-db", "-f", path)
+	h.cmd.Stdout = &h.out
+	h.cmd.Stderr = &h.out
+	if err := h.cmd.Start(); err != nil {
+		t.Fatalf("start haproxy: %v", err)
+	}
+	var waitErr error
+	go func() {
+		waitErr = h.cmd.Wait()
+		close(h.done)
+	}()
+	t.Cleanup(func() {
+		h.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-h.done:
+		case <-time.After(10 * time.Second):
+			h.cmd.Process.Kill()
+			<-h.done
+		}
+		if t.Failed() {
+			t.Logf("haproxy (pid %d) events:\n%s", h.cmd.Process.Pid, h.events())
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for _, addr := range binds {
+		for {
+			c, err := ns.DialContext(ctx, "tcp", addr)
+			if err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case <-tick.C:
+			case <-h.done:
+				t.Fatalf("haproxy exited (%v):\n%s\nconfig:\n%s", waitErr, h.events(), config)
+			case <-ctx.Done():
+				t.Fatalf("haproxy not listening on %s: %v", addr, err)
+			}
+		}
+	}
+	return h
+}
+
+// haproxySession is one session log line (option tcplog).
+type haproxySession struct {
+	at         time.Time // when the line arrived: the session's end
+	accepted   time.Time // when HAProxy accepted the client connection (%t)
+	clientPort int
+	backend    string
+	server     string // "<NOSRV>" when none was picked
+	state      string // termination state, "--" for a normal end
+	line       string
+}
+
+// sessions parses the session log lines so far. The tcplog format is
+// "%ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts %ac/%fc/%bc/%sc/%rc %sq/%bq".
+func (h *haproxyProc) sessions() []haproxySession {
+	var out []haproxySession
+	for _, l := range h.out.snapshot() {
+		f := strings.Fields(l.text)
+		if len(f) < 9 || !strings.HasPrefix(f[1], "[") {
+			continue
+		}
+		_, port, err := net.SplitHostPort(f[0])
+		if err != nil {
+			continue
+		}
+		p, _ := strconv.Atoi(port)
+		backend, server, ok := strings.Cut(f[3], "/")
+		if !ok {
+			continue
+		}
+		// HAProxy writes the accept date in its local time, as Go's
+		// time.Local reads it.
+		accepted, err := time.ParseInLocation("[02/Jan/2006:15:04:05.000]", f[1], time.Local)
+		if err != nil {
+			continue
+		}
+		out = append(out, haproxySession{at: l.at, accepted: accepted, clientPort: p, backend: backend, server: server,
+			state: f[6], line: l.text})
+	}
+	return out
+}
+
+// events returns HAProxy's output without the session log lines: start-up
+// messages and server state changes, each with its arrival time.
+func (h *haproxyProc) events() string {
+	sess := map[string]bool{}
+	for _, s := range h.sessions() {
+		sess[s.line] = true
+	}
+	var b strings.Builder
+	n := 0
+	for _, l := range h.out.snapshot() {
+		if sess[l.text] {
+			n++
+			continue
+		}
+		fmt.Fprintf(&b, "%s %s\n", l.at.Format("15:04:05.000"), l.text)
+	}
+	fmt.Fprintf(&b, "(%d session log lines)", n)
+	return b.String()
+}
+
+// sessionFor returns the session of the client connection from port that
+// ended at or after since, waiting (bounded) for its log line.
+func (h *haproxyProc) sessionFor(t *testing.T, port int, since time.Time) (haproxySession, bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		for _, s := range h.sessions() {
+			if s.clientPort == port && !s.at.Before(since) {
+				return s, true
+			}
+		}
+		if time.Now().After(deadline) {
+			return haproxySession{}, false
+		}
+		<-tick.C
+	}
+}
+
+// lbStat is one row of HAProxy's stats CSV.
+type lbStat struct {
+	backend, server string
+	status          string // UP, DOWN, "UP 1/2", ...
+	sessions        int    // stot: sessions ever sent to the server
+	check           string // last check's status (L7OK, L7STS, L4CON, ...)
+}
+
+// stats reads HAProxy's stats page as CSV (the servers' rows only).
+func (f *lbFarm) stats(t *testing.T) []lbStat {
+	t.Helper()
+	tr := &http.Transport{DialContext: f.ns.DialContext, Proxy: nil, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("http://" + f.lbStats + "/;csv;norefresh")
+	if err != nil {
+		t.Fatalf("HAProxy stats: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("HAProxy stats: %s, %v", resp.Status, err)
+	}
+	rows, err := csv.NewReader(strings.NewReader(strings.TrimPrefix(string(body), "# "))).ReadAll()
+	if err != nil || len(rows) == 0 {
+		t.Fatalf("HAProxy stats CSV: %v\n%s", err, body)
+	}
+	col := map[string]int{}
+	for i, name := range rows[0] {
+		col[name] = i
+	}
+	for _, name := range []string{"pxname", "svname", "status", "stot", "check_status"} {
+		if _, ok := col[name]; !ok {
+			t.Fatalf("HAProxy stats CSV has no column %q: %v", name, rows[0])
+		}
+	}
+	var out []lbStat
+	for _, r := range rows[1:] {
+		if len(r) < len(rows[0]) || r[col["svname"]] == "FRONTEND" || r[col["svname"]] == "BACKEND" {
+			continue
+		}
+		n, _ := strconv.Atoi(r[col["stot"]])
+		out = append(out, lbStat{backend: r[col["pxname"]], server: r[col["svname"]], status: r[col["status"]],
+			sessions: n, check: r[col["check_status"]]})
+	}
+	return out
+}
+
+// serverStatus is instance i's status in HAProxy: the common status of
+// its rows in both backends, or "mixed: ..." when they differ.
+func (f *lbFarm) serverStatus(t *testing.T, i int) string {
+	t.Helper()
+	var st []string
+	for _, s := range f.stats(t) {
+		if s.server == farmServer(i) {
+			st = append(st, s.status)
+		}
+	}
+	if len(st) != 2 {
+		return fmt.Sprintf("in %d backends", len(st))
+	}
+	if st[0] != st[1] {
+		return "mixed: " + strings.Join(st, ", ")
+	}
+	return st[0]
+}
+
+// sessionCounts is the sessions HAProxy sent to each instance, both
+// backends together.
+func (f *lbFarm) sessionCounts(t *testing.T) []int {
+	t.Helper()
+	n := make([]int, len(f.inst))
+	for _, s := range f.stats(t) {
+		for i := range n {
+			if s.server == farmServer(i) {
+				n[i] += s.sessions
+			}
+		}
+	}
+	return n
+}
+
+func (f *lbFarm) statsSummary(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	for _, s := range f.stats(t) {
+		fmt.Fprintf(&b, "%s/%s %s check=%s sessions=%d\n", s.backend, s.server, s.status, s.check, s.sessions)
+	}
+	return b.String()
+}
+
+// waitServerDown waits until HAProxy has taken instance i out of both
+// backends and returns when it saw that (within a poll of 20ms).
+func (f *lbFarm) waitServerDown(t *testing.T, i int, timeout time.Duration) time.Time {
+	t.Helper()
+	waitUntil(t, timeout, func() bool { return f.serverStatus(t, i) == "DOWN" },
+		func() string { return "HAProxy did not take " + farmServer(i) + " out:\n" + f.statsSummary(t) })
+	return time.Now()
+}
+
+// waitServed waits until every instance has logged at least n allowed
+// requests: the load reaches all of them.
+func (f *lbFarm) waitServed(t *testing.T, n int) {
+	t.Helper()
+	waitUntil(t, 30*time.Second, func() bool {
+		for _, p := range f.inst {
+			if accessCount(p, map[string]any{"decision": "allow"}) < n {
+				return false
+			}
+		}
+		return true
+	}, func() string {
+		var c []int
+		for _, p := range f.inst {
+			c = append(c, accessCount(p, map[string]any{"decision": "allow"}))
+		}
+		return fmt.Sprintf("allowed requests per instance %v, want %d each\n%s", c, n, f.statsSummary(t))
+	})
+}
+
+// admin sends one GET to instance i's admin listener and returns the
+// body.
+func (f *lbFarm) admin(t *testing.T, i int, path string) string {
+	t.Helper()
+	tr := &http.Transport{DialContext: f.ns.DialContext, Proxy: nil, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("http://" + f.addrs[i][2] + path)
+	if err != nil {
+		t.Fatalf("%s %s: %v", farmServer(i), path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: %v", farmServer(i), path, err)
+	}
+	return string(body)
+}
+
+// --- clients ---
+
+// portSlotKey is the context key of the slot where the load's dialer
+// stores the local port of the connection it opened to HAProxy, so a
+// failed request can be found in HAProxy's session log.
+type portSlotKey struct{}
+
+// recordPort wraps dial: the local port of each connection goes into the
+// context's port slot, if any.
+func recordPort(dial func(context.Context, string, string) (net.Conn, error)) func(context.Context, string, string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err == nil {
+			if slot, ok := ctx.Value(portSlotKey{}).(*atomic.Int64); ok {
+				if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+					slot.Store(int64(a.Port))
+				}
+			}
+		}
+		return c, err
+	}
+}
+
+// ctxDialer adapts a dial function to golang.org/x/net/proxy's forward
+// dialer.
+type ctxDialer func(context.Context, string, string) (net.Conn, error)
+
+func (d ctxDialer) Dial(network, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), loadRequestTimeout)
+	defer cancel()
+	return d(ctx, network, addr)
+}
+
+func (d ctxDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return d(ctx, network, addr)
+}
+
+// farmClients are real clients of the farm: Go's http.Transport with
+// HAProxy's HTTP frontend as its proxy (CONNECT for https, absolute URIs
+// for http), and one whose connections go through HAProxy's SOCKS5
+// frontend. Neither keeps connections alive: every request is a new
+// connection for HAProxy to balance.
+type farmClients struct {
+	proxied *http.Transport
+	socks   *http.Transport
+}
+
+func (f *lbFarm) clients(t *testing.T) *farmClients {
+	t.Helper()
+	tlsConf := &tls.Config{RootCAs: f.ca.CertPool()}
+	dial := recordPort(f.ns.DialContext)
+	proxied := &http.Transport{
+		Proxy:             http.ProxyURL(&url.URL{Scheme: "http", Host: f.lbHTTP}),
+		DialContext:       dial,
+		TLSClientConfig:   tlsConf,
+		DisableKeepAlives: true,
+	}
+	sd, err := proxy.SOCKS5("tcp", f.lbSOCKS, nil, ctxDialer(dial))
+	if err != nil {
+		t.Fatal(err)
+	}
+	socks := &http.Transport{
+		Proxy:             nil,
+		DialContext:       sd.(proxy.ContextDialer).DialContext,
+		TLSClientConfig:   tlsConf,
+		DisableKeepAlives: true,
+	}
+	c := &farmClients{proxied: proxied, socks: socks}
+	t.Cleanup(c.close)
+	return c
+}
+
+func (c *farmClients) close() {
+	c.proxied.CloseIdleConnections()
+	c.socks.CloseIdleConnections()
+}
+
+// Load request kinds.
+const (
+	kindConnect = "connect" // https through CONNECT on HAProxy's HTTP frontend
+	kindHTTP    = "http"    // absolute-URI http on HAProxy's HTTP frontend
+	kindSOCKS   = "socks5"  // https through HAProxy's SOCKS5 frontend
+)
+
+var loadKinds = []string{kindConnect, kindHTTP, kindSOCKS}
+
+// loadResult is one request of the load.
+type loadResult struct {
+	worker     int
+	kind       string
+	url        string
+	start, end time.Time
+	port       int // local port of the connection to HAProxy; 0 if none was opened
+	err        error
+}
+
+func (r loadResult) String() string {
+	return fmt.Sprintf("worker %d %s %s [%s..%s] port %d: %v", r.worker, r.kind, r.url,
+		r.start.Format("15:04:05.000"), r.end.Format("15:04:05.000"), r.port, r.err)
+}
+
+// get sends one GET of kind for host and path and checks that the origin
+// answered it: status 200 and its echo of the path.
+func (f *lbFarm) get(c *farmClients, kind, host, path string) loadResult {
+	r := loadResult{kind: kind, start: time.Now()}
+	// The HTTPS origin serves every https name and calls itself
+	// allowed.test; the plain one is "plain".
+	tr, scheme, port, origin := c.proxied, "https", f.tlsPort, "allowed.test"
+	switch kind {
+	case kindHTTP:
+		scheme, port, origin = "http", f.httpPort, "plain"
+	case kindSOCKS:
+		tr = c.socks
+	}
+	r.url = fmt.Sprintf("%s://%s:%d%s", scheme, host, port, path)
+	slot := new(atomic.Int64)
+	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), portSlotKey{}, slot), loadRequestTimeout)
+	defer cancel()
+	r.err = roundTrip(ctx, tr, r.url, origin, path)
+	r.end = time.Now()
+	r.port = int(slot.Load())
+	return r
+}
+
+func roundTrip(ctx context.Context, tr *http.Transport, target, origin, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64*1024))
+	if err != nil {
+		return fmt.Errorf("body: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %s (X-Egress-Denied: %q)", resp.Status, resp.Header.Get("X-Egress-Denied"))
+	}
+	e, err := testenv.ParseEcho(body)
+	if err != nil {
+		return fmt.Errorf("not an echo: %w: %q", err, body)
+	}
+	if e.Origin != origin || e.Path != path {
+		return fmt.Errorf("answered by %q for %q, want %q for %q", e.Origin, e.Path, origin, path)
+	}
+	return nil
+}
+
+// farmLoad is continuous load on the farm: workers in a loop, each
+// sending one request at a time on a new connection, rotating through
+// CONNECT, absolute-URI http and SOCKS5.
+type farmLoad struct {
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+	clients  *farmClients
+
+	mu      sync.Mutex
+	results []loadResult
+}
+
+// startLoad starts workers; the load runs until Stop (also on cleanup),
+// bounded by loadMaxPerWorker requests per worker and loadMaxDuration.
+func (f *lbFarm) startLoad(t *testing.T, workers int) *farmLoad {
+	t.Helper()
+	l := &farmLoad{stop: make(chan struct{}), clients: f.clients(t)}
+	deadline := time.Now().Add(loadMaxDuration)
+	for w := 0; w < workers; w++ {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			pace := time.NewTicker(loadPace)
+			defer pace.Stop()
+			for n := 0; n < loadMaxPerWorker && time.Now().Before(deadline); n++ {
+				select {
+				case <-l.stop:
+					return
+				case <-pace.C:
+				}
+				kind, host := loadKinds[(w+n)%len(loadKinds)], "allowed.test"
+				if kind == kindHTTP {
+					host = "plain.test"
+				}
+				r := f.get(l.clients, kind, host, fmt.Sprintf("/load/w%d/%d", w, n))
+				r.worker = w
+				l.mu.Lock()
+				l.results = append(l.results, r)
+				l.mu.Unlock()
+			}
+		}()
+	}
+	t.Cleanup(func() { l.Stop() })
+	return l
+}
+
+// Stop ends the load, waits for the workers and returns every result.
+func (l *farmLoad) Stop() []loadResult {
+	l.stopOnce.Do(func() { close(l.stop) })
+	l.wg.Wait()
+	l.clients.close()
+	return l.snapshot()
+}
+
+func (l *farmLoad) snapshot() []loadResult {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]loadResult(nil), l.results...)
+}
+
+// waitEachWorker waits until every one of workers has completed n
+// successful requests that started after since. Workers send one request
+// at a time, so every request started before since has ended by then.
+func (l *farmLoad) waitEachWorker(t *testing.T, workers, n int, since time.Time) {
+	t.Helper()
+	count := func() []int {
+		c := make([]int, workers)
+		for _, r := range l.snapshot() {
+			if r.err == nil && r.start.After(since) {
+				c[r.worker]++
+			}
+		}
+		return c
+	}
+	waitUntil(t, 45*time.Second, func() bool {
+		for _, c := range count() {
+			if c < n {
+				return false
+			}
+		}
+		return true
+	}, func() string {
+		return fmt.Sprintf("successful requests per worker since %s: %v, want %d each; failures:\n%s",
+			since.Format("15:04:05.000"), count(), n, failureList(l.snapshot(), 20))
+	})
+}
+
+// failures returns the failed results.
+func failures(rs []loadResult) []loadResult {
+	var out []loadResult
+	for _, r := range rs {
+		if r.err != nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// failureList lists up to limit failures of rs.
+func failureList(rs []loadResult, limit int) string {
+	var b strings.Builder
+	fs := failures(rs)
+	for i, r := range fs {
+		if i == limit {
+			fmt.Fprintf(&b, "... and %d more\n", len(fs)-limit)
+			break
+		}
+		b.WriteString(r.String() + "\n")
+	}
+	return b.String()
+}
+
+// loadSummary counts results by kind.
+func loadSummary(rs []loadResult) string {
+	ok, failed := map[string]int{}, map[string]int{}
+	for _, r := range rs {
+		if r.err == nil {
+			ok[r.kind]++
+		} else {
+			failed[r.kind]++
+		}
+	}
+	var parts []string
+	for _, k := range loadKinds {
+		parts = append(parts, fmt.Sprintf("%s %d ok/%d failed", k, ok[k], failed[k]))
+	}
+	return fmt.Sprintf("%d requests (%s)", len(rs), strings.Join(parts, ", "))
+}
