@@ -1,0 +1,134 @@
+package test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/egressd/egressd/test/testenv"
+)
+
+// run runs the built egressd with args and returns its output and exit code.
+func run(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(testenv.Binary(t), args...)
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return out.String(), errb.String(), ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("egressd %v: %v", args, err)
+	}
+	return out.String(), errb.String(), 0
+}
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "egressd.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const cliPolicy = `
+policy:
+  mode: enforce
+  groups:
+    web: { cidrs: ["10.0.1.0/24"] }
+  rules:
+    - name: github
+      groups: [web]
+      hosts: ["github.com", "*.github.com"]
+      ports: [443]
+    - name: internal-api
+      cidrs: ["10.20.0.0/16"]
+      ports: [8443]
+`
+
+// TestCheckCommand: `egressd check` runs the serve engine for one
+// destination; IP literals need no DNS, so nothing leaves the machine.
+func TestCheckCommand(t *testing.T) {
+	cfg := writeConfig(t, cliPolicy)
+	cases := []struct {
+		args           []string
+		code           int
+		decision, rule string
+		reason         string
+	}{
+		{[]string{"--client", "10.9.9.9", "10.20.1.2:8443"}, 0, "allow", "internal-api", "-"},
+		{[]string{"--client", "10.9.9.9", "10.20.1.2:22"}, 1, "deny", "-", "port_not_allowed"},
+		{[]string{"--client", "10.9.9.9", "169.254.169.254:80"}, 1, "deny", "-", "not_allowed"},
+		{[]string{"--client", "10.9.9.9", "0xa9fea9fe:8443"}, 1, "deny", "-", "not_allowed"},
+	}
+	for _, tc := range cases {
+		out, errOut, code := run(t, append([]string{"check", "--config", cfg}, tc.args...)...)
+		if code != tc.code {
+			t.Errorf("check %v: exit %d, want %d\n%s%s", tc.args, code, tc.code, out, errOut)
+		}
+		for _, want := range []string{"decision: " + tc.decision, "rule: " + tc.rule, "reason: " + tc.reason} {
+			if !strings.Contains(out, want+"\n") {
+				t.Errorf("check %v: output lacks %q:\n%s", tc.args, want, out)
+			}
+		}
+	}
+	if _, _, code := run(t, "check", "--config", cfg, "not-a-destination"); code != 2 {
+		t.Errorf("bad destination: exit %d, want 2", code)
+	}
+}
+
+// TestValidateCommand: every error at once, each with file, line and key.
+func TestValidateCommand(t *testing.T) {
+	good := writeConfig(t, cliPolicy)
+	if out, errOut, code := run(t, "validate", "--config", good); code != 0 {
+		t.Fatalf("valid config: exit %d\n%s%s", code, out, errOut)
+	}
+	bad := writeConfig(t, `policy:
+  mode: enforce
+  rules:
+    - name: a
+      hosts: ["a.*.com"]
+      ports: [443]
+    - name: a
+      groups: [nobody]
+      hosts: ["*"]
+      cidrs: ["10.0.0.0/33"]
+      ports: [443]
+  unknown_key: 1
+`)
+	_, errOut, code := run(t, "validate", "--config", bad)
+	if code != 1 {
+		t.Fatalf("invalid config: exit %d\n%s", code, errOut)
+	}
+	for _, want := range []string{
+		bad + ":5: policy.rules[0].hosts[0]",
+		bad + ":7: policy.rules[1].name",
+		bad + ":8: policy.rules[1].groups[0]",
+		bad + ":9: policy.rules[1].hosts[0]",
+		bad + ":10: policy.rules[1].cidrs[0]",
+		bad + ":12: policy.unknown_key",
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("validate output lacks %q:\n%s", want, errOut)
+		}
+	}
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	if out, _, code := run(t, "version"); code != 0 || !strings.HasPrefix(out, "egressd ") {
+		t.Errorf("version: %d %q", code, out)
+	}
+	for _, sub := range []string{"serve", "check", "validate"} {
+		_, errOut, code := run(t, sub, "--help")
+		if code != 0 || !strings.Contains(errOut, "Usage: egressd "+sub) {
+			t.Errorf("%s --help: exit %d\n%s", sub, code, errOut)
+		}
+	}
+	if _, _, code := run(t, "frobnicate"); code != 2 {
+		t.Errorf("unknown command: exit %d, want 2", code)
+	}
+}
