@@ -6,6 +6,7 @@ package test
 // continuous load of real clients that know HAProxy's address only.
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/csv"
@@ -202,7 +203,10 @@ func (f *lbFarm) haproxyConfig(t *testing.T) string {
 	if unknown != nil {
 		t.Fatalf("haproxy.cfg.tmpl has placeholders the test does not know: %v", unknown)
 	}
-	return cfg
+	// The kill test finds every failed request in the session log, also
+	// one that HAProxy cut before it read a byte from the client: those
+	// are "null" sessions, which the template does not log.
+	return strings.Replace(cfg, "    option dontlognull\n", "    no option dontlognull\n", 1)
 }
 
 // farmServer is instance i's server name in HAProxy.
@@ -257,7 +261,7 @@ func (l *lineLog) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	l.partial = append(l.partial, p...)
 	for {
-		i := strings.IndexByte(string(l.partial), '\n')
+		i := bytes.IndexByte(l.partial, '\n')
 		if i < 0 {
 			break
 		}
@@ -292,6 +296,7 @@ func startFarmHAProxy(t *testing.T, ns *testenv.Netns, config string, binds ...s
 	}
 	h := &haproxyProc{done: make(chan struct{})}
 	h.cmd = ns.Command(context.Background(), bin, "-db", "-f", path)
+	h.cmd.Env = append(h.cmd.Env, "TZ=UTC") // its session log's dates, see sessions
 	h.cmd.Stdout = &h.out
 	h.cmd.Stderr = &h.out
 	if err := h.cmd.Start(); err != nil {
@@ -339,12 +344,10 @@ func startFarmHAProxy(t *testing.T, ns *testenv.Netns, config string, binds ...s
 
 // haproxySession is one session log line (option tcplog).
 type haproxySession struct {
-	at         time.Time // when the line arrived: the session's end
 	accepted   time.Time // when HAProxy accepted the client connection (%t)
 	clientPort int
 	backend    string
 	server     string // "<NOSRV>" when none was picked
-	state      string // termination state, "--" for a normal end
 	line       string
 }
 
@@ -366,14 +369,13 @@ func (h *haproxyProc) sessions() []haproxySession {
 		if !ok {
 			continue
 		}
-		// HAProxy writes the accept date in its local time, as Go's
-		// time.Local reads it.
-		accepted, err := time.ParseInLocation("[02/Jan/2006:15:04:05.000]", f[1], time.Local)
+		// The accept date is in HAProxy's local time: UTC.
+		accepted, err := time.ParseInLocation("[02/Jan/2006:15:04:05.000]", f[1], time.UTC)
 		if err != nil {
 			continue
 		}
-		out = append(out, haproxySession{at: l.at, accepted: accepted, clientPort: p, backend: backend, server: server,
-			state: f[6], line: l.text})
+		out = append(out, haproxySession{accepted: accepted, clientPort: p, backend: backend, server: server,
+			line: l.text})
 	}
 	return out
 }
@@ -398,16 +400,24 @@ func (h *haproxyProc) events() string {
 	return b.String()
 }
 
-// sessionFor returns the session of the client connection from port that
-// ended at or after since, waiting (bounded) for its log line.
-func (h *haproxyProc) sessionFor(t *testing.T, port int, since time.Time) (haproxySession, bool) {
+// sessionFor returns the session log of request r: the session HAProxy
+// accepted from r's client port on r's frontend while r ran, waiting
+// (bounded) for its line, which comes when the session ends. Client ports
+// are reused, so the port alone does not identify it.
+func (h *haproxyProc) sessionFor(t *testing.T, r loadResult) (haproxySession, bool) {
 	t.Helper()
+	backend := "egressd_http"
+	if r.kind == loadSOCKS {
+		backend = "egressd_socks5"
+	}
+	// The accept date has millisecond precision.
+	from, to := r.start.Add(-5*time.Millisecond), r.end.Add(5*time.Millisecond)
 	deadline := time.Now().Add(5 * time.Second)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		for _, s := range h.sessions() {
-			if s.clientPort == port && !s.at.Before(since) {
+			if s.clientPort == r.port && s.backend == backend && !s.accepted.Before(from) && !s.accepted.After(to) {
 				return s, true
 			}
 		}
@@ -555,6 +565,57 @@ func (f *lbFarm) admin(t *testing.T, i int, path string) string {
 	return string(body)
 }
 
+// openWork sums instance i's egressd_active_tunnels and
+// egressd_client_connections over their listeners.
+func (f *lbFarm) openWork(t *testing.T, i int) float64 {
+	t.Helper()
+	var sum float64
+	for _, l := range strings.Split(f.admin(t, i, "/metrics"), "\n") {
+		if !strings.HasPrefix(l, "egressd_active_tunnels{") && !strings.HasPrefix(l, "egressd_client_connections{") {
+			continue
+		}
+		fs := strings.Fields(l)
+		v, err := strconv.ParseFloat(fs[len(fs)-1], 64)
+		if err != nil {
+			t.Fatalf("%s /metrics: %q: %v", farmServer(i), l, err)
+		}
+		sum += v
+	}
+	return sum
+}
+
+// metricValue returns the value of series (name and labels as exposed)
+// in a /metrics text, 0 when absent.
+func metricValue(text, series string) float64 {
+	for _, l := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return 0
+}
+
+// waitIdle waits until every instance still running has no tunnel and no
+// client connection left: once the load has stopped and HAProxy has passed
+// on the clients' closes, nothing may outlive them.
+func (f *lbFarm) waitIdle(t *testing.T) {
+	t.Helper()
+	var busy []string
+	waitUntil(t, 10*time.Second, func() bool {
+		busy = busy[:0]
+		for i, p := range f.inst {
+			if _, exited := p.ExitCode(); exited {
+				continue
+			}
+			if n := f.openWork(t, i); n != 0 {
+				busy = append(busy, fmt.Sprintf("%s: %v tunnels and client connections", farmServer(i), n))
+			}
+		}
+		return len(busy) == 0
+	}, func() string { return "connections outlive the stopped load: " + strings.Join(busy, "; ") })
+}
+
 // --- clients ---
 
 // portSlotKey is the context key of the slot where the load's dialer
@@ -634,12 +695,12 @@ func (c *farmClients) close() {
 
 // Load request kinds.
 const (
-	kindConnect = "connect" // https through CONNECT on HAProxy's HTTP frontend
-	kindHTTP    = "http"    // absolute-URI http on HAProxy's HTTP frontend
-	kindSOCKS   = "socks5"  // https through HAProxy's SOCKS5 frontend
+	loadConnect = "connect" // https through CONNECT on HAProxy's HTTP frontend
+	loadHTTP    = "http"    // absolute-URI http on HAProxy's HTTP frontend
+	loadSOCKS   = "socks5"  // https through HAProxy's SOCKS5 frontend
 )
 
-var loadKinds = []string{kindConnect, kindHTTP, kindSOCKS}
+var loadKinds = []string{loadConnect, loadHTTP, loadSOCKS}
 
 // loadResult is one request of the load.
 type loadResult struct {
@@ -664,22 +725,22 @@ func (f *lbFarm) get(c *farmClients, kind, host, path string) loadResult {
 	// allowed.test; the plain one is "plain".
 	tr, scheme, port, origin := c.proxied, "https", f.tlsPort, "allowed.test"
 	switch kind {
-	case kindHTTP:
+	case loadHTTP:
 		scheme, port, origin = "http", f.httpPort, "plain"
-	case kindSOCKS:
+	case loadSOCKS:
 		tr = c.socks
 	}
 	r.url = fmt.Sprintf("%s://%s:%d%s", scheme, host, port, path)
 	slot := new(atomic.Int64)
 	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), portSlotKey{}, slot), loadRequestTimeout)
 	defer cancel()
-	r.err = roundTrip(ctx, tr, r.url, origin, path)
+	r.err = fetchEcho(ctx, tr, r.url, origin, path)
 	r.end = time.Now()
 	r.port = int(slot.Load())
 	return r
 }
 
-func roundTrip(ctx context.Context, tr *http.Transport, target, origin, path string) error {
+func fetchEcho(ctx context.Context, tr *http.Transport, target, origin, path string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
 		return err
@@ -738,7 +799,7 @@ func (f *lbFarm) startLoad(t *testing.T, workers int) *farmLoad {
 				case <-pace.C:
 				}
 				kind, host := loadKinds[(w+n)%len(loadKinds)], "allowed.test"
-				if kind == kindHTTP {
+				if kind == loadHTTP {
 					host = "plain.test"
 				}
 				r := f.get(l.clients, kind, host, fmt.Sprintf("/load/w%d/%d", w, n))
@@ -794,8 +855,8 @@ func (l *farmLoad) waitEachWorker(t *testing.T, workers, n int, since time.Time)
 	})
 }
 
-// failures returns the failed results.
-func failures(rs []loadResult) []loadResult {
+// failedResults returns the failed results.
+func failedResults(rs []loadResult) []loadResult {
 	var out []loadResult
 	for _, r := range rs {
 		if r.err != nil {
@@ -808,7 +869,7 @@ func failures(rs []loadResult) []loadResult {
 // failureList lists up to limit failures of rs.
 func failureList(rs []loadResult, limit int) string {
 	var b strings.Builder
-	fs := failures(rs)
+	fs := failedResults(rs)
 	for i, r := range fs {
 		if i == limit {
 			fmt.Fprintf(&b, "... and %d more\n", len(fs)-limit)
