@@ -3,6 +3,8 @@
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # Debian versions must start with a digit: tags v1.2.3, else 0.0.0-dev.
 PKG_VERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null || echo v0.0.0-dev)
+# Go lives in /usr/local/go on a fresh machine of this kind, not always on PATH.
+export PATH := /usr/local/go/bin:$(PATH)
 GO      ?= go
 BIN     ?= bin/egressd
 LDFLAGS := -s -w -X main.version=$(VERSION)
