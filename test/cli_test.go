@@ -118,6 +118,21 @@ func TestValidateCommand(t *testing.T) {
 	}
 }
 
+// TestValidateUsersFile: a users file with a non-bcrypt hash is refused by
+// validate, as serve would refuse it, naming the file and line.
+func TestValidateUsersFile(t *testing.T) {
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users")
+	if err := os.WriteFile(users, []byte("alice:$2y$10$abcdefghijklmnopqrstuuKJq0Qh2s8yV9oQeOQnC4mS0dZ3bWkWa\nbob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, "auth:\n  users_file: "+users+"\n  required: true\n")
+	_, errOut, code := run(t, "validate", "--config", cfg)
+	if code != 1 || !strings.Contains(errOut, "auth.users_file") || !strings.Contains(errOut, users+":2") {
+		t.Fatalf("validate with a SHA1 user: exit %d\n%s", code, errOut)
+	}
+}
+
 func TestVersionAndHelp(t *testing.T) {
 	if out, _, code := run(t, "version"); code != 0 || !strings.HasPrefix(out, "egressd ") {
 		t.Errorf("version: %d %q", code, out)

@@ -4,6 +4,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+
+	"github.com/egressd/egressd/proxy/auth"
 )
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
@@ -13,7 +15,8 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: egressd validate --config FILE
 
-Parses, validates and compiles FILE exactly as "serve" and a reload would.
+Parses, validates and compiles FILE exactly as "serve" and a reload would,
+and loads the auth.users_file it names.
 Exit 0 when it is valid; otherwise every error is printed, one per line, as
 FILE:LINE: key.path: message, and the exit status is 1.
 
@@ -28,9 +31,17 @@ Flags:
 		fs.Usage()
 		return 2
 	}
-	if _, _, _, err := loadConfig(*path); err != nil {
+	cfg, _, _, err := loadConfig(*path)
+	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
+	}
+	// The users file is part of what serve loads: check it the same way.
+	if cfg.Auth.UsersFile != "" {
+		if _, err := auth.Load(cfg.Auth.UsersFile); err != nil {
+			fmt.Fprintf(stderr, "auth.users_file: %v\n", err)
+			return 1
+		}
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", *path)
 	return 0
