@@ -443,3 +443,27 @@ func waitStderr(t *testing.T, p *testenv.Proc, s string) {
 		}
 	}
 }
+
+// TestAuthUsersFileWatch: replacing the users file (write a new one, rename
+// it into place, as a deployment tool does) reloads it without a signal.
+func TestAuthUsersFileWatch(t *testing.T) {
+	e := newAuthEnv(t, true)
+	web := fmt.Sprintf("http://web.test:%d/w", e.web.Port())
+	try := func(pass string) string {
+		_, hdr, _ := e.curl(t, "-x", e.proc.ProxyURL().String(), "--proxy-user", "alice:"+pass, web)
+		return strings.SplitN(hdr, "\r\n", 2)[0]
+	}
+	const newPass = "alice-Watched-4"
+	staged := e.usersFile + ".new"
+	writeUsers(t, staged, "alice", newPass, "bob", bobPass)
+	if err := os.Rename(staged, e.usersFile); err != nil {
+		t.Fatal(err)
+	}
+	waitReloads(t, e, "success", 1)
+	if got := try(newPass); !strings.Contains(got, "200") {
+		t.Errorf("new password after the file changed: %s", got)
+	}
+	if got := try(alicePass); !strings.Contains(got, "407") {
+		t.Errorf("old password after the file changed: %s", got)
+	}
+}

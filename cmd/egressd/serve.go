@@ -92,7 +92,11 @@ Flags:
 		}
 		diag.Info("config reloaded", zap.String("trigger", why), zap.String("path", *path))
 	}
-	changes, stopWatch := watchConfig(*path, diag)
+	watched := []string{*path}
+	if *path != "" && cfg.Auth.UsersFile != "" {
+		watched = append(watched, cfg.Auth.UsersFile)
+	}
+	changes, stopWatch := watchConfig(watched, diag)
 	defer stopWatch()
 
 	for {
@@ -128,12 +132,13 @@ Flags:
 	}
 }
 
-// watchConfig reports changes of the config file. It watches the directory,
-// not the file, so that editors' rename-into-place and Kubernetes ConfigMap
-// symlink swaps are seen. Events are debounced.
-func watchConfig(path string, diag *zap.Logger) (<-chan struct{}, func()) {
+// watchConfig reports changes of the config file and of the users file it
+// names (paths[0] and the rest). It watches their directories, not the
+// files, so that editors' rename-into-place and Kubernetes ConfigMap symlink
+// swaps are seen. Events are debounced.
+func watchConfig(paths []string, diag *zap.Logger) (<-chan struct{}, func()) {
 	out := make(chan struct{}, 1)
-	if path == "" {
+	if len(paths) == 0 || paths[0] == "" {
 		return out, func() {}
 	}
 	w, err := fsnotify.NewWatcher()
@@ -141,13 +146,23 @@ func watchConfig(path string, diag *zap.Logger) (<-chan struct{}, func()) {
 		diag.Warn("config file watch unavailable; SIGHUP still reloads", zap.Error(err))
 		return out, func() {}
 	}
-	dir := filepath.Dir(path)
-	if err := w.Add(dir); err != nil {
-		diag.Warn("config file watch unavailable; SIGHUP still reloads", zap.Error(err))
+	dirs := map[string]map[string]bool{} // directory -> file names in it that trigger a reload
+	for _, p := range paths {
+		dir, base := filepath.Dir(p), filepath.Base(p)
+		if dirs[dir] == nil {
+			if err := w.Add(dir); err != nil {
+				diag.Warn("file watch unavailable; SIGHUP still reloads", zap.String("dir", dir), zap.Error(err))
+				continue
+			}
+			// ConfigMaps swap a "..data" symlink; plain files change in place.
+			dirs[dir] = map[string]bool{"..data": true}
+		}
+		dirs[dir][base] = true
+	}
+	if len(dirs) == 0 {
 		w.Close()
 		return out, func() {}
 	}
-	base := filepath.Base(path)
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -160,9 +175,7 @@ func watchConfig(path string, diag *zap.Logger) (<-chan struct{}, func()) {
 				if !ok {
 					return
 				}
-				// ConfigMaps swap a "..data" symlink; plain files change in place.
-				name := filepath.Base(ev.Name)
-				if name != base && name != "..data" {
+				if !dirs[filepath.Dir(ev.Name)][filepath.Base(ev.Name)] {
 					continue
 				}
 				if timer == nil {
