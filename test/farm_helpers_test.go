@@ -112,7 +112,7 @@ func newLBFarm(t *testing.T, proxyProtocol bool) *lbFarm {
 	t.Cleanup(func() { f.stopInstances(t) })
 
 	f.lbHTTP, f.lbSOCKS, f.lbStats = f.ns.FreeAddr(t, farmLBIP), f.ns.FreeAddr(t, farmLBIP), f.ns.FreeAddr(t, farmLBIP)
-	f.lb = startFarmHAProxy(t, f.ns, f.haproxyConfig(t), f.lbHTTP, f.lbSOCKS, f.lbStats)
+	f.lb = startHAProxy(t, f.ns, f.haproxyConfig(t), f.lbHTTP, f.lbSOCKS, f.lbStats)
 	waitUntil(t, 15*time.Second, func() bool {
 		for i := range f.inst {
 			if f.serverStatus(t, i) != "UP" {
@@ -277,11 +277,10 @@ func (l *lineLog) snapshot() []stampedLine {
 	return append([]stampedLine(nil), l.lines...)
 }
 
-// startFarmHAProxy runs HAProxy (the Debian package, never its system
-// service) in the foreground inside ns with config, the way
-// startHAProxy does, waits until it accepts on every bind address, and
-// stops it by PID on cleanup.
-func startFarmHAProxy(t *testing.T, ns *testenv.Netns, config string, binds ...string) *haproxyProc {
+// startHAProxy runs HAProxy (the Debian package, never its system service)
+// in the foreground inside ns with config, waits until it accepts on every
+// bind address, and stops it by PID on cleanup.
+func startHAProxy(t *testing.T, ns *testenv.Netns, config string, binds ...string) *haproxyProc {
 	t.Helper()
 	bin, err := exec.LookPath("haproxy")
 	if err != nil {

@@ -6,12 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -112,74 +107,6 @@ backend socks_v2
 `, e.lbHTTP, e.lbHTTPv1, e.lbSOCKS, e.proc.HTTPAddr, e.proc.SOCKSAddr, lbIP), e.lbHTTP, e.lbHTTPv1, e.lbSOCKS)
 	return e
 }
-
-// startHAProxy runs HAProxy (the Debian package; never its system service)
-// in the foreground inside ns with config, waits until it accepts on every
-// bind address, and stops it by PID on cleanup.
-func startHAProxy(t *testing.T, ns *testenv.Netns, config string, binds ...string) {
-	t.Helper()
-	bin, err := exec.LookPath("haproxy")
-	if err != nil {
-		bin = "/usr/sbin/haproxy"
-		if _, serr := os.Stat(bin); serr != nil {
-			t.Fatalf("haproxy not found (run scripts/setup.sh): %v", err)
-		}
-	}
-	path := filepath.Join(t.TempDir(), "haproxy.cfg")
-	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := ns.Command(context.Background(), bin, "-db", "-f", path)
-	var out strings.Builder
-	var mu sync.Mutex
-	cmd.Stdout = writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(p) })
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start haproxy: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			mu.Lock()
-			t.Logf("haproxy (pid %d) output:\n%s", cmd.Process.Pid, out.String())
-			mu.Unlock()
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for _, addr := range binds {
-		for {
-			c, err := ns.DialContext(ctx, "tcp", addr)
-			if err == nil {
-				c.Close()
-				break
-			}
-			select {
-			case <-tick.C:
-			case err := <-done:
-				mu.Lock()
-				defer mu.Unlock()
-				t.Fatalf("haproxy exited (%v):\n%s", err, out.String())
-			case <-ctx.Done():
-				t.Fatalf("haproxy not listening on %s: %v", addr, err)
-			}
-		}
-	}
-}
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 func (e *ppEnv) curl(t *testing.T, args ...string) (out, hdr string, code int) {
 	t.Helper()
