@@ -233,7 +233,23 @@ func (b *bench) runTunnels(ctx context.Context, scenario string, useTLS bool, co
 func (b *bench) runKeepAlive(ctx context.Context) error {
 	t := b.httpIP
 	req := getRequest("/", net.JoinHostPort(t.Host, strconv.Itoa(int(t.Port))), false)
-	newOp := func(lr *loopResult) op {
+	newOp := b.keepAliveOp(func() (net.Conn, error) { return b.d.tunnel(t) }, req)
+	r := b.newResult("keepalive")
+	var m *meter
+	lr, err := b.loop(ctx, 1, b.cfg.KARequests, 100, b.cfg.KATime, newOp, func() (err error) {
+		m, err = b.startMeter()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("keepalive: %w", err)
+	}
+	return b.finishLoop(r, m, lr, 1)
+}
+
+// keepAliveOp returns ops that send req over a kept-alive connection from
+// dial, one request at a time, dialing again when the server closes.
+func (b *bench) keepAliveOp(dial func() (net.Conn, error), req []byte) func(*loopResult) op {
+	return func(lr *loopResult) op {
 		var c net.Conn
 		br := bufio.NewReaderSize(nil, 4096)
 		return op{
@@ -245,7 +261,7 @@ func (b *bench) runKeepAlive(ctx context.Context) error {
 			run: func() error {
 				if c == nil {
 					var err error
-					if c, err = b.d.tunnel(t); err != nil {
+					if c, err = dial(); err != nil {
 						return err
 					}
 					lr.reconnects.Add(1)
@@ -261,16 +277,6 @@ func (b *bench) runKeepAlive(ctx context.Context) error {
 			},
 		}
 	}
-	r := b.newResult("keepalive")
-	var m *meter
-	lr, err := b.loop(ctx, 1, b.cfg.KARequests, 100, b.cfg.KATime, newOp, func() (err error) {
-		m, err = b.startMeter()
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("keepalive: %w", err)
-	}
-	return b.finishLoop(r, m, lr, 1)
 }
 
 // runForward measures absolute-URI HTTP forwarding: Conc clients, each with
@@ -288,34 +294,7 @@ func (b *bench) runForward(ctx context.Context) error {
 		req = getRequest("http://"+hostport+"/", hostport, false)
 	}
 	nd := net.Dialer{Timeout: b.cfg.Timeout}
-	newOp := func(lr *loopResult) op {
-		var c net.Conn
-		br := bufio.NewReaderSize(nil, 4096)
-		return op{
-			close: func() {
-				if c != nil {
-					c.Close()
-				}
-			},
-			run: func() error {
-				if c == nil {
-					var err error
-					if c, err = nd.Dial("tcp", dialAddr); err != nil {
-						return err
-					}
-					lr.reconnects.Add(1)
-					br.Reset(c)
-				}
-				_ = c.SetDeadline(time.Now().Add(b.cfg.Timeout))
-				keep, err := roundTrip(c, br, req)
-				if err != nil || !keep {
-					c.Close()
-					c = nil
-				}
-				return err
-			},
-		}
-	}
+	newOp := b.keepAliveOp(func() (net.Conn, error) { return nd.Dial("tcp", dialAddr) }, req)
 	r := b.newResult("forward")
 	var m *meter
 	lr, err := b.loop(ctx, b.cfg.Conc, b.cfg.FwdRequests, 4*b.cfg.Conc, b.cfg.FwdTime, newOp, func() (err error) {
