@@ -47,6 +47,8 @@ type Metrics struct {
 	// Cached children for the hot path: no label hashing per request.
 	bytesUp, bytesDown map[policy.Listener]prometheus.Counter
 	requests           map[requestKey]prometheus.Counter
+	active             map[policy.Listener]prometheus.Gauge
+	dns                map[string]prometheus.Observer
 
 	rulesMu sync.Mutex
 	rules   map[string]bool // rule series that exist (see SetRules)
@@ -116,6 +118,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		bytesUp:   map[policy.Listener]prometheus.Counter{},
 		bytesDown: map[policy.Listener]prometheus.Counter{},
 		requests:  map[requestKey]prometheus.Counter{},
+		active:    map[policy.Listener]prometheus.Gauge{},
+		dns:       map[string]prometheus.Observer{},
 	}
 	reg.MustRegister(m.Requests, m.ActiveTunnels, m.Bytes, m.DialDuration, m.DNSDuration,
 		m.Reloads, m.ConfigInfo, m.RuleMatches, m.LimitRejects, m.ClientConns, m.ReloadTime, m.Panics,
@@ -124,7 +128,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.ClientConns.WithLabelValues(string(l))
 	}
 	for _, l := range knownListeners {
-		m.ActiveTunnels.WithLabelValues(string(l))
+		m.active[l] = m.ActiveTunnels.WithLabelValues(string(l))
 		for _, lim := range knownLimits {
 			m.LimitRejects.WithLabelValues(string(l), lim)
 		}
@@ -140,7 +144,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.Reloads.WithLabelValues(r)
 	}
 	for _, r := range []string{"hit", "negative_hit", "miss", "not_found", "error"} {
-		m.DNSDuration.WithLabelValues(r)
+		m.dns[r] = m.DNSDuration.WithLabelValues(r)
 	}
 	return m
 }
@@ -150,7 +154,11 @@ func (m *Metrics) ObserveDNS(result string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.DNSDuration.WithLabelValues(result).Observe(d.Seconds())
+	o, ok := m.dns[result]
+	if !ok {
+		o = m.DNSDuration.WithLabelValues(result)
+	}
+	o.Observe(d.Seconds())
 }
 
 // ObserveDial records one dial.
@@ -164,15 +172,24 @@ func (m *Metrics) ObserveDial(d time.Duration) {
 // TunnelOpened and TunnelClosed track egressd_active_tunnels.
 func (m *Metrics) TunnelOpened(l policy.Listener) {
 	if m != nil {
-		m.ActiveTunnels.WithLabelValues(string(l)).Inc()
+		m.activeGauge(l).Inc()
 	}
 }
 
 // TunnelClosed is the counterpart of TunnelOpened.
 func (m *Metrics) TunnelClosed(l policy.Listener) {
 	if m != nil {
-		m.ActiveTunnels.WithLabelValues(string(l)).Dec()
+		m.activeGauge(l).Dec()
 	}
+}
+
+// activeGauge is the cached child for the known listeners (no label hashing
+// per tunnel).
+func (m *Metrics) activeGauge(l policy.Listener) prometheus.Gauge {
+	if g, ok := m.active[l]; ok {
+		return g
+	}
+	return m.ActiveTunnels.WithLabelValues(string(l))
 }
 
 // CountPanic counts a panic recovered at a connection boundary.
