@@ -95,7 +95,7 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 	s.engine = policy.NewEngine(pol, s.resolver)
 	// No TCP keep-alive upstream either (see listenTCP): timeouts.idle
 	// ends tunnels whose peer vanished.
-	s.dialer = &egress.Dialer{Timeout: cfg.Timeouts.Connect, KeepAlive: -1}
+	s.dialer = &egress.Dialer{Timeout: cfg.Timeouts.Connect, KeepAlive: -1, Observe: s.metrics.ObserveDial}
 	s.tunnels = egress.NewRegistry()
 	s.cfg.Store(cfg)
 	s.metrics.SetConfig(configHash(raw))

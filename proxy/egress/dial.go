@@ -37,6 +37,9 @@ type Dialer struct {
 	// KeepAlive is the TCP keep-alive period of upstream conns. Zero:
 	// DefaultKeepAlive; negative: off.
 	KeepAlive time.Duration
+	// Observe, when set, receives how long each Dial took (all of its
+	// attempts), for the dial-duration metric.
+	Observe func(time.Duration)
 }
 
 // Dial connects to the first of dec.Addrs that answers, trying them in
@@ -53,6 +56,9 @@ type Dialer struct {
 func (d *Dialer) Dial(ctx context.Context, dec policy.Decision) (*net.TCPConn, netip.AddrPort, error) {
 	if !dec.Verdict.Passes() || len(dec.Addrs) == 0 {
 		return nil, netip.AddrPort{}, ErrNoDecision
+	}
+	if d.Observe != nil {
+		defer func(start time.Time) { d.Observe(time.Since(start)) }(time.Now())
 	}
 	timeout, keepAlive := d.Timeout, d.KeepAlive
 	if timeout <= 0 {

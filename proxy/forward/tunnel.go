@@ -68,9 +68,7 @@ func (h *Handler) tunnel(c net.Conn, x *exchange, dec policy.Decision) {
 
 // dial connects to the decision's pinned addresses and records which one answered.
 func (h *Handler) dial(ctx context.Context, x *exchange, dec policy.Decision) (*net.TCPConn, error) {
-	start := time.Now()
 	conn, addr, err := h.o.Dialer.Dial(ctx, dec)
-	h.o.Log.Metrics().ObserveDial(time.Since(start))
 	if err != nil {
 		h.o.Diag.Debug("dial failed", zap.String("host", dec.Host), zap.Error(err))
 		return nil, err

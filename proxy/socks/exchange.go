@@ -187,9 +187,7 @@ func (x *exchange) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	if !x.dec.Verdict.Passes() {
 		return nil, errDenied
 	}
-	start := time.Now()
 	up, addr, err := x.s.o.Dialer.Dial(ctx, x.dec)
-	x.s.o.Log.Metrics().ObserveDial(time.Since(start))
 	if err != nil {
 		x.rec.Reason = policy.ReasonDialError
 		x.rec.Status = int(replyHostUnreachable)
