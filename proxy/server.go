@@ -294,6 +294,10 @@ func (s *Server) Start() error {
 // tunnels are reaped by timeouts.idle instead.
 func listenTCP(addr string) (net.Listener, error) {
 	lc := net.ListenConfig{KeepAlive: -1}
+	// Plain TCP: Go listens with MPTCP by default since 1.24, which puts
+	// every accept through the MPTCP layer only to fall back to TCP for
+	// the clients and load balancers a proxy farm has.
+	lc.SetMultipathTCP(false)
 	return lc.Listen(context.Background(), "tcp", addr)
 }
 

@@ -3,6 +3,7 @@ package egress
 import (
 	"errors"
 	"fmt"
+	"github.com/egressd/egressd/proxy/rawio"
 	"io"
 	"net"
 	"os"
@@ -161,7 +162,7 @@ func (t *relay) finish(d *direction, err error) {
 	}
 	// Best effort: if the peer is already gone, the other direction
 	// reports it.
-	d.dst.CloseWrite()
+	rawio.CloseWrite(d.dst)
 }
 
 func (t *relay) touch() { t.last.Store(time.Now().UnixNano()) }
@@ -269,7 +270,7 @@ func (d *direction) timedOut(err error) error {
 // the tunnel.
 func (d *direction) write(p []byte) error {
 	for len(p) > 0 {
-		n, err := d.dst.Write(p)
+		n, err := rawio.Write(d.dst, p)
 		if n > 0 {
 			d.count.Add(int64(n))
 			d.t.touch()
@@ -296,7 +297,7 @@ func (d *direction) copy() error {
 			return err
 		}
 		bp := copyBufs.Get().(*[]byte)
-		n, err := d.src.Read(*bp)
+		n, err := rawio.Read(d.src, *bp)
 		var werr error
 		if n > 0 {
 			werr = d.write((*bp)[:n])

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/rawio"
 )
 
 const established = "HTTP/1.1 200 Connection established\r\n\r\n"
@@ -38,14 +39,14 @@ func (h *Handler) tunnel(c net.Conn, x *exchange, dec policy.Decision) {
 		rec.Status = http.StatusBadGateway
 		rec.Reason = policy.ReasonDialError
 		client.SetWriteDeadline(time.Now().Add(h.o.Handshake))
-		client.Write([]byte(dialFailed))
+		rawio.Write(client, []byte(dialFailed))
 		client.Close()
 		rec.Finish()
 		return
 	}
 	rec.Status = http.StatusOK
 	client.SetWriteDeadline(time.Now().Add(h.o.Handshake))
-	if _, err := client.Write([]byte(established)); err != nil {
+	if _, err := rawio.Write(client, []byte(established)); err != nil {
 		client.Close()
 		upstream.Close()
 		rec.Finish()

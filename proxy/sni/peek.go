@@ -3,6 +3,7 @@ package sni
 import (
 	"errors"
 	"fmt"
+	"github.com/egressd/egressd/proxy/rawio"
 	"net"
 	"time"
 )
@@ -46,7 +47,7 @@ func Peek(conn net.Conn, prefix []byte, limit int, deadline time.Time) (hello []
 	}
 	defer conn.SetReadDeadline(time.Time{})
 	for {
-		n, rerr := conn.Read(buf[len(buf):cap(buf)])
+		n, rerr := rawio.Read(conn, buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if n > 0 {
 			info, err = Parse(buf)

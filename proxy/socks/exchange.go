@@ -15,6 +15,7 @@ import (
 
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy/accesslog"
+	"github.com/egressd/egressd/proxy/rawio"
 )
 
 // replyCode is an RFC 1928 section 6 reply code.
@@ -225,8 +226,11 @@ func (c *clientConn) Read(p []byte) (int, error) {
 		c.greeting = c.greeting[n:]
 		return n, nil
 	}
-	return c.TCPConn.Read(p)
+	return rawio.Read(c.TCPConn, p)
 }
+
+// Write sends go-socks5's replies.
+func (c *clientConn) Write(p []byte) (int, error) { return rawio.Write(c.TCPConn, p) }
 
 // methodUserPass is RFC 1928 section 3's username/password method.
 const methodUserPass = 0x02
