@@ -81,11 +81,9 @@ func (r *Record) FinalReason() policy.Reason {
 // MarshalLogObject writes the contract fields; it implements zapcore.ObjectMarshaler.
 func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString(KeyListener, string(r.Listener))
-	if r.Client.IsValid() {
-		enc.AddString(KeyClient, r.Client.String())
-	} else {
-		enc.AddString(KeyClient, "")
-	}
+	// Addresses are appended to a stack buffer: no string per line.
+	var ab [64]byte
+	enc.AddByteString(KeyClient, appendAddr(ab[:0], r.Client))
 	enc.AddString(KeyUser, r.User)
 	enc.AddString(KeyGroup, r.Decision.Group)
 	if r.Method != "" {
@@ -97,11 +95,7 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	if r.ECH {
 		enc.AddBool(KeyECH, true)
 	}
-	if r.IP.IsValid() {
-		enc.AddString(KeyIP, r.IP.Addr().String())
-	} else {
-		enc.AddString(KeyIP, "")
-	}
+	enc.AddByteString(KeyIP, appendAddr(ab[:0], r.IP.Addr()))
 	enc.AddString(KeyDecision, r.verdict().String())
 	enc.AddString(KeyRule, r.Decision.Rule)
 	enc.AddString(KeyReason, string(r.FinalReason()))
@@ -110,6 +104,14 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddInt64(KeyBytesDown, r.Down.Load())
 	enc.AddInt64(KeyDurationMS, time.Since(r.Start).Milliseconds())
 	return nil
+}
+
+// appendAddr appends a's text form, nothing for the zero Addr.
+func appendAddr(b []byte, a netip.Addr) []byte {
+	if !a.IsValid() {
+		return b
+	}
+	return a.AppendTo(b)
 }
 
 // Finish emits the access line and updates the metrics. Only the first call

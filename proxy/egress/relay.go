@@ -3,7 +3,6 @@ package egress
 import (
 	"errors"
 	"fmt"
-	"github.com/egressd/egressd/proxy/rawio"
 	"io"
 	"net"
 	"os"
@@ -11,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/egressd/egressd/proxy/rawio"
 )
 
 // RelayOptions tune one tunnel's relay. The zero value relays with no

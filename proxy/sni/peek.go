@@ -1,16 +1,21 @@
 package sni
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
-	"github.com/egressd/egressd/proxy/rawio"
 	"net"
+	"sync"
 	"time"
+
+	"github.com/egressd/egressd/proxy/rawio"
 )
 
 // peekStart is the first read buffer: most ClientHellos fit, including
 // ones carrying a post-quantum key share.
 const peekStart = 4096
+
+var scratch = sync.Pool{New: func() any { return new([peekStart]byte) }}
 
 // Peek reads a ClientHello from conn. prefix holds bytes already read from
 // conn (for example what an HTTP server buffered after a CONNECT); they come
@@ -39,7 +44,20 @@ func Peek(conn net.Conn, prefix []byte, limit int, deadline time.Time) (hello []
 	if len(prefix) >= limit {
 		return prefix, Info{}, ErrTooLarge
 	}
-	buf := make([]byte, len(prefix), min(limit, growTo(len(prefix), inc.Need)))
+	var buf []byte
+	if size := min(limit, growTo(len(prefix), inc.Need)); size <= peekStart {
+		// The usual case reads into a pooled scratch buffer and returns an
+		// exact copy: a ClientHello is a few hundred bytes to 2 KiB, and a
+		// 4 KiB buffer per tunnel was a quarter of a tunnel's garbage.
+		sp := scratch.Get().(*[peekStart]byte)
+		buf = sp[:len(prefix):size]
+		defer func() {
+			hello = bytes.Clone(hello)
+			scratch.Put(sp)
+		}()
+	} else {
+		buf = make([]byte, len(prefix), size)
+	}
 	copy(buf, prefix)
 
 	if err := conn.SetReadDeadline(deadline); err != nil {
