@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -31,6 +32,9 @@ Run "egressd COMMAND --help" for a command's flags.
 `
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "serve" && !slices.ContainsFunc(os.Args[2:], isHelpFlag) {
+		keepSysmonAwake()
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -57,3 +61,5 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 }
+
+func isHelpFlag(a string) bool { return a == "-h" || a == "--help" || a == "-help" }

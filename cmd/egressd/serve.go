@@ -38,6 +38,10 @@ file is rejected and the old policy keeps serving. SIGTERM drains: /readyz
 turns 503, after timeouts.drain_delay the listeners close, in-flight work gets
 timeouts.drain; a second SIGTERM cuts at once.
 
+Runtime: serve re-executes itself once at start with schedtrace=2147483647
+added to GODEBUG, which keeps the Go runtime's sysmon thread out of deep sleep
+(less CPU per new connection; see README). GODEBUG=schedtrace=0 turns it off.
+
 Flags:
 `)
 		fs.PrintDefaults()
