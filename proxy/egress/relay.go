@@ -118,13 +118,25 @@ func Start(client, upstream *net.TCPConn, opts RelayOptions, done func(up, down 
 // main is one direction's goroutine: run, end the direction, and, if it is
 // the last one, end the tunnel.
 func (d *direction) main() {
-	d.t.finish(d, d.run())
-	if d.t.running.Add(-1) == 0 {
-		t := d.t
-		t.client.Close()
-		t.upstream.Close()
-		t.done(t.up.Load(), t.down.Load(), t.err)
+	t := d.t
+	err := d.run()
+	if err != nil {
+		// Before the count drops: the last direction reads t.err.
+		t.fail(fmt.Errorf("relay %s: %w", d.name, err))
 	}
+	if t.running.Add(-1) != 0 {
+		if err == nil {
+			// A clean EOF half-closes dst so its peer reads EOF too,
+			// while the other direction goes on. Best effort: if the peer
+			// is already gone, the other direction reports it.
+			rawio.CloseWrite(d.dst)
+		}
+		return
+	}
+	// The last direction: closing sends the FIN a half-close would have.
+	t.client.Close()
+	t.upstream.Close()
+	t.done(t.up.Load(), t.down.Load(), t.err)
 }
 
 // relay is the state both directions of one tunnel share.
@@ -152,18 +164,6 @@ func (t *relay) fail(err error) {
 		t.client.Close()
 		t.upstream.Close()
 	})
-}
-
-// finish ends one direction: a clean EOF half-closes the destination so its
-// peer reads EOF too, anything else ends the tunnel.
-func (t *relay) finish(d *direction, err error) {
-	if err != nil {
-		t.fail(fmt.Errorf("relay %s: %w", d.name, err))
-		return
-	}
-	// Best effort: if the peer is already gone, the other direction
-	// reports it.
-	rawio.CloseWrite(d.dst)
 }
 
 func (t *relay) touch() { t.last.Store(time.Now().UnixNano()) }
