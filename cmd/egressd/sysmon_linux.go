@@ -17,9 +17,10 @@ import (
 // per new plain tunnel without the deep sleep (docs/benchmarks.md). A
 // positive schedtrace is the runtime's only switch that keeps sysmon out of
 // deep sleep (runtime/proc.go, sysmon); its polling then backs off to 10 ms,
-// about a hundred cheap wake-ups a second on an idle proxy. The one side
-// effect is the trace itself: a "SCHED ..." line on stderr once per ~24.9
-// days of host uptime, and scheduler state in a crash report.
+// about a hundred cheap wake-ups a second on an idle proxy. The side effects
+// are the trace's: a plain-text "SCHED ..." line on stderr (among the JSON
+// diagnostics) once per ~24.9 days of host uptime, and a fatal crash report
+// that also lists the scheduler's state, one line per goroutine.
 //
 // GODEBUG's schedtrace is read only at process start, hence the exec (same
 // PID, same arguments, before anything is opened). GODEBUG=schedtrace=0
