@@ -160,11 +160,18 @@ const authCacheSize = 10000
 func (s *Server) socksClient(c net.Conn) netip.Addr { return s.socksPP.Client(c) }
 
 // proxyListener puts ln behind PROXY protocol handling (listen.proxy_protocol).
-func (s *Server) proxyListener(ln net.Listener, cfg *config.Config, name string) *proxyproto.Listener {
+// The limiter admitted each conn at accept, counting it only against
+// limits.max_connections (its peer is the load balancer); once the header
+// names the client, the conn counts against that client's
+// limits.max_connections_per_client, and is refused past it.
+func (s *Server) proxyListener(ln net.Listener, cfg *config.Config, name string, protocol policy.Listener) *proxyproto.Listener {
 	return proxyproto.NewListener(ln, proxyproto.Options{
 		Trusted: cfg.Listen.TrustedProxies,
 		Timeout: cfg.Timeouts.Handshake,
 		Diag:    s.diag.Named(name).Named("proxy-protocol"),
+		Admit: func(c *net.TCPConn, client netip.Addr) bool {
+			return s.limits.AdmitClient(c, client, protocol)
+		},
 	})
 }
 
@@ -234,11 +241,11 @@ func (s *Server) Start() error {
 	var httpPP *proxyproto.Listener
 	if cfg.Listen.ProxyProtocol {
 		if s.httpLn != nil {
-			httpPP = s.proxyListener(s.httpLn, cfg, "http")
+			httpPP = s.proxyListener(s.httpLn, cfg, "http", policy.ListenerHTTP)
 			s.httpLn = httpPP
 		}
 		if s.socksLn != nil {
-			s.socksPP = s.proxyListener(s.socksLn, cfg, "socks5")
+			s.socksPP = s.proxyListener(s.socksLn, cfg, "socks5", policy.ListenerSOCKS5)
 			s.socksLn = s.socksPP
 		}
 	}

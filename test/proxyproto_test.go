@@ -1,10 +1,13 @@
 package test
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
@@ -36,7 +39,9 @@ type ppEnv struct {
 	lbHTTP, lbHTTPv1, lbSOCKS string
 }
 
-func newPPEnv(t *testing.T) *ppEnv {
+// newPPEnv starts the environment; extra is appended to egressd's config
+// (top-level YAML sections the base config does not have).
+func newPPEnv(t *testing.T, extra ...string) *ppEnv {
 	t.Helper()
 	e := &ppEnv{}
 	e.ns = testenv.NewNetns(t)
@@ -78,7 +83,7 @@ policy:
       ports: [%[6]d, %[8]d]
       allow_ranges: ["127.0.0.0/24"]
 `, e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), lbIP, dns.Addr(),
-		e.tls.Port(), opsIP, e.web.Port())
+		e.tls.Port(), opsIP, e.web.Port()) + strings.Join(extra, "\n")
 	e.proc = (&testenv.Egressd{Netns: e.ns}).Start(t, cfg)
 	e.lbHTTP, e.lbHTTPv1, e.lbSOCKS = e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1")
 	startHAProxy(t, e.ns, fmt.Sprintf(`
@@ -223,6 +228,89 @@ func TestProxyProtocolRefusals(t *testing.T) {
 	}
 	if !strings.Contains(e.proc.Stderr(), "trusted proxy sent no PROXY header") {
 		t.Errorf("no diagnostic for the trusted source without a header:\n%s", e.proc.Stderr())
+	}
+}
+
+// TestProxyProtocolPerClientLimit: behind HAProxy every connection comes
+// from the load balancer, yet limits.max_connections_per_client counts
+// each client the PROXY header names: the client at the cap is refused
+// (503 with X-Egress-Error: limit, SOCKS5 reply 0x01, an access line with
+// reason limit and its own address) while another client behind the same
+// load balancer, and the first one once it closes a connection, go on.
+func TestProxyProtocolPerClientLimit(t *testing.T) {
+	e := newPPEnv(t, "limits:\n  max_connections_per_client: 2\n")
+	target := fmt.Sprintf("web.test:%d", e.web.Port())
+	connect := func(from string) (net.Conn, string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := e.ns.DialFromContext(ctx, "tcp", from, e.lbHTTP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("CONNECT from %s: %v", from, err)
+		}
+		return c, resp.Status + " " + resp.Header.Get("X-Egress-Error")
+	}
+	held := make([]net.Conn, 0, 2)
+	for range 2 {
+		c, status := connect(opsIP)
+		if !strings.HasPrefix(status, "200") {
+			t.Fatalf("tunnel %d from %s: %q, want 200", len(held)+1, opsIP, status)
+		}
+		held = append(held, c)
+	}
+	skip := len(e.proc.AccessLines())
+	if _, status := connect(opsIP); status != "503 Service Unavailable limit" {
+		t.Fatalf("third tunnel from %s: %q, want 503 with X-Egress-Error: limit", opsIP, status)
+	}
+	waitLogAfter(t, e.proc, skip, map[string]any{"listener": "connect", "client": opsIP, "decision": "deny", "reason": "limit"})
+
+	// SOCKS5 through the load balancer: refused the SOCKS5 way.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sc, err := e.ns.DialFromContext(ctx, "tcp", opsIP, e.lbSOCKS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	sc.SetDeadline(time.Now().Add(10 * time.Second))
+	sc.Write([]byte{5, 1, 0})
+	reply := make([]byte, 2)
+	if _, err := io.ReadFull(sc, reply); err != nil {
+		t.Fatalf("SOCKS5 greeting answer: %v", err)
+	}
+	req := append([]byte{5, 1, 0, 3, byte(len("web.test"))}, "web.test"...)
+	req = binary.BigEndian.AppendUint16(req, uint16(e.web.Port()))
+	sc.Write(req)
+	rep := make([]byte, 2)
+	if _, err := io.ReadFull(sc, rep); err != nil || rep[1] != 0x01 {
+		t.Fatalf("SOCKS5 request from %s at the cap: reply %v, %v; want 0x01", opsIP, rep, err)
+	}
+
+	// Another client behind the same load balancer is not affected.
+	if _, status := connect("127.0.0.1"); !strings.HasPrefix(status, "200") {
+		t.Fatalf("tunnel from another client: %q, want 200", status)
+	}
+	// The first client gets a slot back when it closes a tunnel (the
+	// limiter sees the close within its sweep).
+	held[0].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, status := connect(opsIP)
+		if strings.HasPrefix(status, "200") {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after closing a tunnel, a new one from %s: %q, want 200", opsIP, status)
+		}
+		time.Sleep(50 * time.Millisecond) // the limiter's sweep is periodic; bounded by the deadline
 	}
 }
 

@@ -268,3 +268,52 @@ func (l *Limiter) sweeper() {
 		}
 	}
 }
+
+// AdmitClient counts c, admitted by a listener with PeerIsProxy, against
+// MaxConnectionsPerClient for ip, the client a PROXY header named. Past the
+// cap it releases c, refuses it (the same answer, access line and metrics
+// as a refusal at accept) and returns false; the caller must not use c
+// then. A conn the Limiter does not know (not wrapped, or already released)
+// is left alone and admitted.
+func (l *Limiter) AdmitClient(c net.Conn, ip netip.Addr, socket policy.Listener) bool {
+	ip = ip.Unmap()
+	l.mu.Lock()
+	e := l.conns[c]
+	if e == nil || !ip.IsValid() || e.client == ip {
+		l.mu.Unlock()
+		return true
+	}
+	lim := l.limits.MaxConnectionsPerClient
+	cl := l.clients[ip]
+	if lim > 0 && cl != nil && len(cl.conns) >= lim {
+		now := time.Now()
+		if now.Sub(cl.lastSweep) >= sweepGap(len(cl.conns)) {
+			cl.lastSweep = now
+			for cc := range cl.conns {
+				l.releaseIfClosedLocked(cc)
+			}
+		}
+		if len(cl.conns) >= lim {
+			l.releaseLocked(c)
+			l.mu.Unlock()
+			l.refuse(c, ip, socket, accesslog.LimitMaxConnectionsPerClient)
+			return false
+		}
+	}
+	// Move c from the bucket it was counted in to its client's.
+	if old := l.clients[e.client]; old != nil {
+		delete(old.conns, c)
+		if len(old.conns) == 0 {
+			delete(l.clients, e.client)
+		}
+	}
+	e.client = ip
+	cl = l.clients[ip] // the sweep may have removed it
+	if cl == nil {
+		cl = &client{conns: map[net.Conn]struct{}{}}
+		l.clients[ip] = cl
+	}
+	cl.conns[c] = struct{}{}
+	l.mu.Unlock()
+	return true
+}

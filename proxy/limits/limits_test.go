@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -401,4 +402,55 @@ func TestLimitSetLimits(t *testing.T) {
 	e.lim.SetLimits(Limits{MaxConnections: 2})
 	e.admitted(t, "")
 	e.refusedHTTP(t, "", "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
+}
+
+// Behind a load balancer (PeerIsProxy) connections count against the
+// client a PROXY header names once AdmitClient learns it.
+func TestLimitAdmitClientBehindProxy(t *testing.T) {
+	e := newEnv(t, Options{Limits: Limits{MaxConnectionsPerClient: 2, MaxConnections: 10}},
+		ListenerConfig{Protocol: policy.ListenerHTTP, PeerIsProxy: true})
+	alice, bob := netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("::ffff:10.1.2.4")
+	var clients, servers []net.Conn
+	for range 4 {
+		c, s := e.admitted(t, "127.0.0.1") // all from the load balancer
+		clients, servers = append(clients, c), append(servers, s)
+	}
+	for i := range 2 {
+		if !e.lim.AdmitClient(servers[i], alice, policy.ListenerHTTP) {
+			t.Fatalf("connection %d of alice refused under the cap", i+1)
+		}
+	}
+	// Asking again about an admitted conn changes nothing.
+	if !e.lim.AdmitClient(servers[0], alice, policy.ListenerHTTP) {
+		t.Fatal("a conn already counted for alice was refused")
+	}
+	if e.lim.AdmitClient(servers[2], alice, policy.ListenerHTTP) {
+		t.Fatal("alice's third connection was admitted past max_connections_per_client 2")
+	}
+	io.WriteString(clients[2], "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(clients[2]), nil)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-Egress-Error") != "limit" {
+		t.Fatalf("refused connection: %v, %v", resp, err)
+	}
+	resp.Body.Close()
+	// bob (an IPv4-mapped spelling) is another client.
+	if !e.lim.AdmitClient(servers[3], bob, policy.ListenerHTTP) {
+		t.Fatal("bob refused although only alice is at the cap")
+	}
+	waitFor(t, "the refusal's access line", func() bool { return len(e.lines()) == 1 })
+	if l := e.lines()[0]; l["client"] != "10.1.2.3" || l["reason"] != "limit" {
+		t.Errorf("access line %v, want client 10.1.2.3 and reason limit", l)
+	}
+	if got := e.rejections(policy.ListenerHTTP, accesslog.LimitMaxConnectionsPerClient); got != 1 {
+		t.Errorf("per-client rejections %v, want 1", got)
+	}
+	if got := e.lim.Open(); got != 3 {
+		t.Errorf("Open() = %d, want 3 (the refused conn released)", got)
+	}
+	// alice closes one: the next gets its slot.
+	servers[0].Close()
+	_, s := e.admitted(t, "127.0.0.1")
+	if !e.lim.AdmitClient(s, alice, policy.ListenerHTTP) {
+		t.Fatal("alice refused after closing one of her two connections")
+	}
 }

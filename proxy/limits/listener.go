@@ -14,9 +14,10 @@ type ListenerConfig struct {
 	// policy.ListenerSOCKS5.
 	Protocol policy.Listener
 	// PeerIsProxy says the socket peer is a load balancer sending PROXY
-	// headers (listen.proxy_protocol), not the client: connections then
-	// count only against MaxConnections, since the client's address is not
-	// known at accept.
+	// headers (listen.proxy_protocol), not the client: at accept
+	// connections then count only against MaxConnections, since the
+	// client's address is not known yet; Limiter.AdmitClient counts them
+	// per client once a header names it.
 	PeerIsProxy bool
 }
 

@@ -27,6 +27,11 @@ type Options struct {
 	// Diag receives diagnostics about refused connections. Nil discards
 	// them.
 	Diag *zap.Logger
+	// Admit, when set, is asked about each conn once its client is known,
+	// before Accept returns it: false means Admit has taken the conn over
+	// (refused it, say) and the Listener forgets it. This is where limits
+	// per client apply behind a load balancer.
+	Admit func(c *net.TCPConn, client netip.Addr) bool
 }
 
 // Listener is a net.Listener that reads PROXY headers; see the package
@@ -192,6 +197,9 @@ func (l *Listener) handshake(c *net.TCPConn) {
 		if err != nil {
 			l.refused(c, err)
 		}
+		return
+	}
+	if l.o.Admit != nil && !l.o.Admit(c, client) {
 		return
 	}
 	l.clients.Store(c, client)

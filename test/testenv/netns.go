@@ -181,6 +181,18 @@ func (n *Netns) DialContext(ctx context.Context, network, addr string) (net.Conn
 	return c, err
 }
 
+// DialFromContext is DialContext from the local IP from (an address of the
+// namespace's loopback), for tests where the client's address matters.
+func (n *Netns) DialFromContext(ctx context.Context, network, from, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := n.inNetns(func() (err error) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
 // FreeAddr returns "ip:port" with a TCP port that was free on ip a moment
 // ago, inside the namespace (or the host for nil). There is a small race:
 // another process may take the port before egressd binds it. egressd
