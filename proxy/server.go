@@ -353,6 +353,8 @@ func (s *Server) Reload(cfg *config.Config, pol *policy.Policy, raw []byte) erro
 	s.engine.Store(pol)
 	s.cfg.Store(cfg)
 	s.limits.SetLimits(connLimits(cfg))
+	s.runner.SetTimeouts(cfg.Timeouts.Idle, cfg.Timeouts.MaxTunnel)
+	s.dialer.SetTimeout(cfg.Timeouts.Connect)
 	s.forward.CloseIdleConnections()
 	s.metrics.SetConfig(configHash(raw))
 	s.metrics.SetRules(ruleNames(cfg))
@@ -434,9 +436,11 @@ func (s *Server) closeListeners() {
 }
 
 // restartOnly lists the keys that differ between a and b and are read only
-// at start: listeners, DNS, the timeouts wired into the servers and relays,
-// max_header_bytes, logging. The policy, the connection limits,
-// admin.pprof, timeouts.drain and timeouts.drain_delay reload.
+// at start: listeners, DNS, timeouts.handshake (wired into the servers),
+// max_header_bytes, the access log switch. The policy, the connection
+// limits, admin.pprof, timeouts.connect, timeouts.idle,
+// timeouts.max_tunnel (for new tunnels), timeouts.drain,
+// timeouts.drain_delay and log.level (the caller's) reload.
 func restartOnly(a, b *config.Config) []string {
 	var keys []string
 	add := func(changed bool, key string) {
@@ -452,11 +456,8 @@ func restartOnly(a, b *config.Config) []string {
 	add(!slices.Equal(a.DNS.Servers, b.DNS.Servers) || a.DNS.Timeout != b.DNS.Timeout || a.DNS.CacheSize != b.DNS.CacheSize ||
 		a.DNS.MaxTTL != b.DNS.MaxTTL || a.DNS.NegativeTTL != b.DNS.NegativeTTL, "dns")
 	add(a.Timeouts.Handshake != b.Timeouts.Handshake, "timeouts.handshake")
-	add(a.Timeouts.Connect != b.Timeouts.Connect, "timeouts.connect")
-	add(a.Timeouts.Idle != b.Timeouts.Idle, "timeouts.idle")
-	add(a.Timeouts.MaxTunnel != b.Timeouts.MaxTunnel, "timeouts.max_tunnel")
 	add(a.Limits.MaxHeaderBytes != b.Limits.MaxHeaderBytes, "limits.max_header_bytes")
-	add(a.Log != b.Log, "log")
+	add(a.Log.Access != b.Log.Access, "log.access")
 	// The users file's contents reload; turning auth on or off does not.
 	add((a.Auth.UsersFile == "") != (b.Auth.UsersFile == ""), "auth.users_file (set or unset)")
 	add(a.Auth.Required != b.Auth.Required, "auth.required")

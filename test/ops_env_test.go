@@ -78,6 +78,7 @@ type opsOpts struct {
 	MaxTunnel, Drain      string
 	DrainDelay, MaxHeader string
 	Pprof                 bool
+	LogLevel              string
 	Hosts                 []string // hosts of rule "origin"
 	HTTPAddr              string   // overrides listen.http (reload tests)
 	BrokenPort            bool     // an invalid port in the rule (reload error tests)
@@ -132,6 +133,7 @@ func (f *opsFarm) config(o opsOpts) string {
 	def(&o.Drain, "10s")
 	def(&o.DrainDelay, "0s")
 	def(&o.MaxHeader, "64KiB")
+	def(&o.LogLevel, "info")
 	def(&o.HTTPAddr, f.httpAddr)
 	if o.Hosts == nil {
 		o.Hosts = opsDefaultHosts
@@ -152,6 +154,8 @@ dns:
   servers: [%q]
 admin:
   pprof: %v
+log:
+  level: %s
 limits:
   max_connections: %d
   max_connections_per_client: %d
@@ -172,7 +176,7 @@ policy:
       hosts: [%s]
       ports: [%s]
       allow_ranges: ["127.0.0.0/24"]
-`, o.HTTPAddr, f.socksAddr, f.adminAddr, f.dns.Addr(), o.Pprof, o.MaxConns, o.PerClient, o.MaxHeader,
+`, o.HTTPAddr, f.socksAddr, f.adminAddr, f.dns.Addr(), o.Pprof, o.LogLevel, o.MaxConns, o.PerClient, o.MaxHeader,
 		o.Handshake, o.Idle, o.MaxTunnel, o.Drain, o.DrainDelay, f.ports.tls, f.ports.slowTLS,
 		strings.Join(hosts, ", "), ports)
 }

@@ -3,6 +3,7 @@ package test
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -446,4 +447,73 @@ func TestReloadListenerChange(t *testing.T) {
 	if listening(moved.HTTPAddr) {
 		t.Errorf("egressd listens on the new address %s without a restart", moved.HTTPAddr)
 	}
+}
+
+// TestReloadTimeoutsAndLogLevel: timeouts.idle (with timeouts.connect and
+// timeouts.max_tunnel) and log.level take effect on reload, without a
+// "needs a restart" warning. Tunnels opened after the reload get the new
+// idle timeout; a tunnel opened before keeps the one it started with.
+func TestReloadTimeoutsAndLogLevel(t *testing.T) {
+	f := newOpsFarm(t)
+	o := opsOpts{} // timeouts.idle 5m, log.level info
+	p := f.start(t, o)
+	target := fmt.Sprintf("raw.test:%d", f.ports.raw)
+
+	// At info, go-socks5's complaint about a garbage handshake is not logged.
+	garbageSOCKS := func() {
+		t.Helper()
+		c, err := net.DialTimeout("tcp", f.socksAddr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte{4, 1})
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		io.Copy(io.Discard, c)
+	}
+	garbageSOCKS()
+	before, err := connectTunnel(f.httpAddr, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer before.Close()
+	if err := echo(before, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(p.Stderr(), `"level":"debug"`) {
+		t.Fatalf("debug lines at log.level info:\n%s", p.Stderr())
+	}
+
+	o.Idle, o.MaxTunnel, o.LogLevel = "1s", "1h", "debug"
+	replaceFile(t, f.configPath, f.config(o))
+	f.waitMetric(t, "egressd_config_reloads_total", map[string]string{"result": "success"}, 1)
+	if stderr := p.Stderr(); strings.Contains(stderr, "restart") {
+		t.Errorf("a reload of timeouts and log.level was reported as needing a restart:\n%s", stderr)
+	}
+
+	after, err := connectTunnel(f.httpAddr, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer after.Close()
+	if err := echo(after, "b"); err != nil {
+		t.Fatal(err)
+	}
+	last := time.Now()
+	after.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.Copy(io.Discard, after); errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("a tunnel opened after the reload was not closed by the new timeouts.idle 1s")
+	}
+	if d := time.Since(last); d < time.Second {
+		t.Fatalf("the new tunnel closed after %v idle, before timeouts.idle 1s", d)
+	}
+	// The tunnel from before the reload has now been idle longer than 1s
+	// and still carries bytes: it keeps timeouts.idle 5m.
+	if err := echo(before, "c"); err != nil {
+		t.Fatalf("the tunnel opened before the reload was cut: %v", err)
+	}
+
+	garbageSOCKS()
+	waitUntil(t, 10*time.Second, func() bool { return strings.Contains(p.Stderr(), `"level":"debug"`) },
+		func() string { return "no debug line after log.level was reloaded to debug:\n" + p.Stderr() })
 }

@@ -58,7 +58,7 @@ Flags:
 		fmt.Fprintf(stderr, "egressd: %v\n", err)
 		return 1
 	}
-	diag := newDiagLogger(stderr, cfg.Log.Level)
+	diag, level := newDiagLogger(stderr, cfg.Log.Level)
 	defer diag.Sync()
 	var access *zap.Logger
 	if cfg.Log.Access {
@@ -94,6 +94,8 @@ Flags:
 				zap.String("trigger", why), zap.String("path", *path), zap.Error(err))
 			return
 		}
+		// log.level reloads here (validation accepted it).
+		_ = level.UnmarshalText([]byte(cfg.Log.Level))
 		diag.Info("config reloaded", zap.String("trigger", why), zap.String("path", *path))
 	}
 	watched := []string{*path}
@@ -248,9 +250,11 @@ func newAccessLogger(w io.Writer) (*zap.Logger, *zapcore.BufferedWriteSyncer) {
 	return zap.New(zapcore.NewCore(enc, ws, zapcore.InfoLevel)), ws
 }
 
-func newDiagLogger(w io.Writer, level string) *zap.Logger {
-	lvl := zapcore.InfoLevel
-	_ = lvl.Set(level)
+// newDiagLogger returns the diagnostics logger and its level, which a
+// reload sets.
+func newDiagLogger(w io.Writer, level string) (*zap.Logger, zap.AtomicLevel) {
+	lvl := zap.NewAtomicLevelAt(zapcore.InfoLevel)
+	_ = lvl.UnmarshalText([]byte(level))
 	enc := zapcore.NewJSONEncoder(zapcore.EncoderConfig{
 		TimeKey:        "ts",
 		LevelKey:       "level",
@@ -261,7 +265,7 @@ func newDiagLogger(w io.Writer, level string) *zap.Logger {
 		EncodeDuration: zapcore.StringDurationEncoder,
 		LineEnding:     zapcore.DefaultLineEnding,
 	})
-	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl))
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)), lvl
 }
 
 // noSync hides a writer's Sync (os.File's is fsync(2)): the access log is a

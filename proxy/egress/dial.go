@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -40,6 +41,24 @@ type Dialer struct {
 	// Observe, when set, receives how long each Dial took (all of its
 	// attempts), for the dial-duration metric.
 	Observe func(time.Duration)
+
+	timeout atomic.Pointer[time.Duration] // from SetTimeout; overrides Timeout
+}
+
+// SetTimeout replaces Timeout for dials started from now on (a config
+// reload).
+func (d *Dialer) SetTimeout(t time.Duration) { d.timeout.Store(&t) }
+
+// attemptTimeout bounds one address's attempt.
+func (d *Dialer) attemptTimeout() time.Duration {
+	t := d.Timeout
+	if p := d.timeout.Load(); p != nil {
+		t = *p
+	}
+	if t <= 0 {
+		t = DefaultDialTimeout
+	}
+	return t
 }
 
 // Dial connects to the first of dec.Addrs that answers, trying them in
@@ -60,10 +79,7 @@ func (d *Dialer) Dial(ctx context.Context, dec policy.Decision) (*net.TCPConn, n
 	if d.Observe != nil {
 		defer func(start time.Time) { d.Observe(time.Since(start)) }(time.Now())
 	}
-	timeout, keepAlive := d.Timeout, d.KeepAlive
-	if timeout <= 0 {
-		timeout = DefaultDialTimeout
-	}
+	timeout, keepAlive := d.attemptTimeout(), d.KeepAlive
 	if keepAlive == 0 {
 		keepAlive = DefaultKeepAlive
 	}

@@ -180,3 +180,18 @@ func TestDialContextCanceled(t *testing.T) {
 		t.Fatalf("tried %d addresses after cancel: %v", n, err)
 	}
 }
+
+func TestDialerSetTimeout(t *testing.T) {
+	d := &Dialer{Timeout: 5 * time.Second}
+	if got := d.attemptTimeout(); got != 5*time.Second {
+		t.Fatalf("start: %v", got)
+	}
+	d.SetTimeout(7 * time.Second)
+	if got := d.attemptTimeout(); got != 7*time.Second {
+		t.Fatalf("after SetTimeout(7s): %v", got)
+	}
+	d.SetTimeout(0) // a reload to 0 means the default, not the start value
+	if got := d.attemptTimeout(); got != DefaultDialTimeout {
+		t.Fatalf("after SetTimeout(0): %v, want %v", got, DefaultDialTimeout)
+	}
+}

@@ -3,6 +3,7 @@ package tunnel
 import (
 	"errors"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/egressd/egressd/policy"
@@ -28,6 +29,23 @@ type Runner struct {
 	Idle time.Duration
 	// MaxTunnel closes any tunnel after this long (0: never).
 	MaxTunnel time.Duration
+
+	reloaded atomic.Pointer[timeouts] // from SetTimeouts; overrides Idle and MaxTunnel
+}
+
+type timeouts struct{ idle, maxTunnel time.Duration }
+
+// SetTimeouts replaces Idle and MaxTunnel for tunnels started from now on
+// (a config reload); tunnels already running keep theirs.
+func (r *Runner) SetTimeouts(idle, maxTunnel time.Duration) {
+	r.reloaded.Store(&timeouts{idle: idle, maxTunnel: maxTunnel})
+}
+
+func (r *Runner) timeouts() (idle, maxTunnel time.Duration) {
+	if t := r.reloaded.Load(); t != nil {
+		return t.idle, t.maxTunnel
+	}
+	return r.Idle, r.MaxTunnel
 }
 
 // Check runs the first-bytes guard for a tunnel to a TLS port. It reads the
@@ -93,10 +111,11 @@ func (r *Runner) start(client, upstream *net.TCPConn, first []byte, rec *accessl
 	if r.Registry != nil {
 		id = r.Registry.Add(client, upstream)
 	}
+	idle, maxTunnel := r.timeouts()
 	egress.Start(client, upstream, egress.RelayOptions{
 		ClientPrefix: first,
-		Idle:         r.Idle,
-		MaxDuration:  r.MaxTunnel,
+		Idle:         idle,
+		MaxDuration:  maxTunnel,
 		Up:           &rec.Up,
 		Down:         &rec.Down,
 	}, func(_, _ int64, _ error) {
