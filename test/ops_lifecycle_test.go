@@ -280,7 +280,16 @@ func reloadUnderLoad(t *testing.T, f *opsFarm, p *testenv.Proc, o opsOpts, apply
 		}
 	}
 	waitUntil(t, 20*time.Second, progressed(make([]int64, len(counts)), 2),
-		func() string { return fmt.Sprintf("load not running: %v %v", snapshot(), failures) })
+		func() string {
+			// The SOCKS5 tunnels' access lines say how a failed one ended.
+			var ls []string
+			for _, l := range p.AccessLines() {
+				if l["listener"] == "socks5" {
+					ls = append(ls, fmt.Sprint(l))
+				}
+			}
+			return fmt.Sprintf("load not running: %v %v\nsocks5 access lines:\n%s", snapshot(), failures, strings.Join(ls, "\n"))
+		})
 
 	cfg2 := f.config(policyV2(o))
 	apply(cfg2)

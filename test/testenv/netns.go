@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -198,15 +199,36 @@ func (n *Netns) DialFromContext(ctx context.Context, network, from, addr string)
 // another process may take the port before egressd binds it. egressd
 // cannot report the port it got for ":0", so the tests pick ports this way;
 // a collision shows up as a failed start, not a wrong result.
+//
+// An address is never handed out twice in one test process: the kernel may
+// give the same just-closed port to two calls in a row, and a config whose
+// listen.http and listen.admin collide does not start.
 func (n *Netns) FreeAddr(t testing.TB, ip string) string {
 	t.Helper()
-	ln, err := n.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatalf("free port on %s: %v", ip, err)
+	for range 100 {
+		ln, err := n.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			t.Fatalf("free port on %s: %v", ip, err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		handedOutMu.Lock()
+		_, dup := handedOut[addr]
+		handedOut[addr] = struct{}{}
+		handedOutMu.Unlock()
+		if !dup {
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatalf("no free port on %s that was not handed out before", ip)
+	return ""
 }
+
+// handedOut is every address FreeAddr returned in this process.
+var (
+	handedOutMu sync.Mutex
+	handedOut   = map[string]struct{}{}
+)
 
 // FreeAddr is (*Netns)(nil).FreeAddr: a free TCP address on ip in the host
 // namespace.
