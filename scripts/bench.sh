@@ -369,7 +369,7 @@ session() { # name kind run
 	fi
 	if [[ $name == dante && $DANTE_DNS == 0 ]]; then
 		# Without its own resolv.conf Dante cannot resolve bench names.
-		local no_dns=idle,keepalive,tunnels,bulk_up_1,bulk_up_8,bulk_down_1,bulk_down_8
+		local no_dns=idle,keepalive,tunnels,tunnels_paced,bulk_up_1,bulk_up_8,bulk_down_1,bulk_down_8
 		extra=(-scenarios "$no_dns")
 	fi
 	start_proxy "$name" "$kind" || return 0

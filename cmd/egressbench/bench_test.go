@@ -307,6 +307,7 @@ func TestRunAllKinds(t *testing.T) {
 		"-conc", "2", "-bulk-bytes", "1048576", "-tunnels", "20", "-tls-tunnels", "6",
 		"-ka-requests", "30", "-fwd-requests", "40", "-idle-tunnels", "10", "-settle", "1ms",
 		"-max-errors", "1", "-proxy-pid", strconv.Itoa(os.Getpid()),
+		"-paced-time", "200ms", "-paced-tunnels-rate", "100", "-paced-fwd-rate", "150", "-paced-conc", "4",
 	}
 	for _, kind := range []string{kindDirect, kindConnect, kindSOCKS5, kindHTTP} {
 		t.Run(kind, func(t *testing.T) {
@@ -328,6 +329,16 @@ func TestRunAllKinds(t *testing.T) {
 				}
 				if strings.HasPrefix(r.Scenario, "bulk_") && r.Bytes != 1<<20 {
 					t.Errorf("%s: moved %d bytes, want %d", r.Scenario, r.Bytes, 1<<20)
+				}
+				if want, ok := map[string]float64{"tunnels_paced": 100, "forward_paced": 150}[r.Scenario]; ok {
+					// Paced: rate x time operations, started no faster
+					// than the rate (the n-th at (n-1)/rate at the earliest).
+					if r.TargetRate != want || r.Ops != int64(want*0.2) {
+						t.Errorf("%s: %d ops at target %v, want %v at %v", r.Scenario, r.Ops, r.TargetRate, int64(want*0.2), want)
+					}
+					if min := float64(r.Ops-1) / want; r.Seconds < min {
+						t.Errorf("%s: %d ops in %.3fs, faster than %v/s allows (%.3fs)", r.Scenario, r.Ops, r.Seconds, want, min)
+					}
 				}
 				if r.Scenario == "idle" && (r.Idle == nil || r.Idle.Tunnels != 10) {
 					t.Errorf("idle: %+v, want 10 tunnels", r.Idle)

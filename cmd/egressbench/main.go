@@ -63,6 +63,9 @@ type runConfig struct {
 	TunnelTime, TLSTime                time.Duration
 	KARequests, FwdRequests            int
 	KATime, FwdTime                    time.Duration
+	PacedTunnelRate, PacedFwdRate      float64
+	PacedTime                          time.Duration
+	PacedConc                          int
 	IdleTunnels                        int
 	IdleTime, Settle, Timeout, MaxTime time.Duration
 }
@@ -70,19 +73,19 @@ type runConfig struct {
 // scenario names in the order they run. The idle figure is taken first, on
 // a proxy that has not yet grown buffers for bulk transfers.
 var allScenarios = []string{
-	"idle", "keepalive", "tunnels", "tls_tunnels",
-	"bulk_up_1", "bulk_up_8", "bulk_down_1", "bulk_down_8", "forward",
+	"idle", "keepalive", "tunnels", "tunnels_paced", "tls_tunnels",
+	"bulk_up_1", "bulk_up_8", "bulk_down_1", "bulk_down_8", "forward", "forward_paced",
 }
 
 // defaultScenarios returns the scenarios that apply to a kind.
 func defaultScenarios(kind string) []string {
 	switch kind {
 	case kindHTTP:
-		return []string{"forward"}
+		return []string{"forward", "forward_paced"}
 	case kindDirect:
 		return slices.DeleteFunc(slices.Clone(allScenarios), func(s string) bool { return s == "idle" })
 	default:
-		return slices.DeleteFunc(slices.Clone(allScenarios), func(s string) bool { return s == "forward" })
+		return slices.DeleteFunc(slices.Clone(allScenarios), func(s string) bool { return s == "forward" || s == "forward_paced" })
 	}
 }
 
@@ -122,6 +125,10 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 	fs.DurationVar(&c.KATime, "ka-time", 8*time.Second, "time bound of the keepalive scenario")
 	fs.IntVar(&c.FwdRequests, "fwd-requests", 50000, "absolute-URI requests in the forward scenario")
 	fs.DurationVar(&c.FwdTime, "fwd-time", 10*time.Second, "time bound of the forward scenario")
+	fs.Float64Var(&c.PacedTunnelRate, "paced-tunnels-rate", 2000, "new tunnels per second in the tunnels_paced scenario (open loop, below every proxy's capacity)")
+	fs.Float64Var(&c.PacedFwdRate, "paced-fwd-rate", 5000, "requests per second in the forward_paced scenario")
+	fs.DurationVar(&c.PacedTime, "paced-time", 5*time.Second, "length of each paced scenario")
+	fs.IntVar(&c.PacedConc, "paced-conc", 32, "workers in the paced scenarios (enough that the rate never waits for a free one)")
 	fs.IntVar(&c.IdleTunnels, "idle-tunnels", 3000, "idle tunnels held in the idle scenario (each costs 2 fds here and about 2+ in the proxy)")
 	fs.DurationVar(&c.IdleTime, "idle-time", 60*time.Second, "time bound for opening the idle tunnels")
 	fs.DurationVar(&c.Settle, "settle", time.Second, "pause before reading the proxy's footprint in the idle scenario")
@@ -143,6 +150,7 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 			"tls-tunnels": "1000", "tls-time": "4s",
 			"ka-requests": "5000", "ka-time": "3s",
 			"fwd-requests": "15000", "fwd-time": "4s",
+			"paced-time": "2s",
 		}
 		for name, v := range quick {
 			if !set[name] {
@@ -287,9 +295,11 @@ func (b *bench) runScenario(ctx context.Context, s string) error {
 	case "keepalive":
 		return b.runKeepAlive(ctx)
 	case "tunnels":
-		return b.runTunnels(ctx, "tunnels", false, b.cfg.Tunnels, b.cfg.TunnelTime)
+		return b.runTunnels(ctx, "tunnels", false, b.cfg.Tunnels, b.cfg.TunnelTime, b.cfg.Conc, 0)
+	case "tunnels_paced":
+		return b.runTunnels(ctx, "tunnels_paced", false, paced(b.cfg.PacedTunnelRate, b.cfg.PacedTime), b.cfg.PacedTime+pacedSlack, b.cfg.PacedConc, b.cfg.PacedTunnelRate)
 	case "tls_tunnels":
-		return b.runTunnels(ctx, "tls_tunnels", true, b.cfg.TLSTunnels, b.cfg.TLSTime)
+		return b.runTunnels(ctx, "tls_tunnels", true, b.cfg.TLSTunnels, b.cfg.TLSTime, b.cfg.Conc, 0)
 	case "bulk_up_1":
 		return b.runBulk(ctx, true, 1)
 	case "bulk_up_8":
@@ -299,9 +309,20 @@ func (b *bench) runScenario(ctx context.Context, s string) error {
 	case "bulk_down_8":
 		return b.runBulk(ctx, false, 8)
 	case "forward":
-		return b.runForward(ctx)
+		return b.runForward(ctx, "forward", b.cfg.FwdRequests, b.cfg.FwdTime, b.cfg.Conc, 0)
+	case "forward_paced":
+		return b.runForward(ctx, "forward_paced", paced(b.cfg.PacedFwdRate, b.cfg.PacedTime), b.cfg.PacedTime+pacedSlack, b.cfg.PacedConc, b.cfg.PacedFwdRate)
 	}
 	return fmt.Errorf("unknown scenario %q", s)
+}
+
+// pacedSlack is how far past its nominal length a paced scenario may run
+// before its time bound stops it (a proxy that falls behind the rate).
+const pacedSlack = 5 * time.Second
+
+// paced is the operation count of a paced scenario: rate for d.
+func paced(rate float64, d time.Duration) int {
+	return max(1, int(rate*d.Seconds()))
 }
 
 // portsMain is the ports subcommand: it prints n currently free ports

@@ -162,6 +162,12 @@ func sections() []section {
 			figTLSCPU,
 			{ID: "tls_tool", Title: "load tool CPU %", Info: true, Prec: 0, value: field("tls_tunnels", toolCPUShare)},
 		}, Note: "Both TLS ends run in the load tool, so the rate is bounded by the tool's core; the proxy's CPU per 1,000 is the comparable figure."},
+		{Title: "New tunnels at a fixed rate (open loop)", Kinds: tunnelKinds, Figures: []figure{
+			{ID: "tunp_rate", Title: "tunnels per second (the rate asked for)", Info: true, Prec: 0, value: field("tunnels_paced", opsPerSec)},
+			{ID: "tunp_p50", Title: "p50 ms", Lower: true, Prec: 3, value: field("tunnels_paced", p50)},
+			{ID: "tunp_p99", Title: "p99 ms", Lower: true, Prec: 3, value: field("tunnels_paced", p99)},
+			{ID: "tunp_cpu", Title: "CPU s per 1,000 new tunnels", Lower: true, Prec: 3, CPU: true, value: field("tunnels_paced", cpuPer1000)},
+		}, Note: "The same tunnels started at a fixed rate (-paced-tunnels-rate, 2,000/s in make bench) whatever the proxy's speed, so every proxy carries the same load, well below its capacity: the latencies compare like for like, as a farm runs. The closed-loop table above measures at saturation, where a faster proxy is given more work and its queue sets the tail."},
 		{Title: "Keep-alive requests through one tunnel (one at a time)", Kinds: tunnelKinds, Figures: []figure{
 			{ID: "ka_rate", Title: "requests per second", Prec: 0, value: field("keepalive", opsPerSec)},
 			{ID: "ka_p50", Title: "p50 ms", Lower: true, Prec: 3, value: field("keepalive", p50)},
@@ -175,6 +181,12 @@ func sections() []section {
 			figFwdCPU,
 			{ID: "fwd_tool", Title: "load tool CPU %", Info: true, Prec: 0, value: field("forward", toolCPUShare)},
 		}, Note: "direct sends origin-form requests straight to the origin."},
+		{Title: "Absolute-URI HTTP forwarding at a fixed rate (open loop)", Kinds: []string{kindDirect, kindHTTP}, Figures: []figure{
+			{ID: "fwdp_rate", Title: "requests per second (the rate asked for)", Info: true, Prec: 0, value: field("forward_paced", opsPerSec)},
+			{ID: "fwdp_p50", Title: "p50 ms", Lower: true, Prec: 3, value: field("forward_paced", p50)},
+			{ID: "fwdp_p99", Title: "p99 ms", Lower: true, Prec: 3, value: field("forward_paced", p99)},
+			{ID: "fwdp_cpu", Title: "CPU s per 1,000 forwarded HTTP requests", Lower: true, Prec: 4, CPU: true, value: field("forward_paced", cpuPer1000)},
+		}, Note: "The forwarding scenario at a fixed rate (-paced-fwd-rate, 5,000/s in make bench) over 32 keep-alive clients."},
 		{Title: "Idle tunnels: proxy footprint", Kinds: []string{kindConnect, kindSOCKS5}, Figures: []figure{
 			{ID: "idle_rss0", Title: "RSS at 0, MiB", Lower: true, Prec: 1, value: field("idle", idleGet(func(i *IdleResult) float64 { return float64(i.RSS0KiB) / 1024 }))},
 			{ID: "idle_rss1", Title: "RSS with idle tunnels, MiB", Lower: true, Prec: 1, value: field("idle", idleGet(func(i *IdleResult) float64 { return float64(i.RSS1KiB) / 1024 }))},

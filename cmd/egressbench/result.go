@@ -20,6 +20,7 @@ type Result struct {
 
 	Seconds     float64 `json:"seconds"`               // wall time of the measured part
 	Concurrency int     `json:"concurrency,omitempty"` // streams or workers
+	TargetRate  float64 `json:"target_rate,omitempty"` // paced scenarios: the operations per second asked for
 	Ops         int64   `json:"ops,omitempty"`         // tunnels or requests that completed
 	Errors      int64   `json:"errors"`                // operations that failed
 	FirstError  string  `json:"first_error,omitempty"` // the first failure, for diagnosis

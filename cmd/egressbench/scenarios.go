@@ -100,7 +100,14 @@ type loopResult struct {
 // own op from newOp, until the count is done, limit has passed, ctx ends, or
 // MaxErrors operations have failed. It first runs warm operations that are
 // not measured, then calls onStart.
-func (b *bench) loop(ctx context.Context, conc, count, warm int, limit time.Duration, newOp func(*loopResult) op, onStart func() error) (*loopResult, error) {
+//
+// With rate 0 the loop is closed: each worker starts its next operation as
+// soon as the last one ends, so the rate is what the proxy (or the load
+// tool) can sustain and latency includes queueing at that saturation. With
+// rate > 0 the n-th operation starts no earlier than n/rate seconds after
+// the start (open loop, paced): every proxy gets the same load, below its
+// capacity, and the latencies compare like for like.
+func (b *bench) loop(ctx context.Context, conc, count, warm int, limit time.Duration, rate float64, newOp func(*loopResult) op, onStart func() error) (*loopResult, error) {
 	lr := &loopResult{lat: make([]latencies, conc)}
 	ops := make([]op, conc)
 	for i := range ops {
@@ -133,8 +140,15 @@ func (b *bench) loop(ctx context.Context, conc, count, warm int, limit time.Dura
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil && errs.Load() < int64(b.cfg.MaxErrors) {
-				if next.Add(1) > int64(count) {
+				n := next.Add(1)
+				if n > int64(count) {
 					return
+				}
+				if rate > 0 {
+					due := start.Add(time.Duration(float64(n-1) / rate * float64(time.Second)))
+					if d := time.Until(due); d > 0 {
+						time.Sleep(d)
+					}
 				}
 				if time.Now().After(deadline) {
 					return
@@ -160,11 +174,12 @@ func (b *bench) loop(ctx context.Context, conc, count, warm int, limit time.Dura
 }
 
 // finishLoop turns a loop's measurement into a Result.
-func (b *bench) finishLoop(r *Result, m *meter, lr *loopResult, conc int) error {
+func (b *bench) finishLoop(r *Result, m *meter, lr *loopResult, conc int, rate float64) error {
 	if err := m.stop(r, lr.elapsed); err != nil {
 		return err
 	}
 	r.Concurrency = conc
+	r.TargetRate = rate
 	r.Ops = lr.ok
 	r.Errors = lr.errs
 	if lr.firstErr != nil {
@@ -188,7 +203,7 @@ func (b *bench) finishLoop(r *Result, m *meter, lr *loopResult, conc int) error 
 // kernel reuses TIME_WAIT ports only for connect()'s own port choice. With
 // useTLS the tunnel is opened by host name and carries a full TLS handshake
 // (SNI = that name, no session resumption) before the request.
-func (b *bench) runTunnels(ctx context.Context, scenario string, useTLS bool, count int, limit time.Duration) error {
+func (b *bench) runTunnels(ctx context.Context, scenario string, useTLS bool, count int, limit time.Duration, conc int, rate float64) error {
 	t := b.httpIP
 	if useTLS {
 		t = b.tlsName
@@ -218,14 +233,14 @@ func (b *bench) runTunnels(ctx context.Context, scenario string, useTLS bool, co
 	}
 	r := b.newResult(scenario)
 	var m *meter
-	lr, err := b.loop(ctx, b.cfg.Conc, count, 2*b.cfg.Conc, limit, newOp, func() (err error) {
+	lr, err := b.loop(ctx, conc, count, 2*b.cfg.Conc, limit, rate, newOp, func() (err error) {
 		m, err = b.startMeter()
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", scenario, err)
 	}
-	return b.finishLoop(r, m, lr, b.cfg.Conc)
+	return b.finishLoop(r, m, lr, conc, rate)
 }
 
 // runKeepAlive measures request latency through one long-lived tunnel: one
@@ -236,14 +251,14 @@ func (b *bench) runKeepAlive(ctx context.Context) error {
 	newOp := b.keepAliveOp(func() (net.Conn, error) { return b.d.tunnel(t) }, req)
 	r := b.newResult("keepalive")
 	var m *meter
-	lr, err := b.loop(ctx, 1, b.cfg.KARequests, 100, b.cfg.KATime, newOp, func() (err error) {
+	lr, err := b.loop(ctx, 1, b.cfg.KARequests, 100, b.cfg.KATime, 0, newOp, func() (err error) {
 		m, err = b.startMeter()
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("keepalive: %w", err)
 	}
-	return b.finishLoop(r, m, lr, 1)
+	return b.finishLoop(r, m, lr, 1, 0)
 }
 
 // keepAliveOp returns ops that send req over a kept-alive connection from
@@ -282,7 +297,7 @@ func (b *bench) keepAliveOp(dial func() (net.Conn, error), req []byte) func(*loo
 // runForward measures absolute-URI HTTP forwarding: Conc clients, each with
 // a keep-alive connection to the proxy (to the origin for direct), one
 // request at a time.
-func (b *bench) runForward(ctx context.Context) error {
+func (b *bench) runForward(ctx context.Context, scenario string, count int, limit time.Duration, conc int, rate float64) error {
 	o := b.o.Addr("http")
 	hostport := o.String()
 	var req []byte
@@ -295,16 +310,16 @@ func (b *bench) runForward(ctx context.Context) error {
 	}
 	nd := net.Dialer{Timeout: b.cfg.Timeout}
 	newOp := b.keepAliveOp(func() (net.Conn, error) { return nd.Dial("tcp", dialAddr) }, req)
-	r := b.newResult("forward")
+	r := b.newResult(scenario)
 	var m *meter
-	lr, err := b.loop(ctx, b.cfg.Conc, b.cfg.FwdRequests, 4*b.cfg.Conc, b.cfg.FwdTime, newOp, func() (err error) {
+	lr, err := b.loop(ctx, conc, count, 4*b.cfg.Conc, limit, rate, newOp, func() (err error) {
 		m, err = b.startMeter()
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("forward: %w", err)
+		return fmt.Errorf("%s: %w", scenario, err)
 	}
-	return b.finishLoop(r, m, lr, b.cfg.Conc)
+	return b.finishLoop(r, m, lr, conc, rate)
 }
 
 // runBulk moves BulkBytes in total over streams tunnels, all in one
