@@ -24,6 +24,8 @@
 #   BENCH_PROXIES="..."   peers and egressd to run (default: egressd squid smokescreen dante)
 #   BENCH_PPROF=0|1       profile egressd after the runs (default 1; 0 with BENCH_QUICK)
 #   BENCH_SCRATCH=DIR     scratch directory (default /tmp/egressd-bench); must be outside the repo
+#   BENCH_LOGS=DIR        the proxies' logs (default /dev/shm/egressd-bench-logs when /dev/shm is a
+#                         tmpfs, else $BENCH_SCRATCH/logs); each session's logs replace the last's
 #   BENCH_DNS=IP:53       the load tool's DNS server (default 127.0.0.153:53; Squid only takes port 53)
 #   BENCH_DEADLINE=S      start no new session after S seconds (default 780, quick 300)
 #   BENCH_NO_INSTALL=1    use what is installed; skip a peer that is missing
@@ -54,6 +56,16 @@ else
 	RUN_BOUND=240
 fi
 START=$SECONDS
+# The proxies' logs (an access line per request, hundreds of MB per run) go to
+# memory: on disk their writeback would run during later measurements and
+# charge its work to whichever proxy is on the CPU at the time.
+if [[ -n ${BENCH_LOGS:-} ]]; then
+	LOGS=$BENCH_LOGS
+elif [[ $(stat -f -c %T /dev/shm 2>/dev/null) == tmpfs ]]; then
+	LOGS=/dev/shm/egressd-bench-logs
+else
+	LOGS=$SCRATCH/logs
+fi
 
 log() { printf '== %s\n' "$*" >&2; }
 die() { printf 'bench.sh: %s\n' "$*" >&2; exit 1; }
@@ -196,8 +208,8 @@ EOF
 cat >"$CONF/squid/squid.conf" <<EOF
 http_port 127.0.0.1:$P_SQUID
 pid_filename $CONF/squid/squid.pid
-access_log stdio:$CONF/squid/access.log
-cache_log $CONF/squid/cache.log
+access_log stdio:$LOGS/squid-access.log
+cache_log $LOGS/squid-cache.log
 coredump_dir $CONF/squid
 cache deny all
 pinger_enable off
@@ -214,6 +226,9 @@ http_access allow bench_src bench_ip
 http_access deny all
 EOF
 chown -R proxy:proxy "$CONF/squid" 2>/dev/null || true
+mkdir -p "$LOGS"
+touch "$LOGS/squid-access.log" "$LOGS/squid-cache.log"
+chown proxy:proxy "$LOGS/squid-access.log" "$LOGS/squid-cache.log" 2>/dev/null || true
 
 cat >"$CONF/smokescreen/acl.yaml" <<EOF
 ---
@@ -236,7 +251,7 @@ allow_missing_role: true
 EOF
 
 cat >"$CONF/dante/danted.conf" <<EOF
-logoutput: $CONF/dante/danted.log
+logoutput: $LOGS/danted.log
 internal: 127.0.0.1 port = $P_DANTE
 external: 127.0.0.1
 clientmethod: none
@@ -292,8 +307,14 @@ wait_port() { # port
 
 PROXY_PID=
 start_proxy() { # name kind -> PROXY_PID, PROXY_ADDR
-	local name=$1 kind=$2 logdir=$SCRATCH/logs
+	local name=$1 kind=$2 logdir=$LOGS f
 	mkdir -p "$logdir"
+	# Each session starts with empty logs (bounded memory); no writeback
+	# from earlier work (builds, logs, results) runs during a measurement.
+	for f in "$logdir"/*; do
+		[[ -f $f ]] && : >"$f"
+	done
+	sync
 	case $name in
 	egressd)
 		record "taskset -c 0 $SCRATCH/bin/egressd serve --config $CONF/egressd/egressd.yaml >>$logdir/egressd-access.log"
