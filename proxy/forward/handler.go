@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/elazarl/goproxy"
@@ -295,6 +296,24 @@ func (w *respWriter) Write(p []byte) (int, error) {
 	w.written += int64(n)
 	return n, err
 }
+
+// bodyBufs lends ReadFrom its copy buffers.
+var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// ReadFrom copies a response body through a pooled buffer. goproxy copies
+// every forwarded body with io.Copy, which allocates a fresh 32 KiB buffer
+// per call unless the writer is an io.ReaderFrom: without this, that buffer
+// was 80% of the bytes egressd allocated per forwarded request (pprof), and
+// the garbage collection it caused a tenth of the CPU.
+func (w *respWriter) ReadFrom(r io.Reader) (int64, error) {
+	bp := bodyBufs.Get().(*[]byte)
+	defer bodyBufs.Put(bp)
+	return io.CopyBuffer(writeOnly{w}, r, *bp)
+}
+
+// writeOnly hides a writer's ReadFrom, so that io.CopyBuffer uses the buffer
+// it is given instead of calling back into ReadFrom.
+type writeOnly struct{ io.Writer }
 
 func (w *respWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
