@@ -288,6 +288,31 @@ func (d *dataset) values(s seriesKey, f figure) []float64 {
 	return vs
 }
 
+// pairedRatio is the median, over the rounds both series ran, of a's value
+// divided by b's in the same round. The proxies run alternately within a
+// round, so noise that drifts between rounds (other tenants of the host)
+// touches both values of a pair alike, and the paired ratio resists it
+// better than the ratio of the two medians.
+func (d *dataset) pairedRatio(a, b seriesKey, f figure) (float64, bool) {
+	var ratios []float64
+	for k, ra := range d.runs {
+		if k.seriesKey != a {
+			continue
+		}
+		rb, ok := d.runs[runKey{b, k.Run}]
+		if !ok {
+			continue
+		}
+		va, oka := f.value(ra)
+		vb, okb := f.value(rb)
+		if !oka || !okb || vb == 0 || math.IsNaN(va) || math.IsNaN(vb) || math.IsInf(va, 0) || math.IsInf(vb, 0) {
+			continue
+		}
+		ratios = append(ratios, va/vb)
+	}
+	return median(ratios)
+}
+
 // best returns the best median of a figure among the peers (every label but
 // egressd and direct) of the given kinds.
 func (d *dataset) best(f figure, kinds []string) (seriesKey, float64, bool) {
@@ -438,8 +463,8 @@ func writeMarkdown(w io.Writer, d *dataset, meta reportMeta, svgName string) err
 	p("| policy decision, 100,000-host policy (`go test -bench`) | – | – | %s | – | ≤ 1 µs, 0 allocs | %s |\n\n", gb, gbMet)
 
 	p("## egressd's ratio to the best peer, every figure\n\n")
-	p("Ratio = egressd's median / the best peer's median of the same client kind (lower is better for CPU, latency and memory; higher for rates).\n\n")
-	p("| section | figure | kind | egressd | best peer | ratio | verdict |\n| --- | --- | --- | --- | --- | --- | --- |\n")
+	p("Ratio = egressd's median / the best peer's median of the same client kind (lower is better for CPU, latency and memory; higher for rates); the verdict is the ratio's. Paired = the median over rounds of egressd's value / the same peer's value in the same round, which resists noise that drifts between rounds.\n\n")
+	p("| section | figure | kind | egressd | best peer | ratio | paired | verdict |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, sec := range sections() {
 		for _, f := range sec.Figures {
 			if f.Info {
@@ -455,11 +480,15 @@ func writeMarkdown(w io.Writer, d *dataset, meta reportMeta, svgName string) err
 				}
 				bk, bv, ok := d.best(f, peerKinds(k))
 				if !ok {
-					p("| %s | %s | %s | %s | – | – | no peer |\n", shortTitle(sec.Title), f.Title, k, f.format(eg))
+					p("| %s | %s | %s | %s | – | – | – | no peer |\n", shortTitle(sec.Title), f.Title, k, f.format(eg))
 					continue
 				}
 				r, v := comparison(f, eg, bv)
-				p("| %s | %s | %s | %s | %s %s | %.2f | %s |\n", shortTitle(sec.Title), f.Title, k, f.format(eg), bk.Label, f.format(bv), r, v)
+				paired := "–"
+				if pr, ok := d.pairedRatio(seriesKey{"egressd", k}, bk, f); ok {
+					paired = fmt.Sprintf("%.2f", pr)
+				}
+				p("| %s | %s | %s | %s | %s %s | %.2f | %s | %s |\n", shortTitle(sec.Title), f.Title, k, f.format(eg), bk.Label, f.format(bv), r, paired, v)
 			}
 		}
 	}

@@ -137,3 +137,28 @@ func TestReport(t *testing.T) {
 		}
 	}
 }
+
+// TestPairedRatio: the paired ratio is the median of per-round ratios, over
+// the rounds both series ran, not the ratio of the medians.
+func TestPairedRatio(t *testing.T) {
+	t.Parallel()
+	var rs []*Result
+	add := func(label string, run int, cpu float64) {
+		rs = append(rs, &Result{Label: label, Kind: kindConnect, Run: run, Scenario: "tunnels", Ops: 1000, ProxyCPUPer1000: ptr(cpu)})
+	}
+	for i, v := range []float64{0.10, 0.20, 0.30, 0.50} {
+		add("egressd", i+1, v)
+	}
+	for i, v := range []float64{0.30, 0.12, 0.40} { // no round 4
+		add("squid", i+1, v)
+	}
+	d := newDataset(rs)
+	got, ok := d.pairedRatio(seriesKey{"egressd", kindConnect}, seriesKey{"squid", kindConnect}, figTunCPU)
+	// Rounds 1-3: 0.10/0.30, 0.20/0.12, 0.30/0.40 -> median 0.75.
+	if !ok || math.Abs(got-0.75) > 1e-9 {
+		t.Fatalf("paired ratio %v, %v; want 0.75", got, ok)
+	}
+	if _, ok := d.pairedRatio(seriesKey{"egressd", kindConnect}, seriesKey{"dante", kindConnect}, figTunCPU); ok {
+		t.Fatal("a paired ratio against a series with no rounds")
+	}
+}
