@@ -290,6 +290,15 @@ func (d *direction) write(p []byte) error {
 // it has bytes to move (on Linux), or for the length of a read elsewhere.
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
+// CopyPooled is io.CopyBuffer through the copy path's pooled 32 KiB buffers,
+// for copies elsewhere that would otherwise allocate a buffer each (io.Copy
+// between a reader and a writer that offer neither WriterTo nor ReaderFrom).
+func CopyPooled(dst io.Writer, src io.Reader) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	return io.CopyBuffer(dst, src, *bp)
+}
+
 // copy is the user-space path: wait for bytes, then read them into a pooled
 // buffer and write them on.
 func (d *direction) copy() error {

@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/elazarl/goproxy"
@@ -297,18 +296,13 @@ func (w *respWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// bodyBufs lends ReadFrom its copy buffers.
-var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
 // ReadFrom copies a response body through a pooled buffer. goproxy copies
 // every forwarded body with io.Copy, which allocates a fresh 32 KiB buffer
 // per call unless the writer is an io.ReaderFrom: without this, that buffer
 // was 80% of the bytes egressd allocated per forwarded request (pprof), and
 // the garbage collection it caused a tenth of the CPU.
 func (w *respWriter) ReadFrom(r io.Reader) (int64, error) {
-	bp := bodyBufs.Get().(*[]byte)
-	defer bodyBufs.Put(bp)
-	return io.CopyBuffer(writeOnly{w}, r, *bp)
+	return egress.CopyPooled(writeOnly{w}, r)
 }
 
 // writeOnly hides a writer's ReadFrom, so that io.CopyBuffer uses the buffer
