@@ -80,10 +80,13 @@ func (r *Record) FinalReason() policy.Reason {
 
 // MarshalLogObject writes the contract fields; it implements zapcore.ObjectMarshaler.
 func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	// Addresses are formatted into a pooled buffer: a byte slice handed to
+	// the encoder's interface escapes, so a stack array would be one heap
+	// allocation per line. Encoders copy AddByteString's bytes.
+	bp := addrBufs.Get().(*[64]byte)
+	defer addrBufs.Put(bp)
 	enc.AddString(KeyListener, string(r.Listener))
-	// Addresses are appended to a stack buffer: no string per line.
-	var ab [64]byte
-	enc.AddByteString(KeyClient, appendAddr(ab[:0], r.Client))
+	enc.AddByteString(KeyClient, appendAddr(bp[:0], r.Client))
 	enc.AddString(KeyUser, r.User)
 	enc.AddString(KeyGroup, r.Decision.Group)
 	if r.Method != "" {
@@ -95,7 +98,7 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	if r.ECH {
 		enc.AddBool(KeyECH, true)
 	}
-	enc.AddByteString(KeyIP, appendAddr(ab[:0], r.IP.Addr()))
+	enc.AddByteString(KeyIP, appendAddr(bp[:0], r.IP.Addr()))
 	enc.AddString(KeyDecision, r.verdict().String())
 	enc.AddString(KeyRule, r.Decision.Rule)
 	enc.AddString(KeyReason, string(r.FinalReason()))
@@ -105,6 +108,15 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddInt64(KeyDurationMS, time.Since(r.Start).Milliseconds())
 	return nil
 }
+
+var addrBufs = sync.Pool{New: func() any { return new([64]byte) }}
+
+// fieldSlices lends the one-field slice each access line passes to zap: a
+// variadic slice passed on through zap's Core interface escapes, so a
+// literal would be a heap allocation per line. Cores copy the Field values
+// they keep (zap's own encode at once; the test observer copies), so the
+// slice can be reused as soon as Info returns.
+var fieldSlices = sync.Pool{New: func() any { return new([1]zap.Field) }}
 
 // appendAddr appends a's text form, nothing for the zero Addr.
 func appendAddr(b []byte, a netip.Addr) []byte {
@@ -151,7 +163,11 @@ func (l *Logger) NewRecord(listener policy.Listener, client netip.Addr) *Record 
 
 func (l *Logger) finish(r *Record) {
 	if l.z != nil {
-		l.z.Info("access", zap.Inline(r))
+		fs := fieldSlices.Get().(*[1]zap.Field)
+		fs[0] = zap.Inline(r)
+		l.z.Info("access", fs[:]...)
+		fs[0] = zap.Field{} // the pool must not keep the record alive
+		fieldSlices.Put(fs)
 	}
 	if l.m != nil {
 		l.m.observe(r)
