@@ -64,6 +64,7 @@ type Server struct {
 	httpSrv  *http.Server
 	adminSrv *http.Server
 	httpLn   net.Listener
+	httpFast *forward.Listener // wraps httpLn; the http.Server accepts from it
 	socksLn  net.Listener
 	adminLn  net.Listener
 	wg       sync.WaitGroup
@@ -259,14 +260,24 @@ func (s *Server) Start() error {
 			MaxHeaderBytes:    int(cfg.Limits.MaxHeaderBytes),
 			ErrorLog:          errLog,
 		}
+		// New tunnels take the fast path where they can (forward.Listener);
+		// the http.Server gets every other connection untouched.
+		lo := forward.ListenerOptions{
+			MaxHeaderBytes: int(cfg.Limits.MaxHeaderBytes),
+			OnPanic:        s.metrics.CountPanic,
+		}
+		if httpPP != nil {
+			lo.Client = httpPP.Client
+		}
+		s.httpFast = s.forward.Listener(s.httpLn, lo)
 		if httpPP != nil {
 			// ConnContext runs once per conn, right after Accept: the
 			// client address goes into every request's context.
 			s.httpSrv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
-				return forward.WithClientAddr(ctx, httpPP.Client(c))
+				return forward.WithClientAddr(ctx, s.httpFast.Client(c))
 			}
 		}
-		s.serve(s.httpSrv, s.httpLn)
+		s.serve(s.httpSrv, s.httpFast)
 	}
 	if s.socksLn != nil {
 		s.wg.Add(1)
@@ -421,8 +432,15 @@ func (s *Server) Close() {
 		s.adminSrv.Close()
 	}
 	s.closeListeners()
+	if s.httpFast != nil {
+		s.httpFast.Close()
+		s.httpFast.Abort()
+	}
 	s.socks.Shutdown(context.Background())
 	s.tunnels.CloseAll()
+	if s.httpFast != nil {
+		s.httpFast.Wait()
+	}
 	s.wg.Wait()
 	s.limits.Close()
 }
