@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log"
 	"net"
 	"net/netip"
 	"strings"
@@ -52,7 +51,7 @@ func (x *exchange) config() *socks5.Config {
 		Resolver: passThrough{},
 		Rules:    rules{x},
 		Dial:     x.dial,
-		Logger:   log.New(debugWriter{x.s.diag.Named("go-socks5")}, "", 0),
+		Logger:   x.s.libLog,
 	}
 	if x.s.o.Auth != nil {
 		methods := []socks5.Authenticator{socks5.UserPassAuthenticator{Credentials: credentials{x}}}

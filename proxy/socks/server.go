@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/netip"
 	"sync"
@@ -43,6 +44,10 @@ type Options struct {
 type Server struct {
 	o    Options
 	diag *zap.Logger
+	// libLog is go-socks5's logger, built once: a zap Named logger and a
+	// log.Logger per connection were most of what a handshake allocated
+	// besides go-socks5's own reader.
+	libLog *log.Logger
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{} // connections until their handshake ends
@@ -55,7 +60,8 @@ func New(o Options) *Server {
 	if o.Diag == nil {
 		o.Diag = zap.NewNop()
 	}
-	return &Server{o: o, diag: o.Diag, conns: map[net.Conn]struct{}{}}
+	return &Server{o: o, diag: o.Diag, conns: map[net.Conn]struct{}{},
+		libLog: log.New(debugWriter{o.Diag.Named("go-socks5")}, "", 0)}
 }
 
 // Serve accepts connections on ln until ln is closed. Unlike go-socks5's
