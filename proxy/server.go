@@ -268,15 +268,13 @@ func (s *Server) Start() error {
 		}
 		if httpPP != nil {
 			lo.Client = httpPP.Client
-		}
-		s.httpFast = s.forward.Listener(s.httpLn, lo)
-		if httpPP != nil {
 			// ConnContext runs once per conn, right after Accept: the
 			// client address goes into every request's context.
 			s.httpSrv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
 				return forward.WithClientAddr(ctx, s.httpFast.Client(c))
 			}
 		}
+		s.httpFast = s.forward.Listener(s.httpLn, lo)
 		s.serve(s.httpSrv, s.httpFast)
 	}
 	if s.socksLn != nil {

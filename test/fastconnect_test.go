@@ -193,5 +193,3 @@ func (c *readerConn) Read(p []byte) (int, error) {
 	}
 	return c.r.Read(p)
 }
-
-func (c *readerConn) Write(p []byte) (int, error) { return c.Conn.Write(p) }

@@ -189,7 +189,6 @@ func (l *Listener) serve(c *net.TCPConn) {
 		}
 	}()
 	bp := headBufs.Get().(*[headBufSize]byte)
-	defer headBufs.Put(bp)
 	l.setPeeking(c, true)
 	head, verdict, gone := l.peek(c, bp[:])
 	l.setPeeking(c, false)
@@ -197,17 +196,30 @@ func (l *Listener) serve(c *net.TCPConn) {
 	case gone:
 		// Closed, reset or silent past the handshake timeout before a
 		// whole head arrived: net/http would close it without an answer.
+		headBufs.Put(bp)
 		c.Close()
 		return
 	case verdict == headAccepted && head.size <= l.o.MaxHeaderBytes:
 		client := l.clientOf(c)
-		if l.h.serveConnect(c, client, head, bp[:]) {
+		if x, dec, ok := l.h.admitConnect(client, head); ok {
+			// Take the head off the socket. Whatever the client sent
+			// after it (often its TLS ClientHello) stays there for the
+			// tunnel's checks.
+			_, err := io.ReadFull(c, bp[:head.size])
+			headBufs.Put(bp) // not held through the dial and the SNI check
+			if err != nil {
+				c.Close()
+				x.rec.Finish()
+				return
+			}
+			l.h.tunnel(c, x, dec)
 			return
 		}
 		if l.o.Client != nil {
 			l.clients.Store(c, client)
 		}
 	}
+	headBufs.Put(bp)
 	l.handOff(c)
 }
 
@@ -277,12 +289,12 @@ func (l *Listener) peek(c *net.TCPConn, buf []byte) (head connectHead, verdict h
 	return head, verdict, gone
 }
 
-// serveConnect serves a CONNECT request whose head the fast path accepted
-// and peeked into buf. It returns false, having written and consumed
-// nothing, when the request must go the general way: an auth challenge,
-// a refusal or a failed decision, whose answers goproxy and net/http shape
-// (that path asks the policy again; nothing was logged).
-func (h *Handler) serveConnect(c *net.TCPConn, client netip.Addr, head connectHead, buf []byte) bool {
+// admitConnect decides a CONNECT request whose head the fast path
+// accepted. It returns ok=false, having written and consumed nothing, when
+// the request must go the general way: an auth challenge, a refusal or a
+// failed decision, whose answers goproxy and net/http shape (that path asks
+// the policy again; nothing was logged).
+func (h *Handler) admitConnect(client netip.Addr, head connectHead) (*exchange, policy.Decision, bool) {
 	rec := h.o.Log.NewRecord(policy.ListenerConnect, client)
 	if h.o.Auth != nil {
 		user, ok := h.o.Auth(head.proxyAuth)
@@ -290,21 +302,10 @@ func (h *Handler) serveConnect(c *net.TCPConn, client netip.Addr, head connectHe
 		case ok:
 			rec.User = user
 		case h.o.AuthRequired || head.hasAuth:
-			return false
+			return nil, policy.Decision{}, false
 		}
 	}
 	x := &exchange{rec: rec, tunnel: true}
 	dec, status, _ := h.decide(context.Background(), x, policy.ListenerConnect, head.authority, "")
-	if status != 0 {
-		return false
-	}
-	// Take the head off the socket. Whatever the client sent after it
-	// (often its TLS ClientHello) stays there for the tunnel's checks.
-	if _, err := io.ReadFull(c, buf[:head.size]); err != nil {
-		c.Close()
-		rec.Finish()
-		return true
-	}
-	h.tunnel(c, x, dec)
-	return true
+	return x, dec, status == 0
 }

@@ -44,9 +44,8 @@ type Options struct {
 type Server struct {
 	o    Options
 	diag *zap.Logger
-	// libLog is go-socks5's logger, built once: a zap Named logger and a
-	// log.Logger per connection were most of what a handshake allocated
-	// besides go-socks5's own reader.
+	// libLog is go-socks5's logger, built once rather than a zap Named
+	// logger and a log.Logger per connection.
 	libLog *log.Logger
 
 	mu     sync.Mutex
