@@ -119,11 +119,13 @@ func (r *Runner) start(client, upstream *net.TCPConn, first []byte, rec *accessl
 		Up:           &rec.Up,
 		Down:         &rec.Down,
 	}, func(_, _ int64, _ error) {
+		// The line and the metrics first: a drain (Registry.Wait) that
+		// returns must find every tunnel it waited for already logged.
+		r.Metrics.TunnelClosed(rec.Listener)
+		rec.Finish()
 		if r.Registry != nil {
 			r.Registry.Remove(id)
 		}
-		r.Metrics.TunnelClosed(rec.Listener)
-		rec.Finish()
 		if then != nil {
 			then()
 		}
