@@ -99,6 +99,10 @@ type envOptions struct {
 	auth         func(user, pass string) bool
 	authRequired bool
 	idle         time.Duration // tunnel idle timeout; zero: 5s
+	libraryOnly  bool          // fast path off: go-socks5 serves every conn
+	// share serves the same origin and refused port as another env (whose
+	// close stops the origin), so two servers can answer identical bytes.
+	share *env
 }
 
 // env is one socks.Server on loopback in front of an echo origin, with the
@@ -110,10 +114,12 @@ type env struct {
 	served  chan error
 	origin  *echoOrigin
 	refused uint16 // refused.test's port: nothing listens there
-	access  *observer.ObservedLogs
-	diag    *observer.ObservedLogs
-	tunnels *egress.Registry
-	closed  sync.Once
+	// sharedOrigin: the origin belongs to another env, which closes it.
+	sharedOrigin bool
+	access       *observer.ObservedLogs
+	diag         *observer.ObservedLogs
+	tunnels      *egress.Registry
+	closed       sync.Once
 }
 
 // newEnv starts a server. The policy allows allowed.test (resolving to
@@ -122,14 +128,20 @@ type env struct {
 // where nothing listens.
 func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
-	e := &env{t: t, origin: newEchoOrigin(t), served: make(chan error, 1)}
-	unused, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	e := &env{t: t, served: make(chan error, 1)}
+	var err error
+	if o.share != nil {
+		e.origin, e.refused, e.sharedOrigin = o.share.origin, o.share.refused, true
+	} else {
+		e.origin = newEchoOrigin(t)
+		unused, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.refused = uint16(unused.Addr().(*net.TCPAddr).Port)
+		unused.Close()
 	}
-	closedPort := unused.Addr().(*net.TCPAddr).Port
-	unused.Close()
-	e.refused = uint16(closedPort)
+	closedPort := int(e.refused)
 	port := int(e.origin.addr().Port())
 	if o.tlsPorts == nil {
 		o.tlsPorts = []int{443}
@@ -172,6 +184,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 		Auth:         o.auth,
 		AuthRequired: o.authRequired,
 	})
+	e.srv.libraryOnly = o.libraryOnly
 	e.ln, err = net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -202,7 +215,9 @@ func (e *env) doClose() {
 		e.tunnels.CloseAll()
 	}
 	e.srv.Shutdown(context.Background())
-	e.origin.close()
+	if !e.sharedOrigin {
+		e.origin.close()
+	}
 	for _, l := range e.diag.FilterLevelExact(zapcore.ErrorLevel).All() {
 		e.t.Errorf("diagnostic at error level: %s %v", l.Message, l.ContextMap())
 	}

@@ -1,6 +1,7 @@
 package socks
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -23,6 +24,7 @@ type replyCode int
 const (
 	replySucceeded           replyCode = 0x00
 	replyNotAllowed          replyCode = 0x02
+	replyNetworkUnreachable  replyCode = 0x03
 	replyHostUnreachable     replyCode = 0x04
 	replyConnectionRefused   replyCode = 0x05
 	replyCommandNotSupported replyCode = 0x07
@@ -42,8 +44,10 @@ type exchange struct {
 	claimed atomic.Bool
 	dec     policy.Decision
 	decErr  error
-	up      *upstreamConn
-	pending []byte // client bytes go-socks5 had buffered, held until the guard passes
+	// upstream is the dialed conn; up wraps it for go-socks5.
+	upstream *net.TCPConn
+	up       *upstreamConn
+	pending  []byte // client bytes go-socks5 had buffered, held until the guard passes
 }
 
 func (x *exchange) config() *socks5.Config {
@@ -117,33 +121,41 @@ type rules struct{ x *exchange }
 
 func (r rules) Allow(ctx context.Context, req *socks5.Request) (context.Context, bool) {
 	x := r.x
-	x.requested = true
 	if req.Command != socks5.ConnectCommand {
 		// Let go-socks5 answer "command not supported" (0x07) for BIND and
 		// UDP ASSOCIATE: it does so only after the RuleSet allowed them.
+		x.requested = true
 		x.rec.Deny(policy.ReasonNotAllowed)
 		x.rec.Status = int(replyCommandNotSupported)
 		x.rec.Host = destHost(req.DestAddr)
 		x.rec.Port = uint16(req.DestAddr.Port)
 		return ctx, true
 	}
+	return ctx, x.decide(ctx, destHost(req.DestAddr), req.DestAddr.Port)
+}
+
+// decide asks the policy about a CONNECT to host:port and records the
+// answer. false: refuse with "not allowed" (rec.Status is set). true: go on
+// to dial, which fails at once when the name did not resolve (x.decErr).
+// Both go-socks5's RuleSet and the fast path call it.
+func (x *exchange) decide(ctx context.Context, host string, port int) bool {
+	x.requested = true
 	if x.s.o.AuthRequired && x.rec.User == "" {
 		x.rec.Deny(policy.ReasonAuthRequired)
 		x.rec.Status = int(replyNotAllowed)
-		return ctx, false
+		return false
 	}
-	host := destHost(req.DestAddr)
-	x.rec.Host, x.rec.Port = host, uint16(req.DestAddr.Port)
-	if req.DestAddr.Port <= 0 || req.DestAddr.Port > 65535 {
+	x.rec.Host, x.rec.Port = host, uint16(port)
+	if port <= 0 || port > 65535 {
 		x.rec.Deny(policy.ReasonBadRequest)
 		x.rec.Status = int(replyNotAllowed)
-		return ctx, false
+		return false
 	}
 	dec, err := x.s.o.Decider.Decide(ctx, policy.Request{
 		Listener: policy.ListenerSOCKS5,
 		Client:   policy.Client{Addr: x.rec.Client, User: x.rec.User},
 		Host:     host,
-		Port:     uint16(req.DestAddr.Port),
+		Port:     uint16(port),
 	})
 	x.dec = dec
 	x.rec.Decision = dec
@@ -151,17 +163,17 @@ func (r rules) Allow(ctx context.Context, req *socks5.Request) (context.Context,
 		x.rec.Host = dec.Host
 	}
 	if err != nil {
-		// Not a denial: the name did not resolve. Let the dial fail so
-		// go-socks5 answers host unreachable (0x04).
+		// Not a denial: the name did not resolve. The dial fails so the
+		// client hears host unreachable (0x04).
 		x.decErr = err
 		x.rec.Reason = policy.ReasonDNSError
-		return ctx, true
+		return true
 	}
 	if !dec.Verdict.Passes() {
 		x.rec.Status = int(replyNotAllowed)
-		return ctx, false
+		return false
 	}
-	return ctx, true
+	return true
 }
 
 func destHost(a *socks5.AddrSpec) string {
@@ -177,11 +189,20 @@ func destHost(a *socks5.AddrSpec) string {
 var errDenied = errors.New("refused by policy")
 
 // dial is go-socks5's Dial: it dials only the decision's pinned addresses.
-// go-socks5 (request.go handleConnect) picks its reply from the error text:
-// "refused" gives 0x05, anything else 0x04, so the syscall text is kept.
 func (x *exchange) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+	up, err := x.dialUpstream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	x.up = &upstreamConn{TCPConn: up, x: x}
+	return x.up, nil
+}
+
+// dialUpstream dials the decision's pinned addresses and records the
+// outcome: on failure rec.Status is the reply the client gets (replyFor).
+func (x *exchange) dialUpstream(ctx context.Context) (*net.TCPConn, error) {
 	if x.decErr != nil {
-		x.rec.Status = int(replyHostUnreachable)
+		x.rec.Status = int(replyFor(x.decErr))
 		return nil, x.decErr
 	}
 	if !x.dec.Verdict.Passes() {
@@ -190,18 +211,29 @@ func (x *exchange) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	up, addr, err := x.s.o.Dialer.Dial(ctx, x.dec)
 	if err != nil {
 		x.rec.Reason = policy.ReasonDialError
-		x.rec.Status = int(replyHostUnreachable)
-		if strings.Contains(err.Error(), "refused") {
-			x.rec.Status = int(replyConnectionRefused)
-		}
+		x.rec.Status = int(replyFor(err))
 		return nil, err
 	}
+	x.upstream = up
 	x.rec.IP = addr
 	x.rec.Status = int(replySucceeded)
 	// The request is complete; from now on the tunnel's own timeouts apply.
 	x.raw.SetDeadline(time.Time{})
-	x.up = &upstreamConn{TCPConn: up, x: x}
-	return x.up, nil
+	return up, nil
+}
+
+// replyFor is the reply to a failed dial. go-socks5 (request.go
+// handleConnect) picks it from the error's text, so the fast path does the
+// same and both answer alike.
+func replyFor(err error) replyCode {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "refused"):
+		return replyConnectionRefused
+	case strings.Contains(msg, "network is unreachable"):
+		return replyNetworkUnreachable
+	}
+	return replyHostUnreachable
 }
 
 // clientConn is the conn handed to go-socks5. Its WriteTo is where
@@ -215,7 +247,10 @@ func (x *exchange) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 type clientConn struct {
 	*net.TCPConn
 	x        *exchange
-	greeting []byte // read ahead by preferUserPass, replayed first
+	greeting []byte // read ahead (preferUserPass, the fast path), replayed first
+	// sent is the reply the fast path has already sent for the replayed
+	// greeting; go-socks5's identical reply is dropped instead of repeated.
+	sent []byte
 }
 
 // Read replays the greeting read ahead, then reads the socket.
@@ -229,7 +264,21 @@ func (c *clientConn) Read(p []byte) (int, error) {
 }
 
 // Write sends go-socks5's replies.
-func (c *clientConn) Write(p []byte) (int, error) { return rawio.Write(c.TCPConn, p) }
+func (c *clientConn) Write(p []byte) (int, error) {
+	if c.sent != nil {
+		sent := c.sent
+		c.sent = nil
+		if !bytes.Equal(p, sent) {
+			// Never expected: go-socks5 chose another method for the same
+			// greeting. The client already has our answer; end it.
+			return 0, errReplyMismatch
+		}
+		return len(p), nil
+	}
+	return rawio.Write(c.TCPConn, p)
+}
+
+var errReplyMismatch = errors.New("go-socks5 replied differently from the fast path")
 
 // methodUserPass is RFC 1928 section 3's username/password method.
 const methodUserPass = 0x02

@@ -47,6 +47,9 @@ type Server struct {
 	// libLog is go-socks5's logger, built once rather than a zap Named
 	// logger and a log.Logger per connection.
 	libLog *log.Logger
+	// libraryOnly turns the fast path off (fast.go), so tests can hold the
+	// two paths to the same behaviour.
+	libraryOnly bool
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{} // connections until their handshake ends
@@ -158,6 +161,9 @@ func (s *Server) serveConn(c net.Conn, client netip.Addr) {
 			s.o.Log.Metrics().CountPanic()
 			if !x.claimed.Load() {
 				tc.Close()
+				if x.upstream != nil {
+					x.upstream.Close()
+				}
 			}
 			x.finishIfUnclaimed()
 		}
@@ -165,13 +171,21 @@ func (s *Server) serveConn(c net.Conn, client netip.Addr) {
 	if s.o.Handshake > 0 {
 		tc.SetDeadline(time.Now().Add(s.o.Handshake))
 	}
+	cc := &clientConn{TCPConn: tc, x: x}
+	if s.o.Auth == nil && !s.libraryOnly {
+		h := x.serveFast(tc)
+		if h.handled {
+			x.finishIfUnclaimed()
+			return
+		}
+		cc.greeting, cc.sent = h.replay, h.sent
+	}
 	srv, err := socks5.New(x.config())
 	if err != nil {
 		s.diag.Error("socks5: config", zap.Error(err))
 		tc.Close()
 		return
 	}
-	cc := &clientConn{TCPConn: tc, x: x}
 	if s.o.Auth != nil && !s.o.AuthRequired {
 		if cc.greeting, err = preferUserPass(tc); err != nil {
 			tc.Close()

@@ -1,0 +1,304 @@
+package socks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	socks5 "github.com/armon/go-socks5"
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+type observerEntry = observer.LoggedEntry
+
+// twin is two servers in front of one origin: the fast path on, and
+// go-socks5 alone. Every client byte sequence must get the same bytes back
+// and the same access lines from both.
+type twin struct {
+	fast, lib *env
+}
+
+func newTwin(t testing.TB) *twin {
+	fast := newEnv(t, envOptions{pin: true, tlsPorts: []int{443}})
+	lib := newEnv(t, envOptions{pin: true, tlsPorts: []int{443}, libraryOnly: true, share: fast})
+	return &twin{fast: fast, lib: lib}
+}
+
+func (tw *twin) close() {
+	tw.lib.close()
+	tw.fast.close()
+}
+
+// run sends the segments to one server (pausing between them, so that the
+// server's reads see them apart), half-closes, reads everything until the
+// server closes, waits for every goroutine and tunnel of the exchange to
+// end, and returns the output and the access lines the exchange added.
+func (e *env) run(segments [][]byte, pause time.Duration) ([]byte, []string) {
+	e.t.Helper()
+	before := e.access.Len()
+	c := e.dial()
+	defer c.Close()
+	for i, s := range segments {
+		if i > 0 {
+			time.Sleep(pause)
+		}
+		if _, err := c.Write(s); err != nil {
+			break // the server answered and closed early: fine
+		}
+	}
+	c.CloseWrite()
+	out, err := io.ReadAll(c)
+	if err != nil && !errors.Is(err, net.ErrClosed) && !isReset(err) {
+		e.t.Fatalf("read: %v (server did not close within the deadline?)", err)
+	}
+	e.waitConns()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.tunnels.Wait(ctx); err != nil {
+		e.t.Fatalf("tunnel still open 10s after its client left")
+	}
+	return maskBindPort(out), lineStrings(e.access.All()[before:])
+}
+
+// waitConns waits until no connection is in its handshake: its goroutine
+// has finished the exchange (serveConn has returned). Unlike waitIdle it
+// can run while Serve accepts.
+func (e *env) waitConns() {
+	e.t.Helper()
+	for start := time.Now(); ; time.Sleep(time.Millisecond) {
+		e.srv.mu.Lock()
+		n := len(e.srv.conns)
+		e.srv.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Since(start) > 10*time.Second {
+			e.t.Fatalf("%d socks5 connections still in their handshake 10s after the client left", n)
+		}
+	}
+}
+
+// maskBindPort zeroes the port of a success reply's bound address (the
+// upstream conn's local port), the one byte pair the two servers may
+// legitimately answer differently.
+func maskBindPort(out []byte) []byte {
+	out = bytes.Clone(out)
+	if len(out) >= 2+10 && out[0] == 5 && out[1] == 0 && out[2] == 5 && out[3] == 0 {
+		switch out[5] {
+		case atypIPv4:
+			out[10], out[11] = 0, 0
+		case atypIPv6:
+			if len(out) >= 2+22 {
+				out[22], out[23] = 0, 0
+			}
+		}
+	}
+	return out
+}
+
+// lineStrings renders access lines without their time fields, sorted: a
+// tunnel's line is written when it ends.
+func lineStrings(entries []observerEntry) []string {
+	var out []string
+	for _, l := range entries {
+		enc := zapcore.NewMapObjectEncoder()
+		for _, f := range l.Context {
+			f.AddTo(enc)
+		}
+		delete(enc.Fields, "ts")
+		delete(enc.Fields, "duration_ms")
+		keys := make([]string, 0, len(enc.Fields))
+		for k := range enc.Fields {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		var b strings.Builder
+		for _, k := range keys {
+			fmt.Fprintf(&b, "%s=%v ", k, enc.Fields[k])
+		}
+		out = append(out, b.String())
+	}
+	slices.Sort(out)
+	return out
+}
+
+// compare runs the segments through both servers and fails on any
+// difference a client or a log reader could see.
+func (tw *twin) compare(t testing.TB, segments [][]byte, pause time.Duration) {
+	t.Helper()
+	fastOut, fastLines := tw.fast.run(segments, pause)
+	libOut, libLines := tw.lib.run(segments, pause)
+	if !bytes.Equal(fastOut, libOut) {
+		t.Errorf("input % x: fast path answered\n% x\ngo-socks5 answered\n% x", bytes.Join(segments, nil), fastOut, libOut)
+	}
+	if diff := cmp.Diff(libLines, fastLines); diff != "" {
+		t.Errorf("input % x: access lines (-go-socks5 +fast path):\n%s", bytes.Join(segments, nil), diff)
+	}
+}
+
+var clientHello = []byte{0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x00}
+
+// fastPathInputs are the handshakes both tests start from: what clients
+// send, and what they should not.
+func fastPathInputs() [][]byte {
+	noAuth := greeting(0)
+	allMethods := make([]byte, 255)
+	for i := range allMethods {
+		allMethods[i] = byte(255 - i) // 0 comes last
+	}
+	return [][]byte{
+		cat(noAuth, reqDomain(cmdConnect, "allowed.test", 80), []byte("ping")),
+		cat(noAuth, reqIP(cmdConnect, "127.0.0.1", 80), []byte("ping")),
+		cat(noAuth, reqIP(cmdConnect, "::1", 80)),
+		cat(noAuth, reqIP(cmdConnect, "::ffff:127.0.0.1", 80), []byte("x")),
+		cat(noAuth, reqDomain(cmdConnect, "ALLOWED.test.", 80), []byte("x")),
+		cat(noAuth, reqDomain(cmdConnect, "allowed.test\x00", 80)),
+		cat(noAuth, reqDomain(cmdConnect, "", 80)),
+		cat(noAuth, reqDomain(cmdConnect, "127.1", 80)),
+		cat(noAuth, reqDomain(cmdConnect, "other.test", 80)),
+		cat(noAuth, reqDomain(cmdConnect, "allowed.test", 1)),
+		cat(noAuth, reqDomain(cmdConnect, "allowed.test", 0)),
+		cat(noAuth, reqDomain(cmdConnect, "nx.test", 80)),
+		cat(noAuth, reqDomain(cmdConnect, "admin.test", 80)),
+		cat(noAuth, reqDomain(cmdConnect, "allowed.test", 443), clientHello),
+		cat(noAuth, reqDomain(cmdConnect, "allowed.test", 443), []byte("GET / HTTP/1.1\r\n\r\n")),
+		cat(noAuth, reqDomain(cmdConnect, "allowed.test", 443)),
+		cat(noAuth, reqDomain(cmdConnect, "allowed.test", 80), noAuth, reqDomain(cmdConnect, "allowed.test", 80)),
+		cat(greeting(1, 0), reqDomain(cmdConnect, "allowed.test", 80), []byte("ping")),
+		cat(greeting(allMethods...), reqDomain(cmdConnect, "allowed.test", 80), []byte("ping")),
+		cat(noAuth, []byte{5, 1, 0xEE, 1, 127, 0, 0, 1, 0, 80}, []byte("reserved byte set")),
+		cat(noAuth, reqDomain(cmdBind, "allowed.test", 80)),
+		cat(noAuth, reqIP(cmdAssociate, "0.0.0.0", 0)),
+		cat(noAuth, reqDomain(9, "allowed.test", 80)),
+		cat(noAuth, []byte{5, 1, 0, 9, 1, 2, 3, 4, 0, 80}),
+		cat(noAuth, []byte{4, 1, 0, 1, 127, 0, 0, 1, 0, 80}),
+		cat(noAuth, []byte{5, 1, 0, 3, 20, 'a'}),
+		cat(noAuth, []byte{5, 1, 0}),
+		cat(noAuth, []byte{5}),
+		noAuth,
+		{4, 1, 0, 80, 127, 0, 0, 1, 0},
+		[]byte("GET / HTTP/1.1\r\n\r\n"),
+		{5, 0},
+		greeting(1),
+		greeting(2),
+		{5, 3, 0},
+		{5},
+		nil,
+	}
+}
+
+// TestFastPathMatchesLibrary: for each input, sent at once, split into the
+// greeting and the rest, and one byte at a time, the fast path answers
+// exactly what go-socks5 answers and logs the same access lines.
+func TestFastPathMatchesLibrary(t *testing.T) {
+	tw := newTwin(t)
+	defer tw.close()
+	for _, in := range fastPathInputs() {
+		t.Run(fmt.Sprintf("% x", in), func(t *testing.T) {
+			tw.compare(t, [][]byte{in}, 0)
+			if len(in) > 2 {
+				g := min(2+int(in[1]), len(in))
+				tw.compare(t, [][]byte{in[:g], in[g:]}, 5*time.Millisecond)
+			}
+			if len(in) <= 40 && !testing.Short() {
+				var bytewise [][]byte
+				for i := range in {
+					bytewise = append(bytewise, in[i:i+1])
+				}
+				tw.compare(t, bytewise, time.Millisecond)
+			}
+		})
+	}
+	// The fast path served the CONNECTs: go-socks5's hand-off dropped no
+	// reply and sent none twice (compare checked the bytes), and the
+	// library-only server logged every line through go-socks5's hooks.
+	if n := tw.fast.access.Len(); n == 0 {
+		t.Fatal("no access lines at all")
+	}
+}
+
+// FuzzFastPathMatchesLibrary: any byte sequence gets the same answer and
+// the same access lines from the fast path as from go-socks5.
+func FuzzFastPathMatchesLibrary(f *testing.F) {
+	for _, in := range fastPathInputs() {
+		f.Add(in)
+	}
+	tw := newTwin(f)
+	f.Cleanup(tw.close)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		tw.fast.t, tw.lib.t = t, t
+		defer func() { tw.fast.t, tw.lib.t = f, f }()
+		tw.compare(t, [][]byte{in}, 0)
+	})
+}
+
+// TestFastPathServesConnect: with no authentication configured the fast
+// path, not go-socks5, serves a CONNECT (go-socks5 logs at Debug on each
+// conn it serves that ends in an error; the fast path's conns never reach
+// it), and a declined request still reaches go-socks5.
+func TestFastPathServesConnect(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	port := e.origin.addr().Port()
+	out, _ := e.run([][]byte{cat(greeting(0), reqDomain(cmdConnect, "other.test", port))}, 0)
+	if replyOf(out, 2) != 2 {
+		t.Fatalf("denied CONNECT: % x", out)
+	}
+	if n := e.diag.FilterMessage("socks5 connection ended").Len(); n != 0 {
+		t.Fatalf("go-socks5 served the CONNECT (%d debug lines)", n)
+	}
+	out, _ = e.run([][]byte{cat(greeting(0), reqDomain(9, "allowed.test", port))}, 0)
+	if replyOf(out, 2) != 7 {
+		t.Fatalf("unknown command: % x", out)
+	}
+	if n := e.diag.FilterMessage("socks5 connection ended").Len(); n != 1 {
+		t.Fatalf("an unknown command did not reach go-socks5 (%d debug lines)", n)
+	}
+	e.close()
+}
+
+// FuzzParseConnect holds the fast path's request parser to go-socks5's
+// NewRequest: a request it accepts is a CONNECT that go-socks5 reads as the
+// same host and port from the same bytes; one it waits on is one go-socks5
+// cannot finish either; one it declines is one go-socks5 refuses or reads
+// as another command.
+func FuzzParseConnect(f *testing.F) {
+	for _, in := range fastPathInputs() {
+		if len(in) > 3 && in[0] == 5 && len(in) > 2+int(in[1]) {
+			f.Add(in[2+int(in[1]):])
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		req, n := parseConnect(b)
+		r := bytes.NewReader(b)
+		lib, err := socks5.NewRequest(r)
+		switch {
+		case n > 0:
+			if err != nil {
+				t.Fatalf("fast path parsed %+v (%d bytes), go-socks5: %v", req, n, err)
+			}
+			if lib.Command != socks5.ConnectCommand || destHost(lib.DestAddr) != req.host || lib.DestAddr.Port != req.port {
+				t.Fatalf("fast path parsed %+v, go-socks5 %d %q %d", req, lib.Command, destHost(lib.DestAddr), lib.DestAddr.Port)
+			}
+			if used := len(b) - r.Len(); used != n {
+				t.Fatalf("fast path took %d bytes, go-socks5 %d", n, used)
+			}
+		case n == 0:
+			if err == nil {
+				t.Fatalf("fast path waits for more than % x, go-socks5 parsed %+v", b, lib.DestAddr)
+			}
+		default:
+			if err == nil && lib.Command == socks5.ConnectCommand {
+				t.Fatalf("fast path declined a CONNECT go-socks5 parsed: %+v", lib.DestAddr)
+			}
+		}
+	})
+}
