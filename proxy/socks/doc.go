@@ -20,11 +20,11 @@
 // groups apply. The client address comes from Options.ClientAddr, which a
 // PROXY-protocol listener (package proxyproto) feeds from the header.
 //
-// When no authentication is configured, a fast path (fast.go) serves the
-// common exchange itself (a greeting offering "no authentication", then a
-// CONNECT) through the same decide, dial, guard and relay code, without
+// A fast path (fast.go) serves the common exchange itself (a greeting, RFC
+// 1929 credentials when users are configured, then a CONNECT) through the
+// same credential check, decide, dial, guard and relay code, without
 // go-socks5's per-connection server, buffer and goroutines; anything else
 // is handed to go-socks5 with the bytes read so far replayed. A
 // differential test and fuzz target hold both paths to the same bytes on
-// the wire and the same access lines.
+// the wire and the same access lines, with and without users.
 package socks

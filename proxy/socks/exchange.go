@@ -248,9 +248,9 @@ type clientConn struct {
 	*net.TCPConn
 	x        *exchange
 	greeting []byte // read ahead (preferUserPass, the fast path), replayed first
-	// sent is the reply the fast path has already sent for the replayed
-	// greeting; go-socks5's identical reply is dropped instead of repeated.
-	sent []byte
+	// sent are the replies the fast path has already sent for the replayed
+	// bytes; go-socks5's identical replies are dropped instead of repeated.
+	sent [][]byte
 }
 
 // Read replays the greeting read ahead, then reads the socket.
@@ -265,12 +265,14 @@ func (c *clientConn) Read(p []byte) (int, error) {
 
 // Write sends go-socks5's replies.
 func (c *clientConn) Write(p []byte) (int, error) {
-	if c.sent != nil {
-		sent := c.sent
-		c.sent = nil
+	if len(c.sent) > 0 {
+		sent := c.sent[0]
+		c.sent = c.sent[1:]
 		if !bytes.Equal(p, sent) {
-			// Never expected: go-socks5 chose another method for the same
-			// greeting. The client already has our answer; end it.
+			// Never expected: go-socks5 answered the same bytes otherwise
+			// (a user removed by a reload in between). The client already
+			// has our answer; end it.
+			c.sent = nil
 			return 0, errReplyMismatch
 		}
 		return len(p), nil
@@ -306,15 +308,20 @@ func preferUserPass(r io.Reader) ([]byte, error) {
 	if _, err := io.ReadFull(r, g[2:]); err != nil {
 		return nil, err
 	}
-	methods := g[2:]
-	for i, m := range methods {
-		if m == methodUserPass {
+	preferMethod(g[2:], methodUserPass)
+	return g, nil
+}
+
+// preferMethod moves m, when offered, to the front of methods, keeping the
+// others' order.
+func preferMethod(methods []byte, m byte) {
+	for i, o := range methods {
+		if o == m {
 			copy(methods[1:i+1], methods[:i])
-			methods[0] = methodUserPass
-			break
+			methods[0] = m
+			return
 		}
 	}
-	return g, nil
 }
 
 func (c *clientConn) WriteTo(w io.Writer) (int64, error) {

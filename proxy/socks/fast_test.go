@@ -27,9 +27,25 @@ type twin struct {
 	fast, lib *env
 }
 
-func newTwin(t testing.TB) *twin {
-	fast := newEnv(t, envOptions{pin: true, tlsPorts: []int{443}})
-	lib := newEnv(t, envOptions{pin: true, tlsPorts: []int{443}, libraryOnly: true, share: fast})
+// authModes are the server configurations the twins run in: no users,
+// optional username/password, and required username/password.
+var authModes = []struct {
+	name     string
+	auth     func(user, pass string) bool
+	required bool
+}{
+	{"no auth", nil, false},
+	{"optional auth", aliceOnly, false},
+	{"required auth", aliceOnly, true},
+}
+
+func aliceOnly(user, pass string) bool { return user == "alice" && pass == "secret" }
+
+func newTwin(t testing.TB, auth func(user, pass string) bool, required bool) *twin {
+	o := envOptions{pin: true, tlsPorts: []int{443}, auth: auth, authRequired: required}
+	fast := newEnv(t, o)
+	o.libraryOnly, o.share = true, fast
+	lib := newEnv(t, o)
 	return &twin{fast: fast, lib: lib}
 }
 
@@ -89,16 +105,22 @@ func (e *env) waitConns() {
 
 // maskBindPort zeroes the port of a success reply's bound address (the
 // upstream conn's local port), the one byte pair the two servers may
-// legitimately answer differently.
+// legitimately answer differently. The reply follows the method selection
+// and, with username/password, the RFC 1929 success.
 func maskBindPort(out []byte) []byte {
 	out = bytes.Clone(out)
-	if len(out) >= 2+10 && out[0] == 5 && out[1] == 0 && out[2] == 5 && out[3] == 0 {
-		switch out[5] {
+	at := 2
+	if bytes.HasPrefix(out, []byte{5, methodUserPass, userPassVer, 0}) {
+		at = 4
+	}
+	r := out[min(at, len(out)):]
+	if len(r) >= 10 && r[0] == 5 && r[1] == 0 {
+		switch r[3] {
 		case atypIPv4:
-			out[10], out[11] = 0, 0
+			r[8], r[9] = 0, 0
 		case atypIPv6:
-			if len(out) >= 2+22 {
-				out[22], out[23] = 0, 0
+			if len(r) >= 22 {
+				r[20], r[21] = 0, 0
 			}
 		}
 	}
@@ -193,36 +215,56 @@ func fastPathInputs() [][]byte {
 		{5, 3, 0},
 		{5},
 		nil,
+		// Username and password (RFC 1929).
+		cat(greeting(2), userPass("alice", "secret"), reqDomain(cmdConnect, "allowed.test", 80), []byte("ping")),
+		cat(greeting(2), userPass("alice", "secret"), reqDomain(cmdConnect, "admin.test", 80)),
+		cat(greeting(0, 2), userPass("alice", "secret"), reqDomain(cmdConnect, "allowed.test", 80), []byte("ping")),
+		cat(greeting(0, 1, 2), userPass("alice", "secret"), reqIP(cmdConnect, "127.0.0.1", 80), []byte("x")),
+		cat(greeting(2), userPass("alice", "wrong"), reqDomain(cmdConnect, "allowed.test", 80)),
+		cat(greeting(2, 0), userPass("mallory", "secret"), reqDomain(cmdConnect, "allowed.test", 80)),
+		cat(greeting(2), userPass("", ""), reqDomain(cmdConnect, "allowed.test", 80)),
+		cat(greeting(2), []byte{5, 1, 'a', 1, 'b'}),
+		cat(greeting(2), []byte{1, 5, 'a', 'l'}),
+		cat(greeting(2), []byte{1}),
+		cat(greeting(2), userPass("alice", "secret"), reqDomain(cmdBind, "allowed.test", 80)),
+		cat(greeting(0, 2), userPass("alice", "secret"), reqDomain(9, "allowed.test", 80)),
+		cat(greeting(2), userPass("alice", "secret"), []byte{5, 1, 0, 9, 1, 2, 3, 4, 0, 80}),
+		cat(greeting(2), userPass("alice", "secret"), []byte{5, 1, 0, 3}),
+		cat(greeting(1, 2, 0), userPass("alice", "secret"), reqDomain(cmdConnect, "allowed.test", 443), clientHello),
 	}
 }
 
-// TestFastPathMatchesLibrary: for each input, sent at once, split into the
-// greeting and the rest, and one byte at a time, the fast path answers
-// exactly what go-socks5 answers and logs the same access lines.
+// TestFastPathMatchesLibrary: in each authentication mode, for each input,
+// sent at once, split into the greeting and the rest, and one byte at a
+// time, the fast path answers exactly what go-socks5 answers and logs the
+// same access lines.
 func TestFastPathMatchesLibrary(t *testing.T) {
-	tw := newTwin(t)
-	defer tw.close()
-	for _, in := range fastPathInputs() {
-		t.Run(fmt.Sprintf("% x", in), func(t *testing.T) {
-			tw.compare(t, [][]byte{in}, 0)
-			if len(in) > 2 {
-				g := min(2+int(in[1]), len(in))
-				tw.compare(t, [][]byte{in[:g], in[g:]}, 5*time.Millisecond)
+	for _, mode := range authModes {
+		t.Run(mode.name, func(t *testing.T) {
+			tw := newTwin(t, mode.auth, mode.required)
+			defer tw.close()
+			for _, in := range fastPathInputs() {
+				t.Run(fmt.Sprintf("% x", in), func(t *testing.T) {
+					tw.compare(t, [][]byte{in}, 0)
+					if len(in) > 2 {
+						g := min(2+int(in[1]), len(in))
+						tw.compare(t, [][]byte{in[:g], in[g:]}, 5*time.Millisecond)
+					}
+					if len(in) <= 40 && !testing.Short() {
+						var bytewise [][]byte
+						for i := range in {
+							bytewise = append(bytewise, in[i:i+1])
+						}
+						tw.compare(t, bytewise, time.Millisecond)
+					}
+				})
 			}
-			if len(in) <= 40 && !testing.Short() {
-				var bytewise [][]byte
-				for i := range in {
-					bytewise = append(bytewise, in[i:i+1])
-				}
-				tw.compare(t, bytewise, time.Millisecond)
+			// compare checked every byte both servers sent: go-socks5's
+			// hand-off dropped no reply and sent none twice.
+			if n := tw.fast.access.Len(); n == 0 {
+				t.Fatal("no access lines at all")
 			}
 		})
-	}
-	// The fast path served the CONNECTs: go-socks5's hand-off dropped no
-	// reply and sent none twice (compare checked the bytes), and the
-	// library-only server logged every line through go-socks5's hooks.
-	if n := tw.fast.access.Len(); n == 0 {
-		t.Fatal("no access lines at all")
 	}
 }
 
@@ -230,11 +272,17 @@ func TestFastPathMatchesLibrary(t *testing.T) {
 // the same access lines from the fast path as from go-socks5.
 func FuzzFastPathMatchesLibrary(f *testing.F) {
 	for _, in := range fastPathInputs() {
-		f.Add(in)
+		for mode := range authModes {
+			f.Add(uint8(mode), in)
+		}
 	}
-	tw := newTwin(f)
-	f.Cleanup(tw.close)
-	f.Fuzz(func(t *testing.T, in []byte) {
+	twins := make([]*twin, len(authModes))
+	for i, mode := range authModes {
+		twins[i] = newTwin(f, mode.auth, mode.required)
+		f.Cleanup(twins[i].close)
+	}
+	f.Fuzz(func(t *testing.T, mode uint8, in []byte) {
+		tw := twins[int(mode)%len(twins)]
 		tw.fast.t, tw.lib.t = t, t
 		defer func() { tw.fast.t, tw.lib.t = f, f }()
 		tw.compare(t, [][]byte{in}, 0)

@@ -172,25 +172,26 @@ func (s *Server) serveConn(c net.Conn, client netip.Addr) {
 		tc.SetDeadline(time.Now().Add(s.o.Handshake))
 	}
 	cc := &clientConn{TCPConn: tc, x: x}
-	if s.o.Auth == nil && !s.libraryOnly {
+	var err error
+	switch {
+	case !s.libraryOnly:
 		h := x.serveFast(tc)
 		if h.handled {
 			x.finishIfUnclaimed()
 			return
 		}
 		cc.greeting, cc.sent = h.replay, h.sent
+	case s.o.Auth != nil && !s.o.AuthRequired:
+		if cc.greeting, err = preferUserPass(tc); err != nil {
+			tc.Close()
+			return
+		}
 	}
 	srv, err := socks5.New(x.config())
 	if err != nil {
 		s.diag.Error("socks5: config", zap.Error(err))
 		tc.Close()
 		return
-	}
-	if s.o.Auth != nil && !s.o.AuthRequired {
-		if cc.greeting, err = preferUserPass(tc); err != nil {
-			tc.Close()
-			return
-		}
 	}
 	err = srv.ServeConn(cc)
 	// Both conns are closed here unless the relay took them over; then
