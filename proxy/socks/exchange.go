@@ -47,7 +47,7 @@ type exchange struct {
 	// upstream is the dialed conn; up wraps it for go-socks5.
 	upstream *net.TCPConn
 	up       *upstreamConn
-	pending  []byte // client bytes go-socks5 had buffered, held until the guard passes
+	pending  []byte // client bytes read past the request (by go-socks5 or the fast path), held until the guard passes
 }
 
 func (x *exchange) config() *socks5.Config {
@@ -334,17 +334,27 @@ func (c *clientConn) WriteTo(w io.Writer) (int64, error) {
 		// Not the tunnel: never expected, but stay correct.
 		return io.Copy(w, c.TCPConn)
 	}
-	runner := x.s.o.Runner
-	first, ok := runner.Check(c.TCPConn, x.pending, x.dec, x.rec)
-	x.pending = nil
-	if !ok {
-		c.TCPConn.Close()
-		x.up.TCPConn.Close()
+	if !x.startTunnel() {
 		return 0, errDenied
 	}
-	x.claimed.Store(true)
-	runner.Start(c.TCPConn, x.up.TCPConn, first, x.rec)
 	return 0, nil
+}
+
+// startTunnel runs the first-bytes guard on the client conn (after the
+// bytes held in x.pending) and, if it passes, hands both conns and rec to
+// the relay. Otherwise it closes both conns; rec carries the denial.
+func (x *exchange) startTunnel() bool {
+	runner := x.s.o.Runner
+	first, ok := runner.Check(x.raw, x.pending, x.dec, x.rec)
+	x.pending = nil
+	if !ok {
+		x.raw.Close()
+		x.upstream.Close()
+		return false
+	}
+	x.claimed.Store(true)
+	runner.Start(x.raw, x.upstream, first, x.rec)
+	return true
 }
 
 // CloseWrite ignores go-socks5's half-close after its origin-to-client copy

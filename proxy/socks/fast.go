@@ -253,28 +253,20 @@ func (x *exchange) serveFast(tc *net.TCPConn) handoff {
 
 	ctx := context.Background()
 	if !x.decide(ctx, req.host, req.port) {
-		x.sendReply(tc, replyNotAllowed, nil)
+		sendReply(tc, replyNotAllowed, nil)
 		return end()
 	}
 	up, err := x.dialUpstream(ctx)
 	if err != nil {
-		x.sendReply(tc, replyCode(x.rec.Status), nil)
+		sendReply(tc, replyCode(x.rec.Status), nil)
 		return end()
 	}
 	bind, _ := up.LocalAddr().(*net.TCPAddr)
-	if err := x.sendReply(tc, replySucceeded, bind); err != nil {
+	if err := sendReply(tc, replySucceeded, bind); err != nil {
 		up.Close()
 		return end()
 	}
-	runner := x.s.o.Runner
-	first, ok := runner.Check(tc, x.pending, x.dec, x.rec)
-	x.pending = nil
-	if !ok {
-		up.Close()
-		return end()
-	}
-	x.claimed.Store(true)
-	runner.Start(tc, up, first, x.rec)
+	x.startTunnel() // closes both conns itself when the guard refuses
 	return closed
 }
 
@@ -291,7 +283,7 @@ var errRequestTooLong = errors.New("socks5 handshake longer than the fast path's
 
 // sendReply writes an RFC 1928 reply the way go-socks5's sendReply does:
 // the bound address for success, else IPv4 0.0.0.0:0.
-func (x *exchange) sendReply(tc *net.TCPConn, code replyCode, bind *net.TCPAddr) error {
+func sendReply(tc *net.TCPConn, code replyCode, bind *net.TCPAddr) error {
 	var msg [4 + 16 + 2]byte
 	msg[0], msg[1], msg[3] = socksVersion, byte(code), atypIPv4
 	n := 4 + 4
