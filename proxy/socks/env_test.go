@@ -274,17 +274,22 @@ func isReset(err error) bool {
 func (e *env) accessLines() []map[string]string {
 	var out []map[string]string
 	for _, l := range e.access.All() {
-		m := map[string]string{}
-		enc := zapcore.NewMapObjectEncoder()
-		for _, f := range l.Context {
-			f.AddTo(enc)
-		}
-		for k, v := range enc.Fields {
-			m[k] = fmt.Sprint(v)
-		}
-		out = append(out, m)
+		out = append(out, lineFields(l))
 	}
 	return out
+}
+
+// lineFields is one access log entry's fields as text.
+func lineFields(l observer.LoggedEntry) map[string]string {
+	m := map[string]string{}
+	enc := zapcore.NewMapObjectEncoder()
+	for _, f := range l.Context {
+		f.AddTo(enc)
+	}
+	for k, v := range enc.Fields {
+		m[k] = fmt.Sprint(v)
+	}
+	return m
 }
 
 // openFDs counts this process's open file descriptors. The relay's pipe

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -14,11 +15,8 @@ import (
 
 	socks5 "github.com/armon/go-socks5"
 	"github.com/google/go-cmp/cmp"
-	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 )
-
-type observerEntry = observer.LoggedEntry
 
 // twin is two servers in front of one origin: the fast path on, and
 // go-socks5 alone. Every client byte sequence must get the same bytes back
@@ -129,23 +127,15 @@ func maskBindPort(out []byte) []byte {
 
 // lineStrings renders access lines without their time fields, sorted: a
 // tunnel's line is written when it ends.
-func lineStrings(entries []observerEntry) []string {
+func lineStrings(entries []observer.LoggedEntry) []string {
 	var out []string
 	for _, l := range entries {
-		enc := zapcore.NewMapObjectEncoder()
-		for _, f := range l.Context {
-			f.AddTo(enc)
-		}
-		delete(enc.Fields, "ts")
-		delete(enc.Fields, "duration_ms")
-		keys := make([]string, 0, len(enc.Fields))
-		for k := range enc.Fields {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
+		fields := lineFields(l)
+		delete(fields, "ts")
+		delete(fields, "duration_ms")
 		var b strings.Builder
-		for _, k := range keys {
-			fmt.Fprintf(&b, "%s=%v ", k, enc.Fields[k])
+		for _, k := range slices.Sorted(maps.Keys(fields)) {
+			fmt.Fprintf(&b, "%s=%s ", k, fields[k])
 		}
 		out = append(out, b.String())
 	}
