@@ -21,22 +21,25 @@ import (
 
 // testProxy is a minimal proxy for the tool's own tests: HTTP CONNECT,
 // absolute-URI forwarding and SOCKS5 CONNECT on one port, sniffed by the first
-// byte. Names under bench.test go to ip; everything else is refused.
+// byte. Names under bench.test go to ip; everything else is refused. With
+// auth set it requires those credentials (Basic, RFC 1929) as egressd does
+// with auth.required, and refuses others.
 type testProxy struct {
-	l  net.Listener
-	ip netip.Addr
-	wg sync.WaitGroup
-	mu sync.Mutex
-	cs map[net.Conn]struct{}
+	l    net.Listener
+	ip   netip.Addr
+	auth proxyAuth
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	cs   map[net.Conn]struct{}
 }
 
-func startTestProxy(t *testing.T, ip netip.Addr) *testProxy {
+func startTestProxy(t *testing.T, ip netip.Addr, auth proxyAuth) *testProxy {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &testProxy{l: l, ip: ip, cs: map[net.Conn]struct{}{}}
+	p := &testProxy{l: l, ip: ip, auth: auth, cs: map[net.Conn]struct{}{}}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -119,6 +122,13 @@ func (p *testProxy) serve(c net.Conn) {
 		if err != nil {
 			return
 		}
+		if p.auth.set() {
+			u, pw, ok := parseBasic(req.Header.Get("Proxy-Authorization"))
+			if !ok || u != p.auth.User || pw != p.auth.Password {
+				io.WriteString(c, "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"t\"\r\nContent-Length: 0\r\n\r\n")
+				return
+			}
+		}
 		if req.Method == http.MethodConnect {
 			o, err := p.dial(req.Host)
 			if err != nil {
@@ -153,10 +163,42 @@ func (p *testProxy) serve(c net.Conn) {
 
 func (p *testProxy) serveSOCKS(c net.Conn, br *bufio.Reader) {
 	var b [262]byte
-	if _, err := io.ReadFull(br, b[:3]); err != nil {
+	if _, err := io.ReadFull(br, b[:2]); err != nil {
 		return
 	}
-	c.Write([]byte{5, 0})
+	methods := make([]byte, b[1])
+	if _, err := io.ReadFull(br, methods); err != nil {
+		return
+	}
+	want := byte(0)
+	if p.auth.set() {
+		want = 2
+	}
+	if !bytes.Contains(methods, []byte{want}) {
+		c.Write([]byte{5, 0xff})
+		return
+	}
+	c.Write([]byte{5, want})
+	if want == 2 {
+		// RFC 1929: VER ULEN UNAME PLEN PASSWD.
+		field := func() string {
+			if _, err := io.ReadFull(br, b[:1]); err != nil {
+				return ""
+			}
+			n := int(b[0])
+			io.ReadFull(br, b[:n])
+			return string(b[:n])
+		}
+		if _, err := io.ReadFull(br, b[:1]); err != nil || b[0] != 1 {
+			return
+		}
+		u, pw := field(), field()
+		if u != p.auth.User || pw != p.auth.Password {
+			c.Write([]byte{1, 1})
+			return
+		}
+		c.Write([]byte{1, 0})
+	}
 	if _, err := io.ReadFull(br, b[:4]); err != nil {
 		return
 	}
@@ -260,7 +302,7 @@ func TestNewTargetSOCKSRequest(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			tg, err := newTarget(tc.host, 443, ip)
+			tg, err := newTarget(tc.host, 443, ip, proxyAuth{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -269,7 +311,7 @@ func TestNewTargetSOCKSRequest(t *testing.T) {
 			}
 		})
 	}
-	if _, err := newTarget(strings.Repeat("a", 256), 1, ip); err == nil {
+	if _, err := newTarget(strings.Repeat("a", 256), 1, ip, proxyAuth{}); err == nil {
 		t.Error("newTarget accepted a 256-byte name")
 	}
 }
@@ -299,22 +341,65 @@ func TestConnectStatus(t *testing.T) {
 
 // TestRunAllKinds runs every scenario with tiny counts through the test
 // proxy (and direct), reading this process's own /proc entries as the
-// proxy's, and checks that every scenario completes without errors.
+// proxy's, and checks that every scenario completes without errors. The
+// proxy kinds run again against a proxy that requires credentials, with
+// -proxy-auth (the handshakes' scenarios must then succeed) and with wrong
+// credentials (every operation must fail).
 func TestRunAllKinds(t *testing.T) {
-	p := startTestProxy(t, netip.MustParseAddr("127.0.0.1"))
+	open := startTestProxy(t, netip.MustParseAddr("127.0.0.1"), proxyAuth{})
+	locked := startTestProxy(t, netip.MustParseAddr("127.0.0.1"), proxyAuth{User: "bench", Password: "s3cret:x"})
 	dir := t.TempDir()
 	small := []string{
 		"-conc", "2", "-bulk-bytes", "1048576", "-tunnels", "20", "-tls-tunnels", "6",
 		"-ka-requests", "30", "-fwd-requests", "40", "-idle-tunnels", "10", "-settle", "1ms",
-		"-max-errors", "1", "-proxy-pid", strconv.Itoa(os.Getpid()),
+		"-proxy-pid", strconv.Itoa(os.Getpid()),
 		"-paced-time", "200ms", "-paced-tunnels-rate", "100", "-paced-fwd-rate", "150", "-paced-conc", "4",
 	}
+	type run struct {
+		name, kind string
+		proxy      *testProxy
+		extra      []string // more flags
+		scenarios  []string // expected; nil: defaultScenarios(kind)
+		refused    string   // the run must fail, saying this
+	}
+	var runs []run
 	for _, kind := range []string{kindDirect, kindConnect, kindSOCKS5, kindHTTP} {
-		t.Run(kind, func(t *testing.T) {
-			out := filepath.Join(dir, kind+".json")
-			args := append([]string{"-kind", kind, "-proxy", p.l.Addr().String(), "-json", out, "-label", "test"}, small...)
+		runs = append(runs, run{name: kind, kind: kind, proxy: open})
+	}
+	authed := map[string][]string{
+		kindConnect: {"tunnels", "tls_tunnels"},
+		kindSOCKS5:  {"tunnels", "tls_tunnels"},
+		kindHTTP:    {"forward"},
+	}
+	refusals := map[string]string{
+		kindConnect: `connect: proxy answered "HTTP/1.1 407 Proxy Authentication Required"`,
+		kindSOCKS5:  "socks5: username/password refused (version 1, status 1)",
+		kindHTTP:    `http: status "407 Proxy Authentication Required"`,
+	}
+	for _, kind := range []string{kindConnect, kindSOCKS5, kindHTTP} {
+		sc := authed[kind]
+		runs = append(runs,
+			run{name: kind + "-auth", kind: kind, proxy: locked, scenarios: sc,
+				extra: []string{"-proxy-auth", "bench:s3cret:x", "-scenarios", strings.Join(sc, ",")}},
+			run{name: kind + "-wrong-auth", kind: kind, proxy: locked, refused: refusals[kind],
+				extra: []string{"-proxy-auth", "bench:nope", "-scenarios", strings.Join(sc, ",")}},
+		)
+	}
+	for _, tr := range runs {
+		t.Run(tr.name, func(t *testing.T) {
+			out := filepath.Join(dir, tr.name+".json")
+			args := append([]string{"-kind", tr.kind, "-proxy", tr.proxy.l.Addr().String(), "-json", out, "-label", "test"}, small...)
+			args = append(append(args, tr.extra...), "-max-errors", "1")
 			var stdout, stderr bytes.Buffer
-			if err := runMain(args, &stdout, &stderr); err != nil {
+			err := runMain(args, &stdout, &stderr)
+			if tr.refused != "" {
+				// Wrong credentials: the warm-up fails and says why.
+				if err == nil || !strings.Contains(err.Error(), tr.refused) {
+					t.Fatalf("run with wrong credentials: %v, want an error with %q", err, tr.refused)
+				}
+				return
+			}
+			if err != nil {
 				t.Fatalf("run: %v\nstderr: %s", err, stderr.String())
 			}
 			rs, err := readResults([]string{out})
@@ -324,6 +409,9 @@ func TestRunAllKinds(t *testing.T) {
 			var got []string
 			for _, r := range rs {
 				got = append(got, r.Scenario)
+				if r.Auth != (len(tr.extra) > 0) {
+					t.Errorf("%s: proxy_auth %v in the result", r.Scenario, r.Auth)
+				}
 				if r.Errors != 0 {
 					t.Errorf("%s: %d errors, first %q", r.Scenario, r.Errors, r.FirstError)
 				}
@@ -347,7 +435,11 @@ func TestRunAllKinds(t *testing.T) {
 					t.Errorf("%s: no proxy CPU reading", r.Scenario)
 				}
 			}
-			if diff := cmp.Diff(defaultScenarios(kind), got); diff != "" {
+			want := tr.scenarios
+			if want == nil {
+				want = defaultScenarios(tr.kind)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("scenarios (-want +got):\n%s", diff)
 			}
 			if !slices.ContainsFunc(strings.Split(stdout.String(), "\n"), func(l string) bool { return strings.HasPrefix(l, "test") }) {
@@ -355,6 +447,13 @@ func TestRunAllKinds(t *testing.T) {
 			}
 		})
 	}
+}
+
+// parseBasic reads a Basic Proxy-Authorization value, as net/http reads
+// Authorization.
+func parseBasic(v string) (user, password string, ok bool) {
+	r := &http.Request{Header: http.Header{"Authorization": {v}}}
+	return r.BasicAuth()
 }
 
 func TestRunFlagsRefuseNonLoopback(t *testing.T) {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -18,7 +20,7 @@ import (
 const (
 	kindDirect  = "direct"  // no proxy: the limit
 	kindConnect = "connect" // HTTP CONNECT tunnels
-	kindSOCKS5  = "socks5"  // SOCKS5 CONNECT, no authentication
+	kindSOCKS5  = "socks5"  // SOCKS5 CONNECT (username/password with -proxy-auth)
 	kindHTTP    = "http"    // absolute-URI HTTP forwarding (tunnels use CONNECT on the same port)
 )
 
@@ -30,18 +32,56 @@ type target struct {
 	direct string // ip:port that the direct kind dials
 
 	connectReq []byte
+	socksHello []byte // the greeting: no authentication, or username/password only
+	socksAuth  []byte // the RFC 1929 request; nil without credentials
 	socksReq   []byte
+}
+
+// proxyAuth is the username and password the load tool presents to the
+// proxy (-proxy-auth): HTTP Basic on CONNECT and forwarded requests, RFC 1929
+// on SOCKS5. The zero value presents none.
+type proxyAuth struct{ User, Password string }
+
+func (a proxyAuth) set() bool { return a.User != "" || a.Password != "" }
+
+// parseProxyAuth reads -proxy-auth's USER:PASSWORD.
+func parseProxyAuth(s string) (proxyAuth, error) {
+	if s == "" {
+		return proxyAuth{}, nil
+	}
+	u, p, ok := strings.Cut(s, ":")
+	switch {
+	case !ok || u == "":
+		return proxyAuth{}, errors.New("want USER:PASSWORD")
+	case len(u) > 255 || len(p) > 255:
+		return proxyAuth{}, errors.New("user and password are at most 255 bytes each (RFC 1929)")
+	}
+	return proxyAuth{User: u, Password: p}, nil
+}
+
+// header is the Proxy-Authorization header line, or "" without credentials.
+func (a proxyAuth) header() string {
+	if !a.set() {
+		return ""
+	}
+	return "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(a.User+":"+a.Password)) + "\r\n"
 }
 
 // newTarget builds the handshakes for host:port. directIP is where the
 // direct kind connects, standing in for the proxy's resolution of host.
-func newTarget(host string, port uint16, directIP netip.Addr) (*target, error) {
+func newTarget(host string, port uint16, directIP netip.Addr, auth proxyAuth) (*target, error) {
 	hp := net.JoinHostPort(host, strconv.Itoa(int(port)))
 	t := &target{
 		Host:       host,
 		Port:       port,
 		direct:     netip.AddrPortFrom(directIP, port).String(),
-		connectReq: []byte("CONNECT " + hp + " HTTP/1.1\r\nHost: " + hp + "\r\n\r\n"),
+		connectReq: []byte("CONNECT " + hp + " HTTP/1.1\r\nHost: " + hp + "\r\n" + auth.header() + "\r\n"),
+		socksHello: []byte{5, 1, 0},
+	}
+	if auth.set() {
+		t.socksHello = []byte{5, 1, 2}
+		t.socksAuth = append([]byte{1, byte(len(auth.User))}, auth.User...)
+		t.socksAuth = append(append(t.socksAuth, byte(len(auth.Password))), auth.Password...)
 	}
 	req := []byte{5, 1, 0}
 	if ip, err := netip.ParseAddr(host); err == nil {
@@ -141,18 +181,30 @@ func connectStatus(hdr []byte) error {
 	return nil
 }
 
-// socksHandshake runs a SOCKS5 greeting (no authentication) and a CONNECT
-// request (RFC 1928).
+// socksHandshake runs a SOCKS5 greeting, the username/password exchange
+// when the target has credentials (RFC 1929), and a CONNECT request
+// (RFC 1928), each step waiting for the server's answer as clients do.
 func socksHandshake(c net.Conn, t *target) (net.Conn, error) {
-	if _, err := c.Write([]byte{5, 1, 0}); err != nil {
+	if _, err := c.Write(t.socksHello); err != nil {
 		return nil, err
 	}
 	var b [262]byte
 	if _, err := io.ReadFull(c, b[:2]); err != nil {
 		return nil, fmt.Errorf("socks5: greeting: %w", err)
 	}
-	if b[0] != 5 || b[1] != 0 {
-		return nil, fmt.Errorf("socks5: server chose method %d (version %d)", b[1], b[0])
+	if b[0] != 5 || b[1] != t.socksHello[2] {
+		return nil, fmt.Errorf("socks5: server chose method %d (version %d), offered %d", b[1], b[0], t.socksHello[2])
+	}
+	if t.socksAuth != nil {
+		if _, err := c.Write(t.socksAuth); err != nil {
+			return nil, err
+		}
+		if _, err := io.ReadFull(c, b[:2]); err != nil {
+			return nil, fmt.Errorf("socks5: username/password: %w", err)
+		}
+		if b[0] != 1 || b[1] != 0 {
+			return nil, fmt.Errorf("socks5: username/password refused (version %d, status %d)", b[0], b[1])
+		}
 	}
 	if _, err := c.Write(t.socksReq); err != nil {
 		return nil, err
@@ -226,8 +278,8 @@ func roundTrip(w io.Writer, br *bufio.Reader, req []byte) (keepAlive bool, err e
 // getRequest builds a GET request. uri is "/" in origin form or an absolute
 // URI for a forward proxy; closeConn asks the origin to close after the
 // answer.
-func getRequest(uri, host string, closeConn bool) []byte {
-	s := "GET " + uri + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: egressbench\r\n"
+func getRequest(uri, host string, closeConn bool, auth proxyAuth) []byte {
+	s := "GET " + uri + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: egressbench\r\n" + auth.header()
 	if closeConn {
 		s += "Connection: close\r\n"
 	}

@@ -46,7 +46,8 @@ func main() {
 // runConfig is everything the run subcommand is told on its command line.
 type runConfig struct {
 	Kind, Proxy, Label, JSONOut, Scenarios string
-	CPUProfile                             string
+	CPUProfile, ProxyAuth                  string
+	auth                                   proxyAuth
 	Run, ProxyPID                          int
 	Quick                                  bool
 
@@ -97,6 +98,7 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.Kind, "kind", kindConnect, "client kind: connect | http | socks5 | direct")
 	fs.StringVar(&c.Proxy, "proxy", "", "proxy address host:port (loopback); not used with -kind direct")
+	fs.StringVar(&c.ProxyAuth, "proxy-auth", "", "USER:PASSWORD to present to the proxy: Basic on CONNECT and forwarded requests, RFC 1929 username/password on SOCKS5 (default: none)")
 	fs.IntVar(&c.ProxyPID, "proxy-pid", 0, "PID of the proxy: its CPU, RSS and fds (with descendants) are read from /proc")
 	fs.StringVar(&c.Label, "label", "", "name of the proxy under test in the results (default: the kind)")
 	fs.IntVar(&c.Run, "run", 1, "repetition number recorded in the results")
@@ -168,10 +170,18 @@ func (c *runConfig) validate() error {
 	var errs []error
 	switch c.Kind {
 	case kindDirect:
+		if c.ProxyAuth != "" {
+			errs = append(errs, errors.New("-proxy-auth: there is no proxy with -kind direct"))
+		}
 	case kindConnect, kindSOCKS5, kindHTTP:
 		if err := loopbackOnly(c.Proxy); err != nil {
 			errs = append(errs, fmt.Errorf("-proxy: %w", err))
 		}
+		auth, err := parseProxyAuth(c.ProxyAuth)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("-proxy-auth: %w", err))
+		}
+		c.auth = auth
 	default:
 		errs = append(errs, fmt.Errorf("-kind %q: want connect, http, socks5 or direct", c.Kind))
 	}

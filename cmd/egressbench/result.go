@@ -12,11 +12,12 @@ import (
 // -json file, and the unit the report works on. Fields that a scenario does
 // not measure are omitted.
 type Result struct {
-	Label    string    `json:"label"`    // the proxy under test, e.g. "egressd" or "direct"
-	Kind     string    `json:"kind"`     // client kind: direct, connect, socks5, http
-	Run      int       `json:"run"`      // repetition number, from -run
-	Scenario string    `json:"scenario"` // e.g. bulk_up_8, tunnels, tls_tunnels
-	Time     time.Time `json:"time"`     // start of the scenario
+	Label    string    `json:"label"`                // the proxy under test, e.g. "egressd" or "direct"
+	Kind     string    `json:"kind"`                 // client kind: direct, connect, socks5, http
+	Auth     bool      `json:"proxy_auth,omitempty"` // the client presented -proxy-auth credentials
+	Run      int       `json:"run"`                  // repetition number, from -run
+	Scenario string    `json:"scenario"`             // e.g. bulk_up_8, tunnels, tls_tunnels
+	Time     time.Time `json:"time"`                 // start of the scenario
 
 	Seconds     float64 `json:"seconds"`               // wall time of the measured part
 	Concurrency int     `json:"concurrency,omitempty"` // streams or workers

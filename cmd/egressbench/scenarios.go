@@ -76,7 +76,7 @@ func (m *meter) stop(r *Result, elapsed time.Duration) error {
 }
 
 func (b *bench) newResult(scenario string) *Result {
-	return &Result{Label: b.cfg.Label, Kind: b.cfg.Kind, Run: b.cfg.Run, Scenario: scenario}
+	return &Result{Label: b.cfg.Label, Kind: b.cfg.Kind, Auth: b.cfg.auth.set(), Run: b.cfg.Run, Scenario: scenario}
 }
 
 // op is one unit of work of a loop, run by one worker; close releases what
@@ -208,7 +208,7 @@ func (b *bench) runTunnels(ctx context.Context, scenario string, useTLS bool, co
 	if useTLS {
 		t = b.tlsName
 	}
-	req := getRequest("/", net.JoinHostPort(t.Host, strconv.Itoa(int(t.Port))), true)
+	req := getRequest("/", net.JoinHostPort(t.Host, strconv.Itoa(int(t.Port))), true, proxyAuth{})
 	newOp := func(*loopResult) op {
 		br := bufio.NewReaderSize(nil, 4096)
 		return op{close: func() {}, run: func() error {
@@ -247,7 +247,7 @@ func (b *bench) runTunnels(ctx context.Context, scenario string, useTLS bool, co
 // request at a time, each answered before the next is sent.
 func (b *bench) runKeepAlive(ctx context.Context) error {
 	t := b.httpIP
-	req := getRequest("/", net.JoinHostPort(t.Host, strconv.Itoa(int(t.Port))), false)
+	req := getRequest("/", net.JoinHostPort(t.Host, strconv.Itoa(int(t.Port))), false, proxyAuth{})
 	newOp := b.keepAliveOp(func() (net.Conn, error) { return b.d.tunnel(t) }, req)
 	r := b.newResult("keepalive")
 	var m *meter
@@ -303,10 +303,10 @@ func (b *bench) runForward(ctx context.Context, scenario string, count int, limi
 	var req []byte
 	dialAddr := b.cfg.Proxy
 	if b.cfg.Kind == kindDirect {
-		req = getRequest("/", hostport, false)
+		req = getRequest("/", hostport, false, proxyAuth{})
 		dialAddr = hostport
 	} else {
-		req = getRequest("http://"+hostport+"/", hostport, false)
+		req = getRequest("http://"+hostport+"/", hostport, false, b.cfg.auth)
 	}
 	nd := net.Dialer{Timeout: b.cfg.Timeout}
 	newOp := b.keepAliveOp(func() (net.Conn, error) { return nd.Dial("tcp", dialAddr) }, req)
@@ -559,7 +559,7 @@ func (b *bench) newTargets() error {
 	ip := b.cfg.originIP
 	mk := func(which string) (*target, error) {
 		ap := b.o.Addr(which)
-		return newTarget(ap.Addr().String(), ap.Port(), ip)
+		return newTarget(ap.Addr().String(), ap.Port(), ip, b.cfg.auth)
 	}
 	if b.httpIP, err = mk("http"); err != nil {
 		return err
@@ -570,6 +570,6 @@ func (b *bench) newTargets() error {
 	if b.bulkIP, err = mk("bulk"); err != nil {
 		return err
 	}
-	b.tlsName, err = newTarget(b.cfg.Name, b.o.Addr("tls").Port(), ip)
+	b.tlsName, err = newTarget(b.cfg.Name, b.o.Addr("tls").Port(), ip, b.cfg.auth)
 	return err
 }
