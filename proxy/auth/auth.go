@@ -1,6 +1,8 @@
 package auth
 
 import (
+	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/crypto/bcrypt"
@@ -18,12 +20,31 @@ var dummyHash = []byte("$2a$10$tMlPJqkq/4hHHm77TeWdwOaSwszAzDbLoUwXnqMaNwn9G6mIz
 type Authenticator struct {
 	users atomic.Pointer[Users]
 	cache *cache.AuthCache // nil: no caching
+
+	// compare is bcrypt.CompareHashAndPassword; tests count the calls.
+	compare func(hash, pass []byte) error
+
+	// flights holds the bcrypt checks running now, by user, password and
+	// hash: a client that opens many connections at once with credentials
+	// not (or no longer) in the cache, as every client does after a
+	// restart, a reload or a cache expiry, costs one check, not one per
+	// connection.
+	mu      sync.Mutex
+	flights map[string]*flight
+}
+
+// flight is one bcrypt check that concurrent identical verifications wait
+// for.
+type flight struct {
+	done    chan struct{}
+	ok      bool
+	waiters int // guarded by Authenticator.mu; read by tests
 }
 
 // New returns an Authenticator over users, remembering successful
 // verifications in c (nil: none are remembered; every check runs bcrypt).
 func New(users *Users, c *cache.AuthCache) *Authenticator {
-	a := &Authenticator{cache: c}
+	a := &Authenticator{cache: c, compare: bcrypt.CompareHashAndPassword, flights: map[string]*flight{}}
 	a.users.Store(users)
 	return a
 }
@@ -45,11 +66,13 @@ func (a *Authenticator) Verify(user, pass string) bool {
 		// An unknown user name costs a bcrypt check at the file's own
 		// cost, as a wrong password does, so response times do not tell
 		// which user names exist. The result is ignored.
+		// Concurrent attempts share the check, as they do for a known
+		// user.
 		decoy := dummyHash
 		if users != nil && users.decoy != nil {
 			decoy = users.decoy
 		}
-		bcrypt.CompareHashAndPassword(decoy, []byte(pass))
+		a.check(user, decoy, pass)
 		return false
 	}
 	// The stored hash is part of the key (all bcrypt hashes have the same
@@ -59,11 +82,39 @@ func (a *Authenticator) Verify(user, pass string) bool {
 	if a.cache.Seen(user, key) {
 		return true
 	}
-	if bcrypt.CompareHashAndPassword(hash, []byte(pass)) != nil {
+	if !a.check(user, hash, pass) {
 		return false
 	}
 	a.cache.Add(user, key)
 	return true
+}
+
+// check runs bcrypt for user's pass against hash, or waits for the same
+// check already running and takes its result. Nothing outlives the
+// flight: a failure is never remembered, a success only by the cache.
+func (a *Authenticator) check(user string, hash []byte, pass string) bool {
+	// The user name is length-prefixed and bcrypt hashes have a fixed
+	// length, so no two (user, hash, pass) share a key.
+	k := strconv.Itoa(len(user)) + ":" + user + string(hash) + pass
+	a.mu.Lock()
+	if f, ok := a.flights[k]; ok {
+		f.waiters++
+		a.mu.Unlock()
+		<-f.done
+		return f.ok
+	}
+	f := &flight{done: make(chan struct{})}
+	a.flights[k] = f
+	a.mu.Unlock()
+	defer func() {
+		// Deferred, so that waiters are released whatever happens.
+		a.mu.Lock()
+		delete(a.flights, k)
+		a.mu.Unlock()
+		close(f.done)
+	}()
+	f.ok = a.compare(hash, []byte(pass)) == nil
+	return f.ok
 }
 
 // VerifyHeader checks a Proxy-Authorization header value (Basic scheme)

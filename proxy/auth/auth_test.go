@@ -3,6 +3,7 @@ package auth
 import (
 	"encoding/base64"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,26 +94,118 @@ func TestCacheFollowsTheUsersFile(t *testing.T) {
 	}
 }
 
-// TestCacheSkipsBcrypt proves the cache is used: with a cache, repeated
-// verifications of the same credentials take far less than one bcrypt
-// check at the default cost each.
-func TestCacheSkipsBcrypt(t *testing.T) {
-	u := usersOf(t, bcrypt.DefaultCost, "alice", "wonderland")
-	a := New(u, cache.NewAuthCache(100, time.Minute))
-	start := time.Now()
-	if !a.Verify("alice", "wonderland") {
-		t.Fatal("refused")
+// countBcrypt makes a's checks count themselves; gate, when non-nil, holds
+// every check until it is closed.
+func countBcrypt(a *Authenticator, gate chan struct{}) *atomic.Int64 {
+	n := new(atomic.Int64)
+	a.compare = func(hash, pass []byte) error {
+		n.Add(1)
+		if gate != nil {
+			<-gate
+		}
+		return bcrypt.CompareHashAndPassword(hash, pass)
 	}
-	one := time.Since(start)
-	start = time.Now()
-	const n = 200
-	for i := 0; i < n; i++ {
-		if !a.Verify("alice", "wonderland") {
-			t.Fatal("refused")
+	return n
+}
+
+// TestCacheSkipsBcrypt: with a cache, repeated verifications of the same
+// credentials run bcrypt once; without one, every time; failures always.
+func TestCacheSkipsBcrypt(t *testing.T) {
+	u := usersOf(t, bcrypt.MinCost, "alice", "wonderland")
+	cached := New(u, cache.NewAuthCache(100, time.Minute))
+	uncached := New(u, nil)
+	nc, nu := countBcrypt(cached, nil), countBcrypt(uncached, nil)
+	for range 5 {
+		if !cached.Verify("alice", "wonderland") || !uncached.Verify("alice", "wonderland") {
+			t.Fatal("right password refused")
+		}
+		if cached.Verify("alice", "nope") {
+			t.Fatal("wrong password accepted")
 		}
 	}
-	if all := time.Since(start); all > one {
-		t.Fatalf("%d cached verifications took %v, more than one bcrypt check (%v)", n, all, one)
+	if got := nc.Load(); got != 1+5 {
+		t.Errorf("with a cache: %d bcrypt checks, want 1 for the right password and 5 for the wrong one", got)
+	}
+	if got := nu.Load(); got != 5 {
+		t.Errorf("without a cache: %d bcrypt checks, want 5", got)
+	}
+}
+
+// TestConcurrentChecksShareOneBcrypt: many connections that arrive at once
+// with the same credentials (a client's burst after a restart, a reload or
+// a cache expiry) wait for one bcrypt check and all get its answer, right
+// or wrong, known user or not; different credentials do not wait for each
+// other; nothing is remembered past the flight but a success in the cache.
+func TestConcurrentChecksShareOneBcrypt(t *testing.T) {
+	u := usersOf(t, bcrypt.MinCost, "alice", "wonderland", "bob", "builder")
+	for _, tc := range []struct {
+		name, user, pass string
+		want             bool
+	}{
+		{"right password", "alice", "wonderland", true},
+		{"wrong password", "alice", "nope", false},
+		{"unknown user", "mallory", "wonderland", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, c := range []*cache.AuthCache{cache.NewAuthCache(100, time.Minute), nil} {
+				a := New(u, c)
+				gate := make(chan struct{})
+				n := countBcrypt(a, gate)
+				const conns = 20
+				results := make(chan bool, conns)
+				for range conns {
+					go func() { results <- a.Verify(tc.user, tc.pass) }()
+				}
+				// bob's check is not held up by alice's flight.
+				other := make(chan bool)
+				go func() { other <- a.Verify("bob", "builder") }()
+				waitFor(t, func() bool { return waiters(a) == conns-1 && n.Load() == 2 })
+				close(gate)
+				for range conns {
+					if got := <-results; got != tc.want {
+						t.Fatalf("Verify(%q) = %v, want %v", tc.user, got, tc.want)
+					}
+				}
+				if !<-other {
+					t.Fatal("bob refused")
+				}
+				if got := n.Load(); got != 2 {
+					t.Fatalf("%d concurrent verifications ran %d bcrypt checks, want 1 (and 1 for bob)", conns, got-1)
+				}
+				// The flight is over: the next check is the cache's (a
+				// success, with a cache) or a new bcrypt run.
+				a.Verify(tc.user, tc.pass)
+				want := int64(3)
+				if tc.want && c != nil {
+					want = 2
+				}
+				if got := n.Load(); got != want {
+					t.Errorf("after the flight: %d bcrypt checks, want %d", got, want)
+				}
+			}
+		})
+	}
+}
+
+// waiters counts the verifications waiting for a flight.
+func waiters(a *Authenticator) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, f := range a.flights {
+		n += f.waiters
+	}
+	return n
+}
+
+// waitFor polls cond until it holds, failing after 10 s (a guard against
+// a hang, not a timing goal).
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the verifications never lined up behind one bcrypt check")
+		}
 	}
 }
 
