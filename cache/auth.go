@@ -7,11 +7,11 @@ import (
 	"time"
 )
 
-// AuthCache remembers successful credential verifications (bcrypt checks
-// are deliberately slow) for a bounded time. It stores only a salted
-// SHA-256 of the user name and password, never the secret itself, and only
-// successes: a failed check is never cached, so a changed or wrong password
-// is always checked again.
+// AuthCache remembers credential verifications (bcrypt checks are
+// deliberately slow) for a bounded time: it is a set of keys, and the
+// caller decides what being in it means (proxy/auth keeps successes and
+// failures in two). It stores only a salted SHA-256 of the user name and
+// the key, never the secret itself.
 //
 // A nil *AuthCache is valid and caches nothing.
 type AuthCache struct {

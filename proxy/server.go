@@ -124,7 +124,7 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 			s.limits.Close()
 			return nil, fmt.Errorf("auth: %w", err)
 		}
-		s.auth = auth.New(users, cache.NewAuthCache(authCacheSize, cfg.Auth.CacheTTL))
+		s.auth = auth.New(users, cache.NewAuthCache(authCacheSize, cfg.Auth.CacheTTL), cache.NewAuthCache(authCacheSize, cfg.Auth.CacheTTL))
 		verify, verifyHeader = s.auth.Verify, s.auth.VerifyHeader
 	}
 	s.socks = socks.New(socks.Options{
@@ -151,8 +151,8 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 	return s, nil
 }
 
-// authCacheSize bounds the successful-verification cache (distinct
-// credentials remembered at once).
+// authCacheSize bounds each verification cache, successes and failures
+// (distinct credentials remembered at once).
 const authCacheSize = 10000
 
 // socksClient is the SOCKS5 front end's client address: the PROXY header's

@@ -392,19 +392,30 @@ func waitReloads(t *testing.T, e *authEnv, result string, n int) {
 
 // TestAuthUsersReload: the users file is read again on reload (SIGHUP): a
 // changed password applies at once (the cached success of the old one does
-// not survive); a file that does not load keeps the old users in force.
+// not survive, nor the remembered failure of the new one), a user added can
+// log in at once (though refused, and remembered, as unknown just before);
+// a file that does not load keeps the old users in force.
 func TestAuthUsersReload(t *testing.T) {
 	e := newAuthEnv(t, true)
 	web := fmt.Sprintf("http://web.test:%d/r", e.web.Port())
-	try := func(pass string) string {
-		_, hdr, _ := e.curl(t, "-x", e.proc.ProxyURL().String(), "--proxy-user", "alice:"+pass, web)
+	tryAs := func(user, pass string) string {
+		_, hdr, _ := e.curl(t, "-x", e.proc.ProxyURL().String(), "--proxy-user", user+":"+pass, web)
 		return strings.SplitN(hdr, "\r\n", 2)[0]
 	}
-	const newPass = "alice-New-3"
+	try := func(pass string) string { return tryAs("alice", pass) }
+	const newPass, carolPass = "alice-New-3", "carol-Added-5"
 	if got := try(alicePass); !strings.Contains(got, "200") {
 		t.Fatalf("before reload: %s", got)
 	}
-	writeUsers(t, e.usersFile, "alice", newPass, "bob", bobPass)
+	for range 2 { // the second answer comes from the remembered failure
+		if got := try(newPass); !strings.Contains(got, "407") {
+			t.Fatalf("the next password before reload: %s", got)
+		}
+		if got := tryAs("carol", carolPass); !strings.Contains(got, "407") {
+			t.Fatalf("a user not yet in the file: %s", got)
+		}
+	}
+	writeUsers(t, e.usersFile, "alice", newPass, "bob", bobPass, "carol", carolPass)
 	e.proc.Signal(syscall.SIGHUP)
 	waitReloads(t, e, "success", 1)
 	if got := try(alicePass); !strings.Contains(got, "407") {
@@ -412,6 +423,9 @@ func TestAuthUsersReload(t *testing.T) {
 	}
 	if got := try(newPass); !strings.Contains(got, "200") {
 		t.Errorf("new password after reload: %s", got)
+	}
+	if got := tryAs("carol", carolPass); !strings.Contains(got, "200") {
+		t.Errorf("the user added by the reload: %s", got)
 	}
 	// A broken users file: the reload is refused, alice keeps working.
 	if err := os.WriteFile(e.usersFile, []byte("alice:$apr1$abc$0123456789abcdefghijkl\n"), 0o600); err != nil {

@@ -18,8 +18,9 @@ var dummyHash = []byte("$2a$10$tMlPJqkq/4hHHm77TeWdwOaSwszAzDbLoUwXnqMaNwn9G6mIz
 // safe for concurrent use; [Authenticator.SetUsers] swaps the users in
 // without locking out verifications in flight.
 type Authenticator struct {
-	users atomic.Pointer[Users]
-	cache *cache.AuthCache // nil: no caching
+	users  atomic.Pointer[Users]
+	cache  *cache.AuthCache // successes; nil: not remembered
+	failed *cache.AuthCache // failures; nil: not remembered
 
 	// compare is bcrypt.CompareHashAndPassword; tests count the calls.
 	compare func(hash, pass []byte) error
@@ -42,9 +43,18 @@ type flight struct {
 }
 
 // New returns an Authenticator over users, remembering successful
-// verifications in c (nil: none are remembered; every check runs bcrypt).
-func New(users *Users, c *cache.AuthCache) *Authenticator {
-	a := &Authenticator{cache: c, compare: bcrypt.CompareHashAndPassword, flights: map[string]*flight{}}
+// verifications in ok and failed ones in failed (nil: not remembered; each
+// such check runs bcrypt). The two are kept apart so that a flood of wrong
+// passwords cannot push the successes out.
+//
+// Remembering a failure is as safe as remembering a success: the stored
+// hash is part of the key, so a users file that changes the password (or
+// adds the unknown user) makes a new key, and a client that corrects its
+// password sends a new one. What it buys: a client that keeps a stale
+// password after a rotation costs one bcrypt check (62 ms of CPU at cost
+// 10) per TTL, not one per connection.
+func New(users *Users, ok, failed *cache.AuthCache) *Authenticator {
+	a := &Authenticator{cache: ok, failed: failed, compare: bcrypt.CompareHashAndPassword, flights: map[string]*flight{}}
 	a.users.Store(users)
 	return a
 }
@@ -57,32 +67,37 @@ func (a *Authenticator) SetUsers(u *Users) { a.users.Store(u) }
 // Users returns the users in force.
 func (a *Authenticator) Users() *Users { return a.users.Load() }
 
-// Verify reports whether pass is user's password. A success is cached; a
-// failure never is.
+// Verify reports whether pass is user's password. Both answers are
+// remembered, in the caches New was given.
 func (a *Authenticator) Verify(user, pass string) bool {
 	users := a.users.Load()
-	hash, ok := users.hash(user)
-	if !ok {
+	hash, known := users.hash(user)
+	if !known {
 		// An unknown user name costs a bcrypt check at the file's own
 		// cost, as a wrong password does, so response times do not tell
-		// which user names exist. The result is ignored.
-		// Concurrent attempts share the check, as they do for a known
-		// user.
-		decoy := dummyHash
+		// which user names exist: the decoy's check is remembered and
+		// shared exactly as a known user's failure is. Its result is
+		// ignored.
+		hash = dummyHash
 		if users != nil && users.decoy != nil {
-			decoy = users.decoy
+			hash = users.decoy
 		}
-		a.check(user, decoy, pass)
-		return false
 	}
 	// The stored hash is part of the key (all bcrypt hashes have the same
 	// length, so the concatenation is unambiguous): a changed password
 	// never matches an old entry.
 	key := string(hash) + pass
-	if a.cache.Seen(user, key) {
+	if known && a.cache.Seen(user, key) {
 		return true
 	}
-	if !a.check(user, hash, pass) {
+	// A failure's key differs from a success's (bcrypt hashes start with
+	// "$"), so one cache given for both could never turn a failure into a
+	// success.
+	if a.failed.Seen(user, "-"+key) {
+		return false
+	}
+	if !a.check(user, hash, pass) || !known {
+		a.failed.Add(user, "-"+key)
 		return false
 	}
 	a.cache.Add(user, key)
@@ -91,7 +106,7 @@ func (a *Authenticator) Verify(user, pass string) bool {
 
 // check runs bcrypt for user's pass against hash, or waits for the same
 // check already running and takes its result. Nothing outlives the
-// flight: a failure is never remembered, a success only by the cache.
+// flight; Verify remembers the answer.
 func (a *Authenticator) check(user string, hash []byte, pass string) bool {
 	// The user name is length-prefixed and bcrypt hashes have a fixed
 	// length, so no two (user, hash, pass) share a key.

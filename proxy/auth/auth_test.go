@@ -30,7 +30,7 @@ func usersOf(t testing.TB, cost int, kv ...string) *Users {
 }
 
 func TestVerify(t *testing.T) {
-	a := New(usersOf(t, bcrypt.MinCost, "alice", "wonderland", "bob", "builder"), cache.NewAuthCache(100, time.Minute))
+	a := New(usersOf(t, bcrypt.MinCost, "alice", "wonderland", "bob", "builder"), cache.NewAuthCache(100, time.Minute), cache.NewAuthCache(100, time.Minute))
 	cases := []struct {
 		name, user, pass string
 		want             bool
@@ -54,7 +54,7 @@ func TestVerify(t *testing.T) {
 }
 
 func TestVerifyHeader(t *testing.T) {
-	a := New(usersOf(t, bcrypt.MinCost, "alice", "wonderland"), nil)
+	a := New(usersOf(t, bcrypt.MinCost, "alice", "wonderland"), nil, nil)
 	hdr := func(s string) string { return "Basic " + base64.StdEncoding.EncodeToString([]byte(s)) }
 	if u, ok := a.VerifyHeader(hdr("alice:wonderland")); !ok || u != "alice" {
 		t.Errorf("right credentials: %q, %v", u, ok)
@@ -71,7 +71,7 @@ func TestVerifyHeader(t *testing.T) {
 // removal.
 func TestCacheFollowsTheUsersFile(t *testing.T) {
 	c := cache.NewAuthCache(100, time.Hour)
-	a := New(usersOf(t, bcrypt.MinCost, "alice", "old", "bob", "builder"), c)
+	a := New(usersOf(t, bcrypt.MinCost, "alice", "old", "bob", "builder"), c, cache.NewAuthCache(100, time.Hour))
 	if a.Verify("alice", "wrong") {
 		t.Fatal("wrong password accepted")
 	}
@@ -112,8 +112,8 @@ func countBcrypt(a *Authenticator, gate chan struct{}) *atomic.Int64 {
 // credentials run bcrypt once; without one, every time; failures always.
 func TestCacheSkipsBcrypt(t *testing.T) {
 	u := usersOf(t, bcrypt.MinCost, "alice", "wonderland")
-	cached := New(u, cache.NewAuthCache(100, time.Minute))
-	uncached := New(u, nil)
+	cached := New(u, cache.NewAuthCache(100, time.Minute), nil)
+	uncached := New(u, nil, nil)
 	nc, nu := countBcrypt(cached, nil), countBcrypt(uncached, nil)
 	for range 5 {
 		if !cached.Verify("alice", "wonderland") || !uncached.Verify("alice", "wonderland") {
@@ -148,7 +148,7 @@ func TestConcurrentChecksShareOneBcrypt(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, c := range []*cache.AuthCache{cache.NewAuthCache(100, time.Minute), nil} {
-				a := New(u, c)
+				a := New(u, c, nil)
 				gate := make(chan struct{})
 				n := countBcrypt(a, gate)
 				const conns = 20
@@ -187,6 +187,52 @@ func TestConcurrentChecksShareOneBcrypt(t *testing.T) {
 	}
 }
 
+// TestFailuresRemembered: with a failure cache, a client repeating a wrong
+// password or an unknown user name costs one bcrypt check, not one per
+// connection, and the remembered failure never outlives what made it one:
+// a users file that sets that password, or adds that user, lets it in at
+// once. One cache given for both answers cannot turn a failure into a
+// success.
+func TestFailuresRemembered(t *testing.T) {
+	shared := cache.NewAuthCache(100, time.Hour)
+	for _, tc := range []struct {
+		name       string
+		ok, failed *cache.AuthCache
+	}{
+		{"separate caches", cache.NewAuthCache(100, time.Hour), cache.NewAuthCache(100, time.Hour)},
+		{"one cache for both", shared, shared},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := New(usersOf(t, bcrypt.MinCost, "alice", "wonderland"), tc.ok, tc.failed)
+			n := countBcrypt(a, nil)
+			for range 5 {
+				if a.Verify("alice", "stale") {
+					t.Fatal("wrong password accepted")
+				}
+				if a.Verify("mallory", "x") {
+					t.Fatal("unknown user accepted")
+				}
+			}
+			if got := n.Load(); got != 2 {
+				t.Fatalf("5 tries each of a wrong password and an unknown user ran %d bcrypt checks, want 2", got)
+			}
+			if !a.Verify("alice", "wonderland") {
+				t.Fatal("right password refused after failures")
+			}
+			a.SetUsers(usersOf(t, bcrypt.MinCost, "alice", "stale", "mallory", "x"))
+			if !a.Verify("alice", "stale") {
+				t.Error("the users file set the remembered wrong password, and it is still refused")
+			}
+			if !a.Verify("mallory", "x") {
+				t.Error("the users file added the remembered unknown user, and it is still refused")
+			}
+			if a.Verify("alice", "wonderland") {
+				t.Error("the old password is still accepted after the users file changed it")
+			}
+		})
+	}
+}
+
 // waiters counts the verifications waiting for a flight.
 func waiters(a *Authenticator) int {
 	a.mu.Lock()
@@ -215,7 +261,7 @@ func waitFor(t *testing.T, cond func() bool) {
 func BenchmarkVerify(b *testing.B) {
 	u := usersOf(b, bcrypt.DefaultCost, "alice", "wonderland")
 	b.Run("bcrypt", func(b *testing.B) {
-		a := New(u, nil)
+		a := New(u, nil, nil)
 		for b.Loop() {
 			if !a.Verify("alice", "wonderland") {
 				b.Fatal("refused")
@@ -223,7 +269,7 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	})
 	b.Run("cached", func(b *testing.B) {
-		a := New(u, cache.NewAuthCache(100, time.Minute))
+		a := New(u, cache.NewAuthCache(100, time.Minute), nil)
 		a.Verify("alice", "wonderland") // the one bcrypt check, before the timer starts
 		for b.Loop() {
 			if !a.Verify("alice", "wonderland") {
@@ -232,7 +278,7 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	})
 	b.Run("header-cached", func(b *testing.B) {
-		a := New(u, cache.NewAuthCache(100, time.Minute))
+		a := New(u, cache.NewAuthCache(100, time.Minute), nil)
 		h := "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:wonderland"))
 		a.VerifyHeader(h)
 		for b.Loop() {

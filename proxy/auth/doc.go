@@ -6,14 +6,15 @@
 // front end passes the header value to [Authenticator.VerifyHeader].
 //
 // bcrypt is slow on purpose (tens of milliseconds at the default cost), and
-// an HTTP client authenticates on every request. Successful verifications
-// are therefore remembered in a cache.AuthCache for a short time, keyed by
-// a salted hash of the user name, the stored hash and the password, so a
-// busy client pays bcrypt once per TTL. Failures are never cached: a wrong
-// password costs bcrypt every time. Because the stored hash is part of the
-// key, a password changed in the users file (and reloaded) invalidates the
-// cached success at once, and a user removed from the file is refused before
-// the cache is consulted.
+// an HTTP client authenticates on every request. Verifications are
+// therefore remembered for a short time, successes and failures in two
+// cache.AuthCache values, keyed by a salted hash of the user name, the
+// stored hash and the password, so a busy client, or one that keeps a stale
+// password, pays bcrypt once per TTL; identical checks that arrive together
+// share one run. Because the stored hash is part of the key, a password
+// changed in the users file (and reloaded) invalidates a remembered success
+// or failure at once, a user removed from the file is refused before the
+// cache is consulted, and a user added is checked afresh.
 //
 // The users file is read whole into an immutable [Users] value; a reload
 // builds a new one and swaps it in, so a file that fails to load leaves the

@@ -31,7 +31,7 @@ func TestParseValid(t *testing.T) {
 	if diff := cmp.Diff(3, u.Len()); diff != "" {
 		t.Fatalf("users (-want +got):\n%s", diff)
 	}
-	a := New(u, nil)
+	a := New(u, nil, nil)
 	for _, c := range []struct{ user, pass string }{{"alice", "alice-pw"}, {"bob", "bob-pw"}, {"carol", "carol-pw"}} {
 		if !a.Verify(c.user, c.pass) {
 			t.Errorf("Verify(%q) failed", c.user)

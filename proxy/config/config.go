@@ -43,7 +43,7 @@ type DNS struct {
 type Auth struct {
 	UsersFile string        `yaml:"users_file"` // htpasswd file with bcrypt hashes
 	Required  bool          `yaml:"required"`   // anonymous clients are denied auth_required
-	CacheTTL  time.Duration `yaml:"cache_ttl"`  // how long a successful verification is cached
+	CacheTTL  time.Duration `yaml:"cache_ttl"`  // how long a verification (success or failure) is remembered
 }
 
 // Admin configures the admin listener's extras.
