@@ -125,6 +125,7 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 			return nil, fmt.Errorf("auth: %w", err)
 		}
 		s.auth = auth.New(users, cache.NewAuthCache(authCacheSize, cfg.Auth.CacheTTL), cache.NewAuthCache(authCacheSize, cfg.Auth.CacheTTL))
+		s.auth.Observe = s.metrics.ObserveAuth
 		verify, verifyHeader = s.auth.Verify, s.auth.VerifyHeader
 	}
 	s.socks = socks.New(socks.Options{

@@ -147,6 +147,16 @@ func (e *authEnv) curl(t *testing.T, args ...string) (out, hdr string, code int)
 	return e.ns.Curl(t, append([]string{"-sS", "--max-time", "20", "--cacert", e.caFile, "-D", "/dev/stderr"}, args...)...)
 }
 
+// scrape reads egressd's /metrics from inside the namespace.
+func (e *authEnv) scrape(t *testing.T) metrics {
+	t.Helper()
+	out, errOut, code := e.ns.Curl(t, "-sS", "--max-time", "10", "--noproxy", "*", "http://"+e.proc.AdminAddr+"/metrics")
+	if code != 0 {
+		t.Fatalf("scrape: curl exit %d: %s", code, errOut)
+	}
+	return parseMetrics(t, strings.NewReader(out))
+}
+
 // TestAuthRequiredHTTP: with auth.required, HTTP and CONNECT without or
 // with wrong credentials get 407 with Proxy-Authenticate and reason
 // auth_required; right ones (curl --proxy-user) pass, and the user drives
@@ -407,12 +417,24 @@ func TestAuthUsersReload(t *testing.T) {
 	if got := try(alicePass); !strings.Contains(got, "200") {
 		t.Fatalf("before reload: %s", got)
 	}
+	before := e.scrape(t).series("egressd_auth_checks_total")
 	for range 2 { // the second answer comes from the remembered failure
 		if got := try(newPass); !strings.Contains(got, "407") {
 			t.Fatalf("the next password before reload: %s", got)
 		}
 		if got := tryAs("carol", carolPass); !strings.Contains(got, "407") {
 			t.Fatalf("a user not yet in the file: %s", got)
+		}
+	}
+	after := e.scrape(t).series("egressd_auth_checks_total")
+	for series, want := range map[string]float64{
+		"result=fail,source=bcrypt": 2, // the first try of each
+		"result=fail,source=cache":  2, // the second: no bcrypt check
+		"result=ok,source=bcrypt":   0,
+		"result=ok,source=cache":    0,
+	} {
+		if got := after[series] - before[series]; got != want {
+			t.Errorf("egressd_auth_checks_total{%s} rose by %v, want %v (before %v, after %v)", series, got, want, before, after)
 		}
 	}
 	writeUsers(t, e.usersFile, "alice", newPass, "bob", bobPass, "carol", carolPass)

@@ -633,8 +633,14 @@ func (f *opsFarm) scrape(t testing.TB) metrics {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("scrape: %s", resp.Status)
 	}
+	return parseMetrics(t, resp.Body)
+}
+
+// parseMetrics parses a /metrics page (Prometheus text format).
+func parseMetrics(t testing.TB, r io.Reader) metrics {
+	t.Helper()
 	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
+	fams, err := parser.TextToMetricFamilies(r)
 	if err != nil {
 		t.Fatalf("parse /metrics: %v", err)
 	}

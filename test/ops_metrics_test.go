@@ -46,6 +46,7 @@ func TestMetrics(t *testing.T) {
 		"egressd_rule_matches_total":                           dto.MetricType_COUNTER,
 		"egressd_limit_rejections_total":                       dto.MetricType_COUNTER,
 		"egressd_client_connections":                           dto.MetricType_GAUGE,
+		"egressd_auth_checks_total":                            dto.MetricType_COUNTER,
 		"go_goroutines":                                        dto.MetricType_GAUGE,
 		"go_memstats_heap_alloc_bytes":                         dto.MetricType_GAUGE,
 		"process_open_fds":                                     dto.MetricType_GAUGE,
@@ -90,6 +91,11 @@ func TestMetrics(t *testing.T) {
 	}
 	for _, l := range []string{"http", "socks5"} {
 		zero("egressd_client_connections", map[string]string{"listener": l})
+	}
+	for _, s := range []string{"cache", "bcrypt", "shared"} {
+		for _, r := range []string{"ok", "fail"} {
+			zero("egressd_auth_checks_total", map[string]string{"source": s, "result": r})
+		}
 	}
 	zero("egressd_rule_matches_total", map[string]string{"rule": "origin"})
 	zero("egressd_dial_duration_seconds", map[string]string{})

@@ -29,7 +29,8 @@ const (
 )
 
 // Metrics are egressd's Prometheus families. Labels are bounded: listener,
-// decision, reason, direction, result and rule (rule names come from config).
+// decision, reason, direction, result, source and rule (rule names come from
+// config).
 type Metrics struct {
 	Requests      *prometheus.CounterVec
 	ActiveTunnels *prometheus.GaugeVec
@@ -43,12 +44,14 @@ type Metrics struct {
 	ClientConns   *prometheus.GaugeVec
 	ReloadTime    prometheus.Gauge
 	Panics        prometheus.Counter
+	AuthChecks    *prometheus.CounterVec
 
 	// Cached children for the hot path: no label hashing per request.
 	bytesUp, bytesDown map[policy.Listener]prometheus.Counter
 	requests           map[requestKey]prometheus.Counter
 	active             map[policy.Listener]prometheus.Gauge
 	dns                map[string]prometheus.Observer
+	auth               map[[2]string]prometheus.Counter // source, result
 
 	rulesMu sync.Mutex
 	rules   map[string]bool // rule series that exist (see SetRules)
@@ -114,15 +117,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "egressd_recovered_panics_total",
 			Help: "Panics recovered at a connection boundary (each one is a bug).",
 		}),
+		AuthChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "egressd_auth_checks_total",
+			Help: "Credential checks, by source (cache: a remembered answer; bcrypt: checked now; shared: waited for the same check running) and result (ok, fail). bcrypt checks cost tens of milliseconds of CPU each.",
+		}, []string{"source", "result"}),
 		rules:     map[string]bool{},
 		bytesUp:   map[policy.Listener]prometheus.Counter{},
 		bytesDown: map[policy.Listener]prometheus.Counter{},
 		requests:  map[requestKey]prometheus.Counter{},
 		active:    map[policy.Listener]prometheus.Gauge{},
 		dns:       map[string]prometheus.Observer{},
+		auth:      map[[2]string]prometheus.Counter{},
 	}
 	reg.MustRegister(m.Requests, m.ActiveTunnels, m.Bytes, m.DialDuration, m.DNSDuration,
-		m.Reloads, m.ConfigInfo, m.RuleMatches, m.LimitRejects, m.ClientConns, m.ReloadTime, m.Panics,
+		m.Reloads, m.ConfigInfo, m.RuleMatches, m.LimitRejects, m.ClientConns, m.ReloadTime, m.Panics, m.AuthChecks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, l := range knownSockets {
 		m.ClientConns.WithLabelValues(string(l))
@@ -146,7 +154,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{"hit", "negative_hit", "miss", "not_found", "error"} {
 		m.dns[r] = m.DNSDuration.WithLabelValues(r)
 	}
+	for _, s := range []string{"cache", "bcrypt", "shared"} {
+		for _, r := range []string{"ok", "fail"} {
+			m.auth[[2]string{s, r}] = m.AuthChecks.WithLabelValues(s, r)
+		}
+	}
 	return m
+}
+
+// ObserveAuth counts one credential check (see egressd_auth_checks_total).
+func (m *Metrics) ObserveAuth(source, result string) {
+	if m == nil {
+		return
+	}
+	c, ok := m.auth[[2]string{source, result}]
+	if !ok {
+		c = m.AuthChecks.WithLabelValues(source, result)
+	}
+	c.Inc()
 }
 
 // ObserveDNS records one resolution.

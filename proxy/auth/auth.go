@@ -25,6 +25,12 @@ type Authenticator struct {
 	// compare is bcrypt.CompareHashAndPassword; tests count the calls.
 	compare func(hash, pass []byte) error
 
+	// Observe, when set (before the first Verify), is told of every
+	// check: source "cache" (a remembered answer), "bcrypt" (checked now)
+	// or "shared" (waited for the same check running), result "ok" or
+	// "fail". It feeds egressd_auth_checks_total.
+	Observe func(source, result string)
+
 	// flights holds the bcrypt checks running now, by user, password and
 	// hash: a client that opens many connections at once with credentials
 	// not (or no longer) in the cache, as every client does after a
@@ -88,15 +94,24 @@ func (a *Authenticator) Verify(user, pass string) bool {
 	// never matches an old entry.
 	key := string(hash) + pass
 	if known && a.cache.Seen(user, key) {
+		a.observe("cache", true)
 		return true
 	}
 	// A failure's key differs from a success's (bcrypt hashes start with
 	// "$"), so one cache given for both could never turn a failure into a
 	// success.
 	if a.failed.Seen(user, "-"+key) {
+		a.observe("cache", false)
 		return false
 	}
-	if !a.check(user, hash, pass) || !known {
+	ok, ran := a.check(user, hash, pass)
+	ok = ok && known
+	source := "shared"
+	if ran {
+		source = "bcrypt"
+	}
+	a.observe(source, ok)
+	if !ok {
 		a.failed.Add(user, "-"+key)
 		return false
 	}
@@ -104,10 +119,21 @@ func (a *Authenticator) Verify(user, pass string) bool {
 	return true
 }
 
-// check runs bcrypt for user's pass against hash, or waits for the same
-// check already running and takes its result. Nothing outlives the
-// flight; Verify remembers the answer.
-func (a *Authenticator) check(user string, hash []byte, pass string) bool {
+func (a *Authenticator) observe(source string, ok bool) {
+	if a.Observe == nil {
+		return
+	}
+	result := "fail"
+	if ok {
+		result = "ok"
+	}
+	a.Observe(source, result)
+}
+
+// check runs bcrypt for user's pass against hash (ran is true), or waits
+// for the same check already running and takes its result. Nothing
+// outlives the flight; Verify remembers the answer.
+func (a *Authenticator) check(user string, hash []byte, pass string) (ok, ran bool) {
 	// The user name is length-prefixed and bcrypt hashes have a fixed
 	// length, so no two (user, hash, pass) share a key.
 	k := strconv.Itoa(len(user)) + ":" + user + string(hash) + pass
@@ -116,7 +142,7 @@ func (a *Authenticator) check(user string, hash []byte, pass string) bool {
 		f.waiters++
 		a.mu.Unlock()
 		<-f.done
-		return f.ok
+		return f.ok, false
 	}
 	f := &flight{done: make(chan struct{})}
 	a.flights[k] = f
@@ -129,7 +155,7 @@ func (a *Authenticator) check(user string, hash []byte, pass string) bool {
 		close(f.done)
 	}()
 	f.ok = a.compare(hash, []byte(pass)) == nil
-	return f.ok
+	return f.ok, true
 }
 
 // VerifyHeader checks a Proxy-Authorization header value (Basic scheme)

@@ -3,10 +3,12 @@ package auth
 import (
 	"encoding/base64"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/egressd/egressd/cache"
@@ -149,6 +151,13 @@ func TestConcurrentChecksShareOneBcrypt(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, c := range []*cache.AuthCache{cache.NewAuthCache(100, time.Minute), nil} {
 				a := New(u, c, nil)
+				var mu sync.Mutex
+				seen := map[string]int{}
+				a.Observe = func(source, result string) {
+					mu.Lock()
+					seen[source+" "+result]++
+					mu.Unlock()
+				}
 				gate := make(chan struct{})
 				n := countBcrypt(a, gate)
 				const conns = 20
@@ -172,6 +181,14 @@ func TestConcurrentChecksShareOneBcrypt(t *testing.T) {
 				if got := n.Load(); got != 2 {
 					t.Fatalf("%d concurrent verifications ran %d bcrypt checks, want 1 (and 1 for bob)", conns, got-1)
 				}
+				result := map[bool]string{true: "ok", false: "fail"}[tc.want]
+				wantSeen := map[string]int{"bcrypt " + result: 1, "shared " + result: conns - 1}
+				wantSeen["bcrypt ok"]++ // bob
+				mu.Lock()
+				if diff := cmp.Diff(wantSeen, seen); diff != "" {
+					t.Errorf("observed checks (-want +got):\n%s", diff)
+				}
+				mu.Unlock()
 				// The flight is over: the next check is the cache's (a
 				// success, with a cache) or a new bcrypt run.
 				a.Verify(tc.user, tc.pass)
