@@ -100,11 +100,12 @@ func (a *Authenticator) Verify(user, pass string) bool {
 	// A failure's key differs from a success's (bcrypt hashes start with
 	// "$"), so one cache given for both could never turn a failure into a
 	// success.
-	if a.failed.Seen(user, "-"+key) {
+	failKey := "-" + key
+	if a.failed.Seen(user, failKey) {
 		a.observe("cache", false)
 		return false
 	}
-	ok, ran := a.check(user, hash, pass)
+	ok, ran := a.check(user, key, hash, pass)
 	ok = ok && known
 	source := "shared"
 	if ran {
@@ -112,7 +113,7 @@ func (a *Authenticator) Verify(user, pass string) bool {
 	}
 	a.observe(source, ok)
 	if !ok {
-		a.failed.Add(user, "-"+key)
+		a.failed.Add(user, failKey)
 		return false
 	}
 	a.cache.Add(user, key)
@@ -131,12 +132,13 @@ func (a *Authenticator) observe(source string, ok bool) {
 }
 
 // check runs bcrypt for user's pass against hash (ran is true), or waits
-// for the same check already running and takes its result. Nothing
-// outlives the flight; Verify remembers the answer.
-func (a *Authenticator) check(user string, hash []byte, pass string) (ok, ran bool) {
+// for the same check already running and takes its result. key is
+// Verify's hash+pass. Nothing outlives the flight; Verify remembers the
+// answer.
+func (a *Authenticator) check(user, key string, hash []byte, pass string) (ok, ran bool) {
 	// The user name is length-prefixed and bcrypt hashes have a fixed
-	// length, so no two (user, hash, pass) share a key.
-	k := strconv.Itoa(len(user)) + ":" + user + string(hash) + pass
+	// length, so no two (user, hash, pass) share a flight.
+	k := strconv.Itoa(len(user)) + ":" + user + key
 	a.mu.Lock()
 	if f, ok := a.flights[k]; ok {
 		f.waiters++
