@@ -353,7 +353,7 @@ func TestRunAllKinds(t *testing.T) {
 		"-conc", "2", "-bulk-bytes", "1048576", "-tunnels", "20", "-tls-tunnels", "6",
 		"-ka-requests", "30", "-fwd-requests", "40", "-idle-tunnels", "10", "-settle", "1ms",
 		"-proxy-pid", strconv.Itoa(os.Getpid()),
-		"-paced-time", "200ms", "-paced-tunnels-rate", "100", "-paced-fwd-rate", "150", "-paced-conc", "4",
+		"-paced-time", "200ms", "-paced-tunnels-rate", "100", "-paced-tls-rate", "40", "-paced-fwd-rate", "150", "-paced-conc", "4",
 	}
 	type run struct {
 		name, kind string
@@ -418,7 +418,7 @@ func TestRunAllKinds(t *testing.T) {
 				if strings.HasPrefix(r.Scenario, "bulk_") && r.Bytes != 1<<20 {
 					t.Errorf("%s: moved %d bytes, want %d", r.Scenario, r.Bytes, 1<<20)
 				}
-				if want, ok := map[string]float64{"tunnels_paced": 100, "forward_paced": 150}[r.Scenario]; ok {
+				if want, ok := map[string]float64{"tunnels_paced": 100, "tls_tunnels_paced": 40, "forward_paced": 150}[r.Scenario]; ok {
 					// Paced: rate x time operations, started no faster
 					// than the rate (the n-th at (n-1)/rate at the earliest).
 					if r.TargetRate != want || r.Ops != int64(want*0.2) {

@@ -65,6 +65,7 @@ type runConfig struct {
 	KARequests, FwdRequests            int
 	KATime, FwdTime                    time.Duration
 	PacedTunnelRate, PacedFwdRate      float64
+	PacedTLSRate                       float64
 	PacedTime                          time.Duration
 	PacedConc                          int
 	IdleTunnels                        int
@@ -74,7 +75,7 @@ type runConfig struct {
 // scenario names in the order they run. The idle figure is taken first, on
 // a proxy that has not yet grown buffers for bulk transfers.
 var allScenarios = []string{
-	"idle", "keepalive", "tunnels", "tunnels_paced", "tls_tunnels",
+	"idle", "keepalive", "tunnels", "tunnels_paced", "tls_tunnels", "tls_tunnels_paced",
 	"bulk_up_1", "bulk_up_8", "bulk_down_1", "bulk_down_8", "forward", "forward_paced",
 }
 
@@ -128,6 +129,7 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 	fs.IntVar(&c.FwdRequests, "fwd-requests", 50000, "absolute-URI requests in the forward scenario")
 	fs.DurationVar(&c.FwdTime, "fwd-time", 10*time.Second, "time bound of the forward scenario")
 	fs.Float64Var(&c.PacedTunnelRate, "paced-tunnels-rate", 2000, "new tunnels per second in the tunnels_paced scenario (open loop, below every proxy's capacity)")
+	fs.Float64Var(&c.PacedTLSRate, "paced-tls-rate", 400, "new TLS tunnels per second in the tls_tunnels_paced scenario (below the load tool's own TLS capacity)")
 	fs.Float64Var(&c.PacedFwdRate, "paced-fwd-rate", 5000, "requests per second in the forward_paced scenario")
 	fs.DurationVar(&c.PacedTime, "paced-time", 5*time.Second, "length of each paced scenario")
 	fs.IntVar(&c.PacedConc, "paced-conc", 32, "workers in the paced scenarios (enough that the rate never waits for a free one)")
@@ -310,6 +312,8 @@ func (b *bench) runScenario(ctx context.Context, s string) error {
 		return b.runTunnels(ctx, "tunnels_paced", false, paced(b.cfg.PacedTunnelRate, b.cfg.PacedTime), b.cfg.PacedTime+pacedSlack, b.cfg.PacedConc, b.cfg.PacedTunnelRate)
 	case "tls_tunnels":
 		return b.runTunnels(ctx, "tls_tunnels", true, b.cfg.TLSTunnels, b.cfg.TLSTime, b.cfg.Conc, 0)
+	case "tls_tunnels_paced":
+		return b.runTunnels(ctx, "tls_tunnels_paced", true, paced(b.cfg.PacedTLSRate, b.cfg.PacedTime), b.cfg.PacedTime+pacedSlack, b.cfg.PacedConc, b.cfg.PacedTLSRate)
 	case "bulk_up_1":
 		return b.runBulk(ctx, true, 1)
 	case "bulk_up_8":
