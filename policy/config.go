@@ -14,6 +14,12 @@ const (
 	ModeReport  = "report"  // let it through as Verdict Report and log it; never relaxes private ranges
 )
 
+// Rule actions.
+const (
+	ActionAllow = "allow" // the default: the rule's destinations are allowed
+	ActionDeny  = "deny"  // the rule's destinations are denied with ReasonDeniedByRule, in every mode
+)
+
 // DefaultRanges is the deny_ranges keyword that expands to SpecialRanges.
 const DefaultRanges = "default"
 
@@ -32,21 +38,25 @@ type Config struct {
 }
 
 // Group is a set of clients: a client belongs to it when its address is in
-// CIDRs or its authenticated user name is in Users.
+// CIDRs or its authenticated user name is in Users. Mode, when set, replaces
+// the policy's mode for the group's clients; a client in several groups is
+// in report mode only when every one of them is.
 type Group struct {
 	CIDRs []string `yaml:"cidrs"`
 	Users []string `yaml:"users"`
+	Mode  string   `yaml:"mode"` // enforce | report; "" means the policy's mode
 }
 
-// Rule allows clients (of Groups, or any client when empty) to reach Hosts or
-// CIDRs on Ports.
+// Rule allows (or, with Action deny, denies) clients of Groups, or any
+// client when empty, to reach Hosts or CIDRs on Ports.
 type Rule struct {
 	Name        string   `yaml:"name"`         // required, unique
+	Action      string   `yaml:"action"`       // allow | deny; "" means allow
 	Groups      []string `yaml:"groups"`       // empty: any client
 	Hosts       []string `yaml:"hosts"`        // "example.com" or "*.example.com"
-	CIDRs       []string `yaml:"cidrs"`        // IP-literal destinations; also exceptions to deny ranges
-	Ports       []int    `yaml:"ports"`        // required, 1..65535
-	AllowRanges []string `yaml:"allow_ranges"` // deny-range exceptions for this rule's destinations
+	CIDRs       []string `yaml:"cidrs"`        // IP-literal destinations; for allow rules also exceptions to deny ranges
+	Ports       []int    `yaml:"ports"`        // 1..65535; required for allow rules, omitted on a deny rule: every port
+	AllowRanges []string `yaml:"allow_ranges"` // deny-range exceptions for this rule's destinations (allow rules only)
 }
 
 // FieldError is one validation error in a Config. Path is relative to the
@@ -79,14 +89,16 @@ type Policy struct {
 
 type group struct {
 	name  string
+	mode  string // effective: the group's own, or the policy's
 	cidrs []netip.Prefix
 	users map[string]struct{}
 }
 
 type rule struct {
 	name   string
+	deny   bool
 	groups []int
-	ports  []uint16       // sorted
+	ports  []uint16       // sorted; empty on a deny rule means every port
 	allow  []netip.Prefix // allow_ranges and cidrs: exceptions to the deny ranges
 }
 
@@ -155,7 +167,14 @@ func Compile(c Config) (*Policy, error) {
 		if name == "" {
 			cc.errorf(path, "group name must not be empty")
 		}
-		cg := group{name: name, users: make(map[string]struct{}, len(g.Users))}
+		cg := group{name: name, mode: p.mode, users: make(map[string]struct{}, len(g.Users))}
+		switch g.Mode {
+		case "":
+		case ModeEnforce, ModeReport:
+			cg.mode = g.Mode
+		default:
+			cc.errorf(path+".mode", "%q: must be enforce or report", g.Mode)
+		}
 		for i, s := range g.CIDRs {
 			if pr, ok := cc.prefix(fmt.Sprintf("%s.cidrs[%d]", path, i), s); ok {
 				cg.cidrs = append(cg.cidrs, pr)
@@ -176,6 +195,13 @@ func Compile(c Config) (*Policy, error) {
 		path := fmt.Sprintf("rules[%d]", i)
 		idx := int32(i)
 		cr := rule{name: r.Name}
+		switch r.Action {
+		case "", ActionAllow:
+		case ActionDeny:
+			cr.deny = true
+		default:
+			cc.errorf(path+".action", "%q: must be allow or deny", r.Action)
+		}
 		switch prev, dup := seen[r.Name]; {
 		case r.Name == "":
 			cc.errorf(path+".name", "required")
@@ -214,8 +240,13 @@ func Compile(c Config) (*Policy, error) {
 		for j, s := range r.CIDRs {
 			if pr, ok := cc.prefix(fmt.Sprintf("%s.cidrs[%d]", path, j), s); ok {
 				p.cidrRules = append(p.cidrRules, cidrEntry{prefix: pr, rule: idx})
-				cr.allow = append(cr.allow, pr)
+				if !cr.deny {
+					cr.allow = append(cr.allow, pr)
+				}
 			}
+		}
+		if cr.deny && len(r.AllowRanges) > 0 {
+			cc.errorf(path+".allow_ranges", "a deny rule allows nothing: allow_ranges belong on allow rules")
 		}
 		for j, s := range r.AllowRanges {
 			jp := fmt.Sprintf("%s.allow_ranges[%d]", path, j)
@@ -224,7 +255,7 @@ func Compile(c Config) (*Policy, error) {
 				cr.allow = append(cr.allow, pr)
 			}
 		}
-		cr.ports = cc.ports(path+".ports", r.Ports, true)
+		cr.ports = cc.ports(path+".ports", r.Ports, !cr.deny)
 		p.rules = append(p.rules, cr)
 	}
 	if len(cc.errs) > 0 {

@@ -18,8 +18,14 @@
 // tie is denied. An IPv6 address that embeds an IPv4 address (mapped,
 // compatible, NAT64, 6to4, Teredo) is denied if either address is.
 //
+// A rule with action deny that matches first denies with denied_by_rule and
+// names the rule; nothing is resolved for it.
+//
 // Report mode turns not_allowed, port_not_allowed, sni_missing, sni_mismatch
-// and protocol_mismatch into Verdict Report; it never relaxes private_range.
+// and protocol_mismatch into Verdict Report; it never relaxes private_range
+// or a deny rule. The mode is the client's: a group's own mode, or the
+// policy's; a client in several groups is in report mode only when every one
+// of them is. Decision.Mode carries it to the later SNI and protocol checks.
 // A host that cannot be normalized is denied with not_allowed in every mode:
 // no rule can name it and there is nothing safe to dial.
 //

@@ -43,8 +43,10 @@ var (
 //
 //  1. normalize the host; an unparseable host is Deny with ReasonNotAllowed
 //     (nothing could ever allow it; the error is in MatchResult, not returned);
-//  2. match rules; no match is not_allowed or port_not_allowed, which report
-//     mode turns into Verdict Report (keeping the reason);
+//  2. match rules, first match wins; a deny rule is Deny with
+//     ReasonDeniedByRule in every mode; no match is not_allowed or
+//     port_not_allowed, which the client's report mode turns into Verdict
+//     Report (keeping the reason);
 //  3. if there is something to dial, resolve the name (IP literals are not
 //     resolved) and keep, in resolver order, the addresses that pass the range
 //     check with the matched rule's exceptions;
@@ -67,6 +69,7 @@ func (p *Policy) decide(ctx context.Context, res Resolver, r Request) (Decision,
 		Reason:  m.Reason,
 		Rule:    m.RuleName,
 		Group:   m.Group,
+		Mode:    m.Mode,
 		Host:    m.Host,
 		IsIP:    m.IsIP,
 		Port:    r.Port,
@@ -77,7 +80,7 @@ func (p *Policy) decide(ctx context.Context, res Resolver, r Request) (Decision,
 		return d, nil
 	}
 	if m.Reason != ReasonNone {
-		d.Verdict = enforce(p.mode, m.Reason)
+		d.Verdict = enforce(m.Mode, m.Reason)
 		if d.Verdict == Deny {
 			return d, nil
 		}
@@ -134,7 +137,8 @@ func (p *Policy) decide(ctx context.Context, res Resolver, r Request) (Decision,
 }
 
 // waivable lists the reasons report mode turns into Verdict Report.
-// private_range, auth_required, dlp and the failure reasons always deny.
+// private_range, denied_by_rule, auth_required, dlp and the failure reasons
+// always deny.
 func waivable(r Reason) bool {
 	switch r {
 	case ReasonNotAllowed, ReasonPortNotAllowed, ReasonSNIMismatch, ReasonSNIMissing, ReasonProtocolMismatch:
@@ -161,8 +165,22 @@ func enforce(mode string, r Reason) Verdict {
 // reason report mode waives, otherwise Deny.
 func (p *Policy) Enforce(r Reason) Verdict { return enforce(p.mode, r) }
 
-// Mode returns ModeEnforce or ModeReport.
+// Mode returns the policy's mode, ModeEnforce or ModeReport (groups may set
+// their own).
 func (p *Policy) Mode() string { return p.mode }
+
+// modeOf returns the mode a later check of d (SNI, protocol) follows: the
+// client's, recorded by Decide; a hand-made Decision without one has its
+// policy's.
+func modeOf(d Decision, p *Policy) string {
+	if d.Mode != "" {
+		return d.Mode
+	}
+	if p != nil {
+		return p.mode
+	}
+	return ModeEnforce
+}
 
 // RequireSNI reports whether tunnels to TLS ports must send an SNI.
 func (p *Policy) RequireSNI() bool { return p.requireSNI }

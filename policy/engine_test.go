@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"os"
+	"regexp"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -126,7 +128,7 @@ func TestDecide(t *testing.T) {
 		{"not allowed is not resolved", ModeEnforce, Request{Client: anyone, Host: "api.github.com", Port: 443}, want{
 			Verdict: Deny, Reason: ReasonNotAllowed, Host: "api.github.com", Port: 443}},
 		{"port not allowed is not resolved", ModeEnforce, Request{Client: web, Host: "api.github.com", Port: 80}, want{
-			Verdict: Deny, Reason: ReasonPortNotAllowed, Host: "api.github.com", Port: 80}},
+			Verdict: Deny, Reason: ReasonPortNotAllowed, Group: "web", Host: "api.github.com", Port: 80}},
 		{"rule allow_ranges", ModeEnforce, Request{Client: anyone, Host: "git.corp.example", Port: 443}, want{
 			Verdict: Allow, Rule: "internal-git", Host: "git.corp.example", Port: 443,
 			Addrs: addrPorts(443, "10.50.1.1"), Lookups: []string{"git.corp.example"}}},
@@ -142,14 +144,14 @@ func TestDecide(t *testing.T) {
 		{"ip literal without rule", ModeEnforce, Request{Client: anyone, Host: "93.184.216.34", Port: 443}, want{
 			Verdict: Deny, Reason: ReasonNotAllowed, Host: "93.184.216.34", IsIP: true, Port: 443}},
 		{"bad host", ModeEnforce, Request{Client: web, Host: "a..github.com", Port: 443}, want{
-			Verdict: Deny, Reason: ReasonNotAllowed, Port: 443}},
+			Verdict: Deny, Reason: ReasonNotAllowed, Group: "web", Port: 443}},
 		{"port zero", ModeReport, Request{Client: web, Host: "api.github.com", Port: 0}, want{
-			Verdict: Deny, Reason: ReasonNotAllowed, Rule: "", Host: "api.github.com"}},
+			Verdict: Deny, Reason: ReasonNotAllowed, Rule: "", Group: "web", Host: "api.github.com"}},
 		{"report not allowed", ModeReport, Request{Client: anyone, Host: "public.example", Port: 443}, want{
 			Verdict: Report, Reason: ReasonNotAllowed, Host: "public.example", Port: 443,
 			Addrs: addrPorts(443, "93.184.216.34"), Lookups: []string{"public.example"}}},
 		{"report port not allowed", ModeReport, Request{Client: web, Host: "api.github.com", Port: 22}, want{
-			Verdict: Report, Reason: ReasonPortNotAllowed, Host: "api.github.com", Port: 22,
+			Verdict: Report, Reason: ReasonPortNotAllowed, Group: "web", Host: "api.github.com", Port: 22,
 			Addrs: addrPorts(22, "140.82.112.6", "2606:50c0:8000::154"), Lookups: []string{"api.github.com"}}},
 		{"report never relaxes private range", ModeReport, Request{Client: anyone, Host: "meta.example", Port: 80}, want{
 			Verdict: Deny, Reason: ReasonPrivateRange, Host: "meta.example", Port: 80, Lookups: []string{"meta.example"}}},
@@ -266,7 +268,7 @@ func TestEnforce(t *testing.T) {
 	for _, r := range DenyReasons {
 		wantReport := Report
 		switch r {
-		case ReasonPrivateRange, ReasonAuthRequired, ReasonDLP:
+		case ReasonPrivateRange, ReasonDeniedByRule, ReasonAuthRequired, ReasonDLP:
 			wantReport = Deny
 		}
 		if got := enforce(ModeReport, r); got != wantReport {
@@ -290,9 +292,30 @@ func TestEnforce(t *testing.T) {
 
 func TestDenyReasonsContract(t *testing.T) {
 	t.Parallel()
-	want := []Reason{"not_allowed", "port_not_allowed", "private_range", "sni_mismatch", "sni_missing",
+	want := []Reason{"not_allowed", "port_not_allowed", "denied_by_rule", "private_range", "sni_mismatch", "sni_missing",
 		"protocol_mismatch", "auth_required", "dlp"}
 	if diff := cmp.Diff(want, DenyReasons); diff != "" {
 		t.Error(diff)
+	}
+}
+
+// TestDenyReasonsDocumented: the README's list of denial reasons is
+// DenyReasons, in order.
+func TestDenyReasonsDocumented(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("Reasons:((?:\\s*`[a-z_]+`,?)+)\\.").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README has no \"Reasons: `a`, `b`.\" sentence")
+	}
+	var documented []Reason
+	for _, tok := range regexp.MustCompile("`([a-z_]+)`").FindAllSubmatch(m[1], -1) {
+		documented = append(documented, Reason(tok[1]))
+	}
+	if diff := cmp.Diff(DenyReasons, documented); diff != "" {
+		t.Errorf("README reasons differ from DenyReasons (-code +README):\n%s", diff)
 	}
 }

@@ -45,46 +45,67 @@ func FuzzNormalizeHost(f *testing.F) {
 }
 
 // FuzzHostPattern checks the compiled matcher against a naive reference:
-// scan the rules in order and compare patterns as strings.
+// scan the rules in order and compare patterns as strings. The second
+// pattern is a deny rule on every port; the others allow port 443.
 func FuzzHostPattern(f *testing.F) {
 	f.Add("example.com", "*.example.com", "*.com", "www.example.com")
 	f.Add("*.a.b", "a.b", "*.b", "a.b")
 	f.Add("*.a.b", "x.a.b", "*.b", "y.x.a.b")
+	f.Add("*.a.b", "x.a.b", "*.b", "x.a.b")
 	f.Add("Bücher.example", "*.example", "x", "xn--bcher-kva.example")
 	f.Add("*.example.com", "a.*.com", "*", "example.com")
 	f.Add("x", "*.x", "*.y.x", "z.y.x")
 	f.Add("a.b", "*.a.b", "*.b", "10.0.0.1")
 	f.Fuzz(func(t *testing.T, p0, p1, p2, host string) {
 		var cfg Config
-		var ref []HostPattern
+		type refRule struct {
+			hp   HostPattern
+			deny bool
+		}
+		var ref []refRule
 		for i, s := range []string{p0, p1, p2} {
 			hp, err := ParseHostPattern(s)
 			if err != nil {
 				continue
 			}
-			ref = append(ref, hp)
-			cfg.Rules = append(cfg.Rules, Rule{Name: string(rune('a' + i)), Hosts: []string{s}, Ports: []int{443}})
+			r := Rule{Name: string(rune('a' + i)), Hosts: []string{s}, Ports: []int{443}}
+			if i == 1 {
+				r.Action, r.Ports = ActionDeny, nil
+			}
+			ref = append(ref, refRule{hp, i == 1})
+			cfg.Rules = append(cfg.Rules, r)
 		}
 		p, err := Compile(cfg)
 		if err != nil {
 			t.Fatalf("patterns that parse must compile: %v", err)
 		}
 		norm, _, isIP, nerr := NormalizeHost(host)
-		want := -1
-		if nerr == nil && !isIP {
-			for i, hp := range ref {
-				if hp.Matches(norm) {
-					want = i
-					break
+		for _, port := range []uint16{443, 80} {
+			want, wantReason, hostMatched := -1, ReasonNotAllowed, false
+			if nerr == nil && !isIP {
+				for i, r := range ref {
+					if !r.hp.Matches(norm) {
+						continue
+					}
+					if r.deny {
+						want, wantReason = i, ReasonDeniedByRule
+						break
+					}
+					hostMatched = true
+					if port == 443 {
+						want, wantReason = i, ReasonNone
+						break
+					}
 				}
 			}
-		}
-		m := p.Match(Request{Host: host, Port: 443})
-		if m.Rule != want {
-			t.Fatalf("host %q (%q) patterns %v: Match rule %d, reference %d", host, norm, ref, m.Rule, want)
-		}
-		if m443 := p.Match(Request{Host: host, Port: 80}); (want >= 0) != (m443.Reason == ReasonPortNotAllowed) {
-			t.Fatalf("host %q port 80: reason %q, reference rule %d", host, m443.Reason, want)
+			if want < 0 && hostMatched {
+				wantReason = ReasonPortNotAllowed
+			}
+			m := p.Match(Request{Host: host, Port: port})
+			if m.Rule != want || m.Reason != wantReason {
+				t.Fatalf("host %q (%q) port %d patterns %v: Match rule %d %q, reference %d %q",
+					host, norm, port, ref, m.Rule, m.Reason, want, wantReason)
+			}
 		}
 	})
 }

@@ -11,28 +11,33 @@ type MatchResult struct {
 	Host     string     // normalized host ("" when Err is set)
 	Addr     netip.Addr // the address when IsIP
 	IsIP     bool       // Host is an IP literal
-	Rule     int        // index of the deciding rule, -1 when none
+	Rule     int        // index of the deciding rule (allow or deny), -1 when none
 	RuleName string     // name of the deciding rule
-	Group    string     // group through which the rule applied; "" for any-client rules
-	Reason   Reason     // "" (a rule allows it), ReasonNotAllowed or ReasonPortNotAllowed
+	Group    string     // group through which the rule applied; otherwise the group Mode comes from ("" when none)
+	Mode     string     // the client's mode: ModeEnforce or ModeReport
+	Reason   Reason     // "" (a rule allows it), ReasonDeniedByRule, ReasonNotAllowed or ReasonPortNotAllowed
 	Err      error      // the host could not be normalized (Reason is ReasonNotAllowed)
 }
 
-// Match finds the first rule (lowest index) that allows r. It normalizes
+// Match finds the first rule (lowest index) that matches r: an allow rule
+// allows it, a deny rule denies it with ReasonDeniedByRule. It normalizes
 // r.Host, does no DNS, and does not allocate for normalized ASCII hosts and
 // canonical IPs. Its cost depends on the number of labels in the host and the
 // rules sharing a pattern, not on the number of rules.
 //
-// When no rule allows r, Reason is ReasonPortNotAllowed if some rule for this
-// client matches the host (or IP) on other ports, else ReasonNotAllowed.
+// When no rule matches r, Reason is ReasonPortNotAllowed if some allow rule
+// for this client matches the host (or IP) on other ports, else
+// ReasonNotAllowed.
 func (p *Policy) Match(r Request) MatchResult {
+	client := r.Client
+	client.Addr = client.Addr.Unmap()
+	mode, modeGroup := p.clientMode(client)
 	host, addr, isIP, err := NormalizeHost(r.Host)
 	if err != nil {
-		return MatchResult{Rule: -1, Reason: ReasonNotAllowed, Err: err}
+		return MatchResult{Rule: -1, Reason: ReasonNotAllowed, Err: err, Mode: mode, Group: modeGroup}
 	}
-	m := MatchResult{Host: host, Addr: addr, IsIP: isIP, Rule: -1}
-	ms := matchState{p: p, client: r.Client, port: r.Port, best: -1}
-	ms.client.Addr = ms.client.Addr.Unmap()
+	m := MatchResult{Host: host, Addr: addr, IsIP: isIP, Rule: -1, Mode: mode, Group: modeGroup}
+	ms := matchState{p: p, client: client, port: r.Port, best: -1}
 	if isIP {
 		ms.ip(addr)
 		if addr.Is4In6() {
@@ -48,7 +53,13 @@ func (p *Policy) Match(r Request) MatchResult {
 	}
 	switch {
 	case ms.best >= 0:
-		m.Rule, m.RuleName, m.Group = ms.best, p.rules[ms.best].name, ms.group
+		m.Rule, m.RuleName = ms.best, p.rules[ms.best].name
+		if ms.group != "" {
+			m.Group = ms.group
+		}
+		if p.rules[ms.best].deny {
+			m.Reason = ReasonDeniedByRule
+		}
 	case ms.hostMatched:
 		m.Reason = ReasonPortNotAllowed
 	default:
@@ -87,17 +98,26 @@ func (ms *matchState) ip(a netip.Addr) {
 	}
 }
 
-// try records rule i if it applies to the client and allows the port. Rules
+// try records rule i if it applies to the client and covers the port. Rules
 // arrive in increasing order per list, so the first hit of a list is its best.
+// Only allow rules make a port mismatch port_not_allowed.
 func (ms *matchState) try(i int) bool {
 	r := &ms.p.rules[i]
 	g, ok := ms.p.applies(r, ms.client)
 	if !ok {
 		return false
 	}
-	ms.hostMatched = true
-	if _, found := slices.BinarySearch(r.ports, ms.port); !found {
-		return false
+	if r.deny {
+		if len(r.ports) > 0 {
+			if _, found := slices.BinarySearch(r.ports, ms.port); !found {
+				return false
+			}
+		}
+	} else {
+		ms.hostMatched = true
+		if _, found := slices.BinarySearch(r.ports, ms.port); !found {
+			return false
+		}
 	}
 	if ms.best < 0 || i < ms.best {
 		ms.best, ms.group = i, g
@@ -133,6 +153,30 @@ func (g *group) contains(c Client) bool {
 		}
 	}
 	return false
+}
+
+// clientMode returns the mode for client c (its address already unmapped)
+// and the group it comes from: the first enforcing group c is in (groups are
+// sorted by name), else the first of its groups, all in report mode; a client
+// in no group has the policy's mode.
+func (p *Policy) clientMode(c Client) (mode, group string) {
+	first := -1
+	for i := range p.groups {
+		g := &p.groups[i]
+		if !g.contains(c) {
+			continue
+		}
+		if g.mode != ModeReport {
+			return ModeEnforce, g.name
+		}
+		if first < 0 {
+			first = i
+		}
+	}
+	if first >= 0 {
+		return ModeReport, p.groups[first].name
+	}
+	return p.mode, ""
 }
 
 // Groups returns the names of the groups client c belongs to, sorted.

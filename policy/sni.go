@@ -13,7 +13,7 @@ import "net/netip"
 //     to the same IP): ReasonSNIMismatch.
 //
 // The verdict is Allow with ReasonNone when the check passes, and otherwise
-// follows the mode (Report in report mode). It judges only the SNI; the
+// follows the client's mode (Report in report mode). It judges only the SNI; the
 // caller keeps d's own verdict.
 func (p *Policy) CheckSNI(d Decision, sni string, present bool, ech bool) (Verdict, Reason) {
 	_ = ech
@@ -21,7 +21,7 @@ func (p *Policy) CheckSNI(d Decision, sni string, present bool, ech bool) (Verdi
 		if d.IsIP || !p.requireSNI {
 			return Allow, ReasonNone
 		}
-		return enforce(p.mode, ReasonSNIMissing), ReasonSNIMissing
+		return enforce(modeOf(d, p), ReasonSNIMissing), ReasonSNIMissing
 	}
 	host, addr, isIP, err := NormalizeHost(sni)
 	switch {
@@ -33,7 +33,7 @@ func (p *Policy) CheckSNI(d Decision, sni string, present bool, ech bool) (Verdi
 	case !d.IsIP && !isIP && host == d.Host:
 		return Allow, ReasonNone
 	}
-	return enforce(p.mode, ReasonSNIMismatch), ReasonSNIMismatch
+	return enforce(modeOf(d, p), ReasonSNIMismatch), ReasonSNIMismatch
 }
 
 // CheckProtocol checks the first bytes of a tunnel: on a tls_ports port they
@@ -43,5 +43,5 @@ func (p *Policy) CheckProtocol(d Decision, isTLS bool) (Verdict, Reason) {
 	if isTLS || !p.IsTLSPort(d.Port) {
 		return Allow, ReasonNone
 	}
-	return enforce(p.mode, ReasonProtocolMismatch), ReasonProtocolMismatch
+	return enforce(modeOf(d, p), ReasonProtocolMismatch), ReasonProtocolMismatch
 }

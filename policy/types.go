@@ -51,6 +51,7 @@ const (
 	ReasonNone             Reason = ""
 	ReasonNotAllowed       Reason = "not_allowed"
 	ReasonPortNotAllowed   Reason = "port_not_allowed"
+	ReasonDeniedByRule     Reason = "denied_by_rule" // a rule with action: deny matched first
 	ReasonPrivateRange     Reason = "private_range"
 	ReasonSNIMismatch      Reason = "sni_mismatch"
 	ReasonSNIMissing       Reason = "sni_missing"
@@ -70,7 +71,7 @@ const (
 
 // DenyReasons lists every contract denial reason, in documentation order.
 var DenyReasons = []Reason{
-	ReasonNotAllowed, ReasonPortNotAllowed, ReasonPrivateRange, ReasonSNIMismatch,
+	ReasonNotAllowed, ReasonPortNotAllowed, ReasonDeniedByRule, ReasonPrivateRange, ReasonSNIMismatch,
 	ReasonSNIMissing, ReasonProtocolMismatch, ReasonAuthRequired, ReasonDLP,
 }
 
@@ -93,8 +94,9 @@ type Request struct {
 type Decision struct {
 	Verdict Verdict
 	Reason  Reason           // "" when allowed by a rule
-	Rule    string           // matched rule name, "" when none matched
-	Group   string           // the client group the matching rule applied through ("" for any-client rules)
+	Rule    string           // matched rule name (an allow rule, or the deny rule that denied it), "" when none matched
+	Group   string           // the group the rule applied through; otherwise the client's group whose mode applied ("" when in none)
+	Mode    string           // the client's mode, ModeEnforce or ModeReport; "" means the policy's
 	Host    string           // normalized host (punycode, lowercase, no trailing dot; IPs in canonical form)
 	IsIP    bool             // Host is an IP literal
 	Port    uint16           //
