@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -28,6 +29,7 @@ const (
 	ResultMiss        = "miss"         // asked upstream, got addresses
 	ResultNotFound    = "not_found"    // asked upstream, the name has no addresses
 	ResultError       = "error"        // the lookup failed (timeout, SERVFAIL, network, bad name)
+	ResultStale       = "stale"        // the refresh failed: an expired answer served within StaleTTL
 	ResultLiteral     = "literal"      // the host was an IP literal: no lookup
 )
 
@@ -42,15 +44,32 @@ const (
 // maxCNAMEChain bounds how many CNAME hops are followed inside one answer.
 const maxCNAMEChain = 16
 
-// ResolverConfig configures a [Resolver]. The zero value uses the system
-// resolver with the defaults above.
+// staleRetry is how long a stale answer is served without asking upstream
+// again after a refresh failed: RFC 8767's failure recheck timer (section 5
+// suggests 30 seconds), so an outage does not cost every lookup a timeout.
+const staleRetry = 30 * time.Second
+
+// ResolverConfig configures a [Resolver]. The zero value reads the servers
+// from /etc/resolv.conf, with the defaults above.
 type ResolverConfig struct {
 	// Servers are DNS servers as "host:port", tried in order. Empty means
-	// the system resolver (net.DefaultResolver), whose answers carry no TTL
-	// and are therefore cached for SystemTTL only.
+	// the system's: the name servers and options of ResolvConf.
 	Servers []string
 
+	// ResolvConf is the resolv.conf(5) file read when Servers is empty.
+	// Empty means DefaultResolvConf. Its nameserver lines (at most three),
+	// and options timeout:, attempts: and rotate are used; search, domain
+	// and ndots are not (names are absolute). The file is watched and read
+	// again when it changes (see Watch); a reading with no usable server
+	// keeps the previous one.
+	ResolvConf string
+
+	// Watch, when Servers is empty, re-reads ResolvConf when it changes
+	// until Close. False reads it once (for one-shot commands).
+	Watch bool
+
 	// Timeout bounds each query to one server. Zero means DefaultTimeout.
+	// With servers from resolv.conf, its options timeout: wins when set.
 	Timeout time.Duration
 
 	// Size is the maximum number of cached names. Zero means DefaultSize.
@@ -59,67 +78,144 @@ type ResolverConfig struct {
 	// MaxTTL caps how long any answer is cached. Zero means DefaultMaxTTL.
 	MaxTTL time.Duration
 
+	// MinTTL is the shortest time a positive answer is cached: answers
+	// with a smaller TTL (even 0) are kept this long. Zero means the
+	// record TTLs as they are (TTL 0 is never cached).
+	MinTTL time.Duration
+
 	// NegativeTTL is how long a not-found answer (NXDOMAIN or NODATA) is
 	// cached. Zero means DefaultNegativeTTL; negative disables negative
 	// caching.
 	NegativeTTL time.Duration
 
-	// SystemTTL is how long answers of the system resolver are cached
-	// when Servers is empty. Zero means they are not cached.
-	SystemTTL time.Duration
+	// StaleTTL is how long past its expiry a positive answer may still be
+	// served when the refresh fails (a timeout, SERVFAIL or any error but
+	// not-found), as RFC 8767 describes; after a failed refresh the stale
+	// answer is served without asking again for staleRetry. Zero disables.
+	StaleTTL time.Duration
 
 	// Metrics, when non-nil, is called once per LookupNetIP with one of
 	// the Result* constants and the lookup's duration. It must not block.
 	Metrics func(result string, d time.Duration)
+
+	// OnResolvConf, when non-nil, is called each time ResolvConf has been
+	// read (at start and on every change): with the configuration now in
+	// use, or with the error that kept the previous one.
+	OnResolvConf func(rc ResolvConf, err error)
+
+	// resolvPort replaces port 53 of resolv.conf's servers (tests).
+	resolvPort string
 }
 
-// Resolver is a caching DNS resolver. It asks the configured servers for A
-// and AAAA records in parallel, honours the records' TTLs, caches negative
+// Resolver is a caching DNS resolver. It asks its servers (configured, or
+// the system's from resolv.conf) for A and AAAA records in parallel with
+// github.com/miekg/dns, honours the records' TTLs, caches negative
 // answers, and collapses concurrent lookups of one name into one query
 // pair. It satisfies policy.Resolver. It is safe for concurrent use. Create
-// it with [NewResolver]; the zero value is not usable.
+// it with [NewResolver] and stop it with [Resolver.Close]; the zero value
+// is not usable.
 type Resolver struct {
-	servers     []string
-	timeout     time.Duration
+	upstream    atomic.Pointer[upstream]
+	minTTL      time.Duration
+	maxTTL      time.Duration
 	negativeTTL time.Duration
-	systemTTL   time.Duration
+	staleTTL    time.Duration
 	metrics     func(string, time.Duration)
+	rotor       atomic.Uint32 // next first server under options rotate
 
 	cache *TTL[string, answer]
 	group singleflight.Group
+	watch *resolvWatch // nil: configured servers, or resolv.conf read once
 
-	// system is the fallback lookup when no servers are configured; tests
-	// may replace it.
-	system func(ctx context.Context, network, host string) ([]netip.Addr, error)
 	// waitHook, when non-nil, is called by each caller once it waits for
 	// a shared lookup; tests use it to know when callers have joined.
 	waitHook func()
 }
 
+// upstream is who is asked and how: configured servers, or the system's
+// from resolv.conf (swapped whole when the file changes).
+type upstream struct {
+	servers  []string
+	timeout  time.Duration // per query to one server
+	attempts int           // rounds over the servers
+	rotate   bool
+}
+
 // answer is one cached lookup result: addresses, or not-found when empty.
 type answer struct {
-	addrs []netip.Addr
+	addrs   []netip.Addr
+	expires time.Time // end of the TTL; later, the answer is stale
+	retryAt time.Time // stale only: a refresh failed; do not ask before then
 }
 
 // NewResolver returns a Resolver for c. It fails when a server address is
-// not "host:port".
+// not "host:port". With no servers it reads c.ResolvConf; a file that
+// cannot be read or holds no usable server gives 127.0.0.1:53 (glibc's
+// default) until it changes, and the error goes to c.OnResolvConf.
 func NewResolver(c ResolverConfig) (*Resolver, error) {
+	maxTTL := cmp.Or(c.MaxTTL, DefaultMaxTTL)
 	r := &Resolver{
-		timeout:     cmp.Or(c.Timeout, DefaultTimeout),
+		minTTL:      max(c.MinTTL, 0),
+		maxTTL:      maxTTL,
 		negativeTTL: cmp.Or(c.NegativeTTL, DefaultNegativeTTL),
-		systemTTL:   c.SystemTTL,
+		staleTTL:    max(c.StaleTTL, 0),
 		metrics:     c.Metrics,
-		system:      net.DefaultResolver.LookupNetIP,
 	}
-	for _, s := range c.Servers {
-		if _, _, err := net.SplitHostPort(s); err != nil {
-			return nil, fmt.Errorf("dns server %q: %w", s, err)
+	timeout := cmp.Or(c.Timeout, DefaultTimeout)
+	if len(c.Servers) > 0 {
+		up := &upstream{timeout: timeout, attempts: 1}
+		for _, s := range c.Servers {
+			if _, _, err := net.SplitHostPort(s); err != nil {
+				return nil, fmt.Errorf("dns server %q: %w", s, err)
+			}
+			up.servers = append(up.servers, s)
 		}
-		r.servers = append(r.servers, s)
+		r.upstream.Store(up)
+	} else {
+		path := cmp.Or(c.ResolvConf, DefaultResolvConf)
+		apply := func(rc ResolvConf, err error) {
+			if err == nil && c.resolvPort != "" {
+				for i, srv := range rc.Servers {
+					host, _, _ := net.SplitHostPort(srv)
+					rc.Servers[i] = net.JoinHostPort(host, c.resolvPort)
+				}
+			}
+			if err == nil {
+				r.upstream.Store(&upstream{servers: rc.Servers, timeout: cmp.Or(rc.Timeout, timeout),
+					attempts: rc.Attempts, rotate: rc.Rotate})
+			}
+			if c.OnResolvConf != nil {
+				c.OnResolvConf(rc, err)
+			}
+		}
+		// glibc's answer to a missing or useless file, until it is fixed.
+		r.upstream.Store(&upstream{servers: []string{"127.0.0.1:53"}, timeout: timeout, attempts: resolvDefAttempts})
+		rc, err := ReadResolvConf(path)
+		apply(rc, err)
+		if c.Watch {
+			w, err := watchResolvConf(path, apply)
+			if err != nil && c.OnResolvConf != nil {
+				c.OnResolvConf(ResolvConf{}, err)
+			}
+			r.watch = w
+		}
 	}
-	r.cache = NewTTL[string, answer](cmp.Or(c.Size, DefaultSize), cmp.Or(c.MaxTTL, DefaultMaxTTL))
+	// Entries live past their TTL for StaleTTL: the LRU's bound covers both.
+	r.cache = NewTTL[string, answer](cmp.Or(c.Size, DefaultSize), maxTTL+r.staleTTL)
 	return r, nil
 }
+
+// Close stops watching resolv.conf. Lookups keep working with the servers
+// last read.
+func (r *Resolver) Close() {
+	if r.watch != nil {
+		r.watch.Close()
+		r.watch = nil
+	}
+}
+
+// Servers returns the servers asked now, in order (before any rotation).
+func (r *Resolver) Servers() []string { return slices.Clone(r.upstream.Load().servers) }
 
 // LookupNetIP returns the addresses of host: IPv4 addresses (A records)
 // first, then IPv6 (AAAA), each in answer order, IPv4-mapped addresses
@@ -152,18 +248,30 @@ func (r *Resolver) lookup(ctx context.Context, host string) ([]netip.Addr, strin
 	if _, ok := dns.IsDomainName(name); !ok {
 		return nil, ResultError, fmt.Errorf("lookup %q: invalid host name", host)
 	}
+	var stale *answer
 	if a, ok := r.cache.Get(name); ok {
-		if len(a.addrs) == 0 {
+		now := r.cache.clock()
+		switch {
+		case now.Before(a.expires) && len(a.addrs) == 0:
 			return nil, ResultNegativeHit, fmt.Errorf("lookup %s: %w", name, ErrNotFound)
+		case now.Before(a.expires):
+			return slices.Clone(a.addrs), ResultHit, nil
+		case now.Before(a.retryAt):
+			// A refresh failed a moment ago: do not wait for another.
+			return slices.Clone(a.addrs), ResultStale, nil
 		}
-		return slices.Clone(a.addrs), ResultHit, nil
+		stale = &a // only positive answers outlive their TTL
 	}
 
 	// The shared lookup must not die with the first caller's context, or
-	// every waiter would fail with it; each query is bounded by r.timeout,
-	// so the detached lookup ends on its own.
+	// every waiter would fail with it; each query is bounded by the
+	// upstream timeout, so the detached lookup ends on its own.
 	ch := r.group.DoChan(name, func() (any, error) {
-		return r.resolve(context.WithoutCancel(ctx), name)
+		addrs, err := r.resolve(context.WithoutCancel(ctx), name)
+		if err != nil && stale != nil && !errors.Is(err, ErrNotFound) {
+			return r.serveStale(name, *stale), nil
+		}
+		return resolved{addrs: addrs}, err
 	})
 	if r.waitHook != nil {
 		r.waitHook()
@@ -178,15 +286,51 @@ func (r *Resolver) lookup(ctx context.Context, host string) ([]netip.Addr, strin
 			}
 			return nil, ResultError, res.Err
 		}
-		return slices.Clone(res.Val.([]netip.Addr)), ResultMiss, nil
+		v := res.Val.(resolved)
+		if v.stale {
+			return slices.Clone(v.addrs), ResultStale, nil
+		}
+		return slices.Clone(v.addrs), ResultMiss, nil
+	}
+}
+
+// resolved is what one shared lookup hands its callers.
+type resolved struct {
+	addrs []netip.Addr
+	stale bool // the refresh failed; addrs is the expired answer
+}
+
+// serveStale keeps an expired answer whose refresh failed for the rest of
+// its stale window, not to be refreshed again for staleRetry (RFC 8767).
+func (r *Resolver) serveStale(name string, a answer) resolved {
+	now := r.cache.clock()
+	a.retryAt = now.Add(staleRetry)
+	r.cache.Add(name, a, a.expires.Add(r.staleTTL).Sub(now))
+	return resolved{addrs: a.addrs, stale: true}
+}
+
+// store caches a positive answer for ttl, clamped to [MinTTL, MaxTTL], and
+// keeps it StaleTTL longer for serving stale. A ttl of 0 with no MinTTL
+// stores nothing.
+func (r *Resolver) store(name string, addrs []netip.Addr, ttl time.Duration) {
+	ttl = min(max(ttl, r.minTTL), r.maxTTL)
+	if ttl <= 0 {
+		r.cache.Remove(name)
+		return
+	}
+	r.cache.Add(name, answer{addrs: addrs, expires: r.cache.clock().Add(ttl)}, ttl+r.staleTTL)
+}
+
+// storeNotFound caches a not-found answer for NegativeTTL (never stale).
+func (r *Resolver) storeNotFound(name string) {
+	if r.negativeTTL > 0 {
+		r.cache.Add(name, answer{expires: r.cache.clock().Add(r.negativeTTL)}, r.negativeTTL)
 	}
 }
 
 // resolve asks upstream and fills the cache. It runs once per name at a time.
 func (r *Resolver) resolve(ctx context.Context, name string) ([]netip.Addr, error) {
-	if len(r.servers) == 0 {
-		return r.resolveSystem(ctx, name)
-	}
+	up := r.upstream.Load()
 	type result struct {
 		addrs []netip.Addr
 		ttl   uint32
@@ -194,18 +338,16 @@ func (r *Resolver) resolve(ctx context.Context, name string) ([]netip.Addr, erro
 	}
 	aaaa := make(chan result, 1)
 	go func() {
-		addrs, ttl, err := r.query(ctx, name, dns.TypeAAAA)
+		addrs, ttl, err := r.query(ctx, up, name, dns.TypeAAAA)
 		aaaa <- result{addrs, ttl, err}
 	}()
-	a4, ttl4, err4 := r.query(ctx, name, dns.TypeA)
+	a4, ttl4, err4 := r.query(ctx, up, name, dns.TypeA)
 	a6 := <-aaaa
 
 	nf4, nf6 := errors.Is(err4, ErrNotFound), errors.Is(a6.err, ErrNotFound)
 	switch {
 	case nf4 && nf6:
-		if r.negativeTTL > 0 {
-			r.cache.Add(name, answer{}, r.negativeTTL)
-		}
+		r.storeNotFound(name)
 		return nil, fmt.Errorf("lookup %s: %w", name, ErrNotFound)
 	case err4 != nil && !nf4 && a6.err != nil && !nf6,
 		err4 != nil && !nf4 && len(a6.addrs) == 0,
@@ -225,81 +367,65 @@ func (r *Resolver) resolve(ctx context.Context, name string) ([]netip.Addr, erro
 	}
 	if err4 != nil && !nf4 || a6.err != nil && !nf6 {
 		// One family failed: serve the other, but ask again soon.
-		ttl = min(ttl, r.negativeTTL)
-	}
-	r.cache.Add(name, answer{addrs: addrs}, ttl) // ttl 0: not stored
-	return addrs, nil
-}
-
-// resolveSystem uses the system resolver, which reports no TTL.
-func (r *Resolver) resolveSystem(ctx context.Context, name string) ([]netip.Addr, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	addrs, err := r.system(ctx, "ip", name)
-	if err != nil {
-		if dnsErr, ok := errors.AsType[*net.DNSError](err); ok && dnsErr.IsNotFound {
-			if r.negativeTTL > 0 {
-				r.cache.Add(name, answer{}, r.negativeTTL)
-			}
-			return nil, fmt.Errorf("lookup %s: %w", name, ErrNotFound)
+		if r.negativeTTL <= 0 {
+			return addrs, nil
 		}
-		return nil, fmt.Errorf("lookup %s: %w", name, err)
+		ttl = min(max(ttl, r.minTTL), r.negativeTTL)
 	}
-	for i, a := range addrs {
-		addrs[i] = a.WithZone("").Unmap()
-	}
-	// IPv4 first, each family in the system's order.
-	slices.SortStableFunc(addrs, func(a, b netip.Addr) int {
-		return cmp.Compare(boolInt(!a.Is4()), boolInt(!b.Is4()))
-	})
-	addrs = dedupe(addrs)
-	if len(addrs) == 0 {
-		return nil, fmt.Errorf("lookup %s: %w", name, ErrNotFound)
-	}
-	r.cache.Add(name, answer{addrs: addrs}, r.systemTTL)
+	r.store(name, addrs, ttl)
 	return addrs, nil
 }
 
-// query asks the servers in order for one record type until one gives an
-// authoritative answer: addresses, NXDOMAIN or NODATA. It returns the
-// addresses and the smallest TTL along the answer chain.
-func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]netip.Addr, uint32, error) {
+// query asks the servers for one record type until one gives an
+// authoritative answer: addresses, NXDOMAIN or NODATA. It goes through the
+// servers in order (from a rotating start under options rotate), up to
+// up.attempts rounds, and returns the addresses and the smallest TTL along
+// the answer chain.
+func (r *Resolver) query(ctx context.Context, up *upstream, name string, qtype uint16) ([]netip.Addr, uint32, error) {
 	m := new(dns.Msg)
 	m.SetQuestion(dns.Fqdn(name), qtype)
 	m.SetEdns0(1232, false)
+	n := len(up.servers)
+	first := 0
+	if up.rotate && n > 1 {
+		first = int(r.rotor.Add(1) % uint32(n))
+	}
 	var errs []error
-	for _, server := range r.servers {
-		resp, err := r.exchange(ctx, m, server)
-		if err != nil {
-			errs = append(errs, err)
-			if ctx.Err() != nil {
-				break
+	for range max(up.attempts, 1) {
+		for i := range n {
+			server := up.servers[(first+i)%n]
+			resp, err := r.exchange(ctx, up.timeout, m, server)
+			if err != nil {
+				errs = append(errs, err)
+				if ctx.Err() != nil {
+					return nil, 0, errors.Join(errs...)
+				}
+				continue
 			}
-			continue
-		}
-		switch resp.Rcode {
-		case dns.RcodeSuccess:
-			addrs, ttl := extract(resp, dns.Fqdn(name), qtype)
-			if len(addrs) == 0 {
+			switch resp.Rcode {
+			case dns.RcodeSuccess:
+				addrs, ttl := extract(resp, dns.Fqdn(name), qtype)
+				if len(addrs) == 0 {
+					return nil, 0, fmt.Errorf("%s %s: %w", dns.TypeToString[qtype], server, ErrNotFound)
+				}
+				return addrs, ttl, nil
+			case dns.RcodeNameError:
 				return nil, 0, fmt.Errorf("%s %s: %w", dns.TypeToString[qtype], server, ErrNotFound)
+			default:
+				errs = append(errs, fmt.Errorf("%s %s: server answered %s", dns.TypeToString[qtype], server, dns.RcodeToString[resp.Rcode]))
 			}
-			return addrs, ttl, nil
-		case dns.RcodeNameError:
-			return nil, 0, fmt.Errorf("%s %s: %w", dns.TypeToString[qtype], server, ErrNotFound)
-		default:
-			errs = append(errs, fmt.Errorf("%s %s: server answered %s", dns.TypeToString[qtype], server, dns.RcodeToString[resp.Rcode]))
 		}
 	}
 	return nil, 0, errors.Join(errs...)
 }
 
 // exchange sends m to server over UDP, and again over TCP when the UDP
-// answer is truncated. Each attempt is bounded by r.timeout.
-func (r *Resolver) exchange(ctx context.Context, m *dns.Msg, server string) (*dns.Msg, error) {
+// answer is truncated. Each attempt is bounded by timeout.
+func (r *Resolver) exchange(ctx context.Context, timeout time.Duration, m *dns.Msg, server string) (*dns.Msg, error) {
 	qtype := dns.TypeToString[m.Question[0].Qtype]
-	resp, err := r.exchangeNet(ctx, "udp", m, server)
+	resp, err := exchangeNet(ctx, timeout, "udp", m, server)
 	if err == nil && resp.Truncated {
-		resp, err = r.exchangeNet(ctx, "tcp", m, server)
+		resp, err = exchangeNet(ctx, timeout, "tcp", m, server)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", qtype, server, err)
@@ -310,10 +436,10 @@ func (r *Resolver) exchange(ctx context.Context, m *dns.Msg, server string) (*dn
 	return resp, nil
 }
 
-func (r *Resolver) exchangeNet(ctx context.Context, network string, m *dns.Msg, server string) (*dns.Msg, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+func exchangeNet(ctx context.Context, timeout time.Duration, network string, m *dns.Msg, server string) (*dns.Msg, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c := &dns.Client{Net: network, Timeout: r.timeout, UDPSize: 1232}
+	c := &dns.Client{Net: network, Timeout: timeout, UDPSize: 1232}
 	resp, _, err := c.ExchangeContext(ctx, m.Copy(), server)
 	return resp, err
 }
@@ -375,11 +501,4 @@ func dedupe(addrs []netip.Addr) []netip.Addr {
 		}
 	}
 	return out
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }

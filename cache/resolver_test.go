@@ -478,24 +478,6 @@ func TestResolverSingleflight(t *testing.T) {
 	}
 }
 
-func TestResolverSystem(t *testing.T) {
-	r, err := NewResolver(ResolverConfig{SystemTTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// localhost comes from /etc/hosts (or Go's built-in rule): no DNS
-	// traffic leaves the machine.
-	addrs := mustLookup(t, r, "localhost")
-	if len(addrs) == 0 || !addrs[0].Is4() || !addrs[0].IsLoopback() {
-		t.Errorf("localhost = %v, want IPv4 loopback first", addrs)
-	}
-	for _, a := range addrs {
-		if !a.IsLoopback() || a.Is4In6() {
-			t.Errorf("localhost address %v: want unmapped loopback", a)
-		}
-	}
-}
-
 func TestNewResolverRejectsBadServer(t *testing.T) {
 	for _, s := range []string{"127.0.0.1", "dns.test", ""} {
 		if _, err := NewResolver(ResolverConfig{Servers: []string{s}}); err == nil {
@@ -518,4 +500,110 @@ func ExampleResolver() {
 // diff is cmp.Diff with netip.Addr compared by value.
 func diff(want, got any) string {
 	return cmp.Diff(want, got, cmpopts.EquateComparable(netip.Addr{}))
+}
+
+func TestResolverMinTTL(t *testing.T) {
+	srv := testenv.NewDNSServer(t)
+	srv.Set("zero.test", 0, ip1)
+	srv.Set("short.test", 1, ip1)
+	srv.Set("long.test", 30, ip1)
+	r, clk, _ := newTestResolver(t, ResolverConfig{Servers: []string{srv.Addr()}, MinTTL: 5 * time.Second})
+	for _, n := range []string{"zero.test", "short.test", "long.test"} {
+		mustLookup(t, r, n)
+	}
+	clk.advance(4 * time.Second)
+	for _, n := range []string{"zero.test", "short.test", "long.test"} {
+		mustLookup(t, r, n)
+		if q := srv.Queries(n); q != 2 {
+			t.Errorf("%s: %d queries within MinTTL, want 2", n, q)
+		}
+	}
+	clk.advance(time.Second)
+	for n, want := range map[string]int{"zero.test": 4, "short.test": 4, "long.test": 2} {
+		mustLookup(t, r, n)
+		if q := srv.Queries(n); q != want {
+			t.Errorf("%s: %d queries after MinTTL, want %d", n, q, want)
+		}
+	}
+}
+
+// TestResolverServeStale: an expired answer whose refresh fails (SERVFAIL
+// or a timeout) is served for up to StaleTTL past its expiry (RFC 8767),
+// and asked again only every staleRetry; a not-found refresh is an answer,
+// never hidden by a stale one; without StaleTTL the failure shows.
+func TestResolverServeStale(t *testing.T) {
+	srv := testenv.NewDNSServer(t)
+	r, clk, ml := newTestResolver(t, ResolverConfig{Servers: []string{srv.Addr()}, Timeout: 200 * time.Millisecond, StaleTTL: time.Minute})
+
+	for _, fail := range []string{"servfail", "timeout"} {
+		t.Run(fail, func(t *testing.T) {
+			name := fail + ".test"
+			srv.Set(name, 10, ip1)
+			mustLookup(t, r, name)
+			clk.advance(10 * time.Second)
+			if fail == "servfail" {
+				srv.SetRcode(name, dns.RcodeServerFailure)
+			} else {
+				srv.SetSilent(name)
+			}
+			before := len(ml.get())
+			if d := diff([]netip.Addr{ip1}, mustLookup(t, r, name)); d != "" {
+				t.Fatalf("stale answer (-want +got):\n%s", d)
+			}
+			q := srv.Queries(name)
+			if q != 4 {
+				t.Errorf("%d queries, want 4: the refresh must be tried", q)
+			}
+			clk.advance(staleRetry - time.Second)
+			mustLookup(t, r, name)
+			if got := srv.Queries(name); got != q {
+				t.Errorf("asked again %d times within staleRetry of a failed refresh", got-q)
+			}
+			clk.advance(time.Second)
+			mustLookup(t, r, name)
+			if got := srv.Queries(name); got != q+2 {
+				t.Errorf("%d queries after staleRetry, want %d", got, q+2)
+			}
+			if d := diff([]string{ResultStale, ResultStale, ResultStale}, ml.get()[before:]); d != "" {
+				t.Errorf("metric results (-want +got):\n%s", d)
+			}
+			// 10s TTL + 60s stale: over.
+			clk.advance(time.Minute - staleRetry)
+			if _, err := lookup(t, r, name); err == nil {
+				t.Error("served past StaleTTL")
+			}
+		})
+	}
+
+	t.Run("recovers", func(t *testing.T) {
+		srv.Set("back.test", 10, ip1)
+		mustLookup(t, r, "back.test")
+		clk.advance(10 * time.Second)
+		srv.SetRcode("back.test", dns.RcodeServerFailure)
+		mustLookup(t, r, "back.test")
+		srv.Set("back.test", 10, ip2)
+		clk.advance(staleRetry)
+		if d := diff([]netip.Addr{ip2}, mustLookup(t, r, "back.test")); d != "" {
+			t.Errorf("after recovery (-want +got):\n%s", d)
+		}
+	})
+	t.Run("not found is an answer", func(t *testing.T) {
+		srv.Set("gone.test", 10, ip1)
+		mustLookup(t, r, "gone.test")
+		clk.advance(10 * time.Second)
+		srv.Delete("gone.test")
+		if _, err := lookup(t, r, "gone.test"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("err = %v, want ErrNotFound, not a stale answer", err)
+		}
+	})
+	t.Run("off", func(t *testing.T) {
+		r, clk, _ := newTestResolver(t, ResolverConfig{Servers: []string{srv.Addr()}})
+		srv.Set("nostale.test", 10, ip1)
+		mustLookup(t, r, "nostale.test")
+		clk.advance(10 * time.Second)
+		srv.SetRcode("nostale.test", dns.RcodeServerFailure)
+		if _, err := lookup(t, r, "nostale.test"); err == nil || errors.Is(err, ErrNotFound) {
+			t.Errorf("err = %v, want the SERVFAIL error without StaleTTL", err)
+		}
+	})
 }

@@ -102,6 +102,12 @@ func TestSystemdEgressdUnitHardening(t *testing.T) {
 		"MemoryDenyWriteExecute": "yes",
 		"CapabilityBoundingSet":  "",
 		"AmbientCapabilities":    "",
+		// journald must not drop access-log lines (its default limit is
+		// 10,000 per 30 s per service); 0 turns the limit off.
+		"LogRateLimitIntervalSec": "0",
+		"LogRateLimitBurst":       "0",
+		// log.access_file's directory, writable under ProtectSystem=strict.
+		"LogsDirectory": "egressd",
 	}
 	for key, value := range want {
 		got, ok := u.get("Service", key)

@@ -82,13 +82,25 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 	s.metrics = accesslog.NewMetrics(o.Registry)
 	s.access = accesslog.NewLogger(o.Access, s.metrics)
 	var err error
+	dnsLog := o.Diag.Named("dns")
 	s.resolver, err = cache.NewResolver(cache.ResolverConfig{
 		Servers:     cfg.DNS.Servers,
+		Watch:       true,
 		Timeout:     cfg.DNS.Timeout,
 		Size:        cfg.DNS.CacheSize,
+		MinTTL:      cfg.DNS.MinTTL,
 		MaxTTL:      cfg.DNS.MaxTTL,
 		NegativeTTL: cfg.DNS.NegativeTTL,
+		StaleTTL:    cfg.DNS.StaleTTL,
 		Metrics:     s.metrics.ObserveDNS,
+		OnResolvConf: func(rc cache.ResolvConf, err error) {
+			if err != nil {
+				dnsLog.Warn("resolv.conf not usable; the name servers read before stay", zap.Error(err))
+				return
+			}
+			dnsLog.Info("name servers from resolv.conf", zap.Strings("servers", rc.Servers),
+				zap.Duration("timeout", rc.Timeout), zap.Int("attempts", rc.Attempts), zap.Bool("rotate", rc.Rotate))
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
@@ -122,6 +134,7 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 		users, err := auth.Load(cfg.Auth.UsersFile)
 		if err != nil {
 			s.limits.Close()
+			s.resolver.Close()
 			return nil, fmt.Errorf("auth: %w", err)
 		}
 		s.auth = auth.New(users, cache.NewAuthCache(authCacheSize, cfg.Auth.CacheTTL), cache.NewAuthCache(authCacheSize, cfg.Auth.CacheTTL))
@@ -207,22 +220,19 @@ func (s *Server) Start() error {
 	var err error
 	if cfg.Listen.HTTP != "" {
 		if s.httpLn, err = listenTCP(cfg.Listen.HTTP); err != nil {
-			s.closeListeners()
-			s.limits.Close()
+			s.abortStart()
 			return fmt.Errorf("listen.http: %w", err)
 		}
 	}
 	if cfg.Listen.SOCKS5 != "" {
 		if s.socksLn, err = listenTCP(cfg.Listen.SOCKS5); err != nil {
-			s.closeListeners()
-			s.limits.Close()
+			s.abortStart()
 			return fmt.Errorf("listen.socks5: %w", err)
 		}
 	}
 	if cfg.Listen.Admin != "" {
 		if s.adminLn, err = listenTCP(cfg.Listen.Admin); err != nil {
-			s.closeListeners()
-			s.limits.Close()
+			s.abortStart()
 			return fmt.Errorf("listen.admin: %w", err)
 		}
 	}
@@ -442,6 +452,14 @@ func (s *Server) Close() {
 	}
 	s.wg.Wait()
 	s.limits.Close()
+	s.resolver.Close()
+}
+
+// abortStart releases what New set up when Start fails.
+func (s *Server) abortStart() {
+	s.closeListeners()
+	s.limits.Close()
+	s.resolver.Close()
 }
 
 func (s *Server) closeListeners() {
@@ -454,7 +472,7 @@ func (s *Server) closeListeners() {
 
 // restartOnly lists the keys that differ between a and b and are read only
 // at start: listeners, DNS, timeouts.handshake (wired into the servers),
-// max_header_bytes, the access log switch. The policy, the connection
+// max_header_bytes, the access log switch and file. The policy, the connection
 // limits, admin.pprof, timeouts.connect, timeouts.idle,
 // timeouts.max_tunnel (for new tunnels), timeouts.drain,
 // timeouts.drain_delay and log.level (the caller's) reload.
@@ -471,10 +489,12 @@ func restartOnly(a, b *config.Config) []string {
 	add(!sameListen(a.Listen, b.Listen) && a.Listen.HTTP == b.Listen.HTTP && a.Listen.SOCKS5 == b.Listen.SOCKS5 &&
 		a.Listen.Admin == b.Listen.Admin, "listen.proxy_protocol/trusted_proxies")
 	add(!slices.Equal(a.DNS.Servers, b.DNS.Servers) || a.DNS.Timeout != b.DNS.Timeout || a.DNS.CacheSize != b.DNS.CacheSize ||
-		a.DNS.MaxTTL != b.DNS.MaxTTL || a.DNS.NegativeTTL != b.DNS.NegativeTTL, "dns")
+		a.DNS.MinTTL != b.DNS.MinTTL || a.DNS.MaxTTL != b.DNS.MaxTTL || a.DNS.NegativeTTL != b.DNS.NegativeTTL ||
+		a.DNS.StaleTTL != b.DNS.StaleTTL, "dns")
 	add(a.Timeouts.Handshake != b.Timeouts.Handshake, "timeouts.handshake")
 	add(a.Limits.MaxHeaderBytes != b.Limits.MaxHeaderBytes, "limits.max_header_bytes")
 	add(a.Log.Access != b.Log.Access, "log.access")
+	add(a.Log.AccessFile != b.Log.AccessFile, "log.access_file")
 	// The users file's contents reload; turning auth on or off does not.
 	add((a.Auth.UsersFile == "") != (b.Auth.UsersFile == ""), "auth.users_file (set or unset)")
 	add(a.Auth.Required != b.Auth.Required, "auth.required")

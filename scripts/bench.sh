@@ -15,13 +15,17 @@
 #   - runs each proxy RUNS times, alternating (direct, egressd, squid,
 #     smokescreen, dante, then again), a fresh proxy process per client kind,
 #     the proxy pinned to CPU 0 and the load tool to CPU 1 (taskset);
+#   - runs egressd a second time on its default DNS path (egressd-sysdns:
+#     dns.servers empty, in a mount namespace whose /etc/resolv.conf names
+#     the load tool's DNS server) for the TLS scenarios, whose tables report
+#     DNS queries per tunnel;
 #   - profiles egressd (pprof from its admin listener) unless BENCH_PPROF=0;
 #   - stops everything it started, by PID, on exit.
 #
 # Environment:
 #   BENCH_QUICK=1         smaller counts and shorter bounds
 #   BENCH_RUNS=N          repetitions per proxy (default 3, quick 2)
-#   BENCH_PROXIES="..."   peers and egressd to run (default: egressd squid smokescreen dante)
+#   BENCH_PROXIES="..."   peers and egressd to run (default: egressd egressd-sysdns squid smokescreen dante)
 #   BENCH_PPROF=0|1       profile egressd after the runs (default 1; 0 with BENCH_QUICK)
 #   BENCH_SCRATCH=DIR     scratch directory (default /tmp/egressd-bench); must be outside the repo
 #   BENCH_LOGS=DIR        the proxies' logs (default /dev/shm/egressd-bench-logs when /dev/shm is a
@@ -36,7 +40,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 QUICK=${BENCH_QUICK:-0}
-PROXIES=${BENCH_PROXIES:-egressd squid smokescreen dante}
+PROXIES=${BENCH_PROXIES:-egressd egressd-sysdns squid smokescreen dante}
 SCRATCH=${BENCH_SCRATCH:-/tmp/egressd-bench}
 DNS_ADDR=${BENCH_DNS:-127.0.0.153:53}
 SMOKESCREEN_VERSION=v0.1.0
@@ -139,6 +143,13 @@ have_peer() { # name
 		# Built without -s -w so that pprof output has symbols.
 		go build -trimpath -o "$SCRATCH/bin/egressd" ./cmd/egressd >"$SCRATCH/egressd-build.log" 2>&1
 		;;
+	egressd-sysdns)
+		# resolv.conf servers are asked on port 53 only; a private mount
+		# namespace gives egressd its own /etc/resolv.conf.
+		[[ ${DNS_ADDR##*:} == 53 ]] && unshare -m true 2>/dev/null || return 1
+		[[ -x $SCRATCH/bin/egressd ]] ||
+			go build -trimpath -o "$SCRATCH/bin/egressd" ./cmd/egressd >"$SCRATCH/egressd-build.log" 2>&1
+		;;
 	*) return 1 ;;
 	esac
 }
@@ -166,7 +177,7 @@ fi
 
 CONF=$SCRATCH/conf
 rm -rf "$CONF"
-mkdir -p "$CONF/squid" "$CONF/dante" "$CONF/egressd" "$CONF/smokescreen"
+mkdir -p "$CONF/squid" "$CONF/dante" "$CONF/egressd" "$CONF/egressd-sysdns" "$CONF/smokescreen"
 
 cat >"$CONF/egressd/egressd.yaml" <<EOF
 # egressd's real defaults (SNI check on, access log on, metrics on), with
@@ -204,6 +215,12 @@ timeouts:
 log:
   access: true
 EOF
+
+# egressd-sysdns: the same config on egressd's default DNS path (no
+# dns.servers: the name servers of /etc/resolv.conf, which names the load
+# tool's DNS server in egressd's own mount namespace).
+sed 's|^  servers: .*|  servers: []|' "$CONF/egressd/egressd.yaml" >"$CONF/egressd-sysdns/egressd.yaml"
+printf 'nameserver %s\n' "${DNS_ADDR%:*}" >"$CONF/egressd-sysdns/resolv.conf"
 
 cat >"$CONF/squid/squid.conf" <<EOF
 http_port 127.0.0.1:$P_SQUID
@@ -323,6 +340,13 @@ start_proxy() { # name kind -> PROXY_PID, PROXY_ADDR
 		PROXY_ADDR=127.0.0.1:$P_EG_HTTP
 		[[ $kind == socks5 ]] && PROXY_ADDR=127.0.0.1:$P_EG_SOCKS
 		;;
+	egressd-sysdns)
+		record "taskset -c 0 unshare -m sh -c 'mount --bind $CONF/egressd-sysdns/resolv.conf /etc/resolv.conf && exec $SCRATCH/bin/egressd serve --config $CONF/egressd-sysdns/egressd.yaml' >>$logdir/egressd-sysdns-access.log"
+		taskset -c 0 unshare -m sh -c "mount --bind '$CONF/egressd-sysdns/resolv.conf' /etc/resolv.conf && exec '$SCRATCH/bin/egressd' serve --config '$CONF/egressd-sysdns/egressd.yaml'" \
+			>>"$logdir/egressd-sysdns-access.log" 2>>"$logdir/egressd-sysdns-stderr.log" &
+		PROXY_PID=$!
+		PROXY_ADDR=127.0.0.1:$P_EG_HTTP
+		;;
 	squid)
 		rm -f "$CONF/squid/squid.pid"
 		record "taskset -c 0 squid -N -f $CONF/squid/squid.conf"
@@ -359,6 +383,7 @@ start_proxy() { # name kind -> PROXY_PID, PROXY_ADDR
 kinds_of() { # proxy
 	case $1 in
 	egressd) echo connect http socks5 ;;
+	egressd-sysdns) echo connect ;;
 	squid | smokescreen) echo connect http ;;
 	dante) echo socks5 ;;
 	esac
@@ -387,6 +412,9 @@ session() { # name kind run
 	if [[ $name == direct ]]; then
 		run_tool direct direct "$run" "" 0
 		return 0
+	fi
+	if [[ $name == egressd-sysdns ]]; then
+		extra=(-scenarios tls_tunnels,tls_tunnels_paced)
 	fi
 	if [[ $name == dante && $DANTE_DNS == 0 ]]; then
 		# Without its own resolv.conf Dante cannot resolve bench names.
@@ -463,7 +491,7 @@ fi
 # --- report ------------------------------------------------------------------------------
 {
 	printf '\n# configs\n'
-	for f in "$CONF/egressd/egressd.yaml" "$CONF/squid/squid.conf" "$CONF/smokescreen/config.yaml" "$CONF/smokescreen/acl.yaml" "$CONF/dante/danted.conf"; do
+	for f in "$CONF/egressd/egressd.yaml" "$CONF/egressd-sysdns/egressd.yaml" "$CONF/egressd-sysdns/resolv.conf" "$CONF/squid/squid.conf" "$CONF/smokescreen/config.yaml" "$CONF/smokescreen/acl.yaml" "$CONF/dante/danted.conf"; do
 		printf '\n# --- %s\n' "$f"
 		cat "$f"
 	done

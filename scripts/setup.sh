@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the tools egressd's tests need on a Debian machine: curl (the
 # real client of the end-to-end tests), iproute2 (`ip netns` for the
-# namespace tests) and haproxy (the farm's load balancer). Safe to run repeatedly; does nothing when both exist.
+# namespace tests), haproxy (the farm's load balancer) and logrotate (the
+# packaged access-log rotation). Safe to run repeatedly; does nothing when
+# all exist.
 set -euo pipefail
 
 missing=()
@@ -11,6 +13,8 @@ command -v update-ca-certificates >/dev/null 2>&1 || missing+=(ca-certificates)
 # HAProxy is the real load balancer of the farm and PROXY-protocol tests. It
 # is run by the tests as a child process; the Debian service is not used.
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+# logrotate runs the packaged /etc/logrotate.d/egressd against a test egressd.
+command -v logrotate >/dev/null 2>&1 || [ -x /usr/sbin/logrotate ] || missing+=(logrotate)
 
 if [ "${#missing[@]}" -eq 0 ]; then
 	exit 0

@@ -106,6 +106,7 @@ listen:
   admin: %q
 dns:
   servers: [%q]
+  min_ttl: 0s   # rebind.test answers with TTL 0: every lookup asks again
 timeouts:
   handshake: 3s
   connect: 2s

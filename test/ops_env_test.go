@@ -79,6 +79,7 @@ type opsOpts struct {
 	DrainDelay, MaxHeader string
 	Pprof                 bool
 	LogLevel              string
+	AccessFile            string   // log.access_file; "" = stdout
 	Hosts                 []string // hosts of rule "origin"
 	HTTPAddr              string   // overrides listen.http (reload tests)
 	BrokenPort            bool     // an invalid port in the rule (reload error tests)
@@ -156,6 +157,7 @@ admin:
   pprof: %v
 log:
   level: %s
+  access_file: %q
 limits:
   max_connections: %d
   max_connections_per_client: %d
@@ -176,7 +178,7 @@ policy:
       hosts: [%s]
       ports: [%s]
       allow_ranges: ["127.0.0.0/24"]
-`, o.HTTPAddr, f.socksAddr, f.adminAddr, f.dns.Addr(), o.Pprof, o.LogLevel, o.MaxConns, o.PerClient, o.MaxHeader,
+`, o.HTTPAddr, f.socksAddr, f.adminAddr, f.dns.Addr(), o.Pprof, o.LogLevel, o.AccessFile, o.MaxConns, o.PerClient, o.MaxHeader,
 		o.Handshake, o.Idle, o.MaxTunnel, o.Drain, o.DrainDelay, f.ports.tls, f.ports.slowTLS,
 		strings.Join(hosts, ", "), ports)
 }

@@ -40,6 +40,7 @@ func TestMetrics(t *testing.T) {
 		"egressd_bytes_total":                                  dto.MetricType_COUNTER,
 		"egressd_dial_duration_seconds":                        dto.MetricType_HISTOGRAM,
 		"egressd_dns_duration_seconds":                         dto.MetricType_HISTOGRAM,
+		"egressd_dns_stale_answers_total":                      dto.MetricType_COUNTER,
 		"egressd_config_reloads_total":                         dto.MetricType_COUNTER,
 		"egressd_config_info":                                  dto.MetricType_GAUGE,
 		"egressd_config_last_reload_success_timestamp_seconds": dto.MetricType_GAUGE,
@@ -86,7 +87,7 @@ func TestMetrics(t *testing.T) {
 	for _, r := range []string{"success", "error"} {
 		zero("egressd_config_reloads_total", map[string]string{"result": r})
 	}
-	for _, r := range []string{"hit", "negative_hit", "miss", "not_found", "error"} {
+	for _, r := range []string{"hit", "negative_hit", "miss", "not_found", "stale", "error"} {
 		zero("egressd_dns_duration_seconds", map[string]string{"result": r})
 	}
 	for _, l := range []string{"http", "socks5"} {
@@ -99,6 +100,7 @@ func TestMetrics(t *testing.T) {
 	}
 	zero("egressd_rule_matches_total", map[string]string{"rule": "origin"})
 	zero("egressd_dial_duration_seconds", map[string]string{})
+	zero("egressd_dns_stale_answers_total", map[string]string{})
 	if got := start.series("egressd_config_info"); !cmp.Equal(got, map[string]float64{"sha256=" + sha256Hex(cfg): 1}) {
 		t.Errorf("egressd_config_info = %v, want the sha256 of the config file", got)
 	}

@@ -47,8 +47,8 @@ type figure struct {
 	Prec  int  // decimals shown
 	// CPU marks CPU-time figures, where a lead under 15% counts as none.
 	CPU bool
-	// Info marks figures about the load tool, not the proxy: tabulated but
-	// not compared.
+	// Info marks figures tabulated but not compared: about the load tool,
+	// or counts (DNS queries) too small for a ratio to mean anything.
 	Info  bool
 	value func(runResults) (float64, bool)
 }
@@ -79,6 +79,12 @@ func cpuPerGiB(r *Result) (float64, bool) {
 		return 0, false
 	}
 	return *r.ProxyCPUPerGiB, true
+}
+func dnsPerOp(r *Result) (float64, bool) {
+	if r.Ops == 0 {
+		return 0, false
+	}
+	return float64(r.DNSQueries) / float64(r.Ops), true
 }
 func toolCPUShare(r *Result) (float64, bool) {
 	if r.Seconds <= 0 {
@@ -127,6 +133,16 @@ var (
 	figTunRate = figure{ID: "tunnels_rate", Title: "New tunnels per second", Unit: "/s", Prec: 0, value: field("tunnels", opsPerSec)}
 )
 
+// sysdnsLabel is egressd on its default DNS path: dns.servers empty, the
+// name servers of a resolv.conf that names the load tool's DNS server.
+const sysdnsLabel = "egressd-sysdns"
+
+const sysdnsNote = sysdnsLabel + " is egressd with `dns.servers` empty (its default), reading a resolv.conf that names the load tool's DNS server, run for the TLS scenarios only."
+
+// isEgressd reports whether a series label is egressd in some
+// configuration (never a peer to compare egressd with).
+func isEgressd(label string) bool { return label == "egressd" || strings.HasPrefix(label, "egressd-") }
+
 // section is one table of the report.
 type section struct {
 	Title   string
@@ -160,8 +176,9 @@ func sections() []section {
 			{ID: "tls_p50", Title: "p50 ms", Lower: true, Prec: 3, value: field("tls_tunnels", p50)},
 			{ID: "tls_p99", Title: "p99 ms", Lower: true, Prec: 3, value: field("tls_tunnels", p99)},
 			figTLSCPU,
+			{ID: "tls_dns", Title: "DNS queries per tunnel", Info: true, Prec: 4, value: field("tls_tunnels", dnsPerOp)},
 			{ID: "tls_tool", Title: "load tool CPU %", Info: true, Prec: 0, value: field("tls_tunnels", toolCPUShare)},
-		}, Note: "Both TLS ends run in the load tool, so the rate and the latencies are bounded by the tool's core (its speed on this VM drifts from round to round); the proxy's CPU per 1,000 is the comparable figure here, and the fixed-rate table below compares the latencies at equal load."},
+		}, Note: "Both TLS ends run in the load tool, so the rate and the latencies are bounded by the tool's core (its speed on this VM drifts from round to round); the proxy's CPU per 1,000 is the comparable figure here, and the fixed-rate table below compares the latencies at equal load. DNS queries per tunnel: questions the load tool's DNS server answered (TTL 300 s, A and AAAA count as two) per tunnel; " + sysdnsNote},
 		{Title: "New tunnels at a fixed rate (open loop)", Kinds: tunnelKinds, Figures: []figure{
 			{ID: "tunp_rate", Title: "tunnels per second (the rate asked for)", Info: true, Prec: 0, value: field("tunnels_paced", opsPerSec)},
 			{ID: "tunp_p50", Title: "p50 ms", Lower: true, Prec: 3, value: field("tunnels_paced", p50)},
@@ -173,6 +190,7 @@ func sections() []section {
 			{ID: "tlsp_p50", Title: "p50 ms", Lower: true, Prec: 3, value: field("tls_tunnels_paced", p50)},
 			{ID: "tlsp_p99", Title: "p99 ms", Lower: true, Prec: 3, value: field("tls_tunnels_paced", p99)},
 			{ID: "tlsp_cpu", Title: "CPU s per 1,000 new TLS tunnels by name", Lower: true, Prec: 3, CPU: true, value: field("tls_tunnels_paced", cpuPer1000)},
+			{ID: "tlsp_dns", Title: "DNS queries per tunnel", Info: true, Prec: 4, value: field("tls_tunnels_paced", dnsPerOp)},
 			{ID: "tlsp_tool", Title: "load tool CPU %", Info: true, Prec: 0, value: field("tls_tunnels_paced", toolCPUShare)},
 		}, Note: "The TLS tunnels at a fixed rate (-paced-tls-rate, 400/s in make bench), below the load tool's own capacity for TLS handshakes: in the closed-loop table above the tool's core sets the rate and the tail, here every proxy carries the same load and the latencies are the proxy's."},
 		{Title: "Keep-alive requests through one tunnel (one at a time)", Kinds: tunnelKinds, Figures: []figure{
@@ -257,13 +275,15 @@ func (d *dataset) series(kinds []string) []seriesKey {
 		}
 	}
 	rank := func(s seriesKey) int {
-		switch s.Label {
-		case kindDirect:
+		switch {
+		case s.Label == kindDirect:
 			return 0
-		case "egressd":
+		case s.Label == "egressd":
 			return 1
+		case isEgressd(s.Label):
+			return 2
 		}
-		return 2
+		return 3
 	}
 	slices.SortFunc(out, func(a, b seriesKey) int {
 		if c := rank(a) - rank(b); c != 0 {
@@ -329,7 +349,7 @@ func (d *dataset) best(f figure, kinds []string) (seriesKey, float64, bool) {
 		found bool
 	)
 	for _, s := range d.series(kinds) {
-		if s.Label == "egressd" || s.Label == kindDirect {
+		if isEgressd(s.Label) || s.Label == kindDirect {
 			continue
 		}
 		m, ok := median(d.values(s, f))
@@ -502,7 +522,11 @@ func writeMarkdown(w io.Writer, d *dataset, meta reportMeta, svgName string) err
 	p("\n")
 
 	for _, sec := range sections() {
-		rows := d.series(sec.Kinds)
+		// A series run for some scenarios only (egressd-sysdns) shows in
+		// the tables it has figures for.
+		rows := slices.DeleteFunc(d.series(sec.Kinds), func(s seriesKey) bool {
+			return !slices.ContainsFunc(sec.Figures, func(f figure) bool { return len(d.values(s, f)) > 0 })
+		})
 		if len(rows) == 0 {
 			continue
 		}

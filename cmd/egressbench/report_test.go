@@ -162,3 +162,49 @@ func TestPairedRatio(t *testing.T) {
 		t.Fatal("a paired ratio against a series with no rounds")
 	}
 }
+
+// TestReportDNSQueries: the TLS tables show DNS queries per tunnel for
+// every series, egressd on its default DNS path (egressd-sysdns) shows only
+// in the tables it ran for, and it is never the "best peer" egressd is
+// compared with.
+func TestReportDNSQueries(t *testing.T) {
+	t.Parallel()
+	rs := syntheticResults()
+	for run := 1; run <= 2; run++ {
+		for _, p := range []struct {
+			label string
+			dns   int64
+			cpu   float64
+		}{{"egressd", 2, 0.3}, {sysdnsLabel, 4, 0.1}, {"squid", 2, 0.5}, {"smokescreen", 4000, 0.6}} {
+			rs = append(rs, &Result{Label: p.label, Kind: kindConnect, Run: run, Scenario: "tls_tunnels", Ops: 2000, OpsPerSec: 1000,
+				Seconds: 2, DNSQueries: p.dns, ProxyCPUSec: ptr(p.cpu * 2), ProxyCPUPer1000: ptr(p.cpu)})
+		}
+	}
+	d := newDataset(rs)
+	var md bytes.Buffer
+	if err := writeMarkdown(&md, d, reportMeta{}, ""); err != nil {
+		t.Fatal(err)
+	}
+	out := md.String()
+	for _, want := range []string{
+		"| DNS queries per tunnel |",
+		"| **0.300** (0.300, 0.300) | **0.0010** (0.0010, 0.0010) |",
+		"| **0.100** (0.100, 0.100) | **0.0020** (0.0020, 0.0020) |",
+		"| **0.600** (0.600, 0.600) | **2.0000** (2.0000, 2.0000) |",
+		"| egressd-sysdns (connect) | **1000** (1000, 1000) |",
+		// The best peer for TLS CPU is squid (0.5), not egressd-sysdns (0.1).
+		"| CPU s per 1,000 new TLS tunnels by name (CONNECT) | Squid ~0.44, smokescreen ~0.65 | squid 0.500 | 0.300 |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	bulk := out[strings.Index(out, "## Bulk tunnel throughput"):]
+	bulk = bulk[:strings.Index(bulk[3:], "\n## ")+3]
+	if strings.Contains(bulk, sysdnsLabel) {
+		t.Errorf("egressd-sysdns has a row in the bulk table, where it has no figure:\n%s", bulk)
+	}
+	if t.Failed() {
+		t.Logf("report:\n%s", out)
+	}
+}

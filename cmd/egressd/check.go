@@ -24,7 +24,8 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, `Usage: egressd check --config FILE [--client IP] [--user NAME] HOST:PORT
 
 Runs the same decision engine as "egressd serve" (including DNS resolution
-through dns.servers and the range checks) for one destination, and prints the
+through dns.servers, or the name servers of /etc/resolv.conf, and the range
+checks) for one destination, and prints the
 decision, the rule and the reason. Exit status: 0 allow (or report), 1 deny,
 2 usage, config or resolution error.
 
@@ -58,7 +59,7 @@ Flags:
 		return 2
 	}
 	resolver, err := cache.NewResolver(cache.ResolverConfig{
-		Servers: cfg.DNS.Servers,
+		Servers: cfg.DNS.Servers, // none: /etc/resolv.conf's, read once
 		Timeout: time.Duration(cfg.DNS.Timeout),
 		Size:    16,
 	})
@@ -66,6 +67,7 @@ Flags:
 		fmt.Fprintf(stderr, "egressd: dns: %v\n", err)
 		return 2
 	}
+	defer resolver.Close()
 	engine := policy.NewEngine(pol, resolver)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

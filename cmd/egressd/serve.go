@@ -18,6 +18,7 @@ import (
 
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy"
+	"github.com/egressd/egressd/proxy/accesslog"
 	"github.com/egressd/egressd/proxy/config"
 )
 
@@ -36,7 +37,8 @@ private and special-purpose ranges denied).
 Signals: SIGHUP (or a change of the config file) reloads the policy; a bad
 file is rejected and the old policy keeps serving. SIGTERM drains: /readyz
 turns 503, after timeouts.drain_delay the listeners close, in-flight work gets
-timeouts.drain; a second SIGTERM cuts at once.
+timeouts.drain; a second SIGTERM cuts at once. SIGUSR1 reopens
+log.access_file (after logrotate renamed it).
 
 Runtime: serve re-executes itself once at start with schedtrace=2147483647
 added to GODEBUG, which keeps the Go runtime's sysmon thread out of deep sleep
@@ -61,10 +63,20 @@ Flags:
 	diag, level := newDiagLogger(stderr, cfg.Log.Level)
 	defer diag.Sync()
 	var access *zap.Logger
+	var accessBuf *zapcore.BufferedWriteSyncer
+	var accessFile *accesslog.File // nil: the access log goes to stdout
 	if cfg.Log.Access {
-		var buf *zapcore.BufferedWriteSyncer
-		access, buf = newAccessLogger(stdout)
-		defer buf.Stop() // flushes
+		var w io.Writer = stdout
+		if cfg.Log.AccessFile != "" {
+			if accessFile, err = accesslog.OpenFile(cfg.Log.AccessFile); err != nil {
+				diag.Error("startup failed", zap.String("key", "log.access_file"), zap.Error(err))
+				return 1
+			}
+			defer accessFile.Close()
+			w = accessFile
+		}
+		access, accessBuf = newAccessLogger(w)
+		defer accessBuf.Stop() // flushes
 	}
 	srv, err := proxy.New(cfg, pol, raw, proxy.Options{Diag: diag, Access: access})
 	if err != nil {
@@ -77,7 +89,7 @@ Flags:
 	}
 
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 	reload := func(why string) {
 		// The error names FILE:LINE: key.path for every problem found.
@@ -105,11 +117,30 @@ Flags:
 	changes, stopWatch := watchConfig(watched, diag)
 	defer stopWatch()
 
+	// reopen follows logrotate: the lines buffered so far go to the file
+	// that was renamed, the next ones to a new file at log.access_file.
+	reopen := func() {
+		if accessFile == nil {
+			diag.Info("SIGUSR1: the access log is not a file (log.access_file unset); nothing to reopen")
+			return
+		}
+		_ = accessBuf.Sync()
+		if err := accessFile.Reopen(); err != nil {
+			diag.Error("access log not reopened; writing on to the file open before", zap.String("path", accessFile.Path()), zap.Error(err))
+			return
+		}
+		diag.Info("access log reopened", zap.String("path", accessFile.Path()))
+	}
+
 	for {
 		select {
 		case sig := <-sigs:
-			if sig == syscall.SIGHUP {
+			switch sig {
+			case syscall.SIGHUP:
 				reload("SIGHUP")
+				continue
+			case syscall.SIGUSR1:
+				reopen()
 				continue
 			}
 			// First SIGTERM/SIGINT drains; a second one cuts at once.
@@ -126,7 +157,11 @@ Flags:
 					diag.Info("stopped")
 					return 0
 				case sig := <-sigs:
-					if sig != syscall.SIGHUP {
+					switch sig {
+					case syscall.SIGHUP:
+					case syscall.SIGUSR1:
+						reopen()
+					default:
 						diag.Info("second signal: cutting now")
 						cut()
 					}

@@ -100,6 +100,7 @@ func TestPackageContents(t *testing.T) {
 		"usr/lib/egressd/asg-drain":                      {"deployments/systemd/egressd-asg-drain.sh", 0o755},
 		"etc/egressd/egressd.yaml":                       {"deployments/egressd.example.yaml", 0o640},
 		"usr/share/doc/egressd/farm.md":                  {"docs/farm.md", 0o644},
+		"etc/logrotate.d/egressd":                        {"deployments/logrotate/egressd", 0o644},
 	}
 
 	got := map[string]fs.FileMode{}
@@ -172,7 +173,7 @@ func TestPackageControlArchive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff("/etc/egressd/egressd.yaml\n", string(conffiles)); diff != "" {
+	if diff := cmp.Diff("/etc/egressd/egressd.yaml\n/etc/logrotate.d/egressd\n", string(conffiles)); diff != "" {
 		t.Errorf("conffiles (-want +got):\n%s", diff)
 	}
 

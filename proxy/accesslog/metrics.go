@@ -37,6 +37,7 @@ type Metrics struct {
 	Bytes         *prometheus.CounterVec
 	DialDuration  prometheus.Histogram
 	DNSDuration   *prometheus.HistogramVec
+	DNSStale      prometheus.Counter
 	Reloads       *prometheus.CounterVec
 	ConfigInfo    *prometheus.GaugeVec
 	RuleMatches   *prometheus.CounterVec
@@ -86,9 +87,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		DNSDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "egressd_dns_duration_seconds",
-			Help:    "Time to resolve a destination name, by result (hit, miss, error).",
+			Help:    "Time to resolve a destination name, by result (hit, negative_hit, miss, not_found, stale, error).",
 			Buckets: []float64{.00001, .0001, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"result"}),
+		DNSStale: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "egressd_dns_stale_answers_total",
+			Help: "Expired DNS answers served because their refresh failed (timeout, SERVFAIL), within dns.stale_ttl (RFC 8767).",
+		}),
 		Reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "egressd_config_reloads_total",
 			Help: "Config reloads by result (success, error).",
@@ -129,7 +134,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		dns:       map[string]prometheus.Observer{},
 		auth:      map[[2]string]prometheus.Counter{},
 	}
-	reg.MustRegister(m.Requests, m.ActiveTunnels, m.Bytes, m.DialDuration, m.DNSDuration,
+	reg.MustRegister(m.Requests, m.ActiveTunnels, m.Bytes, m.DialDuration, m.DNSDuration, m.DNSStale,
 		m.Reloads, m.ConfigInfo, m.RuleMatches, m.LimitRejects, m.ClientConns, m.ReloadTime, m.Panics, m.AuthChecks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, l := range knownSockets {
@@ -151,7 +156,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{"success", "error"} {
 		m.Reloads.WithLabelValues(r)
 	}
-	for _, r := range []string{"hit", "negative_hit", "miss", "not_found", "error"} {
+	for _, r := range []string{"hit", "negative_hit", "miss", "not_found", "stale", "error"} {
 		m.dns[r] = m.DNSDuration.WithLabelValues(r)
 	}
 	for _, s := range []string{"cache", "bcrypt", "shared"} {
@@ -184,6 +189,9 @@ func (m *Metrics) ObserveDNS(result string, d time.Duration) {
 		o = m.DNSDuration.WithLabelValues(result)
 	}
 	o.Observe(d.Seconds())
+	if result == "stale" {
+		m.DNSStale.Inc()
+	}
 }
 
 // ObserveDial records one dial.

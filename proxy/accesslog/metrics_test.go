@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -81,7 +82,8 @@ func TestMetricsFromStart(t *testing.T) {
 		"egressd_active_tunnels":                               3,
 		"egressd_bytes_total":                                  6,
 		"egressd_config_reloads_total":                         2,
-		"egressd_dns_duration_seconds":                         5,
+		"egressd_dns_duration_seconds":                         6,
+		"egressd_dns_stale_answers_total":                      1,
 		"egressd_limit_rejections_total":                       6,
 		"egressd_client_connections":                           2,
 		"egressd_rule_matches_total":                           2,
@@ -240,5 +242,22 @@ func TestGrafanaMetricsExist(t *testing.T) {
 	}
 	if n == 0 {
 		t.Errorf("%s lists no family", path)
+	}
+}
+
+// A stale DNS answer is counted in egressd_dns_stale_answers_total as well
+// as observed under result="stale".
+func TestObserveDNSStale(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	m.ObserveDNS("hit", time.Millisecond)
+	m.ObserveDNS("stale", time.Millisecond)
+	m.ObserveDNS("stale", time.Millisecond)
+	fams := gather(t, reg)
+	if got := series(fams["egressd_dns_stale_answers_total"]); !cmp.Equal(got, map[string]float64{"": 2}) {
+		t.Errorf("egressd_dns_stale_answers_total = %v, want 2", got)
+	}
+	if got := series(fams["egressd_dns_duration_seconds"])["result=stale"]; got != 2 {
+		t.Errorf(`egressd_dns_duration_seconds{result="stale"} count = %v, want 2`, got)
 	}
 }

@@ -32,11 +32,13 @@ type Listen struct {
 
 // DNS configures the resolver.
 type DNS struct {
-	Servers     []string      `yaml:"servers"`      // "host:port"; empty means the system resolver
+	Servers     []string      `yaml:"servers"`      // "host:port"; empty means the name servers of /etc/resolv.conf
 	Timeout     time.Duration `yaml:"timeout"`      // per query
-	CacheSize   int           `yaml:"cache_size"`   // entries; 0 disables the cache
+	CacheSize   int           `yaml:"cache_size"`   // entries
+	MinTTL      time.Duration `yaml:"min_ttl"`      // floor on cached TTLs (0: record TTLs as given)
 	MaxTTL      time.Duration `yaml:"max_ttl"`      // cap on cached TTLs
 	NegativeTTL time.Duration `yaml:"negative_ttl"` // NXDOMAIN and no-address caching
+	StaleTTL    time.Duration `yaml:"stale_ttl"`    // serve an expired answer this long when its refresh fails (0: off)
 }
 
 // Auth configures proxy authentication.
@@ -70,8 +72,9 @@ type Timeouts struct {
 
 // Log configures logging.
 type Log struct {
-	Access bool   `yaml:"access"` // JSON access log on stdout
-	Level  string `yaml:"level"`  // diagnostics on stderr: debug|info|warn|error
+	Access     bool   `yaml:"access"`      // JSON access log (on stdout, or to AccessFile)
+	AccessFile string `yaml:"access_file"` // path of the access log instead of stdout; reopened on SIGUSR1
+	Level      string `yaml:"level"`       // diagnostics on stderr: debug|info|warn|error
 }
 
 // defaults returns the values used for keys a file omits.
@@ -81,6 +84,7 @@ func defaults() Config {
 		DNS: DNS{
 			Timeout:     2 * time.Second,
 			CacheSize:   10000,
+			MinTTL:      5 * time.Second,
 			MaxTTL:      5 * time.Minute,
 			NegativeTTL: 5 * time.Second,
 		},

@@ -195,6 +195,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad trusted proxy", "listen:\n  trusted_proxies: [\"10.0.0.0/8\", \"10.0.0.1/8\"]\n", `egressd.yaml:2: listen.trusted_proxies[1]: "10.0.0.1/8": host bits set`},
 		{"proxy protocol without trusted", "listen:\n  proxy_protocol: true\n", `egressd.yaml:2: listen.proxy_protocol: needs listen.trusted_proxies`},
 		{"bad dns server", "dns:\n  servers: [\"10.0.0.2\"]\n", `egressd.yaml:2: dns.servers[0]: "10.0.0.2": want IP:port`},
+		{"min ttl above max ttl", "dns:\n  max_ttl: 1m\n  min_ttl: 2m\n", `egressd.yaml:3: dns.min_ttl: 2m0s is more than dns.max_ttl (1m0s)`},
+		{"negative stale ttl", "dns:\n  stale_ttl: -1s\n", `egressd.yaml:2: dns.stale_ttl: must not be negative`},
 		{"bad log level", "log:\n  level: verbose\n", `egressd.yaml:2: log.level: "verbose": must be debug, info, warn or error`},
 		{"auth required without file", "auth:\n  required: true\n", `egressd.yaml:2: auth.required: needs auth.users_file`},
 		{"allow tie", "policy:\n  allow_ranges: [\"10.0.0.0/8\"]\n", `egressd.yaml:2: policy.allow_ranges[0]: 10.0.0.0/8: equals a deny range`},

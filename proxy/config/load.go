@@ -214,8 +214,13 @@ func (d *decoder) validate(c *Config) {
 	}
 	d.positive("dns.timeout", int64(c.DNS.Timeout))
 	d.nonNegative("dns.cache_size", int64(c.DNS.CacheSize))
+	d.nonNegative("dns.min_ttl", int64(c.DNS.MinTTL))
 	d.nonNegative("dns.max_ttl", int64(c.DNS.MaxTTL))
 	d.nonNegative("dns.negative_ttl", int64(c.DNS.NegativeTTL))
+	d.nonNegative("dns.stale_ttl", int64(c.DNS.StaleTTL))
+	if c.DNS.MaxTTL > 0 && c.DNS.MinTTL > c.DNS.MaxTTL && !d.failed("dns.min_ttl") {
+		d.errorf(d.line("dns.min_ttl"), "dns.min_ttl", "%v is more than dns.max_ttl (%v)", c.DNS.MinTTL, c.DNS.MaxTTL)
+	}
 	if c.Auth.Required && c.Auth.UsersFile == "" {
 		d.errorf(d.line("auth.required"), "auth.required", "needs auth.users_file")
 	}
@@ -229,6 +234,9 @@ func (d *decoder) validate(c *Config) {
 	d.nonNegative("timeouts.max_tunnel", int64(c.Timeouts.MaxTunnel))
 	d.nonNegative("timeouts.drain", int64(c.Timeouts.Drain))
 	d.nonNegative("timeouts.drain_delay", int64(c.Timeouts.DrainDelay))
+	if c.Log.AccessFile != "" && !c.Log.Access {
+		d.errorf(d.line("log.access_file"), "log.access_file", "is set but log.access is false: nothing would be written")
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

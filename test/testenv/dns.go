@@ -42,7 +42,6 @@ func NewDNSServer(t testing.TB) *DNSServer {
 // ns (nil: the host namespace). It stops on cleanup.
 func NewDNSServerIn(t testing.TB, ns *Netns, ip string) *DNSServer {
 	t.Helper()
-	s := &DNSServer{zone: map[string]*dnsEntry{}, queries: map[string]map[uint16]int{}}
 	// Find a port free for both UDP and TCP; a few tries at most.
 	var pc net.PacketConn
 	var ln net.Listener
@@ -61,6 +60,29 @@ func NewDNSServerIn(t testing.TB, ns *Netns, ip string) *DNSServer {
 	if err != nil {
 		t.Fatalf("dns listen tcp: %v", err)
 	}
+	return startDNS(t, pc, ln)
+}
+
+// StartDNSServerAt starts a server on addr ("ip:port", UDP and TCP) inside
+// ns (nil: the host namespace), for resolvers that take no port, such as
+// resolv.conf's (port 53, inside a namespace of the test's own). It
+// returns an error when the address is taken; the server stops on cleanup.
+func StartDNSServerAt(t testing.TB, ns *Netns, addr string) (*DNSServer, error) {
+	t.Helper()
+	pc, err := ns.ListenPacket("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := ns.Listen("tcp", addr)
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	return startDNS(t, pc, ln), nil
+}
+
+func startDNS(t testing.TB, pc net.PacketConn, ln net.Listener) *DNSServer {
+	s := &DNSServer{zone: map[string]*dnsEntry{}, queries: map[string]map[uint16]int{}}
 	s.addr = pc.LocalAddr().String()
 	h := dns.HandlerFunc(s.serve)
 	s.udp = &dns.Server{PacketConn: pc, Handler: h}
@@ -143,6 +165,19 @@ func (s *DNSServer) Queries(name string) int {
 	n := 0
 	for _, c := range s.queries[dns.CanonicalName(name)] {
 		n += c
+	}
+	return n
+}
+
+// TotalQueries returns how many queries the server received, for any name.
+func (s *DNSServer) TotalQueries() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, byType := range s.queries {
+		for _, c := range byType {
+			n += c
+		}
 	}
 	return n
 }

@@ -254,3 +254,26 @@ func (n *Netns) Run(t testing.TB, name string, args ...string) (stdout, stderr s
 	}
 	return out.String(), errb.String(), exit
 }
+
+// SetResolvConf writes /etc/netns/NAME/resolv.conf, which `ip netns exec`
+// bind-mounts over /etc/resolv.conf for the programs it starts (egressd's
+// system resolver path reads it). Calling it again rewrites the file in
+// place: a bind mount pins the inode, so a program already running sees the
+// new contents (a rename would not reach it). The directory is removed on
+// cleanup. A nil *Netns fails the test: the host's file is never touched.
+func (n *Netns) SetResolvConf(t testing.TB, contents string) {
+	t.Helper()
+	if n == nil {
+		t.Fatal("SetResolvConf needs a namespace of the test's own")
+	}
+	dir := filepath.Join("/etc/netns", n.Name)
+	if _, err := os.Stat(dir); os.IsNotExist(err) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatalf("resolv.conf: %v", err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+	}
+	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte(contents), 0o644); err != nil {
+		t.Fatalf("resolv.conf: %v", err)
+	}
+}
