@@ -3,8 +3,12 @@
 #
 #   client subnets (per AZ)   route table: local + S3/DynamoDB gateway endpoints.
 #                             No route to the internet: the only way out is egressd.
-#   egress subnets (per AZ)   the proxies; 0.0.0.0/0 -> that AZ's NAT gateway.
-#   public subnets (per AZ)   NAT gateways; 0.0.0.0/0 -> internet gateway.
+#   egress subnets (per AZ)   the proxies. egress_mode "public_ip" (default) or
+#                             "elastic_ip": 0.0.0.0/0 -> internet gateway, each
+#                             proxy with a public address; "nat_gateway":
+#                             0.0.0.0/0 -> that AZ's NAT gateway. With
+#                             enable_ipv6, ::/0 -> egress-only internet gateway.
+#   public subnets (per AZ)   NAT gateways; only in egress_mode "nat_gateway".
 #   flow logs                 every flow of the VPC to CloudWatch Logs, to audit
 #                             that clients reach nothing but egressd and endpoints.
 
@@ -13,15 +17,25 @@ locals {
 
   client_cidrs = { for az, i in local.az_index : az => cidrsubnet(var.vpc_cidr, 4, i) }
   egress_cidrs = { for az, i in local.az_index : az => cidrsubnet(var.vpc_cidr, 8, 128 + i) }
-  public_cidrs = { for az, i in local.az_index : az => cidrsubnet(var.vpc_cidr, 8, 144 + i) }
 
-  nat_azs = var.single_nat_gateway ? [var.availability_zones[0]] : var.availability_zones
+  use_nat_gateway = var.egress_mode == "nat_gateway"
+
+  # NAT gateways and their public subnets exist only in nat_gateway mode.
+  nat_azs      = local.use_nat_gateway ? (var.single_nat_gateway ? [var.availability_zones[0]] : var.availability_zones) : []
+  public_cidrs = { for az in local.nat_azs : az => cidrsubnet(var.vpc_cidr, 8, 144 + local.az_index[az]) }
+
+  # AZs whose egress route table sends 0.0.0.0/0 to a NAT gateway, or to the
+  # internet gateway; and ::/0 to the egress-only internet gateway.
+  egress_via_nat_azs  = local.use_nat_gateway ? var.availability_zones : []
+  egress_via_igw_azs  = local.use_nat_gateway ? [] : var.availability_zones
+  egress_via_ipv6_azs = var.enable_ipv6 ? var.availability_zones : []
 }
 
 resource "aws_vpc" "this" {
-  cidr_block           = var.vpc_cidr
-  enable_dns_support   = true
-  enable_dns_hostnames = true
+  cidr_block                       = var.vpc_cidr
+  enable_dns_support               = true
+  enable_dns_hostnames             = true
+  assign_generated_ipv6_cidr_block = var.enable_ipv6
 
   tags = { Name = var.name }
 }
@@ -31,14 +45,23 @@ resource "aws_default_security_group" "this" {
   vpc_id = aws_vpc.this.id
 }
 
-# ---------------------------------------------------------------------------
-# Public subnets and NAT gateways (used only by the proxies)
-# ---------------------------------------------------------------------------
-
 resource "aws_internet_gateway" "this" {
   vpc_id = aws_vpc.this.id
   tags   = { Name = var.name }
 }
+
+# Outbound-only IPv6 for the proxies: nothing on the internet can open a
+# connection to them through it.
+resource "aws_egress_only_internet_gateway" "this" {
+  count = var.enable_ipv6 ? 1 : 0
+
+  vpc_id = aws_vpc.this.id
+  tags   = { Name = var.name }
+}
+
+# ---------------------------------------------------------------------------
+# Public subnets and NAT gateways (egress_mode "nat_gateway" only)
+# ---------------------------------------------------------------------------
 
 resource "aws_subnet" "public" {
   for_each = local.public_cidrs
@@ -50,12 +73,16 @@ resource "aws_subnet" "public" {
 }
 
 resource "aws_route_table" "public" {
+  count = local.use_nat_gateway ? 1 : 0
+
   vpc_id = aws_vpc.this.id
   tags   = { Name = "${var.name}-public" }
 }
 
 resource "aws_route" "public_internet" {
-  route_table_id         = aws_route_table.public.id
+  count = local.use_nat_gateway ? 1 : 0
+
+  route_table_id         = aws_route_table.public[0].id
   destination_cidr_block = "0.0.0.0/0"
   gateway_id             = aws_internet_gateway.this.id
 }
@@ -64,7 +91,7 @@ resource "aws_route_table_association" "public" {
   for_each = aws_subnet.public
 
   subnet_id      = each.value.id
-  route_table_id = aws_route_table.public.id
+  route_table_id = aws_route_table.public[0].id
 }
 
 resource "aws_eip" "nat" {
@@ -85,7 +112,7 @@ resource "aws_nat_gateway" "this" {
 }
 
 # ---------------------------------------------------------------------------
-# Egress subnets: the proxies, out through their AZ's NAT gateway
+# Egress subnets: the proxies
 # ---------------------------------------------------------------------------
 
 resource "aws_subnet" "egress" {
@@ -94,7 +121,12 @@ resource "aws_subnet" "egress" {
   vpc_id            = aws_vpc.this.id
   availability_zone = each.key
   cidr_block        = each.value
-  tags              = { Name = "${var.name}-egress-${each.key}" }
+
+  # With enable_ipv6, a /64 per AZ from the VPC's block, handed to the proxies.
+  ipv6_cidr_block                 = var.enable_ipv6 ? cidrsubnet(aws_vpc.this.ipv6_cidr_block, 8, 128 + local.az_index[each.key]) : null
+  assign_ipv6_address_on_creation = var.enable_ipv6
+
+  tags = { Name = "${var.name}-egress-${each.key}" }
 }
 
 resource "aws_route_table" "egress" {
@@ -104,12 +136,32 @@ resource "aws_route_table" "egress" {
   tags   = { Name = "${var.name}-egress-${each.key}" }
 }
 
-resource "aws_route" "egress_internet" {
-  for_each = aws_route_table.egress
+# egress_mode "nat_gateway": out through the AZ's NAT gateway.
+resource "aws_route" "egress_via_nat" {
+  for_each = toset(local.egress_via_nat_azs)
 
-  route_table_id         = each.value.id
+  route_table_id         = aws_route_table.egress[each.key].id
   destination_cidr_block = "0.0.0.0/0"
   nat_gateway_id         = aws_nat_gateway.this[var.single_nat_gateway ? var.availability_zones[0] : each.key].id
+}
+
+# egress_mode "public_ip" or "elastic_ip": the proxies' own public addresses,
+# through the internet gateway. Their security group admits only the NLB and
+# the admin CIDRs, so the addresses take no inbound connection.
+resource "aws_route" "egress_via_igw" {
+  for_each = toset(local.egress_via_igw_azs)
+
+  route_table_id         = aws_route_table.egress[each.key].id
+  destination_cidr_block = "0.0.0.0/0"
+  gateway_id             = aws_internet_gateway.this.id
+}
+
+resource "aws_route" "egress_ipv6" {
+  for_each = toset(local.egress_via_ipv6_azs)
+
+  route_table_id              = aws_route_table.egress[each.key].id
+  destination_ipv6_cidr_block = "::/0"
+  egress_only_gateway_id      = aws_egress_only_internet_gateway.this[0].id
 }
 
 resource "aws_route_table_association" "egress" {
@@ -245,10 +297,15 @@ module "egressd" {
   vpc_id           = aws_vpc.this.id
   subnet_ids_by_az = { for az, subnet in aws_subnet.egress : az => subnet.id }
   client_cidrs     = values(local.client_cidrs)
+  egress_mode      = var.egress_mode
+  egress_ipv6      = var.enable_ipv6
   ami_id           = var.ami_id
   instance_type    = var.instance_type
+  release          = var.release
   package_s3_uri   = var.package_s3_uri
+  package_sha256   = var.package_sha256
   config_s3_uri    = var.config_s3_uri
+  alarm_actions    = var.alarm_actions
 }
 
 # proxy.<zone> for the clients' HTTP(S)_PROXY: a stable name, whatever the

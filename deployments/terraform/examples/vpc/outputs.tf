@@ -9,7 +9,7 @@ output "client_subnet_ids" {
 }
 
 output "egress_subnet_ids" {
-  description = "Proxy subnets, keyed by AZ."
+  description = "Proxy subnets, keyed by AZ: 0.0.0.0/0 to the internet gateway (public_ip, elastic_ip) or a NAT gateway (nat_gateway)."
   value       = { for az, subnet in aws_subnet.egress : az => subnet.id }
 }
 
@@ -21,6 +21,16 @@ output "proxy_url" {
 output "client_user_data" {
   description = "User data for client instances: deployments/client/user-data.sh with this VPC's settings."
   value       = local.client_user_data
+}
+
+output "egress_public_ips" {
+  description = "With egress_mode elastic_ip: the addresses the farm's traffic comes from, for partners' allowlists."
+  value       = module.egressd.egress_public_ips
+}
+
+output "farm_log_group" {
+  description = "CloudWatch Logs group with the farm's access logs and diagnostics."
+  value       = module.egressd.log_group_name
 }
 
 output "trusted_proxies" {

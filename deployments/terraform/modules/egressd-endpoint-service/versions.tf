@@ -5,9 +5,10 @@ terraform {
   required_providers {
     aws = {
       source = "hashicorp/aws"
-      # 5.80: target_health_state.unhealthy_draining_interval on NLB target
-      # groups, security groups on NLBs and dns_record_client_routing_policy.
-      version = ">= 5.80.0, < 7.0.0"
+      # 6.0: data.aws_region's region attribute (name is deprecated), on top
+      # of 5.80's target_health_state.unhealthy_draining_interval, security
+      # groups on NLBs and dns_record_client_routing_policy.
+      version = ">= 6.0.0, < 7.0.0"
     }
   }
 }

@@ -2,7 +2,13 @@
 # egressd instances behind an internal Network Load Balancer.
 #
 #   clients (client_cidrs) --TCP 3128/1080--> internal NLB (node per AZ, cross-zone off)
-#        --> per-AZ target groups/ASG instances --TCP 80/443 (egress_ports)--> internet via NAT
+#        --> per-AZ target groups/ASG instances --TCP 80/443 (egress_ports)--> internet
+#
+# The instances reach the internet by egress_mode: through the subnets' NAT
+# gateway (nat_gateway), or through the internet gateway with a public
+# address of their own (public_ip), or with an address claimed from this
+# module's Elastic IP pool (elastic_ip). Their security group admits only the
+# NLB and admin_cidrs in every mode.
 #
 # Draining on scale-in or instance refresh:
 #   1. The ASG deregisters the instance: the NLB sends it no new connections and
@@ -14,10 +20,16 @@
 #      in-flight work gets up to drain. The hook then times out with CONTINUE.
 #   3. The NLB does not cut flows to an unhealthy (draining) target: the target
 #      groups disable unhealthy connection termination.
+#
+# Releases: the groups keep the launch template version they run until
+# var.release changes; then rollout.sh refreshes one AZ's group at a time
+# (see terraform_data.rollout).
 
 data "aws_partition" "current" {}
 
 data "aws_region" "current" {}
+
+data "aws_caller_identity" "current" {}
 
 data "aws_vpc" "this" {
   id = var.vpc_id
@@ -37,6 +49,10 @@ data "aws_ami" "this" {
 }
 
 locals {
+  partition  = data.aws_partition.current.partition
+  region     = data.aws_region.current.region
+  account_id = data.aws_caller_identity.current.account_id
+
   # Seconds from SIGTERM until egressd has exited: /readyz is 503 for
   # drain_delay, then in-flight work gets up to drain.
   stop_seconds = var.drain_delay_seconds + var.drain_seconds
@@ -48,13 +64,11 @@ locals {
   # deadline so that systemd never SIGKILLs a drain that is on time.
   systemd_stop_timeout_seconds = local.stop_seconds + 15
 
-  s3_region = coalesce(var.s3_region, data.aws_region.current.name)
+  s3_region = coalesce(var.s3_region, local.region)
 
   # The only objects the instance role may read.
-  s3_object_arns = [
-    "arn:${data.aws_partition.current.partition}:s3:::${trimprefix(var.package_s3_uri, "s3://")}",
-    "arn:${data.aws_partition.current.partition}:s3:::${trimprefix(var.config_s3_uri, "s3://")}",
-  ]
+  s3_object_uris = compact([var.package_s3_uri, var.config_s3_uri, var.package_sha256sums_s3_uri, var.cloudwatch_agent_package_s3_uri])
+  s3_object_arns = [for uri in local.s3_object_uris : "arn:${local.partition}:s3:::${trimprefix(uri, "s3://")}"]
 
   # Listener name => port, for the NLB listeners and target groups.
   proxy_ports = {
@@ -104,16 +118,93 @@ locals {
     "${pair[1]}|${pair[0]}" => { cidr = pair[0], protocol = pair[1] }
   }
 
+  # Egress: a public address per instance unless a NAT gateway does it.
+  public_address = var.egress_mode != "nat_gateway"
+
+  # The farm's tag on its instances and network interfaces, and the pool tag
+  # on its Elastic IPs: the IAM conditions of the address claim match them.
+  farm_tag_key = "egressd-farm"
+  pool_tag_key = "egressd-pool"
+
+  max_instances = var.instances_per_az.max * length(var.subnet_ids_by_az)
+  eip_pool_size = var.egress_mode != "elastic_ip" ? 0 : coalesce(var.elastic_ip_pool_size, ceil(local.max_instances * 1.5))
+
+  log_group_name = "/egressd/${var.name}"
+
+  # CloudWatch agent: egressd's stdout (access log) and stderr (diagnostics)
+  # as files, and the boot log, one stream per instance and file.
+  cloudwatch_agent_config = jsonencode({
+    agent = {
+      run_as_user = "root"
+    }
+    logs = {
+      force_flush_interval = 5
+      logs_collected = {
+        files = {
+          collect_list = [
+            for stream, path in {
+              access    = "/var/log/egressd/access.log"
+              egressd   = "/var/log/egressd/egressd.log"
+              bootstrap = "/var/log/cloud-init-output.log"
+              } : {
+              file_path       = path
+              log_group_name  = local.log_group_name
+              log_stream_name = "{instance_id}/${stream}"
+            }
+          ]
+        }
+      }
+    }
+  })
+
   user_data = templatefile("${path.module}/user_data.sh.tftpl", {
+    release                      = var.release
     package_s3_uri               = var.package_s3_uri
+    package_sha256               = var.package_sha256 == null ? "" : var.package_sha256
+    package_sha256sums_s3_uri    = var.package_sha256sums_s3_uri == null ? "" : var.package_sha256sums_s3_uri
     config_s3_uri                = var.config_s3_uri
     s3_region                    = local.s3_region
+    region                       = local.region
     policy_sync_interval_seconds = var.policy_sync_interval_seconds
     systemd_stop_timeout_seconds = local.systemd_stop_timeout_seconds
     admin_port                   = var.admin_port
+    egress_mode                  = var.egress_mode
+    eip_pool                     = var.name
+    eip_pool_tag_key             = local.pool_tag_key
+    eip_script                   = file("${path.module}/files/egressd-eip.sh")
+    ship_logs                    = var.ship_logs
+    cloudwatch_agent_config      = local.cloudwatch_agent_config
+    cloudwatch_agent_s3_uri      = var.cloudwatch_agent_package_s3_uri == null ? "" : var.cloudwatch_agent_package_s3_uri
+    cloudwatch_agent_sha256      = var.cloudwatch_agent_sha256 == null ? "" : var.cloudwatch_agent_sha256
+    enable_ssm                   = var.enable_ssm
   })
-}
 
+  # One line per AZ, in AZ order, for rollout.sh: "<group> <preferences JSON>".
+  # Each AZ's refresh rolls back when its unhealthy-targets alarm fires.
+  rollout_plan_lines = [
+    for az in sort(keys(var.subnet_ids_by_az)) : "${aws_autoscaling_group.this[az].name} ${jsonencode({
+      MinHealthyPercentage      = var.instance_refresh_min_healthy_percentage
+      MaxHealthyPercentage      = var.instance_refresh_max_healthy_percentage
+      InstanceWarmup            = var.health_check_grace_period_seconds
+      CheckpointPercentages     = var.instance_refresh_checkpoint_percentages
+      CheckpointDelay           = var.instance_refresh_checkpoint_delay_seconds
+      SkipMatching              = true
+      AutoRollback              = true
+      ScaleInProtectedInstances = "Refresh"
+      StandbyInstances          = "Terminate"
+      AlarmSpecification        = { Alarms = [aws_cloudwatch_metric_alarm.unhealthy_targets[az].alarm_name] }
+    })}"
+  ]
+  rollout_plan = join("\n", local.rollout_plan_lines)
+
+  rollout_environment = {
+    AWS_REGION                       = local.region
+    EGRESSD_ROLLOUT_TEMPLATE_ID      = aws_launch_template.this.id
+    EGRESSD_ROLLOUT_TEMPLATE_VERSION = tostring(aws_launch_template.this.latest_version)
+    EGRESSD_ROLLOUT_TIMEOUT_SECONDS  = tostring(var.instance_refresh_timeout_seconds)
+    EGRESSD_ROLLOUT_PLAN             = local.rollout_plan
+  }
+}
 # ---------------------------------------------------------------------------
 # Security groups. No ingress rule anywhere admits 0.0.0.0/0 or ::/0.
 # ---------------------------------------------------------------------------
@@ -214,7 +305,9 @@ resource "aws_vpc_security_group_egress_rule" "instance_dns" {
 }
 
 # ---------------------------------------------------------------------------
-# IAM: the instances may read the package and the config object, nothing else.
+# IAM: the instances may read the package, the config and the checksums;
+# with elastic_ip, claim and release the pool's addresses; with ship_logs,
+# write to the farm's log group; with enable_ssm, talk to Systems Manager.
 # ---------------------------------------------------------------------------
 
 data "aws_iam_policy_document" "assume_ec2" {
@@ -240,16 +333,94 @@ data "aws_iam_policy_document" "read_objects" {
 }
 
 resource "aws_iam_role" "instance" {
-  name_prefix        = "${var.name}-"
-  description        = "egressd proxy instances: read the egressd package and config objects"
-  assume_role_policy = data.aws_iam_policy_document.assume_ec2.json
-  tags               = var.tags
+  name_prefix          = "${var.name}-"
+  description          = "egressd proxy instances: read the egressd package and config objects"
+  assume_role_policy   = data.aws_iam_policy_document.assume_ec2.json
+  permissions_boundary = var.iam_permissions_boundary_arn
+  tags                 = var.tags
 }
 
 resource "aws_iam_role_policy" "read_objects" {
   name   = "read-egressd-objects"
   role   = aws_iam_role.instance.id
   policy = data.aws_iam_policy_document.read_objects.json
+}
+
+# The address claim (files/egressd-eip.sh): find a free address of the pool,
+# associate it with this instance, disassociate it at shutdown. Addresses
+# outside the pool and instances outside the farm are out of reach.
+data "aws_iam_policy_document" "elastic_ip" {
+  statement {
+    sid    = "FindPoolAddresses"
+    effect = "Allow"
+    # DescribeAddresses has no resource-level permissions: it lists, it
+    # changes nothing.
+    actions   = ["ec2:DescribeAddresses"]
+    resources = ["*"]
+  }
+
+  statement {
+    sid       = "ClaimAndReleasePoolAddresses"
+    effect    = "Allow"
+    actions   = ["ec2:AssociateAddress", "ec2:DisassociateAddress"]
+    resources = ["arn:${local.partition}:ec2:${local.region}:${local.account_id}:elastic-ip/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/${local.pool_tag_key}"
+      values   = [var.name]
+    }
+  }
+
+  statement {
+    sid     = "OnFarmInstancesOnly"
+    effect  = "Allow"
+    actions = ["ec2:AssociateAddress", "ec2:DisassociateAddress"]
+    resources = [
+      "arn:${local.partition}:ec2:${local.region}:${local.account_id}:instance/*",
+      "arn:${local.partition}:ec2:${local.region}:${local.account_id}:network-interface/*",
+    ]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/${local.farm_tag_key}"
+      values   = [var.name]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "elastic_ip" {
+  count = var.egress_mode == "elastic_ip" ? 1 : 0
+
+  name   = "claim-egress-address"
+  role   = aws_iam_role.instance.id
+  policy = data.aws_iam_policy_document.elastic_ip.json
+}
+
+# The CloudWatch agent writes to the farm's log group only; the group itself
+# is Terraform's (retention, KMS).
+data "aws_iam_policy_document" "write_logs" {
+  statement {
+    sid       = "WriteFarmLogGroup"
+    effect    = "Allow"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    resources = ["arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:${local.log_group_name}:*"]
+  }
+}
+
+resource "aws_iam_role_policy" "write_logs" {
+  count = var.ship_logs ? 1 : 0
+
+  name   = "write-farm-logs"
+  role   = aws_iam_role.instance.id
+  policy = data.aws_iam_policy_document.write_logs.json
+}
+
+resource "aws_iam_role_policy_attachment" "ssm" {
+  count = var.enable_ssm ? 1 : 0
+
+  role       = aws_iam_role.instance.name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
 }
 
 resource "aws_iam_instance_profile" "instance" {
@@ -259,20 +430,58 @@ resource "aws_iam_instance_profile" "instance" {
 }
 
 # ---------------------------------------------------------------------------
+# Egress addresses (egress_mode = "elastic_ip") and the log group
+# ---------------------------------------------------------------------------
+
+# Partners allowlist these addresses (output egress_public_ips). Each costs
+# the public IPv4 hourly charge, in use or not.
+resource "aws_eip" "pool" {
+  count = local.eip_pool_size
+
+  domain = "vpc"
+  tags   = merge(var.tags, { Name = "${var.name}-egress-${count.index}", (local.pool_tag_key) = var.name })
+
+  lifecycle {
+    precondition {
+      condition     = local.eip_pool_size >= local.max_instances
+      error_message = "elastic_ip_pool_size must be at least the sum of instances_per_az.max: every instance needs an address."
+    }
+  }
+}
+
+resource "aws_cloudwatch_log_group" "this" {
+  count = var.ship_logs ? 1 : 0
+
+  name              = local.log_group_name
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.log_kms_key_arn
+  tags              = var.tags
+}
+
+# ---------------------------------------------------------------------------
 # Launch template and one Auto Scaling Group per AZ
 # ---------------------------------------------------------------------------
 
 resource "aws_launch_template" "this" {
   name_prefix            = "${var.name}-"
-  description            = "egressd proxy instance"
+  description            = "egressd proxy instance, release ${var.release}"
   image_id               = var.ami_id
   instance_type          = var.instance_type
   update_default_version = true
   user_data              = base64encode(local.user_data)
-  vpc_security_group_ids = [aws_security_group.instance.id]
 
   iam_instance_profile {
     arn = aws_iam_instance_profile.instance.arn
+  }
+
+  # The security group sits on the interface: the launch template decides
+  # whether the instance gets a public address (egress_mode).
+  network_interfaces {
+    device_index                = 0
+    security_groups             = [aws_security_group.instance.id]
+    associate_public_ip_address = local.public_address
+    ipv6_address_count          = var.egress_ipv6 ? 1 : null
+    delete_on_termination       = true
   }
 
   # IMDSv2 only, and not reachable from containers on the host (hop limit 1).
@@ -283,6 +492,10 @@ resource "aws_launch_template" "this" {
     instance_metadata_tags      = "disabled"
   }
 
+  monitoring {
+    enabled = var.detailed_monitoring
+  }
+
   block_device_mappings {
     device_name = data.aws_ami.this.root_device_name
 
@@ -290,13 +503,19 @@ resource "aws_launch_template" "this" {
       volume_size           = var.root_volume_size_gb
       volume_type           = "gp3"
       encrypted             = true
+      kms_key_id            = var.ebs_kms_key_arn
       delete_on_termination = true
     }
   }
 
   tag_specifications {
     resource_type = "instance"
-    tags          = merge(var.tags, { Name = var.name })
+    tags          = merge(var.tags, { Name = var.name, (local.farm_tag_key) = var.name, "egressd-release" = var.release })
+  }
+
+  tag_specifications {
+    resource_type = "network-interface"
+    tags          = merge(var.tags, { Name = var.name, (local.farm_tag_key) = var.name })
   }
 
   tag_specifications {
@@ -305,6 +524,23 @@ resource "aws_launch_template" "this" {
   }
 
   tags = var.tags
+
+  lifecycle {
+    precondition {
+      condition     = var.package_sha256 != null || var.package_sha256sums_s3_uri != null
+      error_message = "Set package_sha256 or package_sha256sums_s3_uri: the user data installs only a package whose checksum it can check."
+    }
+
+    precondition {
+      condition     = var.cloudwatch_agent_package_s3_uri == null || var.cloudwatch_agent_sha256 != null
+      error_message = "cloudwatch_agent_package_s3_uri needs cloudwatch_agent_sha256: a pinned agent is one whose checksum is checked."
+    }
+
+    precondition {
+      condition     = var.instance_refresh_max_healthy_percentage - var.instance_refresh_min_healthy_percentage <= 100
+      error_message = "instance_refresh_max_healthy_percentage may be at most 100 above instance_refresh_min_healthy_percentage."
+    }
+  }
 }
 
 resource "aws_autoscaling_group" "this" {
@@ -331,21 +567,17 @@ resource "aws_autoscaling_group" "this" {
     "GroupTotalInstances",
   ]
 
+  # The version a group starts with. Later versions reach it only through
+  # rollout.sh (a refresh with this version as its desired configuration,
+  # which the group takes when the refresh succeeds), so that a failed refresh
+  # can roll back to the version before it.
   launch_template {
     id      = aws_launch_template.this.id
     version = aws_launch_template.this.latest_version
   }
 
-  instance_refresh {
-    strategy = "Rolling"
-
-    preferences {
-      min_healthy_percentage = var.instance_refresh_min_healthy_percentage
-    }
-  }
-
   dynamic "tag" {
-    for_each = merge(var.tags, { Name = "${var.name}-${each.key}" })
+    for_each = merge(var.tags, { Name = "${var.name}-${each.key}", (local.farm_tag_key) = var.name })
 
     content {
       key                 = tag.key
@@ -356,7 +588,8 @@ resource "aws_autoscaling_group" "this" {
 
   lifecycle {
     # desired_capacity is set at creation; afterwards scaling policies own it.
-    ignore_changes = [desired_capacity]
+    # launch_template moves with releases (rollout.sh), not with every plan.
+    ignore_changes = [desired_capacity, launch_template]
   }
 }
 
@@ -392,6 +625,155 @@ resource "aws_autoscaling_policy" "cpu" {
 
     predefined_metric_specification {
       predefined_metric_type = "ASGAverageCPUUtilization"
+    }
+  }
+}
+
+# Bandwidth runs out before CPU on small instances. ASGAverageNetworkOut is
+# bytes per instance per metric period (1 minute with detailed monitoring,
+# 5 without).
+resource "aws_autoscaling_policy" "network_out" {
+  for_each = { for az, asg in aws_autoscaling_group.this : az => asg.name if var.network_out_target_gbps != null }
+
+  name                   = "${var.name}-network-out-target"
+  autoscaling_group_name = each.value
+  policy_type            = "TargetTrackingScaling"
+
+  target_tracking_configuration {
+    target_value = var.network_out_target_gbps == null ? 0 : var.network_out_target_gbps * 1e9 / 8 * (var.detailed_monitoring ? 60 : 300)
+
+    predefined_metric_specification {
+      predefined_metric_type = "ASGAverageNetworkOut"
+    }
+  }
+}
+
+# A release (var.release) rolls out one AZ at a time: rollout.sh starts each
+# group's instance refresh with the new launch template version as its desired
+# configuration and waits for it to succeed before the next AZ; a failed
+# refresh rolls back and stops the rollout (and this apply).
+resource "terraform_data" "rollout" {
+  count = var.instance_refresh_on_apply ? 1 : 0
+
+  triggers_replace = [var.release]
+
+  provisioner "local-exec" {
+    command     = "sh '${path.module}/rollout.sh'"
+    environment = local.rollout_environment
+  }
+
+  depends_on = [
+    aws_autoscaling_lifecycle_hook.drain,
+    aws_cloudwatch_metric_alarm.unhealthy_targets,
+  ]
+}
+
+# ---------------------------------------------------------------------------
+# Alarms: per AZ, unhealthy proxies (which also roll back that AZ's refresh),
+# no healthy proxy, CPU and network output.
+# ---------------------------------------------------------------------------
+
+resource "aws_cloudwatch_metric_alarm" "unhealthy_targets" {
+  for_each = var.subnet_ids_by_az
+
+  alarm_name          = "${var.name}-${each.key}-unhealthy-targets"
+  alarm_description   = "egressd proxies in ${each.key} failing the /readyz health check for ${var.alarm_unhealthy_minutes} minutes (the HTTP and SOCKS5 target groups check the same instances)."
+  namespace           = "AWS/NetworkELB"
+  metric_name         = "UnHealthyHostCount"
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = var.alarm_unhealthy_minutes
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+  tags                = var.tags
+
+  dimensions = {
+    LoadBalancer     = aws_lb.this[local.lb_for_az[each.key]].arn_suffix
+    TargetGroup      = aws_lb_target_group.this["${local.lb_for_az[each.key]}/http"].arn_suffix
+    AvailabilityZone = each.key
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "no_healthy_targets" {
+  for_each = var.subnet_ids_by_az
+
+  alarm_name          = "${var.name}-${each.key}-no-healthy-targets"
+  alarm_description   = "No healthy egressd proxy in ${each.key}: its clients fail over to other AZs through the NLB's DNS, or have no egress."
+  namespace           = "AWS/NetworkELB"
+  metric_name         = "HealthyHostCount"
+  statistic           = "Minimum"
+  period              = 60
+  evaluation_periods  = 2
+  threshold           = 1
+  comparison_operator = "LessThanThreshold"
+  treat_missing_data  = "breaching"
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+  tags                = var.tags
+
+  dimensions = {
+    LoadBalancer     = aws_lb.this[local.lb_for_az[each.key]].arn_suffix
+    TargetGroup      = aws_lb_target_group.this["${local.lb_for_az[each.key]}/http"].arn_suffix
+    AvailabilityZone = each.key
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "cpu" {
+  for_each = aws_autoscaling_group.this
+
+  alarm_name          = "${var.name}-${each.key}-cpu"
+  alarm_description   = "Average CPU of the egressd group in ${each.key} above ${var.alarm_cpu_percent}% for 15 minutes: scaling is at its maximum or too slow."
+  namespace           = "AWS/EC2"
+  metric_name         = "CPUUtilization"
+  statistic           = "Average"
+  period              = 300
+  evaluation_periods  = 3
+  threshold           = var.alarm_cpu_percent
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "missing"
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+  tags                = var.tags
+
+  dimensions = {
+    AutoScalingGroupName = each.value.name
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "network_out" {
+  for_each = aws_autoscaling_group.this
+
+  alarm_name          = "${var.name}-${each.key}-network-out"
+  alarm_description   = "Average network output per egressd instance in ${each.key} above ${var.alarm_network_out_gbps} Gbit/s for 15 minutes: past the baseline bandwidth an instance spends burst credits."
+  evaluation_periods  = 3
+  threshold           = var.alarm_network_out_gbps
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "missing"
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+  tags                = var.tags
+
+  metric_query {
+    id          = "gbps"
+    expression  = "bytes * 8 / PERIOD(bytes) / 1000000000"
+    label       = "Gbit/s out per instance"
+    return_data = true
+  }
+
+  metric_query {
+    id = "bytes"
+
+    metric {
+      namespace   = "AWS/EC2"
+      metric_name = "NetworkOut"
+      stat        = "Average"
+      period      = 300
+      dimensions = {
+        AutoScalingGroupName = each.value.name
+      }
     }
   }
 }

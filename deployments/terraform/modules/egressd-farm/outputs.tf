@@ -42,23 +42,51 @@ output "autoscaling_group_names" {
 }
 
 output "launch_template_id" {
-  description = "ID of the launch template shared by the per-AZ groups; a new version triggers an instance refresh."
+  description = "ID of the launch template shared by the per-AZ groups."
   value       = aws_launch_template.this.id
 }
 
-output "instance_security_group_id" {
-  description = "Security group of the proxy instances."
-  value       = aws_security_group.instance.id
+output "launch_template_latest_version" {
+  description = "Latest version of the launch template: what the next rollout brings. The groups run the version of the last release until a new release is rolled out."
+  value       = aws_launch_template.this.latest_version
 }
 
-output "nlb_security_group_id" {
-  description = "Security group of the NLB(s): the only source the instances accept proxy traffic from."
-  value       = aws_security_group.nlb.id
+output "release" {
+  description = "The release label written into the latest launch template version (var.release)."
+  value       = var.release
+}
+
+output "rollout_command" {
+  description = "Shell command that rolls the latest launch template version out one AZ at a time (what Terraform runs on a release change when instance_refresh_on_apply is true), for a pipeline that runs it itself. Needs the AWS CLI v2 and credentials allowed autoscaling:DescribeAutoScalingGroups, StartInstanceRefresh, DescribeInstanceRefreshes and RollbackInstanceRefresh."
+  value = join(" ", concat(
+    [for k, v in local.rollout_environment : "${k}='${v}'" if k != "EGRESSD_ROLLOUT_PLAN"],
+    ["EGRESSD_ROLLOUT_PLAN=\"$(printf '%s\\n' ${join(" ", [for line in local.rollout_plan_lines : "'${line}'"])})\"", "sh '${abspath(path.module)}/rollout.sh'"],
+  ))
 }
 
 output "iam_role_name" {
-  description = "Name of the instances' IAM role (s3:GetObject on the package and config objects only). Attach further policies, for example for SSM, outside this module."
+  description = "Name of the instances' IAM role: s3:GetObject on the package, config and checksum objects; the pool addresses' claim with egress_mode elastic_ip; writing to the farm's log group with ship_logs; AmazonSSMManagedInstanceCore with enable_ssm."
   value       = aws_iam_role.instance.name
+}
+
+output "egress_public_ips" {
+  description = "The Elastic IP pool's addresses (egress_mode elastic_ip): every address the farm's traffic can come from, for partners' allowlists. Empty in the other modes, where the addresses are the NAT gateways' or change with each instance."
+  value       = aws_eip.pool[*].public_ip
+}
+
+output "log_group_name" {
+  description = "CloudWatch Logs group with the farm's access logs, diagnostics and boot logs (streams <instance id>/access, /egressd and /bootstrap); null when ship_logs is false."
+  value       = var.ship_logs ? aws_cloudwatch_log_group.this[0].name : null
+}
+
+output "alarm_names" {
+  description = "Names of the farm's CloudWatch alarms, by kind (unhealthy_targets, no_healthy_targets, cpu, network_out) and AZ."
+  value = {
+    unhealthy_targets  = { for az, a in aws_cloudwatch_metric_alarm.unhealthy_targets : az => a.alarm_name }
+    no_healthy_targets = { for az, a in aws_cloudwatch_metric_alarm.no_healthy_targets : az => a.alarm_name }
+    cpu                = { for az, a in aws_cloudwatch_metric_alarm.cpu : az => a.alarm_name }
+    network_out        = { for az, a in aws_cloudwatch_metric_alarm.network_out : az => a.alarm_name }
+  }
 }
 
 output "trusted_proxies" {
