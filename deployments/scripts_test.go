@@ -83,6 +83,8 @@ func TestShellScriptsParse(t *testing.T) {
 		"package/postremove.sh",
 		"systemd/egressd-policy-sync.sh",
 		"systemd/egressd-asg-drain.sh",
+		"terraform/modules/egressd-farm/rollout.sh",
+		"terraform/modules/egressd-farm/files/egressd-eip.sh",
 		"../scripts/farm.sh",
 	}
 	for _, s := range scripts {
