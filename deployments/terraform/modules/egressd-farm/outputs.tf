@@ -75,7 +75,7 @@ output "egress_public_ips" {
 }
 
 output "log_group_name" {
-  description = "CloudWatch Logs group with the farm's access logs, diagnostics and boot logs (streams <instance id>/access, /egressd and /bootstrap); null when ship_logs is false."
+  description = "CloudWatch Logs group with the farm's access logs, diagnostics and boot logs (streams INSTANCE_ID/access, INSTANCE_ID/egressd and INSTANCE_ID/bootstrap); null when ship_logs is false."
   value       = var.ship_logs ? aws_cloudwatch_log_group.this[0].name : null
 }
 
