@@ -1,9 +1,12 @@
 // Package deployments owns egressd's deployment artifacts and their tests:
 //
 //   - terraform/: the AWS farm module (per-AZ Auto Scaling Groups behind an
-//     internal NLB), the PrivateLink endpoint-service variant and an example
-//     VPC. Terraform cannot run here, so the tests parse every .tf file with
-//     hashicorp/hcl and assert the structure that egress control depends on.
+//     internal NLB; its user data, Elastic IP claim script and rollout.sh),
+//     the PrivateLink endpoint-service variant and an example VPC. Terraform
+//     cannot apply here, so the tests parse every .tf file with hashicorp/hcl,
+//     evaluate validations, locals and policies with Terraform's functions
+//     (terraform_funcs_test.go) and run the shell against stand-ins for AWS.
+//   - the cost model in docs/farm.md, recomputed by cost_test.go.
 //   - systemd/: the hardened egressd unit and the farm helpers (S3 policy
 //     sync, Auto Scaling drain watcher), packaged by nfpm.yaml.
 //   - package/: the Debian package build (its own Go module, see its doc.go)
