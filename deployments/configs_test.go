@@ -80,6 +80,10 @@ func TestAWSExampleConfigMatchesFarmModule(t *testing.T) {
 	if c.Listen.ProxyProtocol != farm.defaultOf(t, "proxy_protocol_v2").True() {
 		t.Errorf("listen.proxy_protocol %v disagrees with the farm module's proxy_protocol_v2 default", c.Listen.ProxyProtocol)
 	}
+	// ship_logs: the CloudWatch agent ships the access log from this file.
+	if got, want := c.Log.AccessFile, farmAgentFiles(t)["access"]; farm.defaultOf(t, "ship_logs").True() && got != want {
+		t.Errorf("log.access_file %q: the farm's CloudWatch agent ships %q", got, want)
+	}
 	if c.Policy.Mode != "report" {
 		t.Errorf("policy.mode %q: the example starts a rollout in report mode", c.Policy.Mode)
 	}

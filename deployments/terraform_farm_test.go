@@ -901,10 +901,14 @@ func TestTerraformFarmUserDataRendered(t *testing.T) {
 	if diff := cmp.Diff(want, streams); diff != "" {
 		t.Errorf("agent streams (-want +got):\n%s", diff)
 	}
-	for _, line := range []string{"StandardOutput=append:" + want["{instance_id}/access"], "StandardError=append:" + want["{instance_id}/egressd"]} {
-		if !strings.Contains(script, line) {
-			t.Errorf("the user data does not send egressd's output where the agent reads it: no %q", line)
-		}
+	if line := "StandardError=append:" + want["{instance_id}/egressd"]; !strings.Contains(script, line) {
+		t.Errorf("the user data does not send egressd's stderr where the agent reads it: no %q", line)
+	}
+	// The access log is the config's log.access_file (the example's config
+	// sets it, TestAWSExampleConfigMatchesFarmModule checks), rotated by the
+	// package's logrotate config.
+	if !strings.Contains(readFile(t, "logrotate/egressd"), want["{instance_id}/access"]+" {") {
+		t.Errorf("the package's logrotate config does not rotate %s", want["{instance_id}/access"])
 	}
 	if agent.Logs.FlushInterval <= 0 || agent.Logs.FlushInterval >= int(asInt(t, m.defaultOf(t, "lifecycle_hook_margin_seconds"))) {
 		t.Errorf("the agent flushes every %d s: it must flush within the lifecycle hook's margin", agent.Logs.FlushInterval)
@@ -915,6 +919,43 @@ func TestTerraformFarmUserDataRendered(t *testing.T) {
 			t.Errorf("log group %s must come from %s", attrName, ref)
 		}
 	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+// farmAgentFiles returns the files the farm's CloudWatch agent ships, by
+// stream name.
+func farmAgentFiles(t *testing.T) map[string]string {
+	t.Helper()
+	m := loadModules(t)[farmDir]
+	vars := farmVars(nil)
+	var agent struct {
+		Logs struct {
+			Collected struct {
+				Files struct {
+					List []struct {
+						Path   string `json:"file_path"`
+						Stream string `json:"log_stream_name"`
+					} `json:"collect_list"`
+				} `json:"files"`
+			} `json:"logs_collected"`
+		} `json:"logs"`
+	}
+	if err := json.Unmarshal([]byte(m.evalLocal(t, "cloudwatch_agent_config", vars, farmRoots(t, m, vars)).AsString()), &agent); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{}
+	for _, f := range agent.Logs.Collected.Files.List {
+		files[strings.TrimPrefix(f.Stream, "{instance_id}/")] = f.Path
+	}
+	return files
 }
 
 // TestTerraformProviderV6: the modules need AWS provider 6 and use none of

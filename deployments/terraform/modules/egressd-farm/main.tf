@@ -131,8 +131,9 @@ locals {
 
   log_group_name = "/egressd/${var.name}"
 
-  # CloudWatch agent: egressd's stdout (access log) and stderr (diagnostics)
-  # as files, and the boot log, one stream per instance and file.
+  # CloudWatch agent: the access log (log.access_file), egressd's stderr
+  # (diagnostics, sent to a file by the user data) and the boot log, one
+  # stream per instance and file.
   cloudwatch_agent_config = jsonencode({
     agent = {
       run_as_user = "root"

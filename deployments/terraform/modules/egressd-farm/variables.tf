@@ -450,7 +450,7 @@ variable "policy_sync_interval_seconds" {
 # ---------------------------------------------------------------------------
 
 variable "ship_logs" {
-  description = "Ship egressd's access log (stdout), its diagnostics (stderr) and the boot log to CloudWatch Logs with the CloudWatch agent, configured by the user data, into one log group per farm (/egressd/<name>), one stream per instance and file. Lines are flushed every 5 seconds and the agent stops after egressd, so the logs of an instance survive its scale-in. egressd's output then goes to /var/log/egressd/ (rotated by size) instead of the journal, which also takes journald's rate limit out of the access log's way."
+  description = "Ship egressd's access log, its diagnostics and the boot log to CloudWatch Logs with the CloudWatch agent, configured by the user data: one log group per farm (/egressd/<name>), one stream per instance and file. The config must set log.access_file: /var/log/egressd/access.log (the example's egressd.yaml does; the package's logrotate config rotates it without losing a line); egressd's stderr goes to /var/log/egressd/egressd.log. The agent flushes every 5 seconds and stops after egressd, within the lifecycle hook's margin, so the logs of an instance survive its scale-in."
   type        = bool
   default     = true
 }
