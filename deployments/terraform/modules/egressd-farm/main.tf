@@ -469,7 +469,8 @@ resource "aws_launch_template" "this" {
   image_id               = var.ami_id
   instance_type          = var.instance_type
   update_default_version = true
-  user_data              = base64encode(local.user_data)
+  # gzip: EC2 takes 16 KiB of user data; cloud-init unpacks it.
+  user_data = base64gzip(local.user_data)
 
   iam_instance_profile {
     arn = aws_iam_instance_profile.instance.arn
