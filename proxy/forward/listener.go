@@ -54,6 +54,9 @@ type Listener struct {
 
 	// clients holds the address Options.Client gave for each conn handed
 	// to the http.Server, for Client: that function answers once per conn.
+	// An entry lives from the hand-off to the http.Server's ConnContext,
+	// which runs right after its Accept (or is deleted when the Listener
+	// closes first).
 	clients sync.Map // *net.TCPConn -> netip.Addr
 }
 
@@ -114,6 +117,15 @@ func (l *Listener) Client(c net.Conn) netip.Addr {
 		}
 	}
 	return l.clientOf(c)
+}
+
+// Unclaimed returns how many client addresses are held for conns handed
+// to the http.Server that have not been asked for theirs yet: zero but for
+// a conn between the hand-off and ConnContext (a leak check).
+func (l *Listener) Unclaimed() int {
+	n := 0
+	l.clients.Range(func(_, _ any) bool { n++; return true })
+	return n
 }
 
 // Abort closes the connections still being peeked at.
@@ -188,6 +200,14 @@ func (l *Listener) serve(c *net.TCPConn) {
 			c.Close()
 		}
 	}()
+	// Behind a load balancer the client address is held for each conn
+	// until asked for (proxyproto.Listener.Client): ask at once, so that a
+	// conn that closes or stalls before a whole head (a health check, a
+	// scanner) leaves nothing behind.
+	var client netip.Addr
+	if l.o.Client != nil {
+		client = l.o.Client(c)
+	}
 	bp := headBufs.Get().(*[headBufSize]byte)
 	l.setPeeking(c, true)
 	head, verdict, gone := l.peek(c, bp[:])
@@ -200,7 +220,9 @@ func (l *Listener) serve(c *net.TCPConn) {
 		c.Close()
 		return
 	case verdict == headAccepted && head.size <= l.o.MaxHeaderBytes:
-		client := l.clientOf(c)
+		if l.o.Client == nil {
+			client = l.clientOf(c)
+		}
 		if x, dec, ok := l.h.admitConnect(client, head); ok {
 			// Take the head off the socket. Whatever the client sent
 			// after it (often its TLS ClientHello) stays there for the
@@ -215,11 +237,11 @@ func (l *Listener) serve(c *net.TCPConn) {
 			l.h.tunnel(c, x, dec)
 			return
 		}
-		if l.o.Client != nil {
-			l.clients.Store(c, client)
-		}
 	}
 	headBufs.Put(bp)
+	if l.o.Client != nil {
+		l.clients.Store(c, client)
+	}
 	l.handOff(c)
 }
 

@@ -24,8 +24,9 @@
 // then consumes that many bytes) and leaves everything after it in the
 // kernel's buffer for the front end. The client address it found is kept in
 // a map keyed by the conn until the front end takes it with
-// [Listener.Client] (the HTTP server's ConnContext hook, the SOCKS5 accept
-// loop).
+// [Listener.Client], which each front end does right after Accept, before
+// anything can close the conn (the HTTP listener's fast path, the SOCKS5
+// accept loop): an entry nobody takes would live as long as the Listener.
 //
 // # Why headers are read off the accept path
 //

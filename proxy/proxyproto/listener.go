@@ -118,7 +118,8 @@ func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 // Client returns the client address of a conn returned by Accept: the
 // PROXY header's source for a conn from a trusted proxy, otherwise the
 // socket's peer. The Listener forgets the address on this call, so call it
-// once per conn. A nil *Listener returns the socket's peer address.
+// once per conn, at once: an address nobody asks for is held until the
+// Listener closes. A nil *Listener returns the socket's peer address.
 func (l *Listener) Client(c net.Conn) netip.Addr {
 	if l != nil {
 		if tc, ok := c.(*net.TCPConn); ok {
@@ -128,6 +129,16 @@ func (l *Listener) Client(c net.Conn) netip.Addr {
 		}
 	}
 	return peerAddr(c)
+}
+
+// Unclaimed returns how many client addresses the Listener holds for conns
+// Accept returned whose address nobody has asked for yet. Every front end
+// asks once, right after Accept, so it is zero but for conns in that
+// instant (a leak check).
+func (l *Listener) Unclaimed() int {
+	n := 0
+	l.clients.Range(func(_, _ any) bool { n++; return true })
+	return n
 }
 
 func peerAddr(c net.Conn) netip.Addr {
