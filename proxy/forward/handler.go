@@ -93,11 +93,14 @@ func (h *Handler) CloseIdleConnections() { h.tr.CloseIdleConnections() }
 // exchange is the per-request state shared between our wrapper and the
 // goproxy callbacks, carried in the request context.
 type exchange struct {
-	rec    *accesslog.Record
-	prefix []byte // bytes the HTTP server had buffered past the CONNECT request
-	tunnel bool   // the tunnel owns the record from now on
-	status int    // status written on a hijacked conn (CONNECT refusals)
-	errRsn policy.Reason
+	rec *accesslog.Record
+	// synthesized: the response is egressd's own (a refusal or an error
+	// from onRequest), not an origin's.
+	synthesized bool
+	prefix      []byte // bytes the HTTP server had buffered past the CONNECT request
+	tunnel      bool   // the tunnel owns the record from now on
+	status      int    // status written on a hijacked conn (CONNECT refusals)
+	errRsn      policy.Reason
 }
 
 type exchangeKey struct{}
@@ -179,6 +182,11 @@ func (h *Handler) decide(ctx context.Context, x *exchange, listener policy.Liste
 	rec.Decision = dec
 	if dec.Host != "" {
 		rec.Host = dec.Host
+	} else if err == nil {
+		// The policy could not read the host as a name or an IP (bad
+		// IDNA, an empty label): the request is malformed, not denied.
+		rec.Deny(policy.ReasonBadRequest)
+		return dec, http.StatusBadRequest, policy.ReasonBadRequest
 	}
 	if err != nil {
 		reason := dec.Reason
@@ -204,15 +212,22 @@ func (h *Handler) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 	} else if r.URL.Scheme != "http" {
 		x.rec.Host = r.URL.Host
 		x.rec.Deny(policy.ReasonBadRequest)
+		x.synthesized = true
 		return r, deniedResponse(r, http.StatusBadRequest, policy.ReasonBadRequest)
 	}
 	dec, status, reason := h.decide(r.Context(), x, policy.ListenerHTTP, r.URL.Host, defPort)
 	if status == http.StatusBadGateway {
+		x.synthesized = true
 		return r, errorResponse(r, status, reason)
 	}
 	if status != 0 {
+		x.synthesized = true
 		return r, deniedResponse(r, status, reason)
 	}
+	// The request goes on under the host's one normalized spelling (IDNA
+	// to punycode, an IP literal in canonical form): what the Transport
+	// dials and pools by, and what the origin sees, is what was decided.
+	r.URL.Host = normalizedAuthority(r.URL.Host, dec)
 	// RFC 9112 section 3.2.2: with an absolute target the received Host is
 	// ignored; the origin gets the URI's authority. net/http already set
 	// r.Host from the URI; make sure no Host header survives.
@@ -240,8 +255,15 @@ func (h *Handler) onResponse(resp *http.Response, pctx *goproxy.ProxyCtx) *http.
 		}
 		return errorResponse(pctx.Req, http.StatusBadGateway, reason)
 	}
-	if resp.Header != nil && resp.Header.Get("X-Egress-Denied") == "" && resp.Header.Get("X-Egress-Error") == "" {
+	if exchangeFrom(pctx.Req.Context()).synthesized {
+		return resp // our own answer from onRequest
+	}
+	// An origin's headers never steer egressd or pass as its own: hop-by-hop
+	// headers stop here (RFC 9110 section 7.6.1), and so does any
+	// X-Egress-* header, which clients read as egressd's verdict.
+	if resp.Header != nil {
 		removeHopByHop(resp.Header)
+		removeEgressHeaders(resp.Header)
 	}
 	return resp
 }
@@ -360,6 +382,39 @@ func removeHopByHop(h http.Header) {
 	for _, k := range hopByHop {
 		h.Del(k)
 	}
+}
+
+// egressHeaderPrefix starts the headers egressd answers with
+// (X-Egress-Denied, X-Egress-Error), canonical form.
+const egressHeaderPrefix = "X-Egress-"
+
+// removeEgressHeaders drops every X-Egress-* header, in any case.
+func removeEgressHeaders(h http.Header) {
+	for k := range h {
+		if len(k) >= len(egressHeaderPrefix) && strings.EqualFold(k[:len(egressHeaderPrefix)], egressHeaderPrefix) {
+			delete(h, k)
+		}
+	}
+}
+
+// normalizedAuthority is authority (host, or host:port, as the URI spelled
+// it) with the host the decision normalized. It returns authority itself
+// when that is already the normalized spelling (the common case).
+func normalizedAuthority(authority string, dec policy.Decision) string {
+	host, port, err := net.SplitHostPort(authority)
+	if err != nil {
+		host, port = trimBrackets(authority), ""
+	}
+	if host == dec.Host {
+		return authority
+	}
+	if port != "" {
+		return net.JoinHostPort(dec.Host, port)
+	}
+	if strings.IndexByte(dec.Host, ':') >= 0 {
+		return "[" + dec.Host + "]"
+	}
+	return dec.Host
 }
 
 func deniedResponse(r *http.Request, status int, reason policy.Reason) *http.Response {

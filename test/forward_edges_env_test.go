@@ -1,0 +1,217 @@
+package test
+
+// Shared setup of the forwarded-path edge tests (issue 14): egressd in a
+// namespace of its own with a DNS server, origins each test builds for
+// itself, and a policy each test writes.
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/test/testenv"
+)
+
+// Client addresses of the edge tests: groupAIP is in group a; anything else
+// (127.0.0.1) is not.
+const groupAIP = "127.0.0.77"
+
+type edgeEnv struct {
+	ns   *testenv.Netns
+	dns  *testenv.DNSServer
+	proc *testenv.Proc
+}
+
+func newEdgeEnv(t *testing.T) *edgeEnv {
+	t.Helper()
+	e := &edgeEnv{ns: testenv.NewNetns(t)}
+	e.dns = testenv.NewDNSServerIn(t, e.ns, "127.0.0.53")
+	return e
+}
+
+// config is egressd's config with timeouts.idle and the given rules (YAML
+// list items, indented by four spaces). Group a is groupAIP.
+func (e *edgeEnv) config(t *testing.T, idle, rules string) string {
+	t.Helper()
+	if e.proc != nil {
+		return fmt.Sprintf(edgeConfig, e.proc.HTTPAddr, e.proc.AdminAddr, e.dns.Addr(), idle, groupAIP, rules)
+	}
+	return fmt.Sprintf(edgeConfig, e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), e.dns.Addr(), idle, groupAIP, rules)
+}
+
+const edgeConfig = `
+listen:
+  http: %q
+  socks5: ""
+  admin: %q
+dns:
+  servers: [%q]
+timeouts:
+  handshake: 3s
+  connect: 2s
+  idle: %s
+  drain_delay: 0s
+  drain: 2s
+policy:
+  mode: enforce
+  deny_ranges: [default]
+  groups:
+    a: { cidrs: ["%s/32"] }
+  rules:
+%s`
+
+func (e *edgeEnv) start(t *testing.T, idle, rules string) *testenv.Proc {
+	t.Helper()
+	e.proc = (&testenv.Egressd{Netns: e.ns}).Start(t, e.config(t, idle, rules))
+	return e.proc
+}
+
+// reload rewrites the config file, sends SIGHUP and waits until egressd
+// counted the reload.
+func (e *edgeEnv) reload(t *testing.T, idle, rules string) {
+	t.Helper()
+	before := reloads(t, e.ns, e.proc.AdminAddr, "success")
+	writeFile(t, e.proc.ConfigPath, e.config(t, idle, rules))
+	if err := e.proc.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, func() bool { return reloads(t, e.ns, e.proc.AdminAddr, "success") > before },
+		func() string { return "reload not counted:\n" + e.proc.Stderr() })
+}
+
+// client is a Go HTTP client whose proxy is egressd, dialing from the
+// local address from ("" for 127.0.0.1).
+func (e *edgeEnv) client(t *testing.T, from string) *http.Client {
+	t.Helper()
+	tr := &http.Transport{
+		Proxy: http.ProxyURL(e.proc.ProxyURL()),
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if from == "" {
+				return e.ns.DialContext(ctx, network, addr)
+			}
+			return e.ns.DialFromContext(ctx, network, from, addr)
+		},
+		ForceAttemptHTTP2: false,
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+// dialProxy opens a raw connection to egressd's HTTP listener.
+func (e *edgeEnv) dialProxy(t *testing.T) net.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := e.ns.DialContext(ctx, "tcp", e.proc.HTTPAddr)
+	if err != nil {
+		t.Fatalf("dial proxy: %v", err)
+	}
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// rawRequest sends req on a new connection and reads one response, its
+// body read whole.
+func (e *edgeEnv) rawRequest(t *testing.T, req string) (*http.Response, string) {
+	t.Helper()
+	c := e.dialProxy(t)
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("read response to %q: %v", firstLine(req), err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(body)
+}
+
+// scriptOrigin is a raw TCP origin in the namespace: each connection is
+// handed to serve, so a test can answer as no well-behaved server would.
+type scriptOrigin struct {
+	ln    net.Listener
+	serve func(c net.Conn)
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	total int
+}
+
+func newScriptOrigin(t *testing.T, ns *testenv.Netns, ip string, serve func(c net.Conn)) *scriptOrigin {
+	t.Helper()
+	ln, err := ns.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &scriptOrigin{ln: ln, serve: serve, conns: map[net.Conn]struct{}{}}
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			o.mu.Lock()
+			o.conns[c] = struct{}{}
+			o.total++
+			o.mu.Unlock()
+			o.wg.Add(1)
+			go func() {
+				defer o.wg.Done()
+				defer func() {
+					c.Close()
+					o.mu.Lock()
+					delete(o.conns, c)
+					o.mu.Unlock()
+				}()
+				c.SetDeadline(time.Now().Add(60 * time.Second))
+				o.serve(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		o.mu.Lock()
+		for c := range o.conns {
+			c.Close()
+		}
+		o.mu.Unlock()
+		o.wg.Wait()
+	})
+	return o
+}
+
+func (o *scriptOrigin) Port() int { return portOf(o.ln.Addr()) }
+
+// Conns is how many connections the origin accepted.
+func (o *scriptOrigin) Conns() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.total
+}
+
+// readHead reads one request head (through the blank line) from br.
+func readHead(br *bufio.Reader) (string, error) {
+	var b strings.Builder
+	for {
+		line, err := br.ReadString('\n')
+		b.WriteString(line)
+		if err != nil {
+			return b.String(), err
+		}
+		if line == "\r\n" || line == "\n" {
+			return b.String(), nil
+		}
+	}
+}
