@@ -15,6 +15,12 @@
 //   - [Netns]: a network namespace with extra loopback addresses (10.0.0.5,
 //     169.254.169.254, ...) and [Honeypot] listeners counting connections,
 //     so deny tests can prove that nothing was dialed.
+//   - [Inline]: the in-line gateway topology, a client namespace whose
+//     default routes (IPv4 and IPv6) go through a gateway namespace to an
+//     "internet" namespace holding origins, DNS servers and honeypots on
+//     documentation addresses, 169.254.169.254 and 10.0.0.5. [Netns.Do],
+//     [Netns.Sysctl] and [Netns.MustRun] set up what the gateway does
+//     (nftables, forwarding, listeners with socket options of their own).
 //
 // # Network namespaces
 //

@@ -149,6 +149,13 @@ func (n *Netns) inNetns(fn func() error) error {
 	return <-errc
 }
 
+// Do runs fn inside the namespace (in the host's for nil), on an OS thread
+// that joined it and is discarded afterwards: sockets fn creates stay in
+// the namespace, and reads of /proc/sys/net see the namespace's settings.
+// Use it for listeners and dialers the other helpers do not build, such
+// as a listener with socket options of its own.
+func (n *Netns) Do(fn func() error) error { return n.inNetns(fn) }
+
 // Listen is net.Listen inside the namespace (or the host for nil).
 func (n *Netns) Listen(network, addr string) (net.Listener, error) {
 	var ln net.Listener
@@ -253,6 +260,31 @@ func (n *Netns) Run(t testing.TB, name string, args ...string) (stdout, stderr s
 		t.Fatalf("run %s: %v", name, err)
 	}
 	return out.String(), errb.String(), exit
+}
+
+// MustRun is Run that fails the test unless name exits 0; it returns
+// stdout.
+func (n *Netns) MustRun(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	stdout, stderr, exit := n.Run(t, name, args...)
+	if exit != 0 {
+		t.Fatalf("%s %s: exit %d: %s%s", name, strings.Join(args, " "), exit, stderr, stdout)
+	}
+	return stdout
+}
+
+// Sysctl sets a network sysctl of the namespace, such as
+// "net.ipv4.ip_forward" (only net.* keys are per namespace). A nil *Netns
+// fails the test: the host's settings are never touched.
+func (n *Netns) Sysctl(t testing.TB, key, value string) {
+	t.Helper()
+	if n == nil || !strings.HasPrefix(key, "net.") {
+		t.Fatalf("Sysctl %s: only net.* keys of a namespace of the test's own", key)
+	}
+	path := filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/"))
+	if err := n.Do(func() error { return os.WriteFile(path, []byte(value), 0o644) }); err != nil {
+		t.Fatalf("sysctl %s=%s in %s: %v", key, value, n.Name, err)
+	}
 }
 
 // SetResolvConf writes /etc/netns/NAME/resolv.conf, which `ip netns exec`

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -319,5 +320,70 @@ func TestProcHarness(t *testing.T) {
 				t.Errorf("exit code after SIGTERM = %d", code)
 			}
 		})
+	}
+}
+
+// TestInline: the client's default route is the gateway; with the
+// gateway's forwarding off nothing beyond it is reached, with it on the
+// client reaches the internet's origins and honeypots over IPv4 and IPv6,
+// routed (the origin sees the client's own address), and the gateway
+// reaches them from its WAN address.
+func TestInline(t *testing.T) {
+	in := testenv.NewInline(t, "203.0.113.10", "2001:db8:1::10")
+	o4 := testenv.HTTPOriginIn(t, in.Internet, "203.0.113.10", "v4.test")
+	o6 := testenv.HTTPOriginIn(t, in.Internet, "2001:db8:1::10", "v6.test")
+	hp := in.Internet.Honeypot(t, in.Metadata.String()+":80", in.Private.String()+":443")
+
+	// Forwarding off: the client's packets stop at the gateway (the dials
+	// time out together).
+	var wg sync.WaitGroup
+	for _, addr := range append([]string{o4.Addr(), o6.Addr()}, hp.Addrs()...) {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel()
+			if c, err := in.Client.DialContext(ctx, "tcp", addr); err == nil {
+				c.Close()
+				t.Errorf("client reached %s through a gateway that does not forward", addr)
+			}
+		})
+	}
+	wg.Wait()
+	hp.AssertNone(t)
+	if o4.Conns()+o6.Conns() != 0 {
+		t.Errorf("the origins accepted %d connections", o4.Conns()+o6.Conns())
+	}
+
+	in.Forwarding(t, true)
+	for _, tc := range []struct {
+		o    *testenv.Origin
+		from netip.Addr
+	}{{o4, in.ClientAddr4}, {o6, in.ClientAddr6}} {
+		stdout, stderr, exit := in.Client.Curl(t, "-sS", "--max-time", "10", tc.o.URL+"/through")
+		if exit != 0 {
+			t.Fatalf("client curl %s: exit %d: %s", tc.o.URL, exit, stderr)
+		}
+		e, err := testenv.ParseEcho([]byte(stdout))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if remote := netip.MustParseAddrPort(e.Remote).Addr(); remote != tc.from || e.Path != "/through" {
+			t.Errorf("origin %s saw %s from %v, want the client %v", tc.o.Name, e.Path, remote, tc.from)
+		}
+	}
+	for _, addr := range hp.Addrs() {
+		c, err := in.Client.DialContext(context.Background(), "tcp", addr)
+		if err != nil {
+			t.Fatalf("client dial honeypot %s: %v", addr, err)
+		}
+		c.Close()
+		hp.WaitFor(t, addr, 1, 10*time.Second)
+	}
+
+	stdout, stderr, exit := in.Gateway.Curl(t, "-sS", "--max-time", "10", o4.URL)
+	if exit != 0 {
+		t.Fatalf("gateway curl: exit %d: %s", exit, stderr)
+	}
+	if e, _ := testenv.ParseEcho([]byte(stdout)); netip.MustParseAddrPort(e.Remote).Addr() != in.GatewayWAN4 {
+		t.Errorf("the gateway's own request came from %q, want %v", e.Remote, in.GatewayWAN4)
 	}
 }

@@ -1,0 +1,5 @@
+//go:build !race
+
+package origdst_test
+
+const raceEnabled = false
