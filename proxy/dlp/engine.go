@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -110,7 +111,7 @@ func (e *Engine) Inspect(ctx context.Context, profileName string, r *Request, bo
 		return out
 	}
 	switch {
-	case b.complete:
+	case !b.oversize():
 		out.Body = &heldBody{r: bytes.NewReader(b.raw), c: body}
 	case rules.oversize == OversizeStream && p.matcher != nil:
 		out.tail = newTailReader(b, rest, body, p.matcher.NewStream(PartBody, ""), !p.report)
@@ -183,7 +184,7 @@ func scanRequest(m *Matcher, r *Request) []Finding {
 		s.Write([]byte(target))
 		s.Close()
 		out = append(out, s.found...)
-		if dec := r.URL.Path + "?" + r.URL.RawQuery; dec != target {
+		if strings.ContainsAny(target, "%+") {
 			// Percent-encoding must not hide a secret: scan the decoded
 			// path and query too.
 			q := r.URL.Query()
