@@ -57,6 +57,7 @@ type Rule struct {
 	CIDRs       []string `yaml:"cidrs"`        // IP-literal destinations; for allow rules also exceptions to deny ranges
 	Ports       []int    `yaml:"ports"`        // 1..65535; required for allow rules, omitted on a deny rule: every port
 	AllowRanges []string `yaml:"allow_ranges"` // deny-range exceptions for this rule's destinations (allow rules only)
+	DLP         string   `yaml:"dlp"`          // dlp profile for this rule's plain HTTP requests; "" = dlp.default_profile
 }
 
 // FieldError is one validation error in a Config. Path is relative to the
@@ -97,6 +98,7 @@ type group struct {
 type rule struct {
 	name   string
 	deny   bool
+	dlp    string
 	groups []int
 	ports  []uint16       // sorted; empty on a deny rule means every port
 	allow  []netip.Prefix // allow_ranges and cidrs: exceptions to the deny ranges
@@ -194,7 +196,7 @@ func Compile(c Config) (*Policy, error) {
 	for i, r := range c.Rules {
 		path := fmt.Sprintf("rules[%d]", i)
 		idx := int32(i)
-		cr := rule{name: r.Name}
+		cr := rule{name: r.Name, dlp: r.DLP}
 		switch r.Action {
 		case "", ActionAllow:
 		case ActionDeny:

@@ -68,6 +68,7 @@ func (p *Policy) decide(ctx context.Context, res Resolver, r Request) (Decision,
 		Verdict: Allow,
 		Reason:  m.Reason,
 		Rule:    m.RuleName,
+		DLP:     p.ruleDLP(m.Rule),
 		Group:   m.Group,
 		Mode:    m.Mode,
 		Host:    m.Host,
@@ -201,4 +202,12 @@ func (p *Policy) RuleNames() []string {
 		out[i] = p.rules[i].name
 	}
 	return out
+}
+
+// ruleDLP is rule i's dlp profile ("" for none or no rule).
+func (p *Policy) ruleDLP(i int) string {
+	if i < 0 || i >= len(p.rules) {
+		return ""
+	}
+	return p.rules[i].dlp
 }

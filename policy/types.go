@@ -67,6 +67,9 @@ const (
 	ReasonDNSError   Reason = "dns_error"   // the name did not resolve
 	ReasonDialError  Reason = "dial_error"  // no pinned address answered
 	ReasonLimit      Reason = "limit"       // a connection limit refused it
+	// ReasonDLPUnavailable: a DLP inspector (the ICAP service) could not
+	// judge the request and dlp.icap.failure is closed (503).
+	ReasonDLPUnavailable Reason = "dlp_unavailable"
 )
 
 // DenyReasons lists every contract denial reason, in documentation order.
@@ -95,6 +98,7 @@ type Decision struct {
 	Verdict Verdict
 	Reason  Reason           // "" when allowed by a rule
 	Rule    string           // matched rule name (an allow rule, or the deny rule that denied it), "" when none matched
+	DLP     string           // the matched rule's dlp profile, "" when it names none
 	Group   string           // the group the rule applied through; otherwise the client's group whose mode applied ("" when in none)
 	Mode    string           // the client's mode, ModeEnforce or ModeReport; "" means the policy's
 	Host    string           // normalized host (punycode, lowercase, no trailing dot; IPs in canonical form)

@@ -23,6 +23,7 @@ import (
 	"github.com/egressd/egressd/proxy/admin"
 	"github.com/egressd/egressd/proxy/auth"
 	"github.com/egressd/egressd/proxy/config"
+	"github.com/egressd/egressd/proxy/dlp"
 	"github.com/egressd/egressd/proxy/egress"
 	"github.com/egressd/egressd/proxy/forward"
 	"github.com/egressd/egressd/proxy/limits"
@@ -52,6 +53,7 @@ type Server struct {
 	forward  *forward.Handler
 	socks    *socks.Server
 	runner   *tunnel.Runner
+	dlp      *dlp.Engine
 	limits   *limits.Limiter // client connection limits and counts (HTTP and SOCKS5 listeners)
 
 	auth    *auth.Authenticator  // nil: auth.users_file unset
@@ -141,6 +143,13 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 		s.auth.Observe = s.metrics.ObserveAuth
 		verify, verifyHeader = s.auth.Verify, s.auth.VerifyHeader
 	}
+	rules, err := dlp.Compile(cfg.DLP.Rules())
+	if err != nil {
+		s.limits.Close()
+		return nil, fmt.Errorf("dlp: %w", err)
+	}
+	s.dlp = dlp.NewEngine(rules)
+	s.metrics.SetDLPDetectors(rules.Detectors())
 	s.socks = socks.New(socks.Options{
 		Decider:      s.engine,
 		Dialer:       s.dialer,
@@ -161,6 +170,7 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 		Handshake:    cfg.Timeouts.Handshake,
 		Auth:         verifyHeader,
 		AuthRequired: cfg.Auth.Required,
+		DLP:          s.dlp,
 	})
 	return s, nil
 }
@@ -360,8 +370,13 @@ func (s *Server) Reload(cfg *config.Config, pol *policy.Policy, raw []byte) erro
 		s.diag.Warn("config keys changed that take effect only after a restart (listener addresses are not hot-swappable); the running values stay",
 			zap.Strings("keys", keys))
 	}
-	// The users file is the one part of a reload that can still fail:
-	// read it before anything is swapped.
+	// The users file and the dlp section are the parts of a reload that
+	// can still fail: prepare them before anything is swapped.
+	rules, err := dlp.Compile(cfg.DLP.Rules())
+	if err != nil {
+		s.ReloadFailed()
+		return fmt.Errorf("dlp: %w", err)
+	}
 	if s.auth != nil && cfg.Auth.UsersFile != "" {
 		users, err := auth.Load(cfg.Auth.UsersFile)
 		if err != nil {
@@ -371,6 +386,8 @@ func (s *Server) Reload(cfg *config.Config, pol *policy.Policy, raw []byte) erro
 		s.auth.SetUsers(users)
 	}
 	s.engine.Store(pol)
+	s.dlp.Store(rules)
+	s.metrics.SetDLPDetectors(rules.Detectors())
 	s.cfg.Store(cfg)
 	s.limits.SetLimits(connLimits(cfg))
 	s.runner.SetTimeouts(cfg.Timeouts.Idle, cfg.Timeouts.MaxTunnel)

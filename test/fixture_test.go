@@ -70,6 +70,14 @@ policy:
 
 func newFarm(t *testing.T, mode string) *farm {
 	t.Helper()
+	return newFarmWith(t, mode, "", "")
+}
+
+// newFarmWith is newFarm with more config: sections appended to the file,
+// and rules (a YAML list, "{ports}" for the origins' ports) put before the
+// test policy's own.
+func newFarmWith(t *testing.T, mode, sections, rules string) *farm {
+	t.Helper()
 	// In report mode a name no rule matched is still range-checked; let the
 	// origins' addresses through globally there so report has a target.
 	globalAllow := ""
@@ -114,6 +122,11 @@ timeouts:
   drain: 2s
 `, f.ns.FreeAddr(t, "127.0.0.1"), f.ns.FreeAddr(t, "127.0.0.1"), f.ns.FreeAddr(t, "127.0.0.1"), f.dns.Addr()) +
 		fmt.Sprintf(policyTmpl, f.tlsPort, f.httpPort, mode, globalAllow)
+	if rules != "" {
+		rules = strings.ReplaceAll(rules, "{ports}", fmt.Sprintf("%d, %d", f.tlsPort, f.httpPort))
+		cfg = strings.Replace(cfg, "  rules:\n", "  rules:\n"+rules, 1)
+	}
+	cfg += sections
 	f.proc = (&testenv.Egressd{Netns: f.ns}).Start(t, cfg)
 	t.Cleanup(func() { f.honey.AssertNone(t) })
 	return f

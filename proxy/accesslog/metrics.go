@@ -16,7 +16,7 @@ var (
 	knownListeners = []policy.Listener{policy.ListenerHTTP, policy.ListenerConnect, policy.ListenerSOCKS5}
 	knownDecisions = []policy.Verdict{policy.Allow, policy.Deny, policy.Report}
 	knownReasons   = append([]policy.Reason{policy.ReasonNone}, append(append([]policy.Reason{}, policy.DenyReasons...),
-		policy.ReasonBadRequest, policy.ReasonDNSError, policy.ReasonDialError, policy.ReasonLimit)...)
+		policy.ReasonBadRequest, policy.ReasonDNSError, policy.ReasonDialError, policy.ReasonLimit, policy.ReasonDLPUnavailable)...)
 	knownLimits  = []string{LimitMaxConnections, LimitMaxConnectionsPerClient}
 	knownSockets = []policy.Listener{policy.ListenerHTTP, policy.ListenerSOCKS5}
 )
@@ -46,6 +46,7 @@ type Metrics struct {
 	ReloadTime    prometheus.Gauge
 	Panics        prometheus.Counter
 	AuthChecks    *prometheus.CounterVec
+	DLPFindings   *prometheus.CounterVec
 
 	// Cached children for the hot path: no label hashing per request.
 	bytesUp, bytesDown map[policy.Listener]prometheus.Counter
@@ -126,6 +127,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "egressd_auth_checks_total",
 			Help: "Credential checks, by source (cache: a remembered answer; bcrypt: checked now; shared: waited for the same check running) and result (ok, fail). bcrypt checks cost tens of milliseconds of CPU each.",
 		}, []string{"source", "result"}),
+		DLPFindings: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "egressd_dlp_findings_total",
+			Help: "DLP findings, by detector (built-in, custom pattern name, or a body verdict such as oversize) and profile mode (enforce, report).",
+		}, []string{"detector", "mode"}),
 		rules:     map[string]bool{},
 		bytesUp:   map[policy.Listener]prometheus.Counter{},
 		bytesDown: map[policy.Listener]prometheus.Counter{},
@@ -135,7 +140,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		auth:      map[[2]string]prometheus.Counter{},
 	}
 	reg.MustRegister(m.Requests, m.ActiveTunnels, m.Bytes, m.DialDuration, m.DNSDuration, m.DNSStale,
-		m.Reloads, m.ConfigInfo, m.RuleMatches, m.LimitRejects, m.ClientConns, m.ReloadTime, m.Panics, m.AuthChecks,
+		m.Reloads, m.ConfigInfo, m.RuleMatches, m.LimitRejects, m.ClientConns, m.ReloadTime, m.Panics, m.AuthChecks, m.DLPFindings,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, l := range knownSockets {
 		m.ClientConns.WithLabelValues(string(l))
@@ -303,5 +308,27 @@ func (m *Metrics) observe(r *Record) {
 	}
 	if r.Decision.Rule != "" {
 		m.RuleMatches.WithLabelValues(r.Decision.Rule).Inc()
+	}
+	if len(r.Findings) > 0 {
+		mode := "enforce"
+		if r.DLPReport {
+			mode = "report"
+		}
+		for _, f := range r.Findings {
+			m.DLPFindings.WithLabelValues(f.Detector, mode).Inc()
+		}
+	}
+}
+
+// SetDLPDetectors makes egressd_dlp_findings_total carry a series at zero
+// for each detector name a finding can have (both modes). Names come from
+// the config, so the label stays bounded.
+func (m *Metrics) SetDLPDetectors(names []string) {
+	if m == nil {
+		return
+	}
+	for _, n := range names {
+		m.DLPFindings.WithLabelValues(n, "enforce")
+		m.DLPFindings.WithLabelValues(n, "report")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/dlp"
 )
 
 // Contract keys of the access log line. Other tools parse these names.
@@ -33,6 +34,8 @@ const (
 	KeyBytesDown  = "bytes_down"
 	KeyDurationMS = "duration_ms"
 	KeyMethod     = "method"
+	KeyDLPProfile = "dlp_profile" // plain HTTP requests a DLP profile inspected
+	KeyDLP        = "dlp"         // their findings: [{"detector":..., "location":...}]
 )
 
 // Record is the state of one request or tunnel. Fields are set by the goroutine
@@ -54,6 +57,12 @@ type Record struct {
 	Status   int           // HTTP status, SOCKS reply code, or 0
 	Up       atomic.Int64  // client to origin
 	Down     atomic.Int64  // origin to client
+
+	// DLP: the profile that inspected the request ("" when none) and its
+	// findings, as detector and location only (never the matched bytes).
+	DLPProfile string
+	DLPReport  bool
+	Findings   []dlp.Finding
 
 	log  *Logger
 	once sync.Once
@@ -106,6 +115,27 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddInt64(KeyBytesUp, r.Up.Load())
 	enc.AddInt64(KeyBytesDown, r.Down.Load())
 	enc.AddInt64(KeyDurationMS, time.Since(r.Start).Milliseconds())
+	if r.DLPProfile != "" {
+		enc.AddString(KeyDLPProfile, r.DLPProfile)
+		enc.AddArray(KeyDLP, findings(r.Findings))
+	}
+	return nil
+}
+
+type findings []dlp.Finding
+
+func (fs findings) MarshalLogArray(enc zapcore.ArrayEncoder) error {
+	for _, f := range fs {
+		enc.AppendObject(finding(f))
+	}
+	return nil
+}
+
+type finding dlp.Finding
+
+func (f finding) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("detector", f.Detector)
+	enc.AddString("location", dlp.Finding(f).Location())
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/dlp"
 )
 
 // Config is the whole config file. Parse fills omitted keys with the defaults
@@ -18,6 +19,7 @@ type Config struct {
 	Limits   Limits        `yaml:"limits"`
 	Timeouts Timeouts      `yaml:"timeouts"`
 	Log      Log           `yaml:"log"`
+	DLP      DLP           `yaml:"dlp"`
 }
 
 // Listen holds the listener addresses ("host:port"; "" disables one). They
@@ -77,6 +79,55 @@ type Log struct {
 	Level      string `yaml:"level"`       // diagnostics on stderr: debug|info|warn|error
 }
 
+// DLP configures data-loss prevention on plain HTTP requests (proxy/dlp).
+type DLP struct {
+	DefaultProfile string                `yaml:"default_profile"` // profile for rules that name none; "" = no inspection
+	MaxScanBytes   Size                  `yaml:"max_scan_bytes"`  // of each request body, after decoding
+	Oversize       string                `yaml:"oversize"`        // block | allow | stream
+	ICAP           DLPICAP               `yaml:"icap"`
+	Profiles       map[string]DLPProfile `yaml:"profiles"`
+}
+
+// DLPICAP is the ICAP (RFC 3507) REQMOD service profiles may ask.
+type DLPICAP struct {
+	URL     string        `yaml:"url"`     // icap://host[:port]/service
+	Timeout time.Duration `yaml:"timeout"` // per ICAP transaction
+	Failure string        `yaml:"failure"` // open | closed
+}
+
+// DLPProfile is one inspection profile.
+type DLPProfile struct {
+	Mode      string       `yaml:"mode"`      // enforce | report
+	Detectors []string     `yaml:"detectors"` // built-in detector names
+	Patterns  []DLPPattern `yaml:"patterns"`  // custom RE2 patterns
+	ICAP      bool         `yaml:"icap"`      // also ask the ICAP service
+}
+
+// DLPPattern is a custom pattern.
+type DLPPattern struct {
+	Name  string `yaml:"name"`
+	Regex string `yaml:"regex"`
+}
+
+// Rules returns the dlp section in proxy/dlp's form.
+func (d DLP) Rules() dlp.Config {
+	c := dlp.Config{
+		DefaultProfile: d.DefaultProfile,
+		MaxScanBytes:   int64(d.MaxScanBytes),
+		Oversize:       d.Oversize,
+		ICAP:           dlp.ICAPConfig{URL: d.ICAP.URL, Timeout: d.ICAP.Timeout, Failure: d.ICAP.Failure},
+		Profiles:       make(map[string]dlp.ProfileConfig, len(d.Profiles)),
+	}
+	for name, p := range d.Profiles {
+		pc := dlp.ProfileConfig{Mode: p.Mode, Detectors: p.Detectors, ICAP: p.ICAP}
+		for _, pt := range p.Patterns {
+			pc.Patterns = append(pc.Patterns, dlp.PatternConfig{Name: pt.Name, Regex: pt.Regex})
+		}
+		c.Profiles[name] = pc
+	}
+	return c
+}
+
 // defaults returns the values used for keys a file omits.
 func defaults() Config {
 	return Config{
@@ -108,5 +159,10 @@ func defaults() Config {
 			DrainDelay: 5 * time.Second,
 		},
 		Log: Log{Access: true, Level: "info"},
+		DLP: DLP{
+			MaxScanBytes: 1 << 20,
+			Oversize:     dlp.OversizeBlock,
+			ICAP:         DLPICAP{Timeout: 5 * time.Second, Failure: dlp.FailureClosed},
+		},
 	}
 }

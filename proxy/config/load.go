@@ -18,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/dlp"
 )
 
 //go:embed default.yaml
@@ -123,6 +124,7 @@ func parse(data []byte, name string) (*Config, *policy.Policy, error) {
 			d.errorf(d.line(path), path, "%s", fe.Msg)
 		}
 	}
+	d.validateDLP(&c, decodeErrs)
 	if len(d.errs) > 0 {
 		slices.SortStableFunc(d.errs, func(a, b *Error) int { return lineKey(a.Line) - lineKey(b.Line) })
 		errs := make([]error, len(d.errs))
@@ -168,6 +170,40 @@ func (d *decoder) reported(path string, n int) bool {
 		}
 	}
 	return false
+}
+
+// validateDLP compiles the dlp section (patterns, names, ICAP URL) and
+// checks that every profile a policy rule names exists.
+func (d *decoder) validateDLP(c *Config, decodeErrs int) {
+	rules, err := dlp.Compile(c.DLP.Rules())
+	var errs []error
+	if err != nil {
+		errs = unjoin(err)
+	}
+	for _, e := range errs {
+		var fe *dlp.FieldError
+		if !errors.As(e, &fe) {
+			d.errorf(d.line("dlp"), "dlp", "%v", e)
+			continue
+		}
+		path := "dlp." + fe.Path
+		if !d.reported(path, decodeErrs) {
+			d.errorf(d.line(path), path, "%s", fe.Msg)
+		}
+	}
+	for i, r := range c.Policy.Rules {
+		if r.DLP == "" {
+			continue
+		}
+		_, ok := c.DLP.Profiles[r.DLP]
+		if rules != nil {
+			ok = rules.Has(r.DLP)
+		}
+		if !ok {
+			path := fmt.Sprintf("policy.rules[%d].dlp", i)
+			d.errorf(d.line(path), path, "%q: no such profile in dlp.profiles", r.DLP)
+		}
+	}
 }
 
 // validate checks the non-policy sections.

@@ -2,6 +2,8 @@ package dlp
 
 import (
 	"bytes"
+	"cmp"
+	"slices"
 	"context"
 	"io"
 	"net/http"
@@ -231,8 +233,17 @@ func scanRequest(m *Matcher, r *Request) []Finding {
 		s.Close()
 		out = append(out, s.found...)
 	}
+	// The log lists findings in request order: target, headers, body.
+	slices.SortStableFunc(out, func(a, b Finding) int {
+		if a.Part != b.Part {
+			return partOrder[a.Part] - partOrder[b.Part]
+		}
+		return cmp.Compare(a.Offset, b.Offset)
+	})
 	return out
 }
+
+var partOrder = map[Part]int{PartURL: 0, PartHeader: 1, PartBody: 2, PartICAP: 3}
 
 var scanBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 

@@ -22,7 +22,7 @@ type Request struct {
 	// ContentLength is the body's declared length, -1 when unknown
 	// (chunked).
 	ContentLength int64
-	Body   *Body       // never nil; Len 0 when there is none
+	Body          *Body // never nil; Len 0 when there is none
 }
 
 // Verdict is an inspector's answer.

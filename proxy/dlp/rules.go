@@ -144,6 +144,11 @@ func Compile(c Config) (*Rules, error) {
 			}
 			p.matcher = m
 		}
+		if pc.ICAP {
+			// The ICAP client (proxy/dlp/icap) is not in this release:
+			// refuse the key rather than fail every request closed.
+			fail(path+".icap", "ICAP inspection is not available in this build yet")
+		}
 		if !pc.ICAP && len(pc.Detectors) == 0 && len(pc.Patterns) == 0 {
 			fail(path, "inspects nothing: list detectors or patterns, or set icap: true")
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy/accesslog"
+	"github.com/egressd/egressd/proxy/dlp"
 	"github.com/egressd/egressd/proxy/egress"
 	"github.com/egressd/egressd/proxy/tunnel"
 )
@@ -37,6 +38,10 @@ type Options struct {
 	Auth func(header string) (user string, ok bool)
 	// AuthRequired refuses anonymous clients with 407 when Auth is set.
 	AuthRequired bool
+	// DLP inspects absolute-URI requests whose rule (or dlp.default_profile)
+	// names a profile, after the policy allowed them and before any byte
+	// goes upstream. Nil: no inspection.
+	DLP *dlp.Engine
 }
 
 // Handler is the HTTP front end: an http.Handler serving absolute-URI
@@ -101,6 +106,7 @@ type exchange struct {
 	tunnel      bool   // the tunnel owns the record from now on
 	status      int    // status written on a hijacked conn (CONNECT refusals)
 	errRsn      policy.Reason
+	dlp         *dlp.Outcome // the DLP chain's answer for a forwarded request
 }
 
 type exchangeKey struct{}
@@ -126,6 +132,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cw := &respWriter{ResponseWriter: w, x: x}
 	defer func() {
 		if !x.tunnel {
+			if x.dlp != nil {
+				// Findings in a streamed body's tail arrive while the
+				// request is sent.
+				rec.Findings = append(rec.Findings, x.dlp.TailFindings()...)
+				if len(rec.Findings) > 0 && rec.Decision.Verdict == policy.Allow {
+					rec.Decision.Verdict = policy.Report // report mode: logged, forwarded
+					rec.Reason = policy.ReasonDLP
+				}
+			}
 			rec.Status = cw.status
 			if x.status != 0 {
 				rec.Status = x.status
@@ -234,6 +249,12 @@ func (h *Handler) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 	r.Host = r.URL.Host
 	r.Header.Del("Host")
 	removeHopByHop(r.Header)
+	if h.o.DLP != nil && h.o.DLP.Active(dec.DLP) {
+		if resp := h.inspect(r, x, dec); resp != nil {
+			x.synthesized = true
+			return r, resp
+		}
+	}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &countingBody{ReadCloser: r.Body, rec: x.rec}
 	}
@@ -241,10 +262,71 @@ func (h *Handler) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 	return r.WithContext(ctx), nil
 }
 
+// inspect runs the DLP chain of the request's profile. It returns the
+// answer to send instead of forwarding, or nil after it has put the body
+// (held, or streamed and scanned) back on r.
+func (h *Handler) inspect(r *http.Request, x *exchange, dec policy.Decision) *http.Response {
+	rec := x.rec
+	out := h.o.DLP.Inspect(r.Context(), dec.DLP, &dlp.Request{
+		Client:        policy.Client{Addr: rec.Client, User: rec.User},
+		Host:          dec.Host,
+		Port:          dec.Port,
+		Method:        r.Method,
+		URL:           r.URL,
+		Header:        r.Header,
+		ContentLength: r.ContentLength,
+	}, r.Body)
+	if out == nil {
+		return nil
+	}
+	x.dlp = out
+	rec.DLPProfile, rec.DLPReport = out.Profile, out.Report
+	rec.Findings = out.Findings
+	switch out.Action {
+	case dlp.Block:
+		rec.Deny(policy.ReasonDLP)
+		if resp := out.Response; resp != nil {
+			// The ICAP service's own answer, marked as egressd's denial.
+			resp.Request = r
+			resp.Header.Set("X-Egress-Denied", string(policy.ReasonDLP))
+			resp.Header.Set("Connection", "close")
+			resp.Close = true
+			return resp
+		}
+		return deniedResponse(r, http.StatusForbidden, policy.ReasonDLP)
+	case dlp.Unavailable:
+		rec.Deny(policy.ReasonDLPUnavailable)
+		return deniedResponse(r, http.StatusServiceUnavailable, policy.ReasonDLPUnavailable)
+	}
+	if len(out.Findings) > 0 && rec.Decision.Verdict == policy.Allow {
+		rec.Decision.Verdict = policy.Report // report mode: logged, forwarded
+		rec.Reason = policy.ReasonDLP
+	}
+	if rp := out.Replace; rp != nil {
+		r.Method = rp.Method
+		r.URL.Path, r.URL.RawPath, r.URL.RawQuery = rp.URL.Path, rp.URL.RawPath, rp.URL.RawQuery
+		r.Header = rp.Header
+		removeHopByHop(r.Header)
+		r.Header.Del("Content-Length")
+		r.ContentLength = int64(len(rp.Body))
+	}
+	r.Body = out.Body
+	if r.Body == nil {
+		r.Body = http.NoBody
+	}
+	return nil
+}
+
 // onResponse maps transport failures to 502 and strips hop-by-hop headers.
 func (h *Handler) onResponse(resp *http.Response, pctx *goproxy.ProxyCtx) *http.Response {
 	if resp == nil {
 		x := exchangeFrom(pctx.Req.Context())
+		if x.dlp.Cut() {
+			// The streamed body had a finding past dlp.max_scan_bytes:
+			// the upload was cut, the origin saw it abort.
+			x.rec.Deny(policy.ReasonDLP)
+			return deniedResponse(pctx.Req, http.StatusForbidden, policy.ReasonDLP)
+		}
 		reason := x.errRsn
 		if reason == "" {
 			reason = policy.ReasonDialError

@@ -3,6 +3,7 @@ package testenv
 import (
 	"crypto/tls"
 	"encoding/json"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -24,6 +25,11 @@ type Echo struct {
 	SNI    string      `json:"sni,omitempty"` // TLS server name, "" for plain HTTP or no SNI
 	Remote string      `json:"remote"`        // the peer address (egressd's dialing side)
 	Header http.Header `json:"header"`
+	// Body is the request body the origin read (not echoed back), and
+	// BodyErr why reading it stopped early ("" when it was whole): an
+	// aborted upload shows here.
+	Body    []byte `json:"-"`
+	BodyErr string `json:"-"`
 }
 
 // ParseEcho decodes an origin's response body.
@@ -123,10 +129,15 @@ func (o *Origin) serve(w http.ResponseWriter, r *http.Request) {
 	if r.TLS != nil {
 		e.SNI = r.TLS.ServerName
 	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
+	e.Body = body
+	if err != nil {
+		e.BodyErr = err.Error()
+	}
 	o.mu.Lock()
 	o.seen = append(o.seen, e)
 	o.mu.Unlock()
-	body, _ := json.Marshal(e)
+	body, _ = json.Marshal(e)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Origin", o.Name)
 	w.Write(append(body, '\n'))
