@@ -3,12 +3,12 @@ package test
 import (
 	"bytes"
 	"compress/gzip"
-	"os"
-	"path/filepath"
 	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 

@@ -3,10 +3,10 @@ package dlp
 import (
 	"bytes"
 	"cmp"
-	"slices"
 	"context"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
