@@ -9,6 +9,9 @@
 //   - the cost model in docs/farm.md, recomputed by cost_test.go.
 //   - systemd/: the hardened egressd unit and the farm helpers (S3 policy
 //     sync, Auto Scaling drain watcher), packaged by nfpm.yaml.
+//   - nftables/: the in-line gateway's ruleset (egressd-transparent.nft),
+//     its loader and settings, run by systemd/egressd-transparent.service;
+//     nftables_test.go loads it into testenv.Inline's gateway namespace.
 //   - package/: the Debian package build (its own Go module, see its doc.go)
 //     and the maintainer scripts.
 //   - client/: user data that points client instances at the farm.

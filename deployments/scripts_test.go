@@ -83,6 +83,7 @@ func TestShellScriptsParse(t *testing.T) {
 		"package/postremove.sh",
 		"systemd/egressd-policy-sync.sh",
 		"systemd/egressd-asg-drain.sh",
+		"nftables/egressd-transparent.sh",
 		"terraform/modules/egressd-farm/rollout.sh",
 		"terraform/modules/egressd-farm/files/egressd-eip.sh",
 		"../scripts/farm.sh",
@@ -362,6 +363,7 @@ func TestPostinstall(t *testing.T) {
 			want: func(root string) []string {
 				return concat(userExists, chown(root), []string{
 					"systemctl daemon-reload",
+					"systemctl try-reload-or-restart egressd-transparent.service",
 					"systemctl try-restart egressd.service",
 				})
 			},
@@ -410,7 +412,7 @@ func concat(parts ...[]string) []string {
 }
 
 func TestPreremove(t *testing.T) {
-	units := "egressd-asg-drain.service egressd-policy-sync.timer egressd-policy-sync.service egressd.service"
+	units := "egressd-asg-drain.service egressd-policy-sync.timer egressd-policy-sync.service egressd.service egressd-transparent.service"
 	tests := []struct {
 		name    string
 		args    []string

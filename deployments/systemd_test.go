@@ -272,8 +272,10 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 		}
 		var lines []string
 		for _, l := range strings.Split(string(data), "\n") {
-			if strings.HasPrefix(l, "ExecStart=") {
-				l = "ExecStart=/bin/true"
+			for _, key := range []string{"ExecStart=", "ExecStop=", "ExecReload="} {
+				if strings.HasPrefix(l, key) {
+					l = key + "/bin/true"
+				}
 			}
 			lines = append(lines, l)
 		}

@@ -98,6 +98,10 @@ func TestPackageContents(t *testing.T) {
 		"lib/systemd/system/egressd-asg-drain.service":   {"deployments/systemd/egressd-asg-drain.service", 0o644},
 		"usr/lib/egressd/policy-sync":                    {"deployments/systemd/egressd-policy-sync.sh", 0o755},
 		"usr/lib/egressd/asg-drain":                      {"deployments/systemd/egressd-asg-drain.sh", 0o755},
+		"lib/systemd/system/egressd-transparent.service": {"deployments/systemd/egressd-transparent.service", 0o644},
+		"usr/lib/egressd/transparent-rules":              {"deployments/nftables/egressd-transparent.sh", 0o755},
+		"usr/share/egressd/egressd-transparent.nft":      {"deployments/nftables/egressd-transparent.nft", 0o644},
+		"etc/default/egressd-transparent":                {"deployments/nftables/egressd-transparent.default", 0o644},
 		"etc/egressd/egressd.yaml":                       {"deployments/egressd.example.yaml", 0o640},
 		"usr/share/doc/egressd/farm.md":                  {"docs/farm.md", 0o644},
 		"etc/logrotate.d/egressd":                        {"deployments/logrotate/egressd", 0o644},
@@ -173,7 +177,7 @@ func TestPackageControlArchive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff("/etc/egressd/egressd.yaml\n/etc/logrotate.d/egressd\n", string(conffiles)); diff != "" {
+	if diff := cmp.Diff("/etc/default/egressd-transparent\n/etc/egressd/egressd.yaml\n/etc/logrotate.d/egressd\n", string(conffiles)); diff != "" {
 		t.Errorf("conffiles (-want +got):\n%s", diff)
 	}
 

@@ -9,8 +9,10 @@
 #   packaged example policy is not the operator's, and it listens on all
 #   interfaces. The operator (or the farm's user data) installs the real
 #   policy first, then starts the service;
-# - upgrade: reloads units and restarts egressd if it was running (it drains
-#   on SIGTERM); an operator's "disable" is kept.
+# - upgrade: reloads units, reloads the in-line gateway's rules if they are
+#   loaded, and restarts egressd if it was running (it drains on SIGTERM);
+#   an operator's "disable" is kept. egressd-transparent.service is never
+#   enabled by the package: only an in-line gateway's set-up does that.
 set -e
 
 # abort-upgrade, abort-remove, abort-deconfigure: nothing was changed yet.
@@ -50,6 +52,9 @@ if [ -z "$old_version" ]; then
 	systemctl enable egressd.service >/dev/null 2>&1 || echo "egressd: could not enable egressd.service" >&2
 	echo "egressd: installed and enabled; put your policy in /etc/egressd/egressd.yaml, then: systemctl start egressd" >&2
 elif systemd_running; then
+	# The in-line gateway's rules first, replaced in one transaction (reload),
+	# so that the restarted egressd finds the new ones.
+	systemctl try-reload-or-restart egressd-transparent.service || echo "egressd: egressd-transparent.service did not reload: see journalctl -u egressd-transparent" >&2
 	systemctl try-restart egressd.service || echo "egressd: egressd.service did not restart: see journalctl -u egressd" >&2
 fi
 

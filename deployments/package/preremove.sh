@@ -2,11 +2,12 @@
 # egressd prerm (nfpm scripts.preremove). dpkg runs it as `prerm remove`,
 # `prerm upgrade <new-version>` or `prerm deconfigure ...`.
 #
-# remove: stops egressd (it drains on SIGTERM) and the farm helpers, and
-# disables them. upgrade: leaves egressd running; the new postinst restarts it.
+# remove: stops egressd (it drains on SIGTERM), the farm helpers and the
+# in-line gateway's rules (forwarding off first: nothing is routed through
+# unfiltered), and disables them. upgrade: leaves egressd running; the new postinst restarts it.
 set -e
 
-units="egressd-asg-drain.service egressd-policy-sync.timer egressd-policy-sync.service egressd.service"
+units="egressd-asg-drain.service egressd-policy-sync.timer egressd-policy-sync.service egressd.service egressd-transparent.service"
 
 case "$1" in
 remove | deconfigure)

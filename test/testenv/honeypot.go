@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"testing"
@@ -126,7 +127,7 @@ func (h *Honeypot) Sync(t testing.TB) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, addr := range h.Addrs() {
-		c, err := h.ns.DialContext(ctx, "tcp", addr)
+		c, err := h.ns.DialContext(ctx, "tcp", probeAddr(addr))
 		if err != nil {
 			t.Fatalf("honeypot probe %s: %v", addr, err)
 		}
@@ -137,6 +138,20 @@ func (h *Honeypot) Sync(t testing.TB) {
 		h.waitUntil(t, ctx, func() bool { return slices.Contains(h.accepted[addr], probe) })
 		c.Close()
 	}
+}
+
+// probeAddr is where Sync's probe for a listener on addr goes: addr, or
+// loopback for a wildcard listener (a connect to [::] is refused inside a
+// namespace).
+func probeAddr(addr string) string {
+	ap, err := netip.ParseAddrPort(addr)
+	switch {
+	case err != nil || !ap.Addr().IsUnspecified():
+		return addr
+	case ap.Addr().Is4():
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), ap.Port()).String()
+	}
+	return netip.AddrPortFrom(netip.IPv6Loopback(), ap.Port()).String()
 }
 
 // AssertNone syncs and fails the test if any listener accepted a
