@@ -23,18 +23,30 @@ const (
 // DefaultRanges is the deny_ranges keyword that expands to SpecialRanges.
 const DefaultRanges = "default"
 
+// Values of the ech key: what the guard does with a ClientHello carrying
+// the encrypted_client_hello extension.
+const (
+	ECHAllow = "allow" // judge the outer SNI like any other (GREASE ECH looks the same as real ECH)
+	ECHDeny  = "deny"  // refuse it: ech_refused
+)
+
 // Config is the policy section of the config file, as written. Compile
 // validates it and turns it into a *Policy. The zero value compiles to an
 // enforcing policy with no rules and no range checks (Compile does not apply
 // file defaults; proxy/config does).
 type Config struct {
-	Mode        string           `yaml:"mode"`         // enforce | report; "" means enforce
-	DenyRanges  []string         `yaml:"deny_ranges"`  // CIDRs, single IPs, or "default"
-	AllowRanges []string         `yaml:"allow_ranges"` // exceptions carved out of DenyRanges
-	RequireSNI  bool             `yaml:"require_sni"`  // tunnels to TLSPorts must send an SNI
-	TLSPorts    []int            `yaml:"tls_ports"`    // tunnels to these ports must carry TLS
-	Groups      map[string]Group `yaml:"groups"`       // client groups by name
-	Rules       []Rule           `yaml:"rules"`        // first match wins
+	Mode        string   `yaml:"mode"`         // enforce | report; "" means enforce
+	DenyRanges  []string `yaml:"deny_ranges"`  // CIDRs, single IPs, or "default"
+	AllowRanges []string `yaml:"allow_ranges"` // exceptions carved out of DenyRanges
+	RequireSNI  bool     `yaml:"require_sni"`  // tunnels to TLSPorts must send an SNI
+	TLSPorts    []int    `yaml:"tls_ports"`    // tunnels to these ports must carry TLS
+	ECH         string   `yaml:"ech"`          // allow | deny; "" means allow
+	// NAT64Prefixes are IPv6 prefixes (RFC 6052 lengths) whose embedded
+	// IPv4 address is checked against the deny ranges too. 64:ff9b::/96
+	// is checked whether listed or not.
+	NAT64Prefixes []string         `yaml:"nat64_prefixes"`
+	Groups        map[string]Group `yaml:"groups"` // client groups by name
+	Rules         []Rule           `yaml:"rules"`  // first match wins
 }
 
 // Group is a set of clients: a client belongs to it when its address is in
@@ -75,10 +87,12 @@ func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
 type Policy struct {
 	mode       string
 	requireSNI bool
+	ech        string
 	tlsPorts   []uint16
 
 	deny  prefixSet
 	allow prefixSet
+	nat64 []netip.Prefix // operator NAT64 prefixes besides the well-known one (EmbeddedIPv4)
 
 	groups []group
 	rules  []rule
@@ -134,7 +148,16 @@ func Compile(c Config) (*Policy, error) {
 	default:
 		cc.errorf("mode", "%q: must be enforce or report", c.Mode)
 	}
+	switch c.ECH {
+	case "":
+		p.ech = ECHAllow
+	case ECHAllow, ECHDeny:
+		p.ech = c.ECH
+	default:
+		cc.errorf("ech", "%q: must be allow or deny", c.ECH)
+	}
 	p.tlsPorts = cc.ports("tls_ports", c.TLSPorts, false)
+	p.nat64 = cc.nat64Prefixes(c.NAT64Prefixes)
 
 	var deny, allow []netip.Prefix
 	for i, s := range c.DenyRanges {
@@ -154,7 +177,9 @@ func Compile(c Config) (*Policy, error) {
 	p.deny = newPrefixSet(deny)
 	p.allow = newPrefixSet(allow)
 	for i, pr := range allow {
-		cc.checkException(fmt.Sprintf("allow_ranges[%d]", i), pr, p.deny)
+		path := fmt.Sprintf("allow_ranges[%d]", i)
+		cc.checkException(path, pr, p.deny)
+		cc.checkNAT64Exception(path, pr, p.nat64)
 	}
 
 	groupIndex := make(map[string]int, len(c.Groups))
@@ -240,7 +265,9 @@ func Compile(c Config) (*Policy, error) {
 			}
 		}
 		for j, s := range r.CIDRs {
-			if pr, ok := cc.prefix(fmt.Sprintf("%s.cidrs[%d]", path, j), s); ok {
+			jp := fmt.Sprintf("%s.cidrs[%d]", path, j)
+			if pr, ok := cc.prefix(jp, s); ok {
+				cc.checkNAT64Exception(jp, pr, p.nat64)
 				p.cidrRules = append(p.cidrRules, cidrEntry{prefix: pr, rule: idx})
 				if !cr.deny {
 					cr.allow = append(cr.allow, pr)
@@ -254,6 +281,7 @@ func Compile(c Config) (*Policy, error) {
 			jp := fmt.Sprintf("%s.allow_ranges[%d]", path, j)
 			if pr, ok := cc.prefix(jp, s); ok {
 				cc.checkException(jp, pr, p.deny)
+				cc.checkNAT64Exception(jp, pr, p.nat64)
 				cr.allow = append(cr.allow, pr)
 			}
 		}
@@ -301,6 +329,44 @@ func (c *compiler) checkException(path string, p netip.Prefix, deny prefixSet) {
 	if !deny.overlaps(p) {
 		c.errorf(path, "%s: not inside any deny range, so it has no effect", p)
 	}
+}
+
+// nat64Prefixes parses nat64_prefixes: IPv6 prefixes of an RFC 6052 length
+// (section 2.2). The well-known prefix is dropped: EmbeddedIPv4 always
+// unwraps it.
+func (c *compiler) nat64Prefixes(in []string) []netip.Prefix {
+	var out []netip.Prefix
+	for i, s := range in {
+		path := fmt.Sprintf("nat64_prefixes[%d]", i)
+		pr, ok := c.prefix(path, s)
+		switch {
+		case !ok:
+		case !pr.Addr().Is6() || pr.Addr().Is4In6():
+			c.errorf(path, "%q: a NAT64 prefix is IPv6", s)
+		case !slices.Contains(nat64Lengths, pr.Bits()):
+			c.errorf(path, "%q: a NAT64 prefix is /32, /40, /48, /56, /64 or /96 (RFC 6052)", s)
+		case pr != prefixNAT64 && !slices.Contains(out, pr):
+			out = append(out, pr)
+		}
+	}
+	return out
+}
+
+// checkNAT64Exception rejects an allow entry that opens part of the NAT64
+// local-use prefix 64:ff9b:1::/48 (RFC 8215) without a nat64_prefixes
+// entry there: the IPv4 address inside such an address could be anything,
+// the metadata address included, and only a declared prefix says where it
+// sits.
+func (c *compiler) checkNAT64Exception(path string, p netip.Prefix, nat64 []netip.Prefix) {
+	if !p.Overlaps(prefixNAT64Local) {
+		return
+	}
+	for _, n := range nat64 {
+		if n.Overlaps(p) {
+			return
+		}
+	}
+	c.errorf(path, "%s: inside the NAT64 local-use prefix %s (RFC 8215): list your NAT64 prefix in policy.nat64_prefixes, so the IPv4 address inside is checked against the deny ranges", p, prefixNAT64Local)
 }
 
 // ParsePrefix parses a CIDR or a single IP (as a /32 or /128). Zones and

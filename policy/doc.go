@@ -16,16 +16,19 @@
 // checked against deny_ranges with allow_ranges and the matched rule's
 // allow_ranges and cidrs as exceptions: the most specific prefix wins and a
 // tie is denied. An IPv6 address that embeds an IPv4 address (mapped,
-// compatible, NAT64, 6to4, Teredo) is denied if either address is.
+// translated (SIIT), compatible, NAT64 under 64:ff9b::/96 or a
+// nat64_prefixes entry, 6to4, Teredo) is denied if either address is.
 //
 // A rule with action deny that matches first denies with denied_by_rule and
 // names the rule; nothing is resolved for it.
 //
-// Report mode turns not_allowed, port_not_allowed, sni_missing, sni_mismatch
-// and protocol_mismatch into Verdict Report; it never relaxes private_range
-// or a deny rule. The mode is the client's: a group's own mode, or the
-// policy's; a client in several groups is in report mode only when every one
-// of them is. Decision.Mode carries it to the later SNI and protocol checks.
+// Report mode turns not_allowed, port_not_allowed, sni_missing, sni_mismatch,
+// ech_refused and protocol_mismatch into Verdict Report; it never relaxes
+// private_range, a deny rule or tls_hello_invalid (a ClientHello the guard
+// could not read is never relayed). The mode is the client's: a group's own
+// mode, or the policy's; a client in several groups is in report mode only
+// when every one of them is. Decision.Mode carries it to the later SNI and
+// protocol checks.
 // A host that cannot be normalized is denied with not_allowed in every mode:
 // no rule can name it and there is nothing safe to dial.
 //

@@ -138,11 +138,11 @@ func (p *Policy) decide(ctx context.Context, res Resolver, r Request) (Decision,
 }
 
 // waivable lists the reasons report mode turns into Verdict Report.
-// private_range, denied_by_rule, auth_required, dlp and the failure reasons
-// always deny.
+// private_range, denied_by_rule, tls_hello_invalid, auth_required, dlp and
+// the failure reasons always deny.
 func waivable(r Reason) bool {
 	switch r {
-	case ReasonNotAllowed, ReasonPortNotAllowed, ReasonSNIMismatch, ReasonSNIMissing, ReasonProtocolMismatch:
+	case ReasonNotAllowed, ReasonPortNotAllowed, ReasonSNIMismatch, ReasonSNIMissing, ReasonECHRefused, ReasonProtocolMismatch:
 		return true
 	}
 	return false

@@ -30,22 +30,23 @@ var specialRanges = []netip.Prefix{
 	netip.MustParsePrefix("240.0.0.0/4"),        // reserved (RFC 1112)
 	netip.MustParsePrefix("255.255.255.255/32"), // limited broadcast
 	// IPv6
-	netip.MustParsePrefix("::/128"),         // unspecified
-	netip.MustParsePrefix("::1/128"),        // loopback
-	netip.MustParsePrefix("::/96"),          // IPv4-compatible, deprecated (RFC 4291)
-	netip.MustParsePrefix("::ffff:0:0/96"),  // IPv4-mapped
-	netip.MustParsePrefix("64:ff9b::/96"),   // NAT64 well-known prefix (RFC 6052)
-	netip.MustParsePrefix("64:ff9b:1::/48"), // NAT64 local use (RFC 8215)
-	netip.MustParsePrefix("100::/64"),       // discard-only (RFC 6666)
-	netip.MustParsePrefix("2001::/23"),      // IETF protocol assignments, incl. Teredo 2001::/32 (RFC 2928)
-	netip.MustParsePrefix("2001:db8::/32"),  // documentation (RFC 3849)
-	netip.MustParsePrefix("2002::/16"),      // 6to4 (RFC 3056)
-	netip.MustParsePrefix("3fff::/20"),      // documentation (RFC 9637)
-	netip.MustParsePrefix("5f00::/16"),      // SRv6 SIDs (RFC 9602)
-	netip.MustParsePrefix("fc00::/7"),       // unique local (RFC 4193)
-	netip.MustParsePrefix("fe80::/10"),      // link-local
-	netip.MustParsePrefix("fec0::/10"),      // site-local, deprecated (RFC 3879)
-	netip.MustParsePrefix("ff00::/8"),       // multicast
+	netip.MustParsePrefix("::/128"),          // unspecified
+	netip.MustParsePrefix("::1/128"),         // loopback
+	netip.MustParsePrefix("::/96"),           // IPv4-compatible, deprecated (RFC 4291)
+	netip.MustParsePrefix("::ffff:0:0/96"),   // IPv4-mapped
+	netip.MustParsePrefix("::ffff:0:0:0/96"), // IPv4-translated, SIIT (RFC 6145)
+	netip.MustParsePrefix("64:ff9b::/96"),    // NAT64 well-known prefix (RFC 6052)
+	netip.MustParsePrefix("64:ff9b:1::/48"),  // NAT64 local use (RFC 8215)
+	netip.MustParsePrefix("100::/64"),        // discard-only (RFC 6666)
+	netip.MustParsePrefix("2001::/23"),       // IETF protocol assignments, incl. Teredo 2001::/32 (RFC 2928)
+	netip.MustParsePrefix("2001:db8::/32"),   // documentation (RFC 3849)
+	netip.MustParsePrefix("2002::/16"),       // 6to4 (RFC 3056)
+	netip.MustParsePrefix("3fff::/20"),       // documentation (RFC 9637)
+	netip.MustParsePrefix("5f00::/16"),       // SRv6 SIDs (RFC 9602)
+	netip.MustParsePrefix("fc00::/7"),        // unique local (RFC 4193)
+	netip.MustParsePrefix("fe80::/10"),       // link-local
+	netip.MustParsePrefix("fec0::/10"),       // site-local, deprecated (RFC 3879)
+	netip.MustParsePrefix("ff00::/8"),        // multicast
 }
 
 // SpecialRanges returns a copy of the built-in special-purpose list that
@@ -180,20 +181,59 @@ func (p *Policy) AddrAllowed(a netip.Addr, rule int) bool {
 	if v4, ok := EmbeddedIPv4(a); ok && p.denied(v4, extra) {
 		return false
 	}
+	if a.Is6() {
+		for _, n := range p.nat64 {
+			if n.Contains(a) && p.denied(NAT64IPv4(a, n.Bits()), extra) {
+				return false
+			}
+		}
+	}
 	return true
 }
 
 var (
-	prefixNAT64  = netip.MustParsePrefix("64:ff9b::/96")
-	prefix6to4   = netip.MustParsePrefix("2002::/16")
-	prefixTeredo = netip.MustParsePrefix("2001::/32")
-	prefixCompat = netip.MustParsePrefix("::/96")
+	prefixNAT64      = netip.MustParsePrefix("64:ff9b::/96")
+	prefixNAT64Local = netip.MustParsePrefix("64:ff9b:1::/48")
+	prefixSIIT       = netip.MustParsePrefix("::ffff:0:0:0/96")
+	prefix6to4       = netip.MustParsePrefix("2002::/16")
+	prefixTeredo     = netip.MustParsePrefix("2001::/32")
+	prefixCompat     = netip.MustParsePrefix("::/96")
 )
 
+// nat64Lengths are the prefix lengths RFC 6052 section 2.2 defines.
+var nat64Lengths = []int{32, 40, 48, 56, 64, 96}
+
+// NAT64IPv4 returns the IPv4 address embedded in a by an RFC 6052 prefix of
+// length bits (32, 40, 48, 56, 64 or 96; any other length gives the /96
+// layout). The address fills the 32 bits after the prefix, skipping bits
+// 64-71 (the "u" octet): with /40 it is bytes 5-7 and 9, with /48 bytes 6-7
+// and 9-10, with /56 bytes 7 and 9-11, with /64 bytes 9-12.
+func NAT64IPv4(a netip.Addr, bits int) netip.Addr {
+	b := a.As16()
+	var v4 [4]byte
+	switch bits {
+	case 32:
+		copy(v4[:], b[4:8])
+	case 40:
+		v4 = [4]byte{b[5], b[6], b[7], b[9]}
+	case 48:
+		v4 = [4]byte{b[6], b[7], b[9], b[10]}
+	case 56:
+		v4 = [4]byte{b[7], b[9], b[10], b[11]}
+	case 64:
+		copy(v4[:], b[9:13])
+	default:
+		copy(v4[:], b[12:16])
+	}
+	return netip.AddrFrom4(v4)
+}
+
 // EmbeddedIPv4 returns the IPv4 address carried inside an IPv6 address:
-// IPv4-mapped (::ffff:0:0/96), IPv4-compatible (::/96 except :: and ::1),
-// NAT64 (64:ff9b::/96), 6to4 (2002::/16, bits 16-47) and Teredo (2001::/32,
-// the client address in the last 32 bits, inverted).
+// IPv4-mapped (::ffff:0:0/96), IPv4-translated (SIIT, ::ffff:0:0:0/96),
+// IPv4-compatible (::/96 except :: and ::1), NAT64 (64:ff9b::/96), 6to4
+// (2002::/16, bits 16-47) and Teredo (2001::/32, the client address in the
+// last 32 bits, inverted). Operator NAT64 prefixes (nat64_prefixes) are
+// unwrapped by AddrAllowed with NAT64IPv4.
 func EmbeddedIPv4(a netip.Addr) (netip.Addr, bool) {
 	if !a.Is6() {
 		return netip.Addr{}, false
@@ -209,7 +249,7 @@ func EmbeddedIPv4(a netip.Addr) (netip.Addr, bool) {
 			return netip.Addr{}, false
 		}
 		return netip.AddrFrom4(last), true
-	case prefixNAT64.Contains(a):
+	case prefixNAT64.Contains(a), prefixSIIT.Contains(a):
 		return netip.AddrFrom4(last), true
 	case prefix6to4.Contains(a):
 		return netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]}), true

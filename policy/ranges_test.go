@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"context"
 	"net/netip"
 	"testing"
 )
@@ -65,6 +66,7 @@ func TestDefaultRanges(t *testing.T) {
 		{"64:ff9b::a9fe:a9fe", false},
 		{"64:ff9b::808:808", false},
 		{"64:ff9b:1::1", false},
+		{"::ffff:0:808:808", false},
 		{"2002:a9fe:a9fe::1", false},
 		{"2001:0:4136:e378:8000:63bf:5601:5601", false},
 	}
@@ -101,6 +103,8 @@ func TestEmbeddedIPv4(t *testing.T) {
 		{"teredo metadata", "2001:0:4136:e378:8000:63bf:5601:5601", "169.254.169.254", false},
 		{"teredo private", "2001:0:4136:e378:8000:63bf:f5fe:fdfc", "10.1.2.3", false},
 		{"teredo public", "2001:0:4136:e378:8000:63bf:f7f7:f7f7", "8.8.8.8", true},
+		{"siit metadata", "::ffff:0:a9fe:a9fe", "169.254.169.254", false},
+		{"siit public", "::ffff:0:808:808", "8.8.8.8", true},
 		{"unspecified is not compatible", "::", "", true},
 		{"loopback is not compatible", "::1", "", true},
 		{"plain ipv6", "2606:4700::1", "", true},
@@ -204,7 +208,7 @@ func TestSpecialRangesCanonical(t *testing.T) {
 	must := []string{"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
 		"192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
 		"203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32", "::/128", "::1/128", "::ffff:0:0/96",
-		"64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32", "2002::/16", "fc00::/7",
+		"::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32", "2002::/16", "fc00::/7",
 		"fe80::/10", "ff00::/8"}
 	have := map[netip.Prefix]bool{}
 	for _, p := range SpecialRanges() {
@@ -241,4 +245,107 @@ func TestShortPrefixes(t *testing.T) {
 			t.Errorf("AddrAllowed(%s) = %v, want %v", addr, got, want)
 		}
 	}
+}
+
+// rfc6052Embed is the reference for NAT64IPv4: it writes v4's 32 bits into
+// prefix (an RFC 6052 length) bit by bit after the prefix, skipping bits
+// 64-71, with a zero suffix.
+func rfc6052Embed(prefix netip.Prefix, v4 netip.Addr) netip.Addr {
+	b := prefix.Addr().As16()
+	src := v4.As4()
+	pos := prefix.Bits()
+	for i := 0; i < 32; i++ {
+		if pos == 64 {
+			pos = 72
+		}
+		if src[i/8]&(0x80>>(i%8)) != 0 {
+			b[pos/8] |= 0x80 >> (pos % 8)
+		}
+		pos++
+	}
+	return netip.AddrFrom16(b)
+}
+
+// TestNAT64IPv4 checks the extraction against RFC 6052 section 2.4's
+// examples and the bit-by-bit reference.
+func TestNAT64IPv4(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ prefix, addr string }{
+		{"2001:db8::/32", "2001:db8:c000:221::"},
+		{"2001:db8:100::/40", "2001:db8:1c0:2:21::"},
+		{"2001:db8:122::/48", "2001:db8:122:c000:2:2100::"},
+		{"2001:db8:122:300::/56", "2001:db8:122:3c0:0:221::"},
+		{"2001:db8:122:344::/64", "2001:db8:122:344:c0:2:2100:0"},
+		{"2001:db8:122:344::/96", "2001:db8:122:344::192.0.2.33"},
+	} {
+		pr, a := netip.MustParsePrefix(tt.prefix), netip.MustParseAddr(tt.addr)
+		if got := NAT64IPv4(a, pr.Bits()); got != netip.MustParseAddr("192.0.2.33") {
+			t.Errorf("NAT64IPv4(%s, /%d) = %s, want 192.0.2.33", a, pr.Bits(), got)
+		}
+		if got := rfc6052Embed(pr, netip.MustParseAddr("192.0.2.33")); got != a {
+			t.Errorf("reference embeds 192.0.2.33 in %s as %s, RFC 6052 says %s", pr, got, a)
+		}
+	}
+}
+
+// TestNAT64Prefixes: the IPv4 address inside an operator's NAT64 prefix is
+// checked against the deny ranges at every RFC 6052 length, even when the
+// prefix itself is opened in allow_ranges (RFC 8215 local use), so the
+// metadata address cannot be reached through the NAT64 gateway.
+func TestNAT64Prefixes(t *testing.T) {
+	t.Parallel()
+	meta, public := netip.MustParseAddr("169.254.169.254"), netip.MustParseAddr("8.8.8.8")
+	prefixes := []string{"64:ff9b:1:abcd::/96", "2a00:64::/32", "2a00:65:ab00::/40", "2a00:66:ab::/48",
+		"2a00:67:ab:cd00::/56", "2a00:68:ab:cd::/64"}
+	p := rangesPolicy(t, Config{
+		DenyRanges:    []string{DefaultRanges},
+		AllowRanges:   []string{"64:ff9b:1:abcd::/96"},
+		NAT64Prefixes: append([]string{"64:ff9b::/96"}, prefixes...),
+		Rules:         []Rule{{Name: "nat64", CIDRs: []string{"64:ff9b:1:abcd::/96", "2a00::/16"}, Ports: []int{443}}},
+	})
+	e := NewEngine(p, nil)
+	for _, s := range prefixes {
+		pr := netip.MustParsePrefix(s)
+		for v4, want := range map[netip.Addr]Verdict{meta: Deny, public: Allow} {
+			a := rfc6052Embed(pr, v4)
+			d, err := e.Decide(context.Background(), Request{Host: a.String(), Port: 443})
+			if err != nil || d.Verdict != want || want == Deny && d.Reason != ReasonPrivateRange {
+				t.Errorf("%s (%s inside %s): %v %s %v, want %v", a, v4, pr, d.Verdict, d.Reason, err, want)
+			}
+		}
+	}
+	// The example, spelled as the operator would see it.
+	d, _ := e.Decide(context.Background(), Request{Host: "64:ff9b:1:abcd::a9fe:a9fe", Port: 443})
+	if d.Verdict != Deny || d.Reason != ReasonPrivateRange {
+		t.Errorf("64:ff9b:1:abcd::a9fe:a9fe: %v %s, want deny private_range", d.Verdict, d.Reason)
+	}
+}
+
+// FuzzNAT64IPv4 holds the extraction to the bit-by-bit reference, and the
+// range check to it: an address under a NAT64 prefix whose embedded IPv4
+// is denied is never allowed.
+func FuzzNAT64IPv4(f *testing.F) {
+	f.Add([]byte("2001:db8:122:344::192.0.2.33 ___"), uint8(5), uint32(0xa9fea9fe))
+	f.Add(make([]byte, 16), uint8(0), uint32(0x0a000001))
+	f.Fuzz(func(t *testing.T, raw []byte, which uint8, v4 uint32) {
+		var b [16]byte
+		copy(b[:], raw)
+		bits := nat64Lengths[int(which)%len(nat64Lengths)]
+		pr, err := netip.AddrFrom16(b).Prefix(bits)
+		if err != nil || pr.Addr().Is4In6() {
+			return
+		}
+		want := netip.AddrFrom4([4]byte{byte(v4 >> 24), byte(v4 >> 16), byte(v4 >> 8), byte(v4)})
+		a := rfc6052Embed(pr, want)
+		if got := NAT64IPv4(a, bits); got != want {
+			t.Fatalf("NAT64IPv4(%s, /%d) = %s, want %s", a, bits, got, want)
+		}
+		p, err := Compile(Config{DenyRanges: []string{"169.254.0.0/16", "10.0.0.0/8"}, NAT64Prefixes: []string{pr.String()}})
+		if err != nil {
+			t.Fatalf("nat64_prefixes [%s]: %v", pr, err)
+		}
+		if denied := want.As4()[0] == 10 || want.As4()[0] == 169 && want.As4()[1] == 254; denied && p.AddrAllowed(a, -1) {
+			t.Fatalf("%s (%s inside %s) allowed", a, want, pr)
+		}
+	})
 }

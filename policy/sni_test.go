@@ -19,33 +19,39 @@ func TestCheckSNI(t *testing.T) {
 		name       string
 		mode       string
 		requireSNI bool
+		echPolicy  string // policy.ech
 		d          Decision
 		sni        string
 		present    bool
 		ech        bool
 		want       result
 	}{
-		{"equal", ModeEnforce, true, name, "api.github.com", true, false, result{Allow, ReasonNone}},
-		{"case and trailing dot", ModeEnforce, true, name, "API.GitHub.com.", true, false, result{Allow, ReasonNone}},
-		{"mismatch", ModeEnforce, true, name, "evil.example", true, false, result{Deny, ReasonSNIMismatch}},
-		{"mismatch report", ModeReport, true, name, "evil.example", true, false, result{Report, ReasonSNIMismatch}},
-		{"ech outer sni mismatch", ModeEnforce, true, name, "public.cloudflare-ech.example", true, true, result{Deny, ReasonSNIMismatch}},
-		{"unparseable sni", ModeEnforce, true, name, "a..b", true, false, result{Deny, ReasonSNIMismatch}},
-		{"missing required", ModeEnforce, true, name, "", false, false, result{Deny, ReasonSNIMissing}},
-		{"missing required report", ModeReport, true, name, "", false, false, result{Report, ReasonSNIMissing}},
-		{"missing not required", ModeEnforce, false, name, "", false, false, result{Allow, ReasonNone}},
-		{"present but empty", ModeEnforce, true, name, "", true, false, result{Deny, ReasonSNIMissing}},
-		{"ip without sni", ModeEnforce, true, ip, "", false, false, result{Allow, ReasonNone}},
-		{"ip with same ip sni", ModeEnforce, true, ip, "93.184.216.34", true, false, result{Allow, ReasonNone}},
-		{"ipv6 with same ip sni", ModeEnforce, true, ip6, "2606:4700:0::1", true, false, result{Allow, ReasonNone}},
-		{"ip with other ip sni", ModeEnforce, true, ip, "93.184.216.35", true, false, result{Deny, ReasonSNIMismatch}},
-		{"ip with name sni", ModeEnforce, true, ip, "example.com", true, false, result{Deny, ReasonSNIMismatch}},
-		{"name with ip sni", ModeEnforce, true, name, "140.82.112.6", true, false, result{Deny, ReasonSNIMismatch}},
+		{"equal", ModeEnforce, true, "", name, "api.github.com", true, false, result{Allow, ReasonNone}},
+		{"case and trailing dot", ModeEnforce, true, "", name, "API.GitHub.com.", true, false, result{Allow, ReasonNone}},
+		{"mismatch", ModeEnforce, true, "", name, "evil.example", true, false, result{Deny, ReasonSNIMismatch}},
+		{"mismatch report", ModeReport, true, "", name, "evil.example", true, false, result{Report, ReasonSNIMismatch}},
+		{"ech outer sni mismatch", ModeEnforce, true, "", name, "public.cloudflare-ech.example", true, true, result{Deny, ReasonSNIMismatch}},
+		{"unparseable sni", ModeEnforce, true, "", name, "a..b", true, false, result{Deny, ReasonSNIMismatch}},
+		{"missing required", ModeEnforce, true, "", name, "", false, false, result{Deny, ReasonSNIMissing}},
+		{"missing required report", ModeReport, true, "", name, "", false, false, result{Report, ReasonSNIMissing}},
+		{"missing not required", ModeEnforce, false, "", name, "", false, false, result{Allow, ReasonNone}},
+		{"present but empty", ModeEnforce, true, "", name, "", true, false, result{Deny, ReasonSNIMissing}},
+		{"ip without sni", ModeEnforce, true, "", ip, "", false, false, result{Allow, ReasonNone}},
+		{"ip with same ip sni", ModeEnforce, true, "", ip, "93.184.216.34", true, false, result{Allow, ReasonNone}},
+		{"ipv6 with same ip sni", ModeEnforce, true, "", ip6, "2606:4700:0::1", true, false, result{Allow, ReasonNone}},
+		{"ip with other ip sni", ModeEnforce, true, "", ip, "93.184.216.35", true, false, result{Deny, ReasonSNIMismatch}},
+		{"ip with name sni", ModeEnforce, true, "", ip, "example.com", true, false, result{Deny, ReasonSNIMismatch}},
+		{"name with ip sni", ModeEnforce, true, "", name, "140.82.112.6", true, false, result{Deny, ReasonSNIMismatch}},
+		{"ech allowed", ModeEnforce, true, ECHAllow, name, "api.github.com", true, true, result{Allow, ReasonNone}},
+		{"ech refused", ModeEnforce, true, ECHDeny, name, "api.github.com", true, true, result{Deny, ReasonECHRefused}},
+		{"ech refused report", ModeReport, true, ECHDeny, name, "api.github.com", true, true, result{Report, ReasonECHRefused}},
+		{"ech refused without sni to an ip", ModeEnforce, false, ECHDeny, ip, "", false, true, result{Deny, ReasonECHRefused}},
+		{"no ech under deny", ModeEnforce, true, ECHDeny, name, "api.github.com", true, false, result{Allow, ReasonNone}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			p, err := Compile(Config{Mode: tt.mode, RequireSNI: tt.requireSNI, TLSPorts: []int{443}})
+			p, err := Compile(Config{Mode: tt.mode, RequireSNI: tt.requireSNI, ECH: tt.echPolicy, TLSPorts: []int{443}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -105,5 +111,22 @@ func TestPolicyAccessors(t *testing.T) {
 	zero, err := Compile(Config{})
 	if err != nil || zero.Mode() != ModeEnforce {
 		t.Errorf("zero config: %v %v", zero, err)
+	}
+}
+
+// TestCheckInvalidHello: a hello the guard could not read is denied in every
+// mode, whatever require_sni says.
+func TestCheckInvalidHello(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{ModeEnforce, ModeReport} {
+		for _, requireSNI := range []bool{true, false} {
+			p, err := Compile(Config{Mode: mode, RequireSNI: requireSNI, TLSPorts: []int{443}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v, r := p.CheckInvalidHello(); v != Deny || r != ReasonTLSHelloInvalid {
+				t.Errorf("mode %s, require_sni %v: %v %s, want deny tls_hello_invalid", mode, requireSNI, v, r)
+			}
+		}
 	}
 }

@@ -55,6 +55,8 @@ const (
 	ReasonPrivateRange     Reason = "private_range"
 	ReasonSNIMismatch      Reason = "sni_mismatch"
 	ReasonSNIMissing       Reason = "sni_missing"
+	ReasonTLSHelloInvalid  Reason = "tls_hello_invalid" // a ClientHello that could not be read whole, parsed, or within the bound
+	ReasonECHRefused       Reason = "ech_refused"       // an Encrypted Client Hello under policy.ech: deny
 	ReasonProtocolMismatch Reason = "protocol_mismatch"
 	ReasonAuthRequired     Reason = "auth_required"
 	ReasonDLP              Reason = "dlp"
@@ -75,7 +77,7 @@ const (
 // DenyReasons lists every contract denial reason, in documentation order.
 var DenyReasons = []Reason{
 	ReasonNotAllowed, ReasonPortNotAllowed, ReasonDeniedByRule, ReasonPrivateRange, ReasonSNIMismatch,
-	ReasonSNIMissing, ReasonProtocolMismatch, ReasonAuthRequired, ReasonDLP,
+	ReasonSNIMissing, ReasonTLSHelloInvalid, ReasonECHRefused, ReasonProtocolMismatch, ReasonAuthRequired, ReasonDLP,
 }
 
 // Client identifies who is asking.

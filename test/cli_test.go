@@ -81,6 +81,40 @@ func TestCheckCommand(t *testing.T) {
 	}
 }
 
+// TestCheckNAT64: with an operator's NAT64 prefix opened in allow_ranges,
+// the IPv4 address inside an address under it is still range-checked:
+// 169.254.169.254 behind 64:ff9b:1:abcd::/96 is private_range, a public
+// address is allowed; opening the prefix without declaring it is refused
+// with its key and line.
+func TestCheckNAT64(t *testing.T) {
+	cfg := writeConfig(t, `
+policy:
+  mode: enforce
+  deny_ranges: [default]
+  nat64_prefixes: ["64:ff9b::/96", "64:ff9b:1:abcd::/96"]
+  allow_ranges: ["64:ff9b:1:abcd::/96"]
+  rules:
+    - name: nat64
+      cidrs: ["64:ff9b:1:abcd::/96"]
+      ports: [443]
+`)
+	for dest, want := range map[string]string{
+		"[64:ff9b:1:abcd::a9fe:a9fe]:443": "reason: private_range\n",
+		"[64:ff9b:1:abcd::a00:5]:443":     "reason: private_range\n",
+		"[64:ff9b:1:abcd::808:808]:443":   "decision: allow\n",
+	} {
+		out, errOut, _ := run(t, "check", "--config", cfg, dest)
+		if !strings.Contains(out, want) {
+			t.Errorf("check %s: want %q in\n%s%s", dest, want, out, errOut)
+		}
+	}
+	undeclared := writeConfig(t, "policy:\n  allow_ranges:\n    - \"64:ff9b:1:abcd::/96\"\n")
+	_, errOut, code := run(t, "validate", "--config", undeclared)
+	if code != 1 || !strings.Contains(errOut, undeclared+":3: policy.allow_ranges[0]: 64:ff9b:1:abcd::/96: inside the NAT64 local-use prefix") {
+		t.Errorf("validate an undeclared local-use NAT64 prefix: exit %d\n%s", code, errOut)
+	}
+}
+
 // TestValidateCommand: every error at once, each with file, line and key.
 func TestValidateCommand(t *testing.T) {
 	good := writeConfig(t, cliPolicy)

@@ -140,10 +140,12 @@ func defaults() Config {
 			NegativeTTL: 5 * time.Second,
 		},
 		Policy: policy.Config{
-			Mode:       policy.ModeEnforce,
-			DenyRanges: []string{policy.DefaultRanges},
-			RequireSNI: true,
-			TLSPorts:   []int{443},
+			Mode:          policy.ModeEnforce,
+			DenyRanges:    []string{policy.DefaultRanges},
+			RequireSNI:    true,
+			TLSPorts:      []int{443},
+			ECH:           policy.ECHAllow,
+			NAT64Prefixes: []string{"64:ff9b::/96"},
 		},
 		Auth: Auth{CacheTTL: time.Minute},
 		Limits: Limits{

@@ -114,6 +114,8 @@ policy:
   allow_ranges: ["127.0.0.1"]
   require_sni: false
   tls_ports: [443, 8443]
+  ech: deny
+  nat64_prefixes: ["64:ff9b:1:abcd::/96", "2001:db8:64::/48"]
   groups:
     web: {cidrs: ["10.0.1.0/24"], users: [bob, 1234]}
   rules:
@@ -140,6 +142,7 @@ log:
 	want.Policy = policy.Config{
 		Mode: "report", DenyRanges: []string{"default", "8.8.4.4"}, AllowRanges: []string{"127.0.0.1"},
 		RequireSNI: false, TLSPorts: []int{443, 8443},
+		ECH: "deny", NAT64Prefixes: []string{"64:ff9b:1:abcd::/96", "2001:db8:64::/48"},
 		Groups: map[string]policy.Group{"web": {CIDRs: []string{"10.0.1.0/24"}, Users: []string{"bob", "1234"}}},
 		Rules:  []policy.Rule{{Name: "r1", Groups: []string{"web"}, Hosts: []string{"Example.COM.", "*.example.com"}, Ports: []int{443}}},
 	}
@@ -199,6 +202,11 @@ func TestParseErrors(t *testing.T) {
 		{"negative stale ttl", "dns:\n  stale_ttl: -1s\n", `egressd.yaml:2: dns.stale_ttl: must not be negative`},
 		{"bad log level", "log:\n  level: verbose\n", `egressd.yaml:2: log.level: "verbose": must be debug, info, warn or error`},
 		{"auth required without file", "auth:\n  required: true\n", `egressd.yaml:2: auth.required: needs auth.users_file`},
+		{"bad ech", "policy:\n  ech: strip\n", `egressd.yaml:2: policy.ech: "strip": must be allow or deny`},
+		{"nat64 prefix length", "policy:\n  nat64_prefixes:\n    - 64:ff9b::/96\n    - 2001:db8:64::/80\n", `egressd.yaml:4: policy.nat64_prefixes[1]: "2001:db8:64::/80": a NAT64 prefix is /32, /40, /48, /56, /64 or /96 (RFC 6052)`},
+		{"nat64 prefix ipv4", "policy:\n  nat64_prefixes: [\"10.0.0.0/8\"]\n", `egressd.yaml:2: policy.nat64_prefixes[0]: "10.0.0.0/8": a NAT64 prefix is IPv6`},
+		{"nat64 prefix not a prefix", "policy:\n  nat64_prefixes: [nat64]\n", `egressd.yaml:2: policy.nat64_prefixes[0]: "nat64": not a CIDR or IP address`},
+		{"local-use nat64 opened undeclared", "policy:\n  allow_ranges:\n    - \"64:ff9b:1:abcd::/96\"\n", `egressd.yaml:3: policy.allow_ranges[0]: 64:ff9b:1:abcd::/96: inside the NAT64 local-use prefix 64:ff9b:1::/48 (RFC 8215): list your NAT64 prefix in policy.nat64_prefixes`},
 		{"allow tie", "policy:\n  allow_ranges: [\"10.0.0.0/8\"]\n", `egressd.yaml:2: policy.allow_ranges[0]: 10.0.0.0/8: equals a deny range`},
 		{"two documents", "log:\n  level: info\n---\nlog:\n  level: debug\n", `egressd.yaml:3: more than one YAML document`},
 		{"merge key", "base: &b {http: \":1\"}\nlisten:\n  <<: *b\n", `egressd.yaml:1: base: unknown key`},

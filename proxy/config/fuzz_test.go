@@ -21,6 +21,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("a: &x [*x]\n"))
 	f.Add([]byte("limits: {max_header_bytes: 1GiB}\ntimeouts: {idle: 1h}\n"))
 	f.Add([]byte("policy:\n  groups: {g: {users: [u]}}\n  rules:\n    - {name: r, groups: [g], cidrs: [10.20.0.0/16], ports: [8443]}\n"))
+	f.Add([]byte("policy:\n  ech: deny\n  nat64_prefixes: [\"64:ff9b:1:abcd::/96\", \"2a00::/32\"]\n  allow_ranges: [\"64:ff9b:1:abcd::/96\"]\n"))
+	f.Add([]byte("policy: {nat64_prefixes: [], ech: allow}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data, "fuzz.yaml")
 		if err != nil {

@@ -18,7 +18,14 @@
 //
 // Errors fail closed and are distinct, so a front end can map them to contract
 // reasons: [ErrNotTLS] (the bytes are not a TLS handshake: protocol_mismatch),
-// [ErrMalformed] (a TLS handshake record whose ClientHello does not parse),
-// [ErrTooLarge] (the hello exceeds the caps), and [ErrIncomplete] (more bytes
-// are needed; [Parse] only, carried by an [*IncompleteError] that says how many).
+// [ErrMalformed] (a TLS handshake record whose ClientHello does not parse:
+// tls_hello_invalid), [ErrTooLarge] (the hello exceeds the caps:
+// tls_hello_invalid), and [ErrIncomplete] (more bytes are needed; [Parse]
+// only, carried by an [*IncompleteError] that says how many).
+//
+// Parse accepts nothing crypto/tls's server would reject before reading the
+// name (a duplicate extension, a trailing dot, a malformed body of an
+// extension crypto/tls parses), so whatever the guard relays, a TLS server
+// reads the name the guard judged; FuzzParse and the guard's
+// FuzzGuardRelaysOnlyWhatTLSReads (proxy/tunnel) hold it to that.
 package sni

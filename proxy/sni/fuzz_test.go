@@ -102,12 +102,16 @@ func checkInvariants(t *testing.T, data []byte, info Info, err error) {
 	}
 }
 
-// compareWithTLS: whenever crypto/tls accepts a hello (and none of Parse's
-// documented stricter rules apply), Parse accepts it and reads the same
-// name and ALPN list.
+// compareWithTLS: whenever Parse accepts a hello, crypto/tls's server
+// accepts it too and reads the same name and ALPN list; whenever crypto/tls
+// accepts one (and none of Parse's documented stricter rules apply), so
+// does Parse.
 func compareWithTLS(t *testing.T, data []byte, info Info, err error) {
 	t.Helper()
 	chi := tlsView(data)
+	if err == nil && chi == nil {
+		t.Fatalf("Parse read %+v from a hello crypto/tls rejects", info)
+	}
 	if chi == nil || stricter(data, chi.ServerName) {
 		return
 	}

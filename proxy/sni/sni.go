@@ -71,16 +71,38 @@ const (
 	nameTypeHostName    = 0x00
 )
 
+// Extensions whose body crypto/tls's server parses (handshake_messages.go,
+// clientHelloMsg.unmarshal); Parse checks them the same way.
+const (
+	extStatusRequest        = 5
+	extSupportedGroups      = 10
+	extECPointFormats       = 11
+	extSignatureAlgorithms  = 13
+	extSCT                  = 18
+	extExtendedMasterSecret = 23
+	extPreSharedKey         = 41
+	extEarlyData            = 42
+	extSupportedVersions    = 43
+	extCookie               = 44
+	extPSKModes             = 45
+	extSignatureAlgsCert    = 50
+	extKeyShare             = 51
+	extRenegotiationInfo    = 0xff01
+)
+
 // Parse reads the ClientHello at the start of a TLS record stream. The
 // handshake message may be split over several records; they are
 // reassembled (copying only when it is split). Bytes after the ClientHello
 // are ignored. Parse never panics; its errors are ErrNotTLS, ErrMalformed,
 // ErrTooLarge or an *IncompleteError.
 //
-// Parse is stricter than crypto/tls in three ways, all failing closed: a
-// record may carry at most MaxRecordLen bytes, records must all be
-// handshake records with version 3.x, and a host_name must be printable
-// ASCII (a name a policy could match).
+// Parse rejects every ClientHello crypto/tls's server rejects before it
+// reads the name: a duplicate extension, a second host_name, a name with a
+// trailing dot, and a malformed body of any extension crypto/tls parses. It
+// is stricter than crypto/tls in three ways, all failing closed: a record
+// may carry at most MaxRecordLen bytes, records must all be handshake
+// records with version 3.x, and a host_name must be printable ASCII (a
+// name a policy could match).
 func Parse(data []byte) (Info, error) {
 	msg, err := handshakeMessage(data)
 	if err != nil {
@@ -224,12 +246,104 @@ func parseClientHello(msg []byte) (Info, error) {
 			info.ALPN, err = parseALPN(data)
 		case extECH:
 			info.ECH = true
+			if !validECH(data) {
+				err = ErrMalformed
+			}
+		case extPreSharedKey:
+			// RFC 8446 section 4.2.11: pre_shared_key comes last.
+			if !exts.Empty() || !validPSK(data) {
+				err = ErrMalformed
+			}
+		default:
+			if !validExtension(typ, data) {
+				err = ErrMalformed
+			}
 		}
 		if err != nil {
 			return Info{}, err
 		}
 	}
 	return info, nil
+}
+
+// validExtension checks the body of an extension the way crypto/tls's
+// server does; extensions it does not parse are accepted as they are.
+func validExtension(typ uint16, data cryptobyte.String) bool {
+	var list cryptobyte.String
+	switch typ {
+	case extStatusRequest:
+		var ignored cryptobyte.String
+		return data.Skip(1) && data.ReadUint16LengthPrefixed(&ignored) &&
+			data.ReadUint16LengthPrefixed(&ignored) && data.Empty()
+	case extSupportedGroups, extSignatureAlgorithms, extSignatureAlgsCert:
+		return data.ReadUint16LengthPrefixed(&list) && !list.Empty() && len(list)%2 == 0 && data.Empty()
+	case extSupportedVersions:
+		return data.ReadUint8LengthPrefixed(&list) && !list.Empty() && len(list)%2 == 0 && data.Empty()
+	case extECPointFormats:
+		return data.ReadUint8LengthPrefixed(&list) && !list.Empty() && data.Empty()
+	case extRenegotiationInfo, extPSKModes:
+		return data.ReadUint8LengthPrefixed(&list) && data.Empty()
+	case extCookie:
+		return data.ReadUint16LengthPrefixed(&list) && !list.Empty() && data.Empty()
+	case extExtendedMasterSecret, extSCT, extEarlyData:
+		return data.Empty()
+	case extKeyShare:
+		if !data.ReadUint16LengthPrefixed(&list) || !data.Empty() {
+			return false
+		}
+		for !list.Empty() {
+			var share cryptobyte.String
+			if !list.Skip(2) || !list.ReadUint16LengthPrefixed(&share) || share.Empty() {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// validPSK checks a pre_shared_key extension body (RFC 8446 section
+// 4.2.11) as crypto/tls does: non-empty identities and binders.
+func validPSK(data cryptobyte.String) bool {
+	var ids, binders cryptobyte.String
+	if !data.ReadUint16LengthPrefixed(&ids) || ids.Empty() {
+		return false
+	}
+	for !ids.Empty() {
+		var label cryptobyte.String
+		if !ids.ReadUint16LengthPrefixed(&label) || label.Empty() || !ids.Skip(4) {
+			return false
+		}
+	}
+	if !data.ReadUint16LengthPrefixed(&binders) || binders.Empty() || !data.Empty() {
+		return false
+	}
+	for !binders.Empty() {
+		var b cryptobyte.String
+		if !binders.ReadUint8LengthPrefixed(&b) || b.Empty() {
+			return false
+		}
+	}
+	return true
+}
+
+// validECH checks an encrypted_client_hello extension body as crypto/tls's
+// server does before it reads the name (ech.go, parseECHExt): empty, an
+// inner marker (type 1, nothing else), or an outer one (type 0, cipher
+// suite, config id, encapsulated key, payload).
+func validECH(data cryptobyte.String) bool {
+	if data.Empty() {
+		return true
+	}
+	var typ uint8
+	data.ReadUint8(&typ)
+	switch typ {
+	case 1:
+		return data.Empty()
+	case 0:
+		var enc, payload cryptobyte.String
+		return data.Skip(2+2+1) && data.ReadUint16LengthPrefixed(&enc) && data.ReadUint16LengthPrefixed(&payload)
+	}
+	return false
 }
 
 // parseServerName reads a server_name extension (RFC 6066 section 3).

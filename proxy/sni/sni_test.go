@@ -329,3 +329,66 @@ func TestParseRandomFragmentations(t *testing.T) {
 		}
 	}
 }
+
+// ext frames one extension: type, length, body.
+func ext(typ uint16, body ...byte) []byte {
+	return append([]byte{byte(typ >> 8), byte(typ), byte(len(body) >> 8), byte(len(body))}, body...)
+}
+
+// TestParseExtensionBodies: a hello whose extension crypto/tls's server
+// would not parse is malformed for Parse too, so the guard never relays a
+// hello an upstream reads differently or not at all; well-formed bodies of
+// the same extensions parse, and so does an extension crypto/tls ignores.
+func TestParseExtensionBodies(t *testing.T) {
+	t.Parallel()
+	sni := sniExt(0, "a.example")
+	for _, tc := range []struct {
+		name string
+		exts []byte
+		ok   bool
+	}{
+		{"well-formed", cat(sni, ext(extStatusRequest, 1, 0, 0, 0, 0), ext(extSupportedGroups, 0, 2, 0, 29),
+			ext(extECPointFormats, 1, 0), ext(extSignatureAlgorithms, 0, 2, 4, 3), ext(extSignatureAlgsCert, 0, 2, 4, 3),
+			ext(extSCT), ext(extExtendedMasterSecret), ext(extEarlyData), ext(extSupportedVersions, 2, 3, 4),
+			ext(extCookie, 0, 1, 9), ext(extPSKModes, 1, 1), ext(extKeyShare, 0, 5, 0, 29, 0, 1, 7),
+			ext(extRenegotiationInfo, 0), ext(extECH, 1), ext(0x1234, 1, 2, 3),
+			ext(extPreSharedKey, 0, 7, 0, 1, 'x', 0, 0, 0, 0, 0, 2, 1, 5)), true},
+		{"empty ech", cat(sni, ext(extECH)), true},
+		{"outer ech", cat(sni, ext(extECH, 0, 0, 1, 0, 1, 7, 0, 1, 9, 0, 1, 8)), true},
+		{"status_request cut", cat(sni, ext(extStatusRequest, 1, 0, 0)), false},
+		{"supported_groups empty", cat(sni, ext(extSupportedGroups, 0, 0)), false},
+		{"supported_groups odd", cat(sni, ext(extSupportedGroups, 0, 1, 0)), false},
+		{"supported_groups trailing", cat(sni, ext(extSupportedGroups, 0, 2, 0, 29, 0)), false},
+		{"ec_point_formats empty", cat(sni, ext(extECPointFormats, 0)), false},
+		{"signature_algorithms empty", cat(sni, ext(extSignatureAlgorithms, 0, 0)), false},
+		{"signature_algorithms_cert odd", cat(sni, ext(extSignatureAlgsCert, 0, 3, 4, 3, 1)), false},
+		{"sct with a body", cat(sni, ext(extSCT, 0)), false},
+		{"extended_master_secret with a body", cat(sni, ext(extExtendedMasterSecret, 0)), false},
+		{"early_data with a body", cat(sni, ext(extEarlyData, 0)), false},
+		{"supported_versions empty", cat(sni, ext(extSupportedVersions, 0)), false},
+		{"supported_versions odd", cat(sni, ext(extSupportedVersions, 1, 3)), false},
+		{"cookie empty", cat(sni, ext(extCookie, 0, 0)), false},
+		{"psk modes cut", cat(sni, ext(extPSKModes, 2, 1)), false},
+		{"key_share empty key", cat(sni, ext(extKeyShare, 0, 4, 0, 29, 0, 0)), false},
+		{"renegotiation_info trailing", cat(sni, ext(extRenegotiationInfo, 0, 0)), false},
+		{"pre_shared_key not last", cat(ext(extPreSharedKey, 0, 7, 0, 1, 'x', 0, 0, 0, 0, 0, 2, 1, 5), sni), false},
+		{"pre_shared_key no binders", cat(sni, ext(extPreSharedKey, 0, 7, 0, 1, 'x', 0, 0, 0, 0, 0, 0)), false},
+		{"pre_shared_key empty label", cat(sni, ext(extPreSharedKey, 0, 6, 0, 0, 0, 0, 0, 0, 0, 2, 1, 5)), false},
+		{"ech of unknown type", cat(sni, ext(extECH, 2)), false},
+		{"inner ech with a body", cat(sni, ext(extECH, 1, 0)), false},
+		{"outer ech cut", cat(sni, ext(extECH, 0, 0, 1, 0, 1, 7, 0, 1)), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hello := bareHello(tc.exts)
+			_, err := Parse(hello)
+			if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, ErrMalformed) {
+				t.Fatalf("Parse: %v, want ok %v", err, tc.ok)
+			}
+			if chi := tlsView(hello); tc.ok != (chi != nil) {
+				t.Fatalf("crypto/tls read %+v, want ok %v: the case does not match crypto/tls", chi, tc.ok)
+			}
+		})
+	}
+}
+
+func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }

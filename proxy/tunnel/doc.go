@@ -1,6 +1,8 @@
 // Package tunnel runs an allowed tunnel once both ends are connected: the
-// first-bytes guard (the TLS ClientHello's SNI must name the host that was
-// asked for, on policy.tls_ports), drain tracking, the active-tunnel gauge,
+// first-bytes guard (on policy.tls_ports, a ClientHello read whole, parsed
+// cleanly, whose SNI names the host that was asked for; anything it cannot
+// read is denied tls_hello_invalid and never relayed), drain tracking, the
+// active-tunnel gauge,
 // the splice relay and the one access-log line at the end. CONNECT and SOCKS5
 // both call Run, so a tunnel behaves the same whichever front end opened it.
 //

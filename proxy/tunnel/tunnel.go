@@ -12,8 +12,9 @@ import (
 	"github.com/egressd/egressd/proxy/sni"
 )
 
-// MaxHello bounds the ClientHello the guard waits for: one TLS record of at
-// most 16 KiB plus its 5-byte header.
+// MaxHello bounds the bytes the guard reads for a ClientHello: a hello of
+// up to 64 KiB with its record headers (crypto/tls's own limit). A longer
+// one is denied tls_hello_invalid.
 const MaxHello = sni.MaxPeek
 
 // Runner holds what every tunnel shares. The zero value works (no drain
@@ -61,22 +62,9 @@ func (r *Runner) Check(client net.Conn, prefix []byte, dec policy.Decision, rec 
 		deadline = time.Now().Add(r.Handshake)
 	}
 	hello, info, err := sni.Peek(client, prefix, MaxHello, deadline)
-	var verdict policy.Verdict
-	var reason policy.Reason
-	switch {
-	case errors.Is(err, sni.ErrNotTLS):
-		verdict, reason = dec.Policy.CheckProtocol(dec, false)
-	case err != nil:
-		// Timed out, truncated, malformed, or a hello spread over records
-		// beyond our bound: no SNI could be read, so fail closed on it.
-		verdict, reason = dec.Policy.CheckSNI(dec, "", false, false)
-		if len(hello) == 0 {
-			// Nothing arrived at all: there is nothing to relay.
-			verdict, reason = policy.Deny, policy.ReasonSNIMissing
-		}
-	default:
+	verdict, reason := judge(dec, hello, info, err)
+	if err == nil {
 		rec.SNI, rec.ECH = info.ServerName, info.ECH
-		verdict, reason = dec.Policy.CheckSNI(dec, info.ServerName, info.HasSNI, info.ECH)
 	}
 	switch verdict {
 	case policy.Deny:
@@ -87,6 +75,26 @@ func (r *Runner) Check(client net.Conn, prefix []byte, dec policy.Decision, rec 
 		rec.Reason = reason
 	}
 	return hello, true
+}
+
+// judge turns what sni.Peek read into the guard's verdict. Only a hello
+// that parsed cleanly is judged by its SNI; one that did not arrive whole in
+// time, did not parse or exceeded the bound is tls_hello_invalid, whatever
+// the destination and require_sni, because an upstream server might read a
+// name in it that the guard did not.
+func judge(dec policy.Decision, hello []byte, info sni.Info, err error) (policy.Verdict, policy.Reason) {
+	switch {
+	case err == nil:
+		return dec.Policy.CheckSNI(dec, info.ServerName, info.HasSNI, info.ECH)
+	case errors.Is(err, sni.ErrNotTLS):
+		return dec.Policy.CheckProtocol(dec, false)
+	case len(hello) == 0:
+		// Nothing arrived at all (the client closed, or stayed silent for
+		// timeouts.handshake): no hello, and nothing to relay.
+		return policy.Deny, policy.ReasonSNIMissing
+	default:
+		return dec.Policy.CheckInvalidHello()
+	}
 }
 
 // Relay tracks the tunnel, relays until both directions end (or a timeout

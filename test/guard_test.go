@@ -1,0 +1,366 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdh"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/cryptobyte"
+
+	"github.com/egressd/egressd/test/testenv"
+)
+
+// guardHandshake is timeouts.handshake in the guard tests: short, so the
+// slow-hello cases end quickly.
+const guardHandshake = 1 * time.Second
+
+// guardEnv is egressd in front of a sink: a TCP origin on originIP, on a
+// tls_ports port, that records every byte it receives. A rule allows the
+// sink by address (cidrs) and by name (allowed.test).
+type guardEnv struct {
+	ns   *testenv.Netns
+	sink *sink
+	proc *testenv.Proc
+}
+
+func newGuardEnv(t *testing.T, policyExtra string) *guardEnv {
+	t.Helper()
+	e := &guardEnv{ns: testenv.NewNetns(t)}
+	e.sink = newSink(t, e.ns, originIP)
+	dns := testenv.NewDNSServerIn(t, e.ns, "127.0.0.53")
+	dns.Set("allowed.test", 60, netip.MustParseAddr(originIP))
+	cfg := fmt.Sprintf(`
+listen:
+  http: %q
+  socks5: %q
+  admin: %q
+dns:
+  servers: [%q]
+timeouts:
+  handshake: %s
+  connect: 2s
+  drain_delay: 0s
+  drain: 2s
+policy:
+  mode: enforce
+  deny_ranges: [default]
+  require_sni: true
+  tls_ports: [%d]
+%s
+  rules:
+    - name: by-ip
+      cidrs: ["%s/32"]
+      ports: [%[6]d]
+    - name: by-name
+      hosts: ["allowed.test"]
+      ports: [%[6]d]
+      allow_ranges: ["%[8]s/32"]
+`, e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), dns.Addr(),
+		guardHandshake, e.sink.port, policyExtra, originIP)
+	e.proc = (&testenv.Egressd{Netns: e.ns}).Start(t, cfg)
+	return e
+}
+
+// open opens a tunnel to host:sink through listener ("connect" or
+// "socks5") and returns the client conn once egressd confirmed it.
+func (e *guardEnv) open(t *testing.T, listener, host string) net.Conn {
+	t.Helper()
+	target := net.JoinHostPort(host, fmt.Sprint(e.sink.port))
+	if listener == "socks5" {
+		_, err := netip.ParseAddr(host)
+		c, res := socksRequest(t, e.ns, e.proc.SOCKSAddr, nil, socksConnect, host, e.sink.port, err == nil)
+		if res.Reply != replySucceeded {
+			t.Fatalf("socks5 %s: reply %d", target, res.Reply)
+		}
+		return c
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := e.ns.DialContext(ctx, "tcp", e.proc.HTTPAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	// Read the status line and headers byte by byte: nothing of the tunnel
+	// may be consumed.
+	var head []byte
+	one := make([]byte, 1)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
+		if _, err := c.Read(one); err != nil {
+			t.Fatalf("CONNECT %s: %v after %q", target, err, head)
+		}
+		head = append(head, one[0])
+	}
+	c.SetReadDeadline(time.Time{})
+	if !bytes.HasPrefix(head, []byte("HTTP/1.1 200 ")) {
+		t.Fatalf("CONNECT %s: %q", target, head)
+	}
+	return c
+}
+
+// closedWithin reports whether egressd closed c (EOF or reset, no byte)
+// within d.
+func closedWithin(c net.Conn, d time.Duration) (bool, error) {
+	c.SetReadDeadline(time.Now().Add(d))
+	n, err := c.Read(make([]byte, 1))
+	if n > 0 {
+		return false, fmt.Errorf("got a byte from the tunnel")
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return false, nil
+	}
+	return true, nil
+}
+
+// TestGuardFailsClosed: on a tls_ports port, a ClientHello the guard cannot
+// judge (too slow, malformed, too large, cut short) is denied with
+// tls_hello_invalid and no byte of it reaches the origin, even for an IP
+// destination, which may go without SNI. A clean hello without SNI to the
+// IP is relayed, as before.
+func TestGuardFailsClosed(t *testing.T) {
+	e := newGuardEnv(t, "")
+	hello := tlsClientHello(t, "denied.test")
+	trailingDot := bytes.Replace(hello, []byte("denied.test"), []byte("denied.tes."), 1)
+	nul := bytes.Replace(hello, []byte("denied.test"), []byte("denied\x00test"), 1)
+	huge := hugeHello()
+	noSNI := tlsClientHello(t, "")
+
+	type tcase struct {
+		name string
+		send func(t *testing.T, c net.Conn) // sends the first bytes; egressd must close c
+	}
+	cases := []tcase{
+		{"slow hello", func(t *testing.T, c net.Conn) {
+			// The first bytes of a hello for denied.test, then nothing
+			// until past timeouts.handshake; the rest would follow.
+			c.Write(hello[:3])
+			closed, err := closedWithin(c, guardHandshake+10*time.Second)
+			if !closed {
+				c.Write(hello[3:])
+				t.Fatalf("tunnel still open %v after the first 3 bytes of a hello (%v); the rest was sent", guardHandshake+10*time.Second, err)
+			}
+		}},
+		{"trailing dot", func(t *testing.T, c net.Conn) { c.Write(trailingDot) }},
+		{"nul in name", func(t *testing.T, c net.Conn) { c.Write(nul) }},
+		{"too large", func(t *testing.T, c net.Conn) { c.Write(huge) }},
+		{"cut short", func(t *testing.T, c net.Conn) {
+			c.Write(hello[:len(hello)-10])
+			c.(interface{ CloseWrite() error }).CloseWrite()
+		}},
+	}
+	for _, listener := range []string{"connect", "socks5"} {
+		for _, tc := range cases {
+			t.Run(listener+"/"+tc.name, func(t *testing.T) {
+				skip := len(e.proc.AccessLines())
+				c := e.open(t, listener, originIP)
+				tc.send(t, c)
+				if closed, err := closedWithin(c, guardHandshake+10*time.Second); !closed {
+					t.Fatalf("egressd did not close the tunnel: %v", err)
+				}
+				c.Close()
+				if got := e.sink.next(t); len(got) != 0 {
+					t.Fatalf("the origin received %d bytes: % x", len(got), got[:min(len(got), 16)])
+				}
+				waitLogAfter(t, e.proc, skip, map[string]any{"listener": listener, "host": originIP,
+					"decision": "deny", "reason": "tls_hello_invalid", "sni": ""})
+			})
+		}
+		t.Run(listener+"/clean hello without SNI to the IP", func(t *testing.T) {
+			skip := len(e.proc.AccessLines())
+			c := e.open(t, listener, originIP)
+			c.Write(noSNI)
+			c.Close()
+			if got := e.sink.next(t); !bytes.Equal(got, noSNI) {
+				t.Fatalf("the origin received %d bytes, want the %d of the hello", len(got), len(noSNI))
+			}
+			waitLogAfter(t, e.proc, skip, map[string]any{"listener": listener, "host": originIP, "decision": "allow", "sni": ""})
+		})
+	}
+}
+
+// TestGuardECH: with policy.ech deny, a ClientHello carrying Encrypted
+// Client Hello is refused with ech_refused on both front ends, and nothing
+// reaches the origin; with the default (allow) its outer SNI is judged and
+// the line says ech.
+func TestGuardECH(t *testing.T) {
+	hello := tlsClientHelloWith(t, &tls.Config{ServerName: "allowed.test", MinVersion: tls.VersionTLS13,
+		EncryptedClientHelloConfigList: echConfigList(t, "allowed.test")})
+	for _, ech := range []string{"deny", "allow"} {
+		e := newGuardEnv(t, "  ech: "+ech)
+		for _, listener := range []string{"connect", "socks5"} {
+			t.Run(ech+"/"+listener, func(t *testing.T) {
+				skip := len(e.proc.AccessLines())
+				c := e.open(t, listener, "allowed.test")
+				c.Write(hello)
+				if ech == "deny" {
+					if closed, err := closedWithin(c, 10*time.Second); !closed {
+						t.Fatalf("egressd did not close the tunnel: %v", err)
+					}
+				}
+				c.Close()
+				got := e.sink.next(t)
+				want := map[string]any{"listener": listener, "host": "allowed.test", "sni": "allowed.test", "ech": true}
+				if ech == "deny" {
+					if len(got) != 0 {
+						t.Fatalf("the origin received %d bytes", len(got))
+					}
+					want["decision"], want["reason"] = "deny", "ech_refused"
+				} else {
+					if !bytes.Equal(got, hello) {
+						t.Fatalf("the origin received %d bytes, want the %d of the hello", len(got), len(hello))
+					}
+					want["decision"] = "allow"
+				}
+				waitLogAfter(t, e.proc, skip, want)
+			})
+		}
+	}
+}
+
+// echConfigList is an ECHConfigList (draft-ietf-tls-esni) for a fresh
+// X25519 key, enough for crypto/tls to send an ECH ClientHello whose outer
+// SNI is publicName.
+func echConfigList(t *testing.T, publicName string) []byte {
+	t.Helper()
+	key, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b cryptobyte.Builder
+	b.AddUint16LengthPrefixed(func(list *cryptobyte.Builder) {
+		list.AddUint16(0xfe0d)
+		list.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) {
+			c.AddUint8(7)     // config_id
+			c.AddUint16(0x20) // DHKEM(X25519, HKDF-SHA256)
+			c.AddUint16LengthPrefixed(func(k *cryptobyte.Builder) { k.AddBytes(key.PublicKey().Bytes()) })
+			c.AddUint16LengthPrefixed(func(s *cryptobyte.Builder) {
+				s.AddUint16(1) // HKDF-SHA256
+				s.AddUint16(1) // AES-128-GCM
+			})
+			c.AddUint8(0) // maximum_name_length
+			c.AddUint8LengthPrefixed(func(n *cryptobyte.Builder) { n.AddBytes([]byte(publicName)) })
+			c.AddUint16(0) // no extensions
+		})
+	})
+	return b.BytesOrPanic()
+}
+
+// tlsClientHello returns the first flight of a crypto/tls client for
+// serverName ("" sends no server_name).
+func tlsClientHello(t *testing.T, serverName string) []byte {
+	t.Helper()
+	return tlsClientHelloWith(t, &tls.Config{ServerName: serverName, InsecureSkipVerify: serverName == ""})
+}
+
+// tlsClientHelloWith returns the first record a crypto/tls client sends
+// with cfg.
+func tlsClientHelloWith(t *testing.T, cfg *tls.Config) []byte {
+	t.Helper()
+	client, server := net.Pipe()
+	defer server.Close()
+	go func() {
+		tls.Client(client, cfg).Handshake()
+		client.Close()
+	}()
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var hdr [5]byte
+	if _, err := io.ReadFull(server, hdr[:]); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, binary.BigEndian.Uint16(hdr[3:]))
+	if _, err := io.ReadFull(server, body); err != nil {
+		t.Fatal(err)
+	}
+	return append(hdr[:], body...)
+}
+
+// hugeHello is the start of a ClientHello announcing a 70,000-byte message,
+// past crypto/tls's (and the guard's) 64 KiB.
+func hugeHello() []byte {
+	const n = 70000
+	return []byte{0x16, 0x03, 0x01, 0x40, 0x00, 0x01, n >> 16, n >> 8 & 0xff, n & 0xff, 0x03, 0x03}
+}
+
+// sink is a TCP origin that records the bytes of each connection it
+// accepts, until the peer closes.
+type sink struct {
+	port    int
+	mu      sync.Mutex
+	done    [][]byte // bytes of each finished connection, in the order they ended
+	taken   int
+	changed chan struct{}
+}
+
+func newSink(t *testing.T, ns *testenv.Netns, ip string) *sink {
+	t.Helper()
+	ln, err := ns.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &sink{port: ln.Addr().(*net.TCPAddr).Port, changed: make(chan struct{})}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				c.SetReadDeadline(time.Now().Add(60 * time.Second))
+				b, _ := io.ReadAll(c)
+				s.mu.Lock()
+				s.done = append(s.done, b)
+				close(s.changed)
+				s.changed = make(chan struct{})
+				s.mu.Unlock()
+			}()
+		}
+	}()
+	return s
+}
+
+// next waits for the next connection to end and returns its bytes.
+func (s *sink) next(t *testing.T) []byte {
+	t.Helper()
+	timer := time.NewTimer(20 * time.Second)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		if s.taken < len(s.done) {
+			b := s.done[s.taken]
+			s.taken++
+			s.mu.Unlock()
+			return b
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timer.C:
+			t.Fatal("no origin connection ended within 20s")
+		}
+	}
+}
