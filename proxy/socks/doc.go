@@ -23,8 +23,12 @@
 // A fast path (fast.go) serves the common exchange itself (a greeting, RFC
 // 1929 credentials when users are configured, then a CONNECT) through the
 // same credential check, decide, dial, guard and relay code, without
-// go-socks5's per-connection server, buffer and goroutines; anything else
-// is handed to go-socks5 with the bytes read so far replayed. A
+// go-socks5's per-connection server, buffer and goroutines. It also refuses
+// every other version 5 request itself (BIND and UDP ASSOCIATE 0x07, with an
+// access line; unknown commands 0x07; unknown address types 0x08), so no
+// go-socks5 version can turn a command on. Anything else (a greeting it
+// does not serve, a request that is not version 5) is handed to go-socks5
+// with the bytes read so far replayed. A
 // differential test and fuzz target hold both paths to the same bytes on
 // the wire and the same access lines, with and without users.
 package socks

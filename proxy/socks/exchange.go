@@ -22,12 +22,13 @@ import (
 type replyCode int
 
 const (
-	replySucceeded           replyCode = 0x00
-	replyNotAllowed          replyCode = 0x02
-	replyNetworkUnreachable  replyCode = 0x03
-	replyHostUnreachable     replyCode = 0x04
-	replyConnectionRefused   replyCode = 0x05
-	replyCommandNotSupported replyCode = 0x07
+	replySucceeded            replyCode = 0x00
+	replyNotAllowed           replyCode = 0x02
+	replyNetworkUnreachable   replyCode = 0x03
+	replyHostUnreachable      replyCode = 0x04
+	replyConnectionRefused    replyCode = 0x05
+	replyCommandNotSupported  replyCode = 0x07
+	replyAddrTypeNotSupported replyCode = 0x08
 )
 
 // exchange is one SOCKS5 connection. go-socks5's hooks are context-free
@@ -122,8 +123,10 @@ type rules struct{ x *exchange }
 func (r rules) Allow(ctx context.Context, req *socks5.Request) (context.Context, bool) {
 	x := r.x
 	if req.Command != socks5.ConnectCommand {
-		// Let go-socks5 answer "command not supported" (0x07) for BIND and
-		// UDP ASSOCIATE: it does so only after the RuleSet allowed them.
+		// Reached only with the fast path off (tests): the fast path
+		// refuses BIND and UDP ASSOCIATE itself (refuse). Here go-socks5
+		// answers "command not supported" (0x07), which it does only
+		// after the RuleSet allowed the command.
 		x.requested = true
 		x.rec.Deny(policy.ReasonNotAllowed)
 		x.rec.Status = int(replyCommandNotSupported)

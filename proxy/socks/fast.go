@@ -8,6 +8,9 @@ import (
 	"net/netip"
 	"sync"
 
+	"go.uber.org/zap"
+
+	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy/rawio"
 )
 
@@ -21,10 +24,13 @@ import (
 // bufio.Reader and the two copy goroutines handleConnect starts (measured:
 // 101 allocations and 9.1 KB per tunnel before, 72 and 4.0 KB after).
 //
+// Every other version 5 request is refused here too, so that no version of
+// go-socks5 ever acts on one: BIND and UDP ASSOCIATE (and unknown commands)
+// get 0x07, an unknown address type 0x08, the replies go-socks5 sends.
+//
 // Everything else goes to go-socks5 as before, with the bytes read so far
 // replayed: a greeting that is not SOCKS5 or offers no acceptable method,
-// and a request that is not a version 5 CONNECT with a known address type
-// (go-socks5 then answers BIND, UDP ASSOCIATE and unknown address types).
+// and a request that is not version 5 (go-socks5 closes without a reply).
 // The replies the fast path already sent are dropped when go-socks5 sends
 // them again. TestFastPathMatchesLibrary and FuzzFastPathMatchesLibrary
 // hold the two paths to the same bytes on the wire and the same access
@@ -32,13 +38,15 @@ import (
 
 // SOCKS5 wire constants (RFC 1928).
 const (
-	socksVersion   = 5
-	methodNoAuth   = 0x00
-	userPassVer    = 0x01 // RFC 1929's version byte
-	cmdConnectByte = 0x01
-	atypIPv4       = 0x01
-	atypDomain     = 0x03
-	atypIPv6       = 0x04
+	socksVersion     = 5
+	methodNoAuth     = 0x00
+	userPassVer      = 0x01 // RFC 1929's version byte
+	cmdConnectByte   = 0x01
+	cmdBindByte      = 0x02
+	cmdAssociateByte = 0x03
+	atypIPv4         = 0x01
+	atypDomain       = 0x03
+	atypIPv6         = 0x04
 )
 
 // fastBufSize holds the longest greeting (2+255), credentials (3+255+255)
@@ -99,22 +107,30 @@ func parseUserPass(b []byte) (user, pass string, n int) {
 	return string(b[2:u]), string(b[u+1 : n]), n
 }
 
-// connectRequest is a parsed SOCKS5 CONNECT request.
-type connectRequest struct {
+// request is a parsed SOCKS5 request.
+type request struct {
+	cmd  byte
 	host string // as destHost gives it for go-socks5's AddrSpec
 	port int
 }
 
-// parseConnect parses the request at the start of b. n > 0: the request is
-// b[:n]. n == 0: b is too short to tell. n < 0: the fast path does not serve
-// it (another version, command or address type).
-func parseConnect(b []byte) (req connectRequest, n int) {
-	if len(b) >= 1 && b[0] != socksVersion || len(b) >= 2 && b[1] != cmdConnectByte {
-		return req, -1
+// parseRequest's answers besides a request of n > 0 bytes.
+const (
+	requestShort       = 0  // b is too short to tell
+	requestNotSOCKS5   = -1 // another version: go-socks5 refuses it
+	requestBadAddrType = -2 // version 5 with an unknown address type: reply 0x08
+)
+
+// parseRequest parses the version 5 request at the start of b, whatever its
+// command. n > 0: the request is b[:n]; else one of the constants above.
+func parseRequest(b []byte) (req request, n int) {
+	if len(b) >= 1 && b[0] != socksVersion {
+		return req, requestNotSOCKS5
 	}
 	if len(b) < 4 {
-		return req, 0
+		return req, requestShort
 	}
+	req.cmd = b[1]
 	// b[2] is reserved; go-socks5 ignores it, and so does this.
 	var addrEnd int
 	switch b[3] {
@@ -124,15 +140,15 @@ func parseConnect(b []byte) (req connectRequest, n int) {
 		addrEnd = 4 + 16
 	case atypDomain:
 		if len(b) < 5 {
-			return req, 0
+			return req, requestShort
 		}
 		addrEnd = 5 + int(b[4])
 	default:
-		return req, -1
+		return req, requestBadAddrType
 	}
 	n = addrEnd + 2
 	if len(b) < n {
-		return req, 0
+		return req, requestShort
 	}
 	switch b[3] {
 	case atypIPv4:
@@ -227,12 +243,22 @@ func (x *exchange) serveFast(tc *net.TCPConn) handoff {
 	}
 
 	// Request.
-	req, n := parseConnect(b[at:])
-	for n == 0 {
+	req, n := parseRequest(b[at:])
+	for n == requestShort {
 		if !read() {
 			return end() // truncated: go-socks5 closes without a reply too
 		}
-		req, n = parseConnect(b[at:])
+		req, n = parseRequest(b[at:])
+	}
+	switch {
+	case n == requestBadAddrType:
+		release()
+		sendReply(tc, replyAddrTypeNotSupported, nil)
+		return end()
+	case n > 0 && req.cmd != cmdConnectByte:
+		release()
+		x.refuse(tc, req)
+		return end()
 	}
 	if n < 0 {
 		replay := bytes.Clone(b)
@@ -268,6 +294,21 @@ func (x *exchange) serveFast(tc *net.TCPConn) handoff {
 	}
 	x.startTunnel() // closes both conns itself when the guard refuses
 	return closed
+}
+
+// refuse answers a request for a command egressd does not serve with
+// "command not supported" (0x07). BIND and UDP ASSOCIATE get an access
+// line, as a denial (not_allowed); an unknown command gets none, as
+// go-socks5 gives none.
+func (x *exchange) refuse(tc *net.TCPConn, req request) {
+	x.s.diag.Debug("socks5 command refused", zap.Uint8("command", req.cmd))
+	if req.cmd == cmdBindByte || req.cmd == cmdAssociateByte {
+		x.requested = true
+		x.rec.Deny(policy.ReasonNotAllowed)
+		x.rec.Status = int(replyCommandNotSupported)
+		x.rec.Host, x.rec.Port = req.host, uint16(req.port)
+	}
+	sendReply(tc, replyCommandNotSupported, nil)
 }
 
 // readMore reads what the client has into the free part of buf after b.

@@ -282,7 +282,7 @@ func FuzzFastPathMatchesLibrary(f *testing.F) {
 // TestFastPathServesConnect: with no authentication configured the fast
 // path, not go-socks5, serves a CONNECT (go-socks5 logs at Debug on each
 // conn it serves that ends in an error; the fast path's conns never reach
-// it), and a declined request still reaches go-socks5.
+// it), and a request that is not version 5 still reaches go-socks5.
 func TestFastPathServesConnect(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	port := e.origin.addr().Port()
@@ -293,49 +293,121 @@ func TestFastPathServesConnect(t *testing.T) {
 	if n := e.diag.FilterMessage("socks5 connection ended").Len(); n != 0 {
 		t.Fatalf("go-socks5 served the CONNECT (%d debug lines)", n)
 	}
-	out, _ = e.run([][]byte{cat(greeting(0), reqDomain(9, "allowed.test", port))}, 0)
-	if replyOf(out, 2) != 7 {
-		t.Fatalf("unknown command: % x", out)
+	out, _ = e.run([][]byte{cat(greeting(0), []byte{4, 1, 0, 1, 127, 0, 0, 1, 0, 80})}, 0)
+	if !bytes.Equal(out, []byte{5, 0}) {
+		t.Fatalf("request version 4: % x", out)
 	}
 	if n := e.diag.FilterMessage("socks5 connection ended").Len(); n != 1 {
-		t.Fatalf("an unknown command did not reach go-socks5 (%d debug lines)", n)
+		t.Fatalf("a version 4 request did not reach go-socks5 (%d debug lines)", n)
 	}
 	e.close()
 }
 
-// FuzzParseConnect holds the fast path's request parser to go-socks5's
-// NewRequest: a request it accepts is a CONNECT that go-socks5 reads as the
-// same host and port from the same bytes; one it waits on is one go-socks5
-// cannot finish either; one it declines is one go-socks5 refuses or reads
-// as another command.
-func FuzzParseConnect(f *testing.F) {
+// TestCommandsRefusedBeforeLibrary: BIND, UDP ASSOCIATE and unknown
+// commands, with and without username/password, are answered 0x07 by
+// egressd's own code and the connection closed: go-socks5 never sees the
+// request (it would log at Debug for an unknown command, and it answers
+// BIND and UDP ASSOCIATE only through its RuleSet). BIND and UDP ASSOCIATE
+// are logged as denials with status 7; an unknown address type gets 0x08.
+func TestCommandsRefusedBeforeLibrary(t *testing.T) {
+	for _, mode := range authModes {
+		t.Run(mode.name, func(t *testing.T) {
+			e := newEnv(t, envOptions{auth: mode.auth, authRequired: mode.required})
+			defer e.close()
+			port := e.origin.addr().Port()
+			head, skip := greeting(0), 2
+			if mode.auth != nil {
+				head, skip = cat(greeting(2), userPass("alice", "secret")), 4
+			}
+			for _, tc := range []struct {
+				name  string
+				req   []byte
+				reply int
+				line  map[string]string // nil: no access line for the request
+			}{
+				{"bind", reqDomain(cmdBind, "allowed.test", port), 7,
+					map[string]string{"host": "allowed.test", "port": fmt.Sprint(port), "decision": "deny", "reason": "not_allowed", "status": "7"}},
+				{"udp associate", reqIP(cmdAssociate, "0.0.0.0", 0), 7,
+					map[string]string{"host": "0.0.0.0", "port": "0", "decision": "deny", "reason": "not_allowed", "status": "7"}},
+				{"bind to ipv6", reqIP(cmdBind, "::1", 9), 7,
+					map[string]string{"host": "::1", "port": "9", "decision": "deny", "reason": "not_allowed", "status": "7"}},
+				{"unknown command", reqDomain(9, "allowed.test", port), 7, nil},
+				{"bind, unknown address type", []byte{5, cmdBind, 0, 9, 1, 2, 3, 4, 0, 80}, 8, nil},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					refusedBefore := e.diag.FilterMessage("socks5 command refused").Len()
+					out, lines := e.run([][]byte{cat(head, tc.req, []byte("early bytes"))}, 0)
+					if got := replyOf(out, skip); got != tc.reply || len(out) != skip+10 {
+						t.Fatalf("output % x, want reply %d and the connection closed", out, tc.reply)
+					}
+					if n := e.diag.FilterMessage("socks5 connection ended").Len(); n != 0 {
+						t.Fatalf("go-socks5 served the request (%d debug lines)", n)
+					}
+					if tc.reply == 7 && e.diag.FilterMessage("socks5 command refused").Len() != refusedBefore+1 {
+						t.Fatal("not refused by the fast path")
+					}
+					if tc.line == nil {
+						// With users, the credential check has a line of
+						// its own (as with go-socks5); none names the request.
+						for _, l := range lines {
+							if !strings.Contains(l, " host= ") {
+								t.Fatalf("access line %s, want none for the request", l)
+							}
+						}
+						return
+					}
+					if len(lines) != 1 {
+						t.Fatalf("access lines %v, want one", lines)
+					}
+					for k, v := range tc.line {
+						if !strings.Contains(lines[0], k+"="+v+" ") {
+							t.Errorf("access line %s lacks %s=%s", lines[0], k, v)
+						}
+					}
+				})
+			}
+		})
+	}
+}
+
+// FuzzParseRequest holds the fast path's request parser to go-socks5's
+// NewRequest: a request it accepts go-socks5 reads as the same command,
+// host and port from the same bytes; one it waits on is one go-socks5
+// cannot finish either; one it declines go-socks5 refuses, for the same
+// reason (another version, or an unknown address type, which both answer
+// 0x08).
+func FuzzParseRequest(f *testing.F) {
 	for _, in := range fastPathInputs() {
 		if len(in) > 3 && in[0] == 5 && len(in) > 2+int(in[1]) {
 			f.Add(in[2+int(in[1]):])
 		}
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		req, n := parseConnect(b)
+		req, n := parseRequest(b)
 		r := bytes.NewReader(b)
 		lib, err := socks5.NewRequest(r)
-		switch {
-		case n > 0:
+		switch n {
+		case requestShort:
+			if err == nil {
+				t.Fatalf("fast path waits for more than % x, go-socks5 parsed %+v", b, lib.DestAddr)
+			}
+		case requestNotSOCKS5:
+			if err == nil {
+				t.Fatalf("fast path declined % x as not SOCKS5, go-socks5 parsed %+v", b, lib)
+			}
+		case requestBadAddrType:
+			if err == nil || err.Error() != "Unrecognized address type" {
+				t.Fatalf("fast path found an unknown address type in % x, go-socks5: %v", b, err)
+			}
+		default:
 			if err != nil {
 				t.Fatalf("fast path parsed %+v (%d bytes), go-socks5: %v", req, n, err)
 			}
-			if lib.Command != socks5.ConnectCommand || destHost(lib.DestAddr) != req.host || lib.DestAddr.Port != req.port {
+			if lib.Command != req.cmd || destHost(lib.DestAddr) != req.host || lib.DestAddr.Port != req.port {
 				t.Fatalf("fast path parsed %+v, go-socks5 %d %q %d", req, lib.Command, destHost(lib.DestAddr), lib.DestAddr.Port)
 			}
 			if used := len(b) - r.Len(); used != n {
 				t.Fatalf("fast path took %d bytes, go-socks5 %d", n, used)
-			}
-		case n == 0:
-			if err == nil {
-				t.Fatalf("fast path waits for more than % x, go-socks5 parsed %+v", b, lib.DestAddr)
-			}
-		default:
-			if err == nil && lib.Command == socks5.ConnectCommand {
-				t.Fatalf("fast path declined a CONNECT go-socks5 parsed: %+v", lib.DestAddr)
 			}
 		}
 	})
