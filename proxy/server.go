@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -141,6 +142,7 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 		}
 		s.auth = auth.New(users, cache.NewAuthCache(authCacheSize, cfg.Auth.CacheTTL), cache.NewAuthCache(authCacheSize, cfg.Auth.CacheTTL))
 		s.auth.Observe = s.metrics.ObserveAuth
+		s.auth.SetCheckLimit(authCheckLimit(cfg), cfg.Timeouts.Handshake)
 		verify, verifyHeader = s.auth.Verify, s.auth.VerifyHeader
 	}
 	rules, err := dlp.Compile(cfg.DLP.Rules())
@@ -178,6 +180,16 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 // authCacheSize bounds each verification cache, successes and failures
 // (distinct credentials remembered at once).
 const authCacheSize = 10000
+
+// authCheckLimit is auth.max_concurrent_checks, 0 meaning one check per CPU
+// Go uses: bcrypt keeps a core busy, so more at once only queue in the
+// scheduler and take cores from the tunnels.
+func authCheckLimit(cfg *config.Config) int {
+	if n := cfg.Auth.MaxConcurrentChecks; n > 0 {
+		return n
+	}
+	return runtime.GOMAXPROCS(0)
+}
 
 // socksClient is the SOCKS5 front end's client address: the PROXY header's
 // source when listen.proxy_protocol is on (a nil listener gives the socket
@@ -384,6 +396,7 @@ func (s *Server) Reload(cfg *config.Config, pol *policy.Policy, raw []byte) erro
 			return fmt.Errorf("auth: %w", err)
 		}
 		s.auth.SetUsers(users)
+		s.auth.SetCheckLimit(authCheckLimit(cfg), s.runner.Handshake)
 	}
 	s.engine.Store(pol)
 	s.dlp.Store(rules)

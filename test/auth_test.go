@@ -503,3 +503,112 @@ func TestAuthUsersFileWatch(t *testing.T) {
 		t.Errorf("old password after the file changed: %s", got)
 	}
 }
+
+// endlessHash is a well-formed bcrypt hash of the highest cost bcrypt
+// allows (2^31 rounds: days of CPU): a check against it holds its slot for
+// the whole test.
+const endlessHash = "$2a$31$gpVmaN8TqL4/V4bV.epeKOiaupMtt3GZmqZKuWGKRUmSVj/rLCBZm"
+
+// TestAuthOverload: with auth.max_concurrent_checks: 1, a credential check
+// that finds the one bcrypt slot taken waits timeouts.handshake, then is
+// refused: 407 over HTTP, the RFC 1929 failure over SOCKS5 (curl exit 97),
+// with an auth_required line each and egressd_auth_checks_total{result=
+// "overload"}. The slot is taken by whichever check comes first and never
+// ends during the test: the only user's hash has bcrypt's highest cost,
+// and unknown users are checked against it too.
+func TestAuthOverload(t *testing.T) {
+	ns := testenv.NewNetns(t)
+	web := testenv.HTTPOriginIn(t, ns, "127.0.0.3", "web")
+	dns := testenv.NewDNSServerIn(t, ns, "127.0.0.53")
+	dns.Set("web.test", 60, netip.MustParseAddr("127.0.0.3"))
+	users := filepath.Join(t.TempDir(), "users.htpasswd")
+	if err := os.WriteFile(users, []byte("slow:"+endlessHash+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`
+listen:
+  http: %q
+  socks5: %q
+  admin: %q
+dns:
+  servers: [%q]
+auth:
+  users_file: %q
+  required: true
+  max_concurrent_checks: 1
+timeouts:
+  handshake: 1s
+  connect: 2s
+  drain_delay: 0s
+  drain: 1s
+policy:
+  mode: enforce
+  deny_ranges: [default]
+  rules:
+    - name: public
+      hosts: ["web.test"]
+      ports: [%d]
+      allow_ranges: ["127.0.0.0/24"]
+`, ns.FreeAddr(t, "127.0.0.1"), ns.FreeAddr(t, "127.0.0.1"), ns.FreeAddr(t, "127.0.0.1"), dns.Addr(), users, web.Port())
+	p := (&testenv.Egressd{Netns: ns}).Start(t, cfg)
+	url := fmt.Sprintf("http://web.test:%d/", web.Port())
+
+	type answer struct {
+		front    string
+		out, err string
+		code     int
+	}
+	clients := []struct{ front, creds string }{
+		{"http", "slow:a"}, {"http", "mallory:b"}, {"socks5", "slow:c"}, {"socks5", "eve:d"},
+	}
+	answers := make(chan answer, len(clients))
+	for _, c := range clients {
+		go func() {
+			args := []string{"-sS", "--max-time", "3", "--proxy-user", c.creds, "-o", "/dev/null", "-w", "%{http_code}"}
+			if c.front == "http" {
+				args = append(args, "-x", "http://"+p.HTTPAddr)
+			} else {
+				args = append(args, "--socks5-hostname", p.SOCKSAddr)
+			}
+			out, errOut, code := ns.Curl(t, append(args, url)...)
+			answers <- answer{c.front, out, errOut, code}
+		}()
+	}
+	held, refused := 0, map[string]int{}
+	for range clients {
+		a := <-answers
+		switch {
+		case a.code == 28:
+			held++ // the check that took the slot: no answer in time
+		case a.front == "http" && a.code == 0 && a.out == "407":
+			refused["http"]++
+		case a.front == "socks5" && a.code == 97:
+			refused["socks5"]++
+		default:
+			t.Errorf("%s client: curl exit %d, %q %s", a.front, a.code, a.out, a.err)
+		}
+	}
+	if held != 1 || refused["http"] < 1 || refused["socks5"] < 1 {
+		t.Fatalf("%d clients held, refused %v; want one held and the others refused, on both front ends", held, refused)
+	}
+	if web.Count() != 0 {
+		t.Fatalf("the origin served %d requests", web.Count())
+	}
+	scrapeOut, errOut, code := ns.Curl(t, "-sS", "--max-time", "10", "--noproxy", "*", "http://"+p.AdminAddr+"/metrics")
+	if code != 0 {
+		t.Fatalf("scrape: curl exit %d: %s", code, errOut)
+	}
+	m := parseMetrics(t, strings.NewReader(scrapeOut))
+	if got := m.value(t, "egressd_auth_checks_total", map[string]string{"source": "bcrypt", "result": "overload"}); got != 3 {
+		t.Errorf("egressd_auth_checks_total{source=bcrypt,result=overload} = %v, want 3", got)
+	}
+	n := 0
+	for _, l := range p.AccessLines() {
+		if l["reason"] == "auth_required" && l["decision"] == "deny" {
+			n++
+		}
+	}
+	if n != 3 {
+		t.Errorf("%d auth_required lines, want 3 (the overloaded checks)", n)
+	}
+}

@@ -98,6 +98,9 @@ func TestMetrics(t *testing.T) {
 			zero("egressd_auth_checks_total", map[string]string{"source": s, "result": r})
 		}
 	}
+	for _, s := range []string{"bcrypt", "shared"} {
+		zero("egressd_auth_checks_total", map[string]string{"source": s, "result": "overload"})
+	}
 	zero("egressd_rule_matches_total", map[string]string{"rule": "origin"})
 	zero("egressd_dial_duration_seconds", map[string]string{})
 	zero("egressd_dns_stale_answers_total", map[string]string{})

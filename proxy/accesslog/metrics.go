@@ -125,7 +125,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		AuthChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "egressd_auth_checks_total",
-			Help: "Credential checks, by source (cache: a remembered answer; bcrypt: checked now; shared: waited for the same check running) and result (ok, fail). bcrypt checks cost tens of milliseconds of CPU each.",
+			Help: "Credential checks, by source (cache: a remembered answer; bcrypt: checked now; shared: waited for the same check running) and result (ok, fail, overload: refused after no bcrypt slot freed within timeouts.handshake, see auth.max_concurrent_checks). bcrypt checks cost tens of milliseconds of CPU each.",
 		}, []string{"source", "result"}),
 		DLPFindings: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "egressd_dlp_findings_total",
@@ -168,6 +168,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		for _, r := range []string{"ok", "fail"} {
 			m.auth[[2]string{s, r}] = m.AuthChecks.WithLabelValues(s, r)
 		}
+	}
+	for _, s := range []string{"bcrypt", "shared"} {
+		m.auth[[2]string{s, "overload"}] = m.AuthChecks.WithLabelValues(s, "overload")
 	}
 	return m
 }

@@ -90,7 +90,7 @@ func TestMetricsFromStart(t *testing.T) {
 		"egressd_config_info":                                  1,
 		"egressd_dial_duration_seconds":                        1,
 		"egressd_recovered_panics_total":                       1,
-		"egressd_auth_checks_total":                            6,
+		"egressd_auth_checks_total":                            8,
 		"go_goroutines":                                        1,
 		"process_open_fds":                                     1,
 		"egressd_config_last_reload_success_timestamp_seconds": 1,

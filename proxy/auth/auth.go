@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -27,9 +28,12 @@ type Authenticator struct {
 
 	// Observe, when set (before the first Verify), is told of every
 	// check: source "cache" (a remembered answer), "bcrypt" (checked now)
-	// or "shared" (waited for the same check running), result "ok" or
-	// "fail". It feeds egressd_auth_checks_total.
+	// or "shared" (waited for the same check running), result "ok",
+	// "fail" or "overload" (no bcrypt slot freed in time; see
+	// SetCheckLimit). It feeds egressd_auth_checks_total.
 	Observe func(source, result string)
+
+	limit atomic.Pointer[checkLimit] // nil: bcrypt checks are not capped
 
 	// flights holds the bcrypt checks running now, by user, password and
 	// hash: a client that opens many connections at once with credentials
@@ -44,9 +48,47 @@ type Authenticator struct {
 // for.
 type flight struct {
 	done    chan struct{}
-	ok      bool
+	res     result
 	waiters int // guarded by Authenticator.mu; read by tests
 }
+
+// result is a check's outcome, named as egressd_auth_checks_total's result
+// label.
+type result string
+
+const (
+	resultOK       result = "ok"
+	resultFail     result = "fail"
+	resultOverload result = "overload" // no bcrypt slot within the wait: not an answer about the password
+)
+
+// checkLimit caps the bcrypt checks that run at once.
+type checkLimit struct {
+	slots chan struct{}
+	wait  time.Duration
+}
+
+// acquire takes a slot, waiting up to l.wait for one.
+func (l *checkLimit) acquire() bool {
+	select {
+	case l.slots <- struct{}{}:
+		return true
+	default:
+	}
+	if l.wait <= 0 {
+		return false
+	}
+	t := time.NewTimer(l.wait)
+	defer t.Stop()
+	select {
+	case l.slots <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+func (l *checkLimit) release() { <-l.slots }
 
 // New returns an Authenticator over users, remembering successful
 // verifications in ok and failed ones in failed (nil: not remembered; each
@@ -65,6 +107,24 @@ func New(users *Users, ok, failed *cache.AuthCache) *Authenticator {
 	return a
 }
 
+// SetCheckLimit caps the bcrypt checks that run at once at n (n <= 0: no
+// cap). A check that finds every slot taken waits up to wait for one, then
+// fails with result "overload": the client is refused (407, RFC 1929
+// failure) and nothing is remembered. bcrypt takes a core for tens of
+// milliseconds, so without a cap a burst of new credentials would take
+// every core from the tunnels. It may be called while checks run (a
+// reload); those keep the slot they hold. An unchanged limit is kept.
+func (a *Authenticator) SetCheckLimit(n int, wait time.Duration) {
+	if n <= 0 {
+		a.limit.Store(nil)
+		return
+	}
+	if l := a.limit.Load(); l != nil && cap(l.slots) == n && l.wait == wait {
+		return
+	}
+	a.limit.Store(&checkLimit{slots: make(chan struct{}, n), wait: wait})
+}
+
 // SetUsers replaces the users (a reload of the users file). Cached
 // successes of users whose hash changed or who were removed stop counting
 // at once.
@@ -79,11 +139,11 @@ func (a *Authenticator) Verify(user, pass string) bool {
 	users := a.users.Load()
 	hash, known := users.hash(user)
 	if !known {
-		// An unknown user name costs a bcrypt check at the file's own
-		// cost, as a wrong password does, so response times do not tell
-		// which user names exist: the decoy's check is remembered and
-		// shared exactly as a known user's failure is. Its result is
-		// ignored.
+		// An unknown user name costs a bcrypt check at the file's
+		// highest cost, at least what a wrong password of any user
+		// costs, so response times do not tell which user names exist:
+		// the decoy's check is remembered and shared exactly as a known
+		// user's failure is. Its result is ignored.
 		hash = dummyHash
 		if users != nil && users.decoy != nil {
 			hash = users.decoy
@@ -105,12 +165,18 @@ func (a *Authenticator) Verify(user, pass string) bool {
 		a.observe("cache", false)
 		return false
 	}
-	ok, ran := a.check(user, key, hash, pass)
-	ok = ok && known
+	res, ran := a.check(user, key, hash, pass)
 	source := "shared"
 	if ran {
 		source = "bcrypt"
 	}
+	if res == resultOverload {
+		if a.Observe != nil {
+			a.Observe(source, string(resultOverload))
+		}
+		return false // says nothing about the password: not remembered
+	}
+	ok := res == resultOK && known
 	a.observe(source, ok)
 	if !ok {
 		a.failed.Add(user, failKey)
@@ -131,11 +197,11 @@ func (a *Authenticator) observe(source string, ok bool) {
 	a.Observe(source, result)
 }
 
-// check runs bcrypt for user's pass against hash (ran is true), or waits
-// for the same check already running and takes its result. key is
-// Verify's hash+pass. Nothing outlives the flight; Verify remembers the
-// answer.
-func (a *Authenticator) check(user, key string, hash []byte, pass string) (ok, ran bool) {
+// check runs bcrypt for user's pass against hash (ran is true), within the
+// cap of SetCheckLimit, or waits for the same check already running and
+// takes its result. key is Verify's hash+pass. Nothing outlives the
+// flight; Verify remembers the answer.
+func (a *Authenticator) check(user, key string, hash []byte, pass string) (res result, ran bool) {
 	// The user name is length-prefixed and bcrypt hashes have a fixed
 	// length, so no two (user, hash, pass) share a flight.
 	k := strconv.Itoa(len(user)) + ":" + user + key
@@ -144,7 +210,7 @@ func (a *Authenticator) check(user, key string, hash []byte, pass string) (ok, r
 		f.waiters++
 		a.mu.Unlock()
 		<-f.done
-		return f.ok, false
+		return f.res, false
 	}
 	f := &flight{done: make(chan struct{})}
 	a.flights[k] = f
@@ -156,8 +222,18 @@ func (a *Authenticator) check(user, key string, hash []byte, pass string) (ok, r
 		a.mu.Unlock()
 		close(f.done)
 	}()
-	f.ok = a.compare(hash, []byte(pass)) == nil
-	return f.ok, true
+	if l := a.limit.Load(); l != nil {
+		if !l.acquire() {
+			f.res = resultOverload
+			return f.res, true
+		}
+		defer l.release()
+	}
+	f.res = resultFail
+	if a.compare(hash, []byte(pass)) == nil {
+		f.res = resultOK
+	}
+	return f.res, true
 }
 
 // VerifyHeader checks a Proxy-Authorization header value (Basic scheme)

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -304,4 +305,140 @@ func BenchmarkVerify(b *testing.B) {
 			}
 		}
 	})
+}
+
+// usersFile parses "user:hash" lines.
+func usersFile(t testing.TB, lines ...string) *Users {
+	t.Helper()
+	u, err := Parse(strings.NewReader(strings.Join(lines, "\n")), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// TestUnknownUserAtHighestCost: an unknown user name is checked against a
+// hash of the file's highest bcrypt cost, wherever that user is in the
+// file, so it costs as much as the costliest wrong password and the time an
+// answer takes does not tell which names exist.
+func TestUnknownUserAtHighestCost(t *testing.T) {
+	hash := func(pass string, cost int) string {
+		h, err := bcrypt.GenerateFromPassword([]byte(pass), cost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(h)
+	}
+	cheap, dear := "cheap:"+hash("a", bcrypt.MinCost), "dear:"+hash("b", bcrypt.MinCost+2)
+	for _, order := range [][]string{{cheap, dear}, {dear, cheap}, {cheap, dear, "cheap2:" + hash("c", bcrypt.MinCost)}} {
+		a := New(usersFile(t, order...), nil, nil)
+		var costs []int
+		a.compare = func(h, pass []byte) error {
+			c, err := bcrypt.Cost(h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			costs = append(costs, c)
+			return bcrypt.CompareHashAndPassword(h, pass)
+		}
+		if a.Verify("mallory", "b") || a.Verify("eve", "a") {
+			t.Fatal("unknown user accepted")
+		}
+		if want := []int{bcrypt.MinCost + 2, bcrypt.MinCost + 2}; !cmp.Equal(costs, want) {
+			t.Errorf("file order %v: unknown users checked at cost %v, want the highest, %v", order, costs, want)
+		}
+	}
+}
+
+// TestCheckLimit: with the cap at one, a second bcrypt check waits for the
+// first; one that gets no slot within the wait fails as "overload" without
+// running bcrypt, one whose slot frees in time runs. Fake time: the wait is
+// exact.
+func TestCheckLimit(t *testing.T) {
+	u := usersOf(t, bcrypt.MinCost, "alice", "wonderland")
+	synctest.Test(t, func(t *testing.T) {
+		a := New(u, nil, nil)
+		a.SetCheckLimit(1, 10*time.Second)
+		var mu sync.Mutex
+		var seen []string
+		a.Observe = func(source, result string) {
+			mu.Lock()
+			seen = append(seen, source+" "+result)
+			mu.Unlock()
+		}
+		gate := make(chan struct{})
+		n := countBcrypt(a, gate)
+		first := make(chan bool)
+		go func() { first <- a.Verify("alice", "wonderland") }()
+		synctest.Wait() // the first check holds the slot, in bcrypt
+		start := time.Now()
+		if a.Verify("alice", "other") {
+			t.Fatal("an overloaded check succeeded")
+		}
+		if waited := time.Since(start); waited != 10*time.Second {
+			t.Errorf("the overloaded check waited %v, want the 10s wait", waited)
+		}
+		if got := n.Load(); got != 1 {
+			t.Fatalf("%d bcrypt checks ran, want only the first", got)
+		}
+		// A check that arrives now gets the slot once the first ends.
+		second := make(chan bool)
+		go func() { second <- a.Verify("alice", "wonderland2") }()
+		synctest.Wait()
+		time.Sleep(5 * time.Second)
+		close(gate)
+		if !<-first {
+			t.Fatal("the first check failed")
+		}
+		if <-second {
+			t.Fatal("wrong password accepted")
+		}
+		if got := n.Load(); got != 2 {
+			t.Fatalf("%d bcrypt checks ran, want 2", got)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if diff := cmp.Diff([]string{"bcrypt overload", "bcrypt ok", "bcrypt fail"}, seen); diff != "" {
+			t.Errorf("observed (-want +got):\n%s", diff)
+		}
+	})
+}
+
+// TestOverloadNotRemembered: an overloaded check says nothing about the
+// password: it is not remembered as a failure, and the next try runs
+// bcrypt.
+func TestOverloadNotRemembered(t *testing.T) {
+	a := New(usersOf(t, bcrypt.MinCost, "alice", "wonderland", "bob", "builder"),
+		cache.NewAuthCache(100, time.Hour), cache.NewAuthCache(100, time.Hour))
+	a.SetCheckLimit(1, 0)
+	var mu sync.Mutex
+	seen := map[string]int{}
+	a.Observe = func(source, result string) {
+		mu.Lock()
+		seen[source+" "+result]++
+		mu.Unlock()
+	}
+	gate := make(chan struct{})
+	n := countBcrypt(a, gate)
+	held := make(chan bool)
+	go func() { held <- a.Verify("bob", "builder") }()
+	waitFor(t, func() bool { return n.Load() == 1 })
+	if a.Verify("alice", "wonderland") {
+		t.Fatal("an overloaded check succeeded")
+	}
+	close(gate)
+	if !<-held {
+		t.Fatal("bob refused")
+	}
+	if !a.Verify("alice", "wonderland") {
+		t.Fatal("right password refused after an overload")
+	}
+	if got := n.Load(); got != 2 {
+		t.Fatalf("%d bcrypt checks, want 2 (bob, then alice after her overload)", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if diff := cmp.Diff(map[string]int{"bcrypt overload": 1, "bcrypt ok": 2}, seen); diff != "" {
+		t.Errorf("observed (-want +got):\n%s", diff)
+	}
 }

@@ -16,6 +16,11 @@
 // or failure at once, a user removed from the file is refused before the
 // cache is consulted, and a user added is checked afresh.
 //
+// bcrypt checks are capped ([Authenticator.SetCheckLimit]): past the cap a
+// check waits for a slot, and one that gets none in time is refused as an
+// overload and not remembered. An unknown user name is checked against the
+// file's costliest hash, so answer times do not tell which names exist.
+//
 // The users file is read whole into an immutable [Users] value; a reload
 // builds a new one and swaps it in, so a file that fails to load leaves the
 // old users in force. Secrets never leave this package: errors name the file,

@@ -19,8 +19,9 @@ const maxLine = 4096
 // Users is an immutable set of user names and their bcrypt hashes, as read
 // from an htpasswd file. The zero value has no users.
 type Users struct {
-	hashes map[string][]byte
-	decoy  []byte // a stored hash, checked for unknown user names
+	hashes    map[string][]byte
+	decoy     []byte // the stored hash of the highest cost, checked for unknown user names
+	decoyCost int
 }
 
 // Len returns the number of users.
@@ -121,13 +122,17 @@ func (u *Users) parseLine(n int, line string, fail func(int, string, ...any)) {
 		fail(n, "user %q: %s hash: only bcrypt ($2a$, $2b$, $2y$; htpasswd -B) is supported", user, kind)
 		return
 	}
-	if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+	cost, err := bcrypt.Cost([]byte(hash))
+	if err != nil {
 		fail(n, "user %q: malformed bcrypt hash", user)
 		return
 	}
 	u.hashes[user] = bytes.Clone([]byte(hash))
-	if u.decoy == nil {
-		u.decoy = u.hashes[user]
+	// An unknown user name is checked against the costliest hash: a
+	// wrong password of any user costs no more, so the time an answer
+	// takes does not tell which names exist.
+	if u.decoy == nil || cost > u.decoyCost {
+		u.decoy, u.decoyCost = u.hashes[user], cost
 	}
 }
 

@@ -48,6 +48,10 @@ type Auth struct {
 	UsersFile string        `yaml:"users_file"` // htpasswd file with bcrypt hashes
 	Required  bool          `yaml:"required"`   // anonymous clients are denied auth_required
 	CacheTTL  time.Duration `yaml:"cache_ttl"`  // how long a verification (success or failure) is remembered
+	// MaxConcurrentChecks caps the bcrypt checks running at once; 0 means
+	// the number of CPUs egressd uses (GOMAXPROCS). A check past the cap
+	// waits up to timeouts.handshake, then is refused as an overload.
+	MaxConcurrentChecks int `yaml:"max_concurrent_checks"`
 }
 
 // Admin configures the admin listener's extras.
@@ -64,7 +68,7 @@ type Limits struct {
 
 // Timeouts bounds every blocking step.
 type Timeouts struct {
-	Handshake  time.Duration `yaml:"handshake"`   // request line and headers, SOCKS greeting, ClientHello peek
+	Handshake  time.Duration `yaml:"handshake"`   // request line and headers, SOCKS greeting, ClientHello peek, wait for a bcrypt slot
 	Connect    time.Duration `yaml:"connect"`     // dial, per address
 	Idle       time.Duration `yaml:"idle"`        // a tunnel with no bytes either way is closed
 	MaxTunnel  time.Duration `yaml:"max_tunnel"`  // 0 means no limit

@@ -201,6 +201,7 @@ func TestParseErrors(t *testing.T) {
 		{"min ttl above max ttl", "dns:\n  max_ttl: 1m\n  min_ttl: 2m\n", `egressd.yaml:3: dns.min_ttl: 2m0s is more than dns.max_ttl (1m0s)`},
 		{"negative stale ttl", "dns:\n  stale_ttl: -1s\n", `egressd.yaml:2: dns.stale_ttl: must not be negative`},
 		{"bad log level", "log:\n  level: verbose\n", `egressd.yaml:2: log.level: "verbose": must be debug, info, warn or error`},
+		{"negative auth check cap", "auth:\n  max_concurrent_checks: -1\n", `egressd.yaml:2: auth.max_concurrent_checks: must not be negative`},
 		{"auth required without file", "auth:\n  required: true\n", `egressd.yaml:2: auth.required: needs auth.users_file`},
 		{"bad ech", "policy:\n  ech: strip\n", `egressd.yaml:2: policy.ech: "strip": must be allow or deny`},
 		{"nat64 prefix length", "policy:\n  nat64_prefixes:\n    - 64:ff9b::/96\n    - 2001:db8:64::/80\n", `egressd.yaml:4: policy.nat64_prefixes[1]: "2001:db8:64::/80": a NAT64 prefix is /32, /40, /48, /56, /64 or /96 (RFC 6052)`},

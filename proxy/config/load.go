@@ -261,6 +261,7 @@ func (d *decoder) validate(c *Config) {
 		d.errorf(d.line("auth.required"), "auth.required", "needs auth.users_file")
 	}
 	d.nonNegative("auth.cache_ttl", int64(c.Auth.CacheTTL))
+	d.nonNegative("auth.max_concurrent_checks", int64(c.Auth.MaxConcurrentChecks))
 	d.nonNegative("limits.max_connections", int64(c.Limits.MaxConnections))
 	d.nonNegative("limits.max_connections_per_client", int64(c.Limits.MaxConnectionsPerClient))
 	d.positive("limits.max_header_bytes", int64(c.Limits.MaxHeaderBytes))

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -233,6 +234,12 @@ func (x *exchange) serveFast(tc *net.TCPConn) handoff {
 			return end()
 		}
 		if !(credentials{x}).Valid(user, pass) {
+			// A check that waited for a bcrypt slot (auth overload) may
+			// have outlived the handshake deadline; the refusal still
+			// goes out.
+			if x.s.o.Handshake > 0 {
+				tc.SetWriteDeadline(time.Now().Add(x.s.o.Handshake))
+			}
 			rawio.Write(tc, userPassFailed) // Valid recorded the denial
 			return end()
 		}
