@@ -2,7 +2,9 @@
 //
 //   - terraform/: the AWS farm module (per-AZ Auto Scaling Groups behind an
 //     internal NLB; its user data, Elastic IP claim script and rollout.sh),
-//     the PrivateLink endpoint-service variant and an example VPC. Terraform
+//     the PrivateLink endpoint-service variant, the in-line gateways
+//     (egressd-inline: per-AZ gateway groups the client route tables point
+//     at, and the route takeover script) and an example VPC. Terraform
 //     cannot apply here, so the tests parse every .tf file with hashicorp/hcl,
 //     evaluate validations, locals and policies with Terraform's functions
 //     (terraform_funcs_test.go) and run the shell against stand-ins for AWS.

@@ -27,7 +27,18 @@ src=${4#s3://}
 [ -f "$S3_ROOT/$src" ] || { echo "fatal error: An error occurred (404) when calling the HeadObject operation: Key \"$src\" does not exist" >&2; exit 1; }
 cp "$S3_ROOT/$src" "$5"`
 
+// TestFarmUserDataPackageChecksum runs the checks of both modules' user
+// data: the farm's and the in-line gateways'.
 func TestFarmUserDataPackageChecksum(t *testing.T) {
+	for _, mod := range []struct {
+		name   string
+		render func(*testing.T, map[string]cty.Value) string
+	}{{"farm", renderFarmUserData}, {"inline", renderInlineUserData}} {
+		t.Run(mod.name, func(t *testing.T) { testUserDataPackageChecksum(t, mod.render) })
+	}
+}
+
+func testUserDataPackageChecksum(t *testing.T, render func(*testing.T, map[string]cty.Value) string) {
 	pkg := []byte("!<arch>\negressd 1.2.3 package bytes\n")
 	sum := sha256.Sum256(pkg)
 	good := hex.EncodeToString(sum[:])
@@ -77,7 +88,7 @@ func TestFarmUserDataPackageChecksum(t *testing.T) {
 				}
 			}
 			work := t.TempDir()
-			out, err, s := runUserDataFunction(t, extra, work, "install_package", map[string]string{"aws": s3Stub, "apt-get": ""}, "S3_ROOT="+root)
+			out, err, s := runUserDataFunction(t, render, extra, work, "install_package", map[string]string{"aws": s3Stub, "apt-get": ""}, "S3_ROOT="+root)
 
 			installs := 0
 			for _, c := range s.calls(t) {
@@ -117,14 +128,14 @@ func TestFarmUserDataPackageChecksum(t *testing.T) {
 	}
 }
 
-// runUserDataFunction renders the farm's user data with extra variables and
+// runUserDataFunction renders a module's user data with extra variables and
 // runs one of its functions (EGRESSD_BOOTSTRAP_FUNCTIONS_ONLY skips main),
 // with $work set as main sets it.
-func runUserDataFunction(t *testing.T, extra map[string]cty.Value, work, function string, stubBodies map[string]string, env ...string) (string, error, *stubs) {
+func runUserDataFunction(t *testing.T, render func(*testing.T, map[string]cty.Value) string, extra map[string]cty.Value, work, function string, stubBodies map[string]string, env ...string) (string, error, *stubs) {
 	t.Helper()
 	dir := t.TempDir()
 	userData := filepath.Join(dir, "user-data.sh")
-	if err := os.WriteFile(userData, []byte(renderFarmUserData(t, extra)), 0o755); err != nil {
+	if err := os.WriteFile(userData, []byte(render(t, extra)), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	wrapper := filepath.Join(dir, "run.sh")

@@ -86,6 +86,7 @@ func TestShellScriptsParse(t *testing.T) {
 		"nftables/egressd-transparent.sh",
 		"terraform/modules/egressd-farm/rollout.sh",
 		"terraform/modules/egressd-farm/files/egressd-eip.sh",
+		"terraform/modules/egressd-inline/files/egressd-route-takeover.sh",
 		"../scripts/farm.sh",
 	}
 	for _, s := range scripts {

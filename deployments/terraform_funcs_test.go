@@ -79,6 +79,7 @@ func tfFunctions() map[string]function.Function {
 		"distinct":    stdlib.DistinctFunc,
 		"endswith":    strPred(strings.HasSuffix),
 		"file":        fileFunc,
+		"flatten":     stdlib.FlattenFunc,
 		"floor":       stdlib.FloorFunc,
 		"format":      stdlib.FormatFunc,
 		"join":        stdlib.JoinFunc,
@@ -102,6 +103,7 @@ func tfFunctions() map[string]function.Function {
 		"tostring":    to(cty.String),
 		"trimprefix":  stdlib.TrimPrefixFunc,
 		"try":         tryfunc.TryFunc,
+		"upper":       stdlib.UpperFunc,
 		"values":      stdlib.ValuesFunc,
 	}
 }

@@ -36,7 +36,7 @@ func readmeOutputRow(t *testing.T, m *tfModule, b *hclsyntax.Block) string {
 // input and output, with the HCL's type, default and description, and no
 // row for one that does not exist.
 func TestTerraformModuleREADMEs(t *testing.T) {
-	for _, dir := range []string{farmDir, endpointDir} {
+	for _, dir := range []string{farmDir, endpointDir, inlineDir} {
 		m := loadModules(t)[dir]
 		data, err := os.ReadFile(filepath.Join(dir, "README.md"))
 		if err != nil {

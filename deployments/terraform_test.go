@@ -27,6 +27,7 @@ import (
 const (
 	farmDir     = "terraform/modules/egressd-farm"
 	endpointDir = "terraform/modules/egressd-endpoint-service"
+	inlineDir   = "terraform/modules/egressd-inline"
 	exampleDir  = "terraform/examples/vpc"
 )
 
@@ -67,7 +68,7 @@ func loadModules(t *testing.T) map[string]*tfModule {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, dir := range []string{farmDir, endpointDir, exampleDir} {
+	for _, dir := range []string{farmDir, endpointDir, inlineDir, exampleDir} {
 		if modules[dir] == nil {
 			t.Fatalf("no .tf files in %s", dir)
 		}
