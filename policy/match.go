@@ -179,6 +179,14 @@ func (p *Policy) clientMode(c Client) (mode, group string) {
 	return p.mode, ""
 }
 
+// ClientMode returns the mode that applies to client c and the group it
+// comes from, as Decide records them when no group rule applied (see
+// Decision.Mode and Decision.Group).
+func (p *Policy) ClientMode(c Client) (mode, group string) {
+	c.Addr = c.Addr.Unmap()
+	return p.clientMode(c)
+}
+
 // Groups returns the names of the groups client c belongs to, sorted.
 func (p *Policy) Groups(c Client) []string {
 	c.Addr = c.Addr.Unmap()

@@ -4,6 +4,7 @@
 //	egressd serve    [--config FILE]
 //	egressd check    --config FILE [--client IP] [--user NAME] HOST:PORT
 //	egressd validate --config FILE
+//	egressd learn    [--config FILE] [--since DURATION] [--min-count N] [--fold N] [--diff] LOG...
 //	egressd version
 package main
 
@@ -26,6 +27,10 @@ Usage:
                                             print the decision, rule and reason for one
                                             destination; exit 0 allow, 1 deny, 2 error
   egressd validate --config FILE            exit 0, or print every error (file:line: key: ...)
+  egressd learn    [--config FILE] [--since DURATION] [--min-count N] [--fold N] [--diff] LOG...
+                                            propose a policy from access logs (per group,
+                                            folded by the Public Suffix List); --diff: only
+                                            what would change against --config
   egressd version                           print the version
 
 Run "egressd COMMAND --help" for a command's flags.
@@ -35,10 +40,10 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "serve" && !slices.ContainsFunc(os.Args[2:], isHelpFlag) {
 		keepSysmonAwake()
 	}
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -50,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
+	case "learn":
+		return cmdLearn(args[1:], stdin, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "egressd %s\n", version)
 		return 0
