@@ -23,9 +23,9 @@ func (lr *Learned) Diff() []byte {
 	var adds []string
 	kept, keptReqs := 0, int64(0)
 	for _, e := range c.entries {
-		for _, p := range e.portList() {
-			st := e.ports[p]
-			if !e.newToday[p] {
+		for _, ps := range e.ports {
+			p, st := ps.port, ps.stat
+			if !ps.newToday {
 				kept++
 				keptReqs += st.count
 				continue

@@ -109,11 +109,13 @@ type Learned struct {
 
 	cfg       *config.Config // nil without --config
 	pol       *policy.Policy // the current config's, or the default ranges only
-	groupSet  map[string]bool
+	groupIDs  map[string]int // the config's groups, from 1; "" is 0
+	groupName []string
 	ruleIndex map[string]int
 
-	trees     map[treeKey]*tree
-	intern    map[string]string
+	trees     map[treeKey]*tree // nil once collected
+	collected *collected
+	byID      map[uint64]*tree // group ID << 16 | port: the per-line lookup
 	clientGrp map[string]string
 	findings  findings
 	span      stat // every line used
@@ -142,7 +144,9 @@ func Learn(sources []Source, opt LearnOptions, diff bool) (*Learned, error) {
 	lr := &Learned{
 		opt:       opt,
 		trees:     make(map[treeKey]*tree),
-		intern:    make(map[string]string),
+		byID:      make(map[uint64]*tree),
+		groupIDs:  map[string]int{"": 0},
+		groupName: []string{""},
 		clientGrp: make(map[string]string),
 		findings:  newFindings(),
 		diff:      diff,
@@ -153,9 +157,9 @@ func Learn(sources []Source, opt LearnOptions, diff bool) (*Learned, error) {
 			return nil, err
 		}
 		lr.cfg, lr.pol = cfg, pol
-		lr.groupSet = make(map[string]bool, len(cfg.Policy.Groups))
 		for g := range cfg.Policy.Groups {
-			lr.groupSet[g] = true
+			lr.groupIDs[g] = len(lr.groupName)
+			lr.groupName = append(lr.groupName, g)
 		}
 		lr.ruleIndex = make(map[string]int, len(cfg.Policy.Rules))
 		lr.todayUsed = make([]bool, len(cfg.Policy.Rules))
@@ -225,32 +229,25 @@ func proposable(l *Line) bool {
 	return false
 }
 
-func (lr *Learned) internStr(b []byte) string {
-	if s, ok := lr.intern[string(b)]; ok {
-		return s
-	}
-	s := string(b)
-	lr.intern[s] = s
-	return s
-}
-
-// group returns the group a line counts for: without a config, none (rules
-// for any client); with one, the line's group when the config has it, else
-// the group the config puts the client in (policy.ClientMode).
-func (lr *Learned) group(l *Line) string {
+// group returns the group a line counts for, by its ID: without a config,
+// none (rules for any client); with one, the line's group when the config
+// has it, else the group the config puts the client in (policy.ClientMode).
+func (lr *Learned) group(l *Line) int {
 	if lr.cfg == nil {
-		return ""
+		return 0
 	}
-	if len(l.Group) > 0 && lr.groupSet[string(l.Group)] {
-		return lr.internStr(l.Group)
+	if len(l.Group) > 0 {
+		if id, ok := lr.groupIDs[string(l.Group)]; ok {
+			return id
+		}
 	}
 	lr.scratch = append(append(append(lr.scratch[:0], l.Client...), 0), l.User...)
 	if g, ok := lr.clientGrp[string(lr.scratch)]; ok {
-		return g
+		return lr.groupIDs[g]
 	}
 	_, g := lr.pol.ClientMode(clientOf(l))
 	lr.clientGrp[string(lr.scratch)] = g
-	return g
+	return lr.groupIDs[g]
 }
 
 func clientOf(l *Line) policy.Client {
@@ -259,16 +256,18 @@ func clientOf(l *Line) policy.Client {
 }
 
 func (lr *Learned) line(l *Line, ts int64) {
-	group := lr.group(l)
+	gid := lr.group(l)
+	group := lr.groupName[gid]
 	if !proposable(l) {
 		lr.finding(group, l, ts, "")
 		return
 	}
 	port := uint16(l.Port)
-	t := lr.trees[treeKey{group, port}]
+	t := lr.byID[uint64(gid)<<16|uint64(port)]
 	if t == nil {
 		t = &tree{names: make(map[string]*nameEntry), nodes: make(map[string]*node)}
 		lr.trees[treeKey{group, port}] = t
+		lr.byID[uint64(gid)<<16|uint64(port)] = t
 	}
 	if e, ok := t.names[string(l.Host)]; ok {
 		e.add(ts)

@@ -193,22 +193,29 @@ func (p *parser) str() ([]byte, bool) {
 	}
 	p.i++
 	start := p.i
-	for p.i < len(p.b) {
-		c := p.b[p.i]
-		switch {
-		case c == '"':
-			s := p.b[start:p.i]
-			p.i++
-			return s, true
-		case c == '\\' || c >= utf8.RuneSelf:
-			return p.slowStr(start)
-		case c < 0x20:
-			return nil, false
-		}
+	for p.i < len(p.b) && plainByte[p.b[p.i]] {
 		p.i++
 	}
-	return nil, false
+	switch c := p.peek(); {
+	case p.i >= len(p.b) || c < 0x20:
+		return nil, false
+	case c == '"':
+		s := p.b[start:p.i]
+		p.i++
+		return s, true
+	default: // a backslash or a non-ASCII byte
+		return p.slowStr(start)
+	}
 }
+
+// plainByte marks the bytes a string can hold as they are: printable ASCII
+// but the quote and the backslash.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 // slowStr decodes a string with escapes or non-ASCII bytes into new memory.
 func (p *parser) slowStr(start int) ([]byte, bool) {

@@ -3,8 +3,11 @@ package rollout
 import (
 	"bytes"
 	"cmp"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,7 +16,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/egressd/egressd/policy"
-	"github.com/egressd/egressd/proxy/config"
 )
 
 // entry is one proposed destination pattern of one group: an exact name, a
@@ -23,28 +25,42 @@ type entry struct {
 	pattern    string
 	isIP       bool
 	wildcard   bool
-	ports      map[uint16]*stat
-	names      []string // the names a wildcard folds
-	more       bool     // and names counted but not kept
+	ports      []portStat // sorted by port
+	names      []string   // the names a wildcard folds
+	more       bool       // and names counted but not kept
 	exceptions []string
 	client     policy.Client
-	newToday   map[uint16]bool // --diff: not allowed by the current config on this port
+	order      string // hostOrder(pattern) + exceptions, to sort by
+}
+
+type portStat struct {
+	port uint16
+	stat
+	newToday bool // --diff: not allowed by the current config on this port
+}
+
+// at returns the stats of port, added when missing.
+func (e *entry) at(port uint16) *portStat {
+	i, found := slices.BinarySearchFunc(e.ports, port, func(p portStat, port uint16) int { return cmp.Compare(p.port, port) })
+	if !found {
+		e.ports = slices.Insert(e.ports, i, portStat{port: port})
+	}
+	return &e.ports[i]
 }
 
 func (e *entry) total() stat {
 	var s stat
 	for _, p := range e.ports {
-		s.merge(*p)
+		s.merge(p.stat)
 	}
 	return s
 }
 
 func (e *entry) portList() []uint16 {
-	out := make([]uint16, 0, len(e.ports))
-	for p := range e.ports {
-		out = append(out, p)
+	out := make([]uint16, len(e.ports))
+	for i, p := range e.ports {
+		out[i] = p.port
 	}
-	slices.Sort(out)
 	return out
 }
 
@@ -77,9 +93,19 @@ type deniedEntry struct {
 	stat
 }
 
-// collect folds the names of every tree into entries.
+// collect folds the names of every tree into entries, once: it then drops
+// the trees, which the entries replace, so that rendering a big proposal
+// reuses their memory.
 func (lr *Learned) collect() collected {
+	if lr.collected != nil {
+		return *lr.collected
+	}
+	defer func() {
+		lr.trees, lr.byID = nil, nil
+		runtime.GC()
+	}()
 	var out collected
+	defer func() { lr.collected = &out }()
 	type patKey struct{ group, pattern, exc string }
 	byPat := make(map[patKey]*entry)
 	get := func(group, pattern string, exc []string, mk func() *entry) *entry {
@@ -88,8 +114,6 @@ func (lr *Learned) collect() collected {
 		if !ok {
 			e = mk()
 			e.group, e.pattern, e.exceptions = group, pattern, exc
-			e.ports = make(map[uint16]*stat)
-			e.newToday = make(map[uint16]bool)
 			byPat[k] = e
 		}
 		return e
@@ -126,17 +150,11 @@ func (lr *Learned) collect() collected {
 			e := get(tk.group, pattern, ne.exceptions, func() *entry {
 				return &entry{isIP: ne.isIP, wildcard: wildcard, client: ne.client}
 			})
-			st := e.ports[tk.port]
-			if st == nil {
-				st = &stat{}
-				e.ports[tk.port] = st
-			}
-			st.merge(ne.stat)
+			ps := e.at(tk.port)
+			ps.merge(ne.stat)
+			ps.newToday = ps.newToday || ne.newToday
 			if wildcard {
 				e.names = append(e.names, host)
-			}
-			if ne.newToday {
-				e.newToday[tk.port] = true
 			}
 		}
 		for name, n := range t.nodes {
@@ -149,54 +167,57 @@ func (lr *Learned) collect() collected {
 			}
 			a := top(name, true)
 			e := get(tk.group, "*."+a, nil, func() *entry { return &entry{wildcard: true} })
-			st := e.ports[tk.port]
-			if st == nil {
-				st = &stat{}
-				e.ports[tk.port] = st
-			}
-			st.merge(n.bucket.stat)
+			ps := e.at(tk.port)
+			ps.merge(n.bucket.stat)
+			ps.newToday = ps.newToday || n.bucket.newToday
 			e.more = e.more || n.more
-			if n.bucket.newToday {
-				e.newToday[tk.port] = true
-			}
 		}
 	}
 	deny := lr.denyPolicy()
 	for _, e := range byPat {
-		for port, st := range e.ports {
-			if st.count < lr.opt.MinCount {
-				out.rare = append(out.rare, rareEntry{e.group, e.pattern, port, *st})
-				delete(e.ports, port)
-				continue
+		e.ports = slices.DeleteFunc(e.ports, func(ps portStat) bool {
+			if ps.count < lr.opt.MinCount {
+				out.rare = append(out.rare, rareEntry{e.group, e.pattern, ps.port, ps.stat})
+				return true
 			}
 			if deny != nil && !e.wildcard {
 				host := e.pattern
 				if pr, err := netip.ParsePrefix(host); err == nil {
 					host = pr.Addr().String()
 				}
-				if m := deny.Match(policy.Request{Client: e.client, Host: host, Port: port}); m.Reason == policy.ReasonDeniedByRule {
-					out.denied = append(out.denied, deniedEntry{e.group, e.pattern, m.RuleName, port, *st})
-					delete(e.ports, port)
+				if m := deny.Match(policy.Request{Client: e.client, Host: host, Port: ps.port}); m.Reason == policy.ReasonDeniedByRule {
+					out.denied = append(out.denied, deniedEntry{e.group, e.pattern, m.RuleName, ps.port, ps.stat})
+					return true
 				}
 			}
-		}
+			return false
+		})
 		if len(e.ports) > 0 {
 			slices.Sort(e.names)
+			e.order = hostOrder(e.pattern) + "\x00" + strings.Join(e.exceptions, ",")
 			out.entries = append(out.entries, e)
 		}
 	}
 	slices.SortFunc(out.entries, func(a, b *entry) int {
-		return cmp.Or(groupOrder(a.group, b.group), cmp.Compare(hostOrder(a.pattern), hostOrder(b.pattern)),
-			cmp.Compare(strings.Join(a.exceptions, ","), strings.Join(b.exceptions, ",")))
+		if c := groupOrder(a.group, b.group); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.order, b.order)
 	})
 	slices.SortFunc(out.lost, func(a, b lostFold) int {
 		return cmp.Or(groupOrder(a.group, b.group), cmp.Compare(a.parent, b.parent), cmp.Compare(a.port, b.port))
 	})
 	slices.SortFunc(out.rare, func(a, b rareEntry) int {
-		return cmp.Or(groupOrder(a.group, b.group), cmp.Compare(hostOrder(a.pattern), hostOrder(b.pattern)), cmp.Compare(a.port, b.port))
+		if c := groupOrder(a.group, b.group); c != 0 {
+			return c
+		}
+		return cmp.Or(cmp.Compare(hostOrder(a.pattern), hostOrder(b.pattern)), cmp.Compare(a.port, b.port))
 	})
 	slices.SortFunc(out.denied, func(a, b deniedEntry) int {
-		return cmp.Or(groupOrder(a.group, b.group), cmp.Compare(hostOrder(a.pattern), hostOrder(b.pattern)), cmp.Compare(a.port, b.port))
+		if c := groupOrder(a.group, b.group); c != 0 {
+			return c
+		}
+		return cmp.Or(cmp.Compare(hostOrder(a.pattern), hostOrder(b.pattern)), cmp.Compare(a.port, b.port))
 	})
 	return out
 }
@@ -314,6 +335,11 @@ func (lr *Learned) rules(c collected) []*learnedRule {
 	return out
 }
 
+// sentinel stands for the learned rules in the encoded document; they are
+// written as text in its place (a yaml.Node per host costs too much memory
+// for a 100,000-host proposal).
+const sentinel = "egressd-learn-rules-go-here"
+
 // Proposal renders the proposed config: a whole file `egressd validate`
 // accepts. With a config, every section but policy.rules is the file's own;
 // its deny rules come first, unchanged, then the learned rules. Findings
@@ -324,7 +350,10 @@ func (lr *Learned) Proposal() ([]byte, error) {
 	seq := &yaml.Node{Kind: yaml.SequenceNode}
 	var doc yaml.Node
 	var rulesKey, policyKey *yaml.Node
+	pc := policy.Config{Mode: policy.ModeEnforce, DenyRanges: []string{policy.DefaultRanges}, RequireSNI: true, TLSPorts: []int{443}}
 	if lr.cfg != nil {
+		pc = lr.cfg.Policy
+		pc.Rules = nil
 		if err := yaml.Unmarshal(lr.opt.Config, &doc); err != nil {
 			return nil, err
 		}
@@ -347,6 +376,7 @@ func (lr *Learned) Proposal() ([]byte, error) {
 			for i, r := range lr.cfg.Policy.Rules {
 				if r.Action == policy.ActionDeny && i < len(old.Content) {
 					seq.Content = append(seq.Content, old.Content[i])
+					pc.Rules = append(pc.Rules, r)
 				}
 			}
 		}
@@ -362,13 +392,20 @@ func (lr *Learned) Proposal() ([]byte, error) {
 		doc = yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{root}}
 	}
 	rulesKey.HeadComment = joinComments(rulesKey.HeadComment, lr.header())
-	for _, r := range rules {
-		seq.Content = append(seq.Content, r.node())
+	if len(rules) > 0 {
+		seq.Content = append(seq.Content, scalar(sentinel))
 	}
 	if len(seq.Content) == 0 {
 		seq.Style = yaml.FlowStyle
 	}
 	policyKey.FootComment = joinComments(policyKey.FootComment, lr.findingsText(c))
+	// The learned rules must compile where the config's deny rules do.
+	for _, r := range rules {
+		pc.Rules = append(pc.Rules, r.config())
+	}
+	if _, err := policy.Compile(pc); err != nil {
+		return nil, fmt.Errorf("internal error: the proposed policy does not compile: %w", err)
+	}
 	var b bytes.Buffer
 	enc := yaml.NewEncoder(&b)
 	enc.SetIndent(2)
@@ -376,10 +413,23 @@ func (lr *Learned) Proposal() ([]byte, error) {
 		return nil, err
 	}
 	enc.Close()
-	if _, _, err := config.LoadBytes(b.Bytes(), "proposal"); err != nil {
-		return nil, fmt.Errorf("internal error: the proposal does not validate: %w", err)
+	if len(rules) == 0 {
+		return b.Bytes(), nil
 	}
-	return b.Bytes(), nil
+	text := b.Bytes()
+	i := bytes.Index(text, []byte("- "+sentinel+"\n"))
+	if i < 0 {
+		return nil, errors.New("internal error: lost the place of the learned rules")
+	}
+	lineStart := bytes.LastIndexByte(text[:i], '\n') + 1
+	indent := string(text[lineStart:i])
+	out := bytes.NewBuffer(make([]byte, 0, len(text)+len(rules)*256))
+	out.Write(text[:lineStart])
+	for _, r := range rules {
+		r.write(out, indent)
+	}
+	out.Write(text[i+len("- "+sentinel+"\n"):])
+	return out.Bytes(), nil
 }
 
 func joinComments(a, b string) string {
@@ -413,52 +463,67 @@ func mapSet(m, key, val *yaml.Node) {
 	m.Content = append(m.Content, key, val)
 }
 
-func (r *learnedRule) node() *yaml.Node {
-	m := &yaml.Node{Kind: yaml.MappingNode}
-	mapSet(m, scalar("name"), scalar(r.name))
+// config returns the rule as policy.Compile takes it.
+func (r *learnedRule) config() policy.Rule {
+	pr := policy.Rule{Name: r.name, AllowRanges: r.exceptions}
 	if r.group != "" {
-		mapSet(m, scalar("groups"), &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle, Content: []*yaml.Node{scalar(r.group)}})
+		pr.Groups = []string{r.group}
 	}
-	hosts := &yaml.Node{Kind: yaml.SequenceNode}
-	cidrs := &yaml.Node{Kind: yaml.SequenceNode}
+	for _, p := range r.ports {
+		pr.Ports = append(pr.Ports, int(p))
+	}
+	for _, e := range r.entries {
+		if e.isIP {
+			pr.CIDRs = append(pr.CIDRs, e.pattern)
+		} else {
+			pr.Hosts = append(pr.Hosts, e.pattern)
+		}
+	}
+	return pr
+}
+
+// quote writes s as a YAML scalar: plain when it is a lowercase name that
+// cannot read as anything but a string, else double-quoted (a JSON string
+// is a YAML one).
+func quote(s string) string {
+	if plainName(s) {
+		return s
+	}
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+func plainName(s string) bool {
+	switch s {
+	case "", "true", "false", "null", "yes", "no", "on", "off", "y", "n":
+		return false
+	}
+	if s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.' && i > 0 && s[i-1] != '.') {
+			return false
+		}
+	}
+	return s[len(s)-1] != '.'
+}
+
+// write renders the rule as one item of a block sequence at indent.
+func (r *learnedRule) write(b *bytes.Buffer, indent string) {
 	var total stat
 	nNames, nWild, nIPs := 0, 0, 0
 	for _, e := range r.entries {
-		st := e.total()
-		total.merge(st)
-		item := scalar(e.pattern)
-		item.LineComment = e.comment(len(r.ports) > 1)
+		total.merge(e.total())
 		switch {
 		case e.isIP:
 			nIPs++
-			cidrs.Content = append(cidrs.Content, item)
 		case e.wildcard:
 			nWild++
-			item.Style = yaml.DoubleQuotedStyle
-			hosts.Content = append(hosts.Content, item)
 		default:
 			nNames++
-			hosts.Content = append(hosts.Content, item)
 		}
-	}
-	if len(hosts.Content) > 0 {
-		mapSet(m, scalar("hosts"), hosts)
-	}
-	if len(cidrs.Content) > 0 {
-		mapSet(m, scalar("cidrs"), cidrs)
-	}
-	ports := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
-	for _, p := range r.ports {
-		ports.Content = append(ports.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!int", Value: strconv.Itoa(int(p))})
-	}
-	mapSet(m, scalar("ports"), ports)
-	if len(r.exceptions) > 0 {
-		ar := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
-		for _, s := range r.exceptions {
-			ar.Content = append(ar.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: s, Style: yaml.DoubleQuotedStyle})
-		}
-		ar.LineComment = "the config's, for names that resolved into deny_ranges"
-		mapSet(m, scalar("allow_ranges"), ar)
 	}
 	who := "any client"
 	if r.group != "" {
@@ -473,8 +538,41 @@ func (r *learnedRule) node() *yaml.Node {
 			parts = append(parts, plural(x.n, x.what))
 		}
 	}
-	m.HeadComment = fmt.Sprintf("%s: %s; %s", who, strings.Join(parts, ", "), total.describe())
-	return m
+	fmt.Fprintf(b, "%s# %s: %s; %s\n", indent, who, strings.Join(parts, ", "), total.describe())
+	fmt.Fprintf(b, "%s- name: %s\n", indent, quote(r.name))
+	in := indent + "  "
+	if r.group != "" {
+		fmt.Fprintf(b, "%sgroups: [%s]\n", in, quote(r.group))
+	}
+	perPort := len(r.ports) > 1
+	for _, list := range []struct {
+		key string
+		ip  bool
+	}{{"hosts", false}, {"cidrs", true}} {
+		started := false
+		for _, e := range r.entries {
+			if e.isIP != list.ip {
+				continue
+			}
+			if !started {
+				fmt.Fprintf(b, "%s%s:\n", in, list.key)
+				started = true
+			}
+			fmt.Fprintf(b, "%s  - %s # %s\n", in, quote(e.pattern), e.comment(perPort))
+		}
+	}
+	ports := make([]string, len(r.ports))
+	for i, p := range r.ports {
+		ports[i] = strconv.Itoa(int(p))
+	}
+	fmt.Fprintf(b, "%sports: [%s]\n", in, strings.Join(ports, ", "))
+	if len(r.exceptions) > 0 {
+		q := make([]string, len(r.exceptions))
+		for i, s := range r.exceptions {
+			q[i] = quote(s)
+		}
+		fmt.Fprintf(b, "%sallow_ranges: [%s] # the config's, for names that resolved into deny_ranges\n", in, strings.Join(q, ", "))
+	}
 }
 
 func (e *entry) comment(perPort bool) string {
@@ -500,8 +598,8 @@ func (e *entry) comment(perPort bool) string {
 	b.WriteString(e.total().describe())
 	if perPort {
 		var ps []string
-		for _, p := range e.portList() {
-			ps = append(ps, fmt.Sprintf("%d: %s", p, commas(e.ports[p].count)))
+		for _, p := range e.ports {
+			ps = append(ps, fmt.Sprintf("%d: %s", p.port, commas(p.count)))
 		}
 		b.WriteString("; by port " + strings.Join(ps, ", "))
 	}
