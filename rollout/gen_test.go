@@ -84,6 +84,7 @@ const (
 	genWeb2  = "10.0.1.8"
 	genBatch = "10.0.2.9"
 	genOps   = "10.9.9.9" // in no cidr group; user alice puts it in ops
+	genData  = "10.0.4.2" // group data, already enforced
 )
 
 // genConfig is the current config of the generated farm (report mode).
@@ -101,6 +102,7 @@ policy:
     web: { cidrs: ["10.0.1.0/24"] }
     batch: { cidrs: ["10.0.2.0/24"] }
     ops: { users: [alice] }
+    data: { cidrs: ["10.0.4.0/24"], mode: enforce }
   rules:
     # Never, whatever a later rule says.
     - name: no-paste
@@ -125,9 +127,9 @@ limits:
   max_connections: 5000
 `
 
-// genFarmLog writes a day of realistic traffic of the farm of genConfig:
-// several groups, CDN-style names, IP literals, denied entries and report
-// lines, in a deterministic order.
+// genFarmLog writes realistic traffic of the farm of genConfig, as egressd
+// would log it under that config: several groups, CDN-style names, IP
+// literals, denied entries and report lines, in a deterministic order.
 func genFarmLog(w io.Writer) {
 	aw := newAccessWriter(w, 7*time.Second)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -151,7 +153,7 @@ func genFarmLog(w io.Writer) {
 	allow(40, genWeb, "web", "github.com", 443, "140.82.121.4", "github")
 	allow(25, genWeb2, "web", "api.github.com", 443, "140.82.121.6", "github")
 	allow(9, genWeb, "web", "codeload.github.com", 443, "140.82.121.9", "github")
-	allow(3, genWeb, "web", "objects.githubusercontent.com", 443, "185.199.108.133", "github")
+	report(3, policy.ListenerConnect, genWeb, "web", "objects.githubusercontent.com", 443, "185.199.108.133", policy.ReasonNotAllowed)
 	for i, h := range []string{"a1.cdn.shop.example.com", "b7.cdn.shop.example.com", "c3.cdn.shop.example.com", "d9.cdn.shop.example.com"} {
 		report(5+i, policy.ListenerConnect, genWeb, "web", h, 443, "93.184.215.1"+fmt.Sprint(i), policy.ReasonNotAllowed)
 	}
@@ -199,7 +201,7 @@ func genFarmLog(w io.Writer) {
 	report(2, policy.ListenerConnect, genBatch, "batch", "cdn.evil.example", 443, "93.184.215.60", policy.ReasonSNIMissing)
 	deny(1, policy.ListenerConnect, genBatch, "batch", "nx.example.org", 443, policy.ReasonDNSError, "")
 	for i := range 14 {
-		deny(1, policy.ListenerConnect, genWeb2, "web", fmt.Sprintf("x%02d.tunnel.exfil.example", i), 53, policy.ReasonNotAllowed, "")
+		deny(1, policy.ListenerConnect, genData, "data", fmt.Sprintf("x%02d.tunnel.exfil.example", i), 53, policy.ReasonNotAllowed, "")
 	}
 	rng.Shuffle(len(reqs), func(i, j int) { reqs[i], reqs[j] = reqs[j], reqs[i] })
 	for _, r := range reqs {

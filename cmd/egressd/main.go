@@ -3,6 +3,7 @@
 //
 //	egressd serve    [--config FILE]
 //	egressd check    --config FILE [--client IP] [--user NAME] HOST:PORT
+//	egressd check    --config FILE --replay LOG [--json]
 //	egressd validate --config FILE
 //	egressd learn    [--config FILE] [--since DURATION] [--min-count N] [--fold N] [--diff] LOG...
 //	egressd version
@@ -26,6 +27,9 @@ Usage:
   egressd check    --config FILE [--client IP] [--user NAME] HOST:PORT
                                             print the decision, rule and reason for one
                                             destination; exit 0 allow, 1 deny, 2 error
+  egressd check    --config FILE --replay LOG [--json]
+                                            which lines of the log would change decision
+                                            under FILE; exit 0 none, 1 some, 2 error
   egressd validate --config FILE            exit 0, or print every error (file:line: key: ...)
   egressd learn    [--config FILE] [--since DURATION] [--min-count N] [--fold N] [--diff] LOG...
                                             propose a policy from access logs (per group,
@@ -52,7 +56,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "serve":
 		return cmdServe(args[1:], stdout, stderr)
 	case "check":
-		return cmdCheck(args[1:], stdout, stderr)
+		return cmdCheck(args[1:], stdin, stdout, stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
 	case "learn":
