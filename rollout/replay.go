@@ -112,7 +112,7 @@ func oldOutcome(l *Line) (outcome, bool) {
 		}
 		return o, true
 	case policy.ReasonSNIMismatch, policy.ReasonSNIMissing, policy.ReasonProtocolMismatch, policy.ReasonDLP,
-		policy.ReasonDialError, policy.ReasonDNSError:
+		policy.ReasonDLPUnavailable, policy.ReasonDialError, policy.ReasonDNSError:
 		// Decided after the destination passed: by a rule, or reported.
 		o.verdict = policy.Allow
 		if o.rule == "" {
