@@ -111,8 +111,8 @@ func oldOutcome(l *Line) (outcome, bool) {
 			o.verdict = policy.Deny
 		}
 		return o, true
-	case policy.ReasonSNIMismatch, policy.ReasonSNIMissing, policy.ReasonProtocolMismatch, policy.ReasonDLP,
-		policy.ReasonDLPUnavailable, policy.ReasonDialError, policy.ReasonDNSError:
+	case policy.ReasonSNIMismatch, policy.ReasonSNIMissing, policy.ReasonTLSHelloInvalid, policy.ReasonECHRefused,
+		policy.ReasonProtocolMismatch, policy.ReasonDLP, policy.ReasonDLPUnavailable, policy.ReasonDialError, policy.ReasonDNSError:
 		// Decided after the destination passed: by a rule, or reported.
 		o.verdict = policy.Allow
 		if o.rule == "" {

@@ -103,6 +103,8 @@ func TestReplayOldOutcome(t *testing.T) {
 		{`{"decision":"deny","rule":"r","reason":"sni_mismatch"}`, policy.Allow, "sni_mismatch", true},
 		{`{"decision":"report","rule":"","reason":"sni_missing"}`, policy.Report, "sni_missing", true},
 		{`{"decision":"deny","rule":"","reason":"dns_error"}`, policy.Report, "dns_error", true},
+		{`{"decision":"deny","rule":"r","reason":"tls_hello_invalid"}`, policy.Allow, "tls_hello_invalid", true},
+		{`{"decision":"report","rule":"","reason":"ech_refused"}`, policy.Report, "ech_refused", true},
 		{`{"decision":"deny","rule":"r","reason":"dlp_unavailable"}`, policy.Allow, "dlp_unavailable", true},
 		{`{"decision":"deny","rule":"r","reason":"dial_error"}`, policy.Allow, "dial_error", true},
 		{`{"decision":"deny","rule":"","reason":"auth_required"}`, 0, "", false},
