@@ -193,6 +193,8 @@ func genFarmLog(w io.Writer) {
 		ip: "10.50.1.1", verdict: policy.Allow, rule: "internal-git"})
 	add(3, genReq{listener: policy.ListenerConnect, client: genOps, user: "alice", group: "ops", host: "status.corp.example", port: 443,
 		ip: "93.184.215.50", verdict: policy.Report, reason: policy.ReasonNotAllowed})
+	// A client in no group of the config.
+	report(2, policy.ListenerConnect, "10.0.9.9", "", "stray.example.com", 443, "93.184.215.70", policy.ReasonNotAllowed)
 	// Findings: never proposed.
 	deny(4, policy.ListenerHTTP, genWeb, "web", "169.254.169.254", 80, policy.ReasonPrivateRange, "")
 	deny(2, policy.ListenerConnect, genBatch, "batch", "metadata.internal.example", 80, policy.ReasonPrivateRange, "")

@@ -229,9 +229,11 @@ func proposable(l *Line) bool {
 	return false
 }
 
-// group returns the group a line counts for, by its ID: without a config,
-// none (rules for any client); with one, the line's group when the config
-// has it, else the group the config puts the client in (policy.ClientMode).
+// group returns the group a line counts for, by its ID: without a config
+// (or groups in it), none: rules for any client; with one, the line's group
+// when the config has it, else the group the config puts the client in
+// (policy.ClientMode), none for a client in no group (its traffic is a
+// finding: a rule for any client would open it to every group).
 func (lr *Learned) group(l *Line) int {
 	if lr.cfg == nil {
 		return 0
@@ -260,6 +262,11 @@ func (lr *Learned) line(l *Line, ts int64) {
 	group := lr.groupName[gid]
 	if !proposable(l) {
 		lr.finding(group, l, ts, "")
+		return
+	}
+	if gid == 0 && len(lr.groupName) > 1 {
+		// A rule for any client would open the destination to every group.
+		lr.finding(group, l, ts, "the client ("+clientOf(l).Addr.String()+") is in no group of the config: add it to one to learn its traffic")
 		return
 	}
 	port := uint16(l.Port)

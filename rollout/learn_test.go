@@ -180,8 +180,11 @@ func TestLearnRoundTrip(t *testing.T) {
 	}
 	shown := map[dest]bool{}
 	hosts, ports := map[string]bool{}, map[uint16]bool{}
+	// A client in no group of the config is a finding, not a rule for any
+	// client.
+	findingLine := func(r logReq) bool { return !r.proposable || r.group == "" }
 	for _, r := range reqs {
-		if r.proposable {
+		if !findingLine(r) {
 			shown[dest{r.group, r.host, r.port}] = true
 		}
 		hosts[r.host], ports[r.port] = true, true
@@ -209,7 +212,7 @@ func TestLearnRoundTrip(t *testing.T) {
 			e := enforced(t, proposal, res)
 			ctx := context.Background()
 			for _, r := range reqs {
-				if !r.proposable {
+				if findingLine(r) {
 					continue
 				}
 				d, err := e.Decide(ctx, policy.Request{Client: r.client, Host: r.host, Port: r.port})
@@ -311,5 +314,48 @@ func TestFoldPublicSuffix(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestParseTS(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"2026-11-25T10:00:00Z", "2026-11-25T10:00:00.123456789Z", "2026-11-25T11:30:00.5+01:30",
+		"2026-11-25T05:00:00-05:00", "2026-12-31T23:59:59.999999999Z", "2024-02-29T00:00:00Z"} {
+		want, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := parseTS([]byte(s)); !ok || got != want.UnixNano() {
+			t.Errorf("parseTS(%q) = %v %v, want %v", s, time.Unix(0, got).UTC(), ok, want.UTC())
+		}
+	}
+	for _, s := range []string{"", "yesterday", "2026-02-30T00:00:00Z", "2026-11-25T10:00:00", "2026-11-25T25:00:00Z", "2026-11-25T10:00:00.Z"} {
+		if _, ok := parseTS([]byte(s)); ok {
+			t.Errorf("parseTS(%q) accepted", s)
+		}
+	}
+}
+
+// TestLearnSince: --since keeps the lines newer than now minus the
+// duration; lines without a readable ts are then skipped too.
+func TestLearnSince(t *testing.T) {
+	var b bytes.Buffer
+	aw := newAccessWriter(&b, time.Minute) // 10:01, 10:02, ...
+	for _, h := range []string{"old.example.com", "mid.example.org", "new.example.net"} {
+		aw.write(genReq{listener: policy.ListenerConnect, client: genWeb, host: h, port: 443, ip: "93.184.215.1",
+			verdict: policy.Report, reason: policy.ReasonNotAllowed})
+	}
+	b.WriteString(`{"ts":"soon","host":"nots.example","port":443,"decision":"allow","reason":""}` + "\n")
+	now := func() time.Time { return genStart.Add(3*time.Minute + 30*time.Second) }
+	lr := learnFrom(t, b.Bytes(), LearnOptions{Since: 2 * time.Minute, Now: now, Fold: 0}, false)
+	var got []string
+	for _, e := range lr.collect().entries {
+		got = append(got, e.pattern)
+	}
+	if diff := cmp.Diff([]string{"new.example.net", "mid.example.org"}, got); diff != "" {
+		t.Errorf("--since 2m at 10:03:30 (-want +got):\n%s", diff)
+	}
+	if lr.Counts.Old != 2 || lr.Counts.Access != 2 {
+		t.Errorf("counts %+v, want 2 old (one without a readable ts) and 2 used", lr.Counts)
 	}
 }

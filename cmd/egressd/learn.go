@@ -35,8 +35,10 @@ its counts and first and last seen.
   protocol), are never proposed: they are listed after the policy as
   findings to investigate.
 - With --config: the file's other sections are kept, its deny rules come
-  first unchanged (never loosened), lines count for the client's group, and
-  names that resolved into deny_ranges keep the allow_ranges that let them.
+  first unchanged (never loosened), lines count for the client's group (a
+  client in no group is a finding: a rule for any client would open its
+  destinations to every group), and names that resolved into deny_ranges
+  keep the allow_ranges that let them.
 - --diff (needs --config): what the proposal would add, and which of
   today's rules, hosts and cidrs saw no traffic (candidates to remove).
 
