@@ -124,7 +124,6 @@ func oldOutcome(l *Line) (outcome, bool) {
 }
 
 type decisionKey struct {
-	sig        int
 	host       string
 	port       uint16
 	ip         netip.Addr
@@ -134,12 +133,6 @@ type decisionKey struct {
 type changeKey struct {
 	from, to                        policy.Verdict
 	rule, reason, fromRule, fromRsn string
-}
-
-type destKey struct {
-	change      changeKey
-	group, host string
-	port        uint16
 }
 
 const maxCachedDecisions = 1 << 20
@@ -152,11 +145,12 @@ func Replay(ctx context.Context, sources []Source, opt ReplayOptions) (*ReplayRe
 	res := &ReplayResult{Config: opt.ConfigName, NotReplayed: map[string]int64{}}
 	sigs := map[string]int{}   // client and user -> membership ID
 	sigIDs := map[string]int{} // joined groups -> ID
-	cache := map[decisionKey]outcome{}
+	var sigGroup []string      // membership ID -> the group a change is shown under
+	cache := map[string]outcome{}
 	changes := map[changeKey]*ReplayChange{}
-	dests := map[destKey]*ReplayDestination{}
-	perChange := map[changeKey]map[string]bool{}
-	var scratch []byte
+	dests := map[string]*ReplayDestination{}
+	perChange := map[changeKey]int{}
+	var scratch, key []byte
 	var counts Counts
 	err := scan(sources, opt.Progress, func(l *Line) {
 		if l.Port < 1 || l.Port > 65535 {
@@ -169,27 +163,36 @@ func Replay(ctx context.Context, sources []Source, opt ReplayOptions) (*ReplayRe
 			return
 		}
 		res.Replayed++
-		client := clientOf(l)
 		scratch = append(append(append(scratch[:0], l.Client...), 0), l.User...)
 		sig, ok := sigs[string(scratch)]
 		if !ok {
+			client := clientOf(l)
 			joined := strings.Join(opt.Policy.Groups(client), "\x00")
 			if sig, ok = sigIDs[joined]; !ok {
 				sig = len(sigIDs)
 				sigIDs[joined] = sig
+				_, g := opt.Policy.ClientMode(client)
+				sigGroup = append(sigGroup, g)
 			}
 			sigs[string(scratch)] = sig
 		}
-		ip, _ := netip.ParseAddr(string(l.IP))
-		k := decisionKey{sig: sig, host: string(l.Host), port: uint16(l.Port), ip: ip.Unmap(),
-			wasPrivate: old.reason == string(policy.ReasonPrivateRange)}
-		now, ok := cache[k]
+		wasPrivate := old.reason == string(policy.ReasonPrivateRange)
+		// The decision depends on the client only through its groups.
+		key = strconv.AppendInt(key[:0], int64(sig), 10)
+		key = strconv.AppendInt(append(key, 0), int64(l.Port), 10)
+		key = append(append(append(key, 0), l.IP...), 0)
+		if wasPrivate {
+			key = append(key, 'p')
+		}
+		key = append(append(key, 0), l.Host...)
+		now, ok := cache[string(key)]
 		if !ok {
-			now = decide(ctx, engine, client, k)
+			ip, _ := netip.ParseAddr(string(l.IP))
+			now = decide(ctx, engine, clientOf(l), decisionKey{host: string(l.Host), port: uint16(l.Port), ip: ip.Unmap(), wasPrivate: wasPrivate})
 			if len(cache) >= maxCachedDecisions {
 				clear(cache)
 			}
-			cache[k] = now
+			cache[string(key)] = now
 		}
 		if now.verdict == old.verdict {
 			return
@@ -201,17 +204,21 @@ func Replay(ctx context.Context, sources []Source, opt ReplayOptions) (*ReplayRe
 			ch = &ReplayChange{From: old.verdict.String(), To: now.verdict.String(), Rule: now.rule, Reason: now.reason,
 				FromRule: old.rule, FromReason: old.reason}
 			changes[ck] = ch
-			perChange[ck] = map[string]bool{}
 		}
 		ch.Lines++
-		group := now.group(opt.Policy, client)
-		dk := destKey{change: ck, group: group, host: k.host, port: k.port}
-		d := dests[dk]
+		group := sigGroup[sig]
+		key = append(append(key[:0], ch.From...), 0)
+		for _, part := range []string{ch.To, ch.Rule, ch.Reason, ch.FromRule, ch.FromReason, group} {
+			key = append(append(key, part...), 0)
+		}
+		key = strconv.AppendInt(append(append(key, l.Host...), 0), int64(l.Port), 10)
+		d := dests[string(key)]
 		if d == nil {
-			d = &ReplayDestination{Group: group, Client: client.Addr.String(), User: client.User, Host: k.host, Port: k.port,
+			client := clientOf(l)
+			d = &ReplayDestination{Group: group, Client: client.Addr.String(), User: client.User, Host: string(l.Host), Port: uint16(l.Port),
 				From: ch.From, To: ch.To, Rule: ch.Rule, Reason: ch.Reason}
-			dests[dk] = d
-			perChange[ck][group+"\x00"+k.host+"\x00"+strconv.Itoa(int(k.port))] = true
+			dests[string(key)] = d
+			perChange[ck]++
 		}
 		d.Lines++
 	}, &counts)
@@ -220,20 +227,36 @@ func Replay(ctx context.Context, sources []Source, opt ReplayOptions) (*ReplayRe
 	}
 	res.Files, res.Lines, res.Skipped = counts.Files, counts.Lines, counts.Malformed+counts.Other
 	for ck, ch := range changes {
-		ch.Destinations = len(perChange[ck])
+		ch.Destinations = perChange[ck]
 		res.Changes = append(res.Changes, *ch)
 	}
 	slices.SortFunc(res.Changes, func(a, b ReplayChange) int {
 		return cmp.Or(cmp.Compare(b.Lines, a.Lines), cmp.Compare(a.From, b.From), cmp.Compare(a.To, b.To),
 			cmp.Compare(a.Rule, b.Rule), cmp.Compare(a.Reason, b.Reason), cmp.Compare(a.FromRule, b.FromRule), cmp.Compare(a.FromReason, b.FromReason))
 	})
-	for _, d := range dests {
-		res.Destinations = append(res.Destinations, *d)
+	type sorted struct {
+		order string
+		d     *ReplayDestination
 	}
-	slices.SortFunc(res.Destinations, func(a, b ReplayDestination) int {
-		return cmp.Or(groupOrder(a.Group, b.Group), cmp.Compare(hostOrder(a.Host), hostOrder(b.Host)), cmp.Compare(a.Port, b.Port),
-			cmp.Compare(a.From, b.From), cmp.Compare(a.To, b.To), cmp.Compare(a.Rule, b.Rule), cmp.Compare(a.Reason, b.Reason))
+	all := make([]sorted, 0, len(dests))
+	for _, d := range dests {
+		all = append(all, sorted{hostOrder(d.Host), d})
+	}
+	slices.SortFunc(all, func(x, y sorted) int {
+		a, b := x.d, y.d
+		if c := groupOrder(a.Group, b.Group); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(x.order, y.order); c != 0 {
+			return c
+		}
+		return cmp.Or(cmp.Compare(a.Port, b.Port), cmp.Compare(a.From, b.From), cmp.Compare(a.To, b.To),
+			cmp.Compare(a.Rule, b.Rule), cmp.Compare(a.Reason, b.Reason))
 	})
+	res.Destinations = make([]ReplayDestination, len(all))
+	for i, s := range all {
+		res.Destinations[i] = *s.d
+	}
 	return res, nil
 }
 
@@ -259,13 +282,6 @@ func decide(ctx context.Context, e *policy.Engine, c policy.Client, k decisionKe
 		o.verdict, o.reason = policy.Report, string(m.Reason)
 	}
 	return o
-}
-
-// group returns the group a changed destination is shown under: the
-// client's, as the proxy would log it.
-func (o outcome) group(p *policy.Policy, c policy.Client) string {
-	_, g := p.ClientMode(c)
-	return g
 }
 
 // WriteJSON writes r as one JSON object.
