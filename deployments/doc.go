@@ -19,9 +19,11 @@
 //   - client/: user data that points client instances at the farm.
 //   - kubernetes/: Deployment, Service, PodDisruptionBudget and ConfigMap.
 //   - grafana/: the dashboard and the list of metric families it queries.
+//   - prometheus/: alerting rules and their promtool unit tests.
+//   - logrotate/: rotation of log.access_file (SIGUSR1), packaged.
 //   - farm/: the local HAProxy farm template (scripts/farm.sh).
 //
-// The only Go API is the dashboard inspection in dashboard.go, exported so
-// that egressd's metrics test can check the dashboard against the real
-// registry.
+// The only Go API is the inspection of the dashboard (dashboard.go) and of
+// the alert rules (alerts.go), exported so that egressd's contract test can
+// check every query against the real registry.
 package deployments

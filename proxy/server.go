@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -39,6 +40,8 @@ type Options struct {
 	Access *zap.Logger // access log (stdout); nil when log.access is off
 	// Registry receives egressd's metrics. Nil: a fresh registry.
 	Registry *prometheus.Registry
+	// Version is the binary's version for egressd_build_info. Empty: "dev".
+	Version string
 }
 
 // Server is one egressd instance.
@@ -83,6 +86,7 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 	}
 	s := &Server{diag: o.Diag, reg: o.Registry}
 	s.metrics = accesslog.NewMetrics(o.Registry)
+	s.metrics.SetBuild(cmp.Or(o.Version, "dev"))
 	s.access = accesslog.NewLogger(o.Access, s.metrics)
 	var err error
 	dnsLog := o.Diag.Named("dns")
@@ -422,6 +426,7 @@ func (s *Server) ReloadFailed() { s.metrics.Reloads.WithLabelValues("error").Inc
 func (s *Server) Drain(ctx context.Context) {
 	cfg := s.cfg.Load()
 	s.draining.Store(true)
+	s.metrics.SetDraining(true)
 	s.diag.Info("draining", zap.Duration("drain_delay", cfg.Timeouts.DrainDelay),
 		zap.Duration("drain", cfg.Timeouts.Drain))
 	select {
@@ -464,6 +469,7 @@ func (s *Server) Drain(ctx context.Context) {
 // Close cuts everything at once.
 func (s *Server) Close() {
 	s.draining.Store(true)
+	s.metrics.SetDraining(true)
 	if s.httpSrv != nil {
 		s.httpSrv.Close()
 	}

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the tools egressd's tests need on a Debian machine: curl (the
 # real client of the end-to-end tests), iproute2 (`ip netns` for the
-# namespace tests), haproxy (the farm's load balancer) and logrotate (the
-# packaged access-log rotation) and nftables (the in-line gateway's ruleset,
-# loaded by the tests inside namespaces of their own). Safe to run
-# repeatedly; does nothing when all exist.
+# namespace tests), haproxy (the farm's load balancer), logrotate (the
+# packaged access-log rotation), nftables (the in-line gateway's ruleset,
+# loaded by the tests inside namespaces of their own) and promtool (Debian's
+# prometheus package: the alert rules). Safe to run repeatedly; does nothing
+# when all exist.
 set -euo pipefail
 
 missing=()
@@ -18,6 +19,11 @@ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(hapr
 command -v logrotate >/dev/null 2>&1 || [ -x /usr/sbin/logrotate ] || missing+=(logrotate)
 # nft checks and loads deployments/nftables/egressd-transparent.nft.
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
+# promtool checks and unit-tests deployments/prometheus/egressd.rules.yaml.
+# Debian ships it only in the prometheus package, whose server is kept from
+# starting (it would take port 9090, egressd's default admin port).
+need_promtool=0
+command -v promtool >/dev/null 2>&1 || { missing+=(prometheus); need_promtool=1; }
 
 if [ "${#missing[@]}" -eq 0 ]; then
 	exit 0
@@ -29,4 +35,13 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "setup: installing ${missing[*]}" >&2
 $SUDO apt-get update
+if [ "$need_promtool" -eq 1 ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+	# policy-rc.d exit 101: invoke-rc.d starts no service during the install.
+	printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+	$SUDO chmod 0755 /usr/sbin/policy-rc.d
+	trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+if [ "$need_promtool" -eq 1 ] && command -v systemctl >/dev/null 2>&1; then
+	$SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi

@@ -171,7 +171,7 @@ func TestVersionAndHelp(t *testing.T) {
 	if out, _, code := run(t, "version"); code != 0 || !strings.HasPrefix(out, "egressd ") {
 		t.Errorf("version: %d %q", code, out)
 	}
-	for _, sub := range []string{"serve", "check", "validate", "learn"} {
+	for _, sub := range []string{"serve", "check", "validate", "learn", "health"} {
 		_, errOut, code := run(t, sub, "--help")
 		if code != 0 || !strings.Contains(errOut, "Usage: egressd "+sub) {
 			t.Errorf("%s --help: exit %d\n%s", sub, code, errOut)

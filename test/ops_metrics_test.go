@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +42,8 @@ func TestMetrics(t *testing.T) {
 		"egressd_dial_duration_seconds":                        dto.MetricType_HISTOGRAM,
 		"egressd_dns_duration_seconds":                         dto.MetricType_HISTOGRAM,
 		"egressd_dns_stale_answers_total":                      dto.MetricType_COUNTER,
+		"egressd_build_info":                                   dto.MetricType_GAUGE,
+		"egressd_draining":                                     dto.MetricType_GAUGE,
 		"egressd_config_reloads_total":                         dto.MetricType_COUNTER,
 		"egressd_config_info":                                  dto.MetricType_GAUGE,
 		"egressd_config_last_reload_success_timestamp_seconds": dto.MetricType_GAUGE,
@@ -104,6 +107,11 @@ func TestMetrics(t *testing.T) {
 	zero("egressd_rule_matches_total", map[string]string{"rule": "origin"})
 	zero("egressd_dial_duration_seconds", map[string]string{})
 	zero("egressd_dns_stale_answers_total", map[string]string{})
+	zero("egressd_draining", map[string]string{})
+	// The test binary is built without -ldflags: main.version is "dev".
+	if got := start.series("egressd_build_info"); !cmp.Equal(got, map[string]float64{"goversion=" + runtime.Version() + ",version=dev": 1}) {
+		t.Errorf("egressd_build_info = %v", got)
+	}
 	if got := start.series("egressd_config_info"); !cmp.Equal(got, map[string]float64{"sha256=" + sha256Hex(cfg): 1}) {
 		t.Errorf("egressd_config_info = %v, want the sha256 of the config file", got)
 	}

@@ -6,6 +6,7 @@
 //	egressd check    --config FILE --replay LOG [--json]
 //	egressd validate --config FILE
 //	egressd learn    [--config FILE] [--since DURATION] [--min-count N] [--fold N] [--diff] LOG...
+//	egressd health   [--config FILE | --addr HOST:PORT]
 //	egressd version
 package main
 
@@ -35,6 +36,9 @@ Usage:
                                             propose a policy from access logs (per group,
                                             folded by the Public Suffix List); --diff: only
                                             what would change against --config
+  egressd health   [--config FILE | --addr HOST:PORT]
+                                            GET /readyz of a running egressd; exit 0 ready,
+                                            1 not ready or down (container health checks)
   egressd version                           print the version
 
 Run "egressd COMMAND --help" for a command's flags.
@@ -61,6 +65,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdValidate(args[1:], stdout, stderr)
 	case "learn":
 		return cmdLearn(args[1:], stdin, stdout, stderr)
+	case "health":
+		return cmdHealth(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "egressd %s\n", version)
 		return 0

@@ -78,7 +78,7 @@ Flags:
 		access, accessBuf = newAccessLogger(w)
 		defer accessBuf.Stop() // flushes
 	}
-	srv, err := proxy.New(cfg, pol, raw, proxy.Options{Diag: diag, Access: access})
+	srv, err := proxy.New(cfg, pol, raw, proxy.Options{Diag: diag, Access: access, Version: version})
 	if err != nil {
 		diag.Error("startup failed", zap.Error(err))
 		return 1

@@ -1,6 +1,7 @@
 package accesslog
 
 import (
+	"runtime"
 	"sync"
 	"time"
 
@@ -47,6 +48,8 @@ type Metrics struct {
 	Panics        prometheus.Counter
 	AuthChecks    *prometheus.CounterVec
 	DLPFindings   *prometheus.CounterVec
+	BuildInfo     *prometheus.GaugeVec
+	Draining      prometheus.Gauge
 
 	// Cached children for the hot path: no label hashing per request.
 	bytesUp, bytesDown map[policy.Listener]prometheus.Counter
@@ -131,6 +134,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "egressd_dlp_findings_total",
 			Help: "DLP findings, by detector (built-in, custom pattern name, or a body verdict such as oversize) and profile mode (enforce, report).",
 		}, []string{"detector", "mode"}),
+		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "egressd_build_info",
+			Help: "The egressd build running: 1 for its version and Go version.",
+		}, []string{"version", "goversion"}),
+		Draining: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "egressd_draining",
+			Help: "1 from SIGTERM until the process exits (/readyz answers 503), else 0.",
+		}),
 		rules:     map[string]bool{},
 		bytesUp:   map[policy.Listener]prometheus.Counter{},
 		bytesDown: map[policy.Listener]prometheus.Counter{},
@@ -141,6 +152,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.Requests, m.ActiveTunnels, m.Bytes, m.DialDuration, m.DNSDuration, m.DNSStale,
 		m.Reloads, m.ConfigInfo, m.RuleMatches, m.LimitRejects, m.ClientConns, m.ReloadTime, m.Panics, m.AuthChecks, m.DLPFindings,
+		m.BuildInfo, m.Draining,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, l := range knownSockets {
 		m.ClientConns.WithLabelValues(string(l))
@@ -173,6 +185,28 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.auth[[2]string{s, "overload"}] = m.AuthChecks.WithLabelValues(s, "overload")
 	}
 	return m
+}
+
+// SetBuild records the version of the running binary (main.version) and
+// the Go version it was built with in egressd_build_info.
+func (m *Metrics) SetBuild(version string) {
+	if m == nil {
+		return
+	}
+	m.BuildInfo.Reset()
+	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+}
+
+// SetDraining sets egressd_draining.
+func (m *Metrics) SetDraining(on bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if on {
+		v = 1
+	}
+	m.Draining.Set(v)
 }
 
 // ObserveAuth counts one credential check (see egressd_auth_checks_total).

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -84,6 +85,7 @@ func TestMetricsFromStart(t *testing.T) {
 		"egressd_config_reloads_total":                         2,
 		"egressd_dns_duration_seconds":                         6,
 		"egressd_dns_stale_answers_total":                      1,
+		"egressd_draining":                                     1,
 		"egressd_limit_rejections_total":                       6,
 		"egressd_client_connections":                           2,
 		"egressd_rule_matches_total":                           2,
@@ -259,5 +261,26 @@ func TestObserveDNSStale(t *testing.T) {
 	}
 	if got := series(fams["egressd_dns_duration_seconds"])["result=stale"]; got != 2 {
 		t.Errorf(`egressd_dns_duration_seconds{result="stale"} count = %v, want 2`, got)
+	}
+}
+
+// egressd_build_info carries the version it is given and the Go version;
+// egressd_draining follows SetDraining.
+func TestBuildInfoAndDraining(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	m.SetBuild("v1.2.3")
+	m.SetDraining(true)
+	fams := gather(t, reg)
+	want := map[string]float64{"goversion=" + runtime.Version() + ",version=v1.2.3": 1}
+	if got := series(fams["egressd_build_info"]); !cmp.Equal(got, want) {
+		t.Errorf("egressd_build_info = %v, want %v", got, want)
+	}
+	if got := series(fams["egressd_draining"]); !cmp.Equal(got, map[string]float64{"": 1}) {
+		t.Errorf("egressd_draining = %v, want 1", got)
+	}
+	m.SetDraining(false)
+	if got := series(gather(t, reg)["egressd_draining"]); !cmp.Equal(got, map[string]float64{"": 0}) {
+		t.Errorf("egressd_draining = %v, want 0", got)
 	}
 }
