@@ -9,7 +9,7 @@ GO      ?= go
 BIN     ?= bin/egressd
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: help build run test race fuzz lint bench e2e docker package farm clean
+.PHONY: help build run test race fuzz lint bench e2e docker package farm schema clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ fuzz: ## each fuzz target for FUZZTIME (default 20s)
 lint: ## go vet and gofmt
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+schema: ## regenerate docs/egressd.schema.json from the Go config types (after adding a config key)
+	$(GO) run ./cmd/egressd config schema > docs/egressd.schema.json
 
 bench: ## benchmark egressd against direct, Squid and smokescreen; writes docs/benchmarks.md
 	./scripts/bench.sh

@@ -181,3 +181,27 @@ func TestVersionAndHelp(t *testing.T) {
 		t.Errorf("unknown command: exit %d, want 2", code)
 	}
 }
+
+// TestConfigCommand: `egressd config schema` prints the committed schema;
+// `egressd config defaults` prints a config that `egressd validate` accepts.
+func TestConfigCommand(t *testing.T) {
+	out, errOut, code := run(t, "config", "schema")
+	committed, err := os.ReadFile("../docs/egressd.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != 0 || out != string(committed) {
+		t.Errorf("config schema: exit %d, output equal to docs/egressd.schema.json: %v\n%s", code, out == string(committed), errOut)
+	}
+	out, errOut, code = run(t, "config", "defaults")
+	if code != 0 || !strings.Contains(out, "min_ttl: 5s") {
+		t.Fatalf("config defaults: exit %d\n%s%s", code, out, errOut)
+	}
+	path := writeConfig(t, out)
+	if vout, verr, code := run(t, "validate", "--config", path); code != 0 {
+		t.Errorf("validate of config defaults: exit %d\n%s%s", code, vout, verr)
+	}
+	if _, _, code := run(t, "config", "frobnicate"); code != 2 {
+		t.Errorf("config frobnicate: exit %d, want 2", code)
+	}
+}

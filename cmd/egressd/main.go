@@ -7,6 +7,7 @@
 //	egressd validate --config FILE
 //	egressd learn    [--config FILE] [--since DURATION] [--min-count N] [--fold N] [--diff] LOG...
 //	egressd health   [--config FILE | --addr HOST:PORT]
+//	egressd config   schema | defaults
 //	egressd version
 package main
 
@@ -39,6 +40,8 @@ Usage:
   egressd health   [--config FILE | --addr HOST:PORT]
                                             GET /readyz of a running egressd; exit 0 ready,
                                             1 not ready or down (container health checks)
+  egressd config   schema | defaults        print the config's JSON Schema, or every key at
+                                            its default with its description
   egressd version                           print the version
 
 Run "egressd COMMAND --help" for a command's flags.
@@ -67,6 +70,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdLearn(args[1:], stdin, stdout, stderr)
 	case "health":
 		return cmdHealth(args[1:], stdout, stderr)
+	case "config":
+		return cmdConfig(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "egressd %s\n", version)
 		return 0

@@ -1,0 +1,85 @@
+package config
+
+// fieldDocs describes every config key for the JSON Schema (docs/
+// egressd.schema.json) and `egressd config defaults`. Keys are dotted paths;
+// "[]" stands for a list item, "*" for a map value. A key missing here
+// fails the schema's generation and its test: add the key's line, then
+// run `make schema`. Keep them in step with README's config reference.
+var fieldDocs = map[string]string{
+	"listen":                 "Listener addresses (host:port; \"\" disables one). Read at start only: changing them needs a restart.",
+	"listen.http":            "HTTP forward proxy (absolute-URI requests) and CONNECT.",
+	"listen.socks5":          "SOCKS5 (RFC 1928 CONNECT).",
+	"listen.admin":           "Admin listener: /metrics, /healthz, /readyz (and /debug/pprof with admin.pprof).",
+	"listen.proxy_protocol":  "Require a PROXY v1/v2 header on every connection, accepted only from listen.trusted_proxies; its source address is the client.",
+	"listen.trusted_proxies": "CIDRs or IPs of the load balancers allowed to send PROXY headers.",
+
+	"dns":              "The resolver. Read at start only.",
+	"dns.servers":      "DNS servers as \"IP:port\", tried in order. Empty: the nameservers of /etc/resolv.conf (with its options timeout, attempts, rotate; no search list), re-read when it changes.",
+	"dns.timeout":      "Time bound of each query to one server (resolv.conf's options timeout: wins when set).",
+	"dns.cache_size":   "Names cached at most.",
+	"dns.min_ttl":      "Answers are cached at least this long, whatever their TTL (0s: as the records say; TTL 0 is then never cached).",
+	"dns.max_ttl":      "Answers are cached at most this long.",
+	"dns.negative_ttl": "How long a name that does not exist (NXDOMAIN, or no address) is remembered.",
+	"dns.stale_ttl":    "Serve an expired answer up to this long past its TTL when its refresh times out or fails (RFC 8767), asking again at most every 30s; 0s: off.",
+
+	"policy":                      "Who may reach which hosts and ports. Reloads on SIGHUP or a change of the file.",
+	"policy.mode":                 "enforce: deny what no rule allows. report: allow it and log decision=report with the reason (private ranges stay denied).",
+	"policy.deny_ranges":          "Destination ranges never dialed: CIDRs, single IPs, or \"default\" for the built-in special-purpose list (RFC 1918, loopback, link-local and metadata, CGNAT, ...).",
+	"policy.allow_ranges":         "Exceptions carved out of deny_ranges for every rule; the most specific range wins, a tie denies.",
+	"policy.require_sni":          "Tunnels to a tls_ports port must send a TLS ClientHello whose SNI is the requested host.",
+	"policy.tls_ports":            "Ports whose tunnels must carry TLS (SNI check); other ports are raw TCP.",
+	"policy.groups":               "Client groups by name, referenced by rules.",
+	"policy.groups.*":             "A client group: clients whose address is in cidrs or whose user is in users.",
+	"policy.groups.*.cidrs":       "Client addresses of the group (CIDRs or IPs).",
+	"policy.groups.*.users":       "Authenticated users (auth.users_file) of the group.",
+	"policy.groups.*.mode":        "enforce or report for this group's clients; empty: policy.mode. A client in several groups is reported only when all of them report.",
+	"policy.rules":                "Rules in order; the first that matches the client, host and port decides.",
+	"policy.rules[].name":         "Unique name, logged as rule and counted in egressd_rule_matches_total.",
+	"policy.rules[].action":       "allow (the default) or deny (denied_by_rule, in every mode).",
+	"policy.rules[].groups":       "Groups whose clients the rule applies to; empty: every client.",
+	"policy.rules[].hosts":        "Destination names: exact (\"github.com\") or \"*.suffix\" for every subdomain at any depth (not the suffix itself).",
+	"policy.rules[].cidrs":        "IP-literal destinations (CIDRs or IPs); names never match them.",
+	"policy.rules[].ports":        "Destination ports 1-65535; required for allow rules, omitted on a deny rule: every port.",
+	"policy.rules[].allow_ranges": "Deny-range exceptions for this rule's destinations only (allow rules).",
+
+	"auth":            "Proxy authentication.",
+	"auth.users_file": "htpasswd file with bcrypt hashes (htpasswd -B); its contents reload with the config.",
+	"auth.required":   "Clients without valid credentials are denied (407 on HTTP, auth_required).",
+	"auth.cache_ttl":  "How long a credential check (success or failure) is remembered.",
+
+	"admin":       "Admin listener extras.",
+	"admin.pprof": "Serve /debug/pprof on the admin listener.",
+
+	"limits":                            "Resource limits; 0 means no limit for the connection counts.",
+	"limits.max_connections":            "Client connections per instance; past it a connection is refused (503 X-Egress-Error: limit, SOCKS5 0x01).",
+	"limits.max_connections_per_client": "Client connections per client address (the PROXY header's with listen.proxy_protocol).",
+	"limits.max_header_bytes":           "Largest request header block (431 past it): bytes, or a number with a unit (64KiB, 1MB).",
+
+	"timeouts":             "Time bounds of every blocking step (Go durations: 500ms, 10s, 5m).",
+	"timeouts.handshake":   "Request line and headers, SOCKS5 greeting, TLS ClientHello.",
+	"timeouts.connect":     "Each dial of an origin address.",
+	"timeouts.idle":        "A tunnel with no byte either way this long is closed.",
+	"timeouts.max_tunnel":  "Longest life of a tunnel; 0s: no limit.",
+	"timeouts.drain":       "On SIGTERM, how long requests and tunnels in flight get after the listeners close.",
+	"timeouts.drain_delay": "On SIGTERM, how long /readyz answers 503 before the listeners close (the load balancer's health check must see it).",
+
+	"log":             "Logging.",
+	"log.access":      "One JSON access-log line per request or tunnel.",
+	"log.access_file": "Write the access log to this file instead of stdout; SIGUSR1 reopens it (logrotate). Empty: stdout.",
+	"log.level":       "Diagnostics on stderr: debug, info, warn or error.",
+}
+
+// fieldRules are JSON Schema keywords added to a key's schema: enums,
+// ranges and required keys, for what the types alone do not say.
+var fieldRules = map[string]map[string]any{
+	"policy.mode":                       {"enum": []string{"enforce", "report"}},
+	"policy.groups.*.mode":              {"enum": []string{"", "enforce", "report"}},
+	"policy.rules[]":                    {"required": []string{"name"}},
+	"policy.rules[].action":             {"enum": []string{"", "allow", "deny"}},
+	"policy.rules[].ports[]":            {"minimum": 1, "maximum": 65535},
+	"policy.tls_ports[]":                {"minimum": 1, "maximum": 65535},
+	"log.level":                         {"enum": []string{"debug", "info", "warn", "error"}},
+	"dns.cache_size":                    {"minimum": 0},
+	"limits.max_connections":            {"minimum": 0},
+	"limits.max_connections_per_client": {"minimum": 0},
+}
