@@ -9,7 +9,7 @@ GO      ?= go
 BIN     ?= bin/egressd
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: help build run test race fuzz lint bench e2e docker package farm schema clean
+.PHONY: help build run test race fuzz lint bench e2e docker package release farm schema clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ e2e: build ## end-to-end tests in test/ only
 
 package: build ## Debian package in dist/ (nfpm; nested module deployments/package)
 	cd deployments/package && GOWORK=off $(GO) run . -root $(CURDIR) -binary $(CURDIR)/$(BIN) -version $(PKG_VERSION) -arch $$($(GO) env GOARCH) -out $(CURDIR)/dist
+
+release: ## binaries, .debs and CycloneDX SBOMs for linux/amd64 and arm64, and SHA256SUMS, in dist/release
+	VERSION=$(VERSION) ./scripts/release.sh
 
 farm: build ## 3 egressd behind HAProxy on loopback; prints the client address
 	./scripts/setup.sh

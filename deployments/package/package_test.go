@@ -105,6 +105,7 @@ func TestPackageContents(t *testing.T) {
 		"etc/egressd/egressd.yaml":                       {"deployments/egressd.example.yaml", 0o640},
 		"usr/share/doc/egressd/farm.md":                  {"docs/farm.md", 0o644},
 		"etc/logrotate.d/egressd":                        {"deployments/logrotate/egressd", 0o644},
+		"usr/share/doc/egressd/copyright":                {"deployments/package/copyright", 0o644},
 	}
 
 	got := map[string]fs.FileMode{}
@@ -297,4 +298,60 @@ func TestPackageWithRealBinary(t *testing.T) {
 
 func buildPackage(root, binary, out string) (string, error) {
 	return build(options{root: root, config: "deployments/nfpm.yaml", binary: binary, version: "1.2.3", arch: runtime.GOARCH, outDir: out})
+}
+
+// TestLicenseAndCopyright: the repository's LICENSE is the full Apache
+// License 2.0, and the package's copyright file is in Debian's
+// machine-readable format (DEP-5) and names that license for every file.
+func TestLicenseAndCopyright(t *testing.T) {
+	root := repoRoot(t)
+	license, err := os.ReadFile(filepath.Join(root, "LICENSE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Apache License", "Version 2.0, January 2004", "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION",
+		"9. Accepting Warranty or Additional Liability.", "END OF TERMS AND CONDITIONS"} {
+		if !bytes.Contains(license, []byte(want)) {
+			t.Errorf("LICENSE lacks %q: not the full Apache-2.0 text", want)
+		}
+	}
+	data, err := os.ReadFile(filepath.Join(root, "deployments/package/copyright"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Paragraphs are separated by blank lines; fields are "Name: value",
+	// continuation lines start with a space.
+	var paras []map[string]string
+	for _, p := range strings.Split(strings.TrimSpace(string(data)), "\n\n") {
+		fields := map[string]string{}
+		last := ""
+		for _, l := range strings.Split(p, "\n") {
+			if strings.HasPrefix(l, " ") {
+				if last == "" {
+					t.Fatalf("continuation line before any field: %q", l)
+				}
+				fields[last] += "\n" + l
+				continue
+			}
+			name, value, ok := strings.Cut(l, ":")
+			if !ok {
+				t.Fatalf("not a field: %q", l)
+			}
+			last = name
+			fields[name] = strings.TrimSpace(value)
+		}
+		paras = append(paras, fields)
+	}
+	if len(paras) != 3 {
+		t.Fatalf("%d paragraphs, want header, Files and License", len(paras))
+	}
+	if got := paras[0]["Format"]; got != "https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/" {
+		t.Errorf("Format: %q", got)
+	}
+	if paras[0]["Upstream-Name"] != "egressd" || paras[1]["Files"] != "*" || paras[1]["License"] != "Apache-2.0" || paras[1]["Copyright"] == "" {
+		t.Errorf("header and Files paragraphs: %v %v", paras[0], paras[1])
+	}
+	if !strings.HasPrefix(paras[2]["License"], "Apache-2.0\n") || !strings.Contains(paras[2]["License"], "/usr/share/common-licenses/Apache-2.0") {
+		t.Errorf("License paragraph: %q", paras[2]["License"])
+	}
 }
