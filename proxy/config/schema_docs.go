@@ -1,5 +1,7 @@
 package config
 
+import "github.com/egressd/egressd/proxy/dlp"
+
 // fieldDocs describes every config key for the JSON Schema (docs/
 // egressd.schema.json) and `egressd config defaults`. Keys are dotted paths;
 // "[]" stands for a list item, "*" for a map value. A key missing here
@@ -67,6 +69,29 @@ var fieldDocs = map[string]string{
 	"log.access":      "One JSON access-log line per request or tunnel.",
 	"log.access_file": "Write the access log to this file instead of stdout; SIGUSR1 reopens it (logrotate). Empty: stdout.",
 	"log.level":       "Diagnostics on stderr: debug, info, warn or error.",
+
+	"policy.ech":            "A ClientHello with Encrypted Client Hello: allow (judge its outer SNI like any other) or deny (ech_refused).",
+	"policy.nat64_prefixes": "IPv6 NAT64 prefixes (RFC 6052 lengths) whose embedded IPv4 address is checked against the deny ranges too; 64:ff9b::/96 always is.",
+	"policy.rules[].dlp":    "DLP profile (dlp.profiles) for this rule's plain HTTP requests; empty: dlp.default_profile.",
+
+	"auth.max_concurrent_checks": "bcrypt checks running at once; 0: the CPUs egressd uses. A check past it waits up to timeouts.handshake, then is refused (overload).",
+
+	"dlp":                             "Data-loss prevention on plain HTTP requests: profiles of detectors, patterns and an ICAP service.",
+	"dlp.default_profile":             "Profile for rules that name none; empty: no inspection.",
+	"dlp.max_scan_bytes":              "Bytes of each request body inspected, after decoding: bytes, or a number with a unit (1MiB).",
+	"dlp.oversize":                    "A body past max_scan_bytes: block, allow (uninspected) or stream (the inspected part is held, the rest streamed).",
+	"dlp.icap":                        "The ICAP (RFC 3507) REQMOD service that profiles with icap: true ask.",
+	"dlp.icap.url":                    "icap://host[:port]/service.",
+	"dlp.icap.timeout":                "Time bound of each ICAP transaction.",
+	"dlp.icap.failure":                "When the ICAP service fails: open (allow) or closed (deny).",
+	"dlp.profiles":                    "Inspection profiles by name, referenced by rules and default_profile.",
+	"dlp.profiles.*":                  "One inspection profile.",
+	"dlp.profiles.*.mode":             "enforce (the default: deny a request with a finding) or report (log it and let it through).",
+	"dlp.profiles.*.detectors":        "Built-in detectors to run.",
+	"dlp.profiles.*.patterns":         "Custom patterns (RE2) to look for.",
+	"dlp.profiles.*.patterns[].name":  "The pattern's name, logged and counted as its detector.",
+	"dlp.profiles.*.patterns[].regex": "RE2 regular expression; it must start with a literal, which the prefilter looks for.",
+	"dlp.profiles.*.icap":             "Also ask the ICAP service (dlp.icap).",
 }
 
 // fieldRules are JSON Schema keywords added to a key's schema: enums,
@@ -82,4 +107,11 @@ var fieldRules = map[string]map[string]any{
 	"dns.cache_size":                    {"minimum": 0},
 	"limits.max_connections":            {"minimum": 0},
 	"limits.max_connections_per_client": {"minimum": 0},
+	"policy.ech":                        {"enum": []string{"", "allow", "deny"}},
+	"dlp.oversize":                      {"enum": []string{"block", "allow", "stream"}},
+	"dlp.icap.failure":                  {"enum": []string{"open", "closed"}},
+	"dlp.profiles.*.mode":               {"enum": []string{"", "enforce", "report"}},
+	"dlp.profiles.*.detectors[]":        {"enum": dlp.BuiltinDetectors},
+	"dlp.profiles.*.patterns[]":         {"required": []string{"name", "regex"}},
+	"auth.max_concurrent_checks":        {"minimum": 0},
 }
