@@ -89,6 +89,22 @@ func TestShippedQueriesUseExportedMetrics(t *testing.T) {
 		}
 	}
 
+	// grafana/metrics.txt, the dashboard's list, names real families.
+	listed, err := deployments.DashboardMetricFamilies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range listed {
+		if types[f.Name] != f.Type {
+			t.Errorf("metrics.txt: %s is a %s, the registry has %q", f.Name, f.Type, types[f.Name])
+		}
+		for _, l := range f.Labels {
+			if !slices.Contains(labels[f.Name], l) {
+				t.Errorf("metrics.txt: %s has no label %s (registry: %v)", f.Name, l, labels[f.Name])
+			}
+		}
+	}
+
 	// The families this issue added, with their labels.
 	for name, want := range map[string][]string{
 		"egressd_build_info":              {"goversion", "version"},
