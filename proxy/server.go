@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/egressd/egressd/cache"
+	"github.com/egressd/egressd/cache/httpcache"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy/accesslog"
 	"github.com/egressd/egressd/proxy/admin"
@@ -61,6 +62,7 @@ type Server struct {
 	limits   *limits.Limiter // client connection limits and counts (HTTP and SOCKS5 listeners)
 
 	auth    *auth.Authenticator  // nil: auth.users_file unset
+	cache   *httpcache.Cache     // nil: cache.http.max_bytes is 0
 	socksPP *proxyproto.Listener // nil: listen.proxy_protocol off
 
 	cfg       atomic.Pointer[config.Config]
@@ -167,6 +169,14 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 		AuthRequired: cfg.Auth.Required,
 		ClientAddr:   s.socksClient,
 	})
+	if hc := cfg.Cache.HTTP; hc.MaxBytes > 0 {
+		s.cache = httpcache.New(httpcache.Options{
+			MaxBytes:        int64(hc.MaxBytes),
+			MaxObjectBytes:  int64(hc.MaxObjectBytes),
+			CollapseTimeout: hc.CollapseTimeout,
+			Observer:        s.metrics.HTTPCache(),
+		})
+	}
 	s.forward = forward.New(forward.Options{
 		Decider:      s.engine,
 		Dialer:       s.dialer,
@@ -177,6 +187,7 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 		Auth:         verifyHeader,
 		AuthRequired: cfg.Auth.Required,
 		DLP:          s.dlp,
+		Cache:        s.cache,
 	})
 	return s, nil
 }
@@ -487,6 +498,9 @@ func (s *Server) Close() {
 		s.httpFast.Wait()
 	}
 	s.wg.Wait()
+	if s.cache != nil {
+		s.cache.Close() // background revalidations are bounded
+	}
 	s.limits.Close()
 	s.resolver.Close()
 }
@@ -535,6 +549,7 @@ func restartOnly(a, b *config.Config) []string {
 	add((a.Auth.UsersFile == "") != (b.Auth.UsersFile == ""), "auth.users_file (set or unset)")
 	add(a.Auth.Required != b.Auth.Required, "auth.required")
 	add(a.Auth.CacheTTL != b.Auth.CacheTTL, "auth.cache_ttl")
+	add(a.Cache.HTTP != b.Cache.HTTP, "cache.http")
 	return keys
 }
 

@@ -51,12 +51,23 @@ type Metrics struct {
 	BuildInfo     *prometheus.GaugeVec
 	Draining      prometheus.Gauge
 
+	// The HTTP cache: requests by how it answered them and bytes it
+	// answered (both counted from the access record), and what its store
+	// does (through HTTPCache).
+	CacheRequests      *prometheus.CounterVec
+	CacheServedBytes   prometheus.Counter
+	CacheCollapsed     prometheus.Counter
+	CacheStoredBytes   prometheus.Gauge
+	CacheStoredObjects prometheus.Gauge
+	CacheEvictions     prometheus.Counter
+
 	// Cached children for the hot path: no label hashing per request.
 	bytesUp, bytesDown map[policy.Listener]prometheus.Counter
 	requests           map[requestKey]prometheus.Counter
 	active             map[policy.Listener]prometheus.Gauge
 	dns                map[string]prometheus.Observer
 	auth               map[[2]string]prometheus.Counter // source, result
+	cache              map[string]prometheus.Counter    // result
 
 	rulesMu sync.Mutex
 	rules   map[string]bool // rule series that exist (see SetRules)
@@ -142,6 +153,30 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "egressd_draining",
 			Help: "1 from SIGTERM until the process exits (/readyz answers 503), else 0.",
 		}),
+		CacheRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "egressd_cache_requests_total",
+			Help: "Forwarded requests through the HTTP cache, by result (hit: answered from storage; miss: the origin answered; revalidated: answered from storage after a 304).",
+		}, []string{"result"}),
+		CacheServedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "egressd_cache_served_bytes_total",
+			Help: "Bytes sent to clients from the HTTP cache's storage (hits and revalidations): bytes the origin did not send again.",
+		}),
+		CacheCollapsed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "egressd_cache_collapsed_total",
+			Help: "Requests answered from a concurrent request's fetch of the same URL instead of a fetch of their own.",
+		}),
+		CacheStoredBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "egressd_cache_stored_bytes",
+			Help: "Bytes the HTTP cache holds (bodies, header fields and per-object overhead); at most cache.http.max_bytes.",
+		}),
+		CacheStoredObjects: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "egressd_cache_stored_objects",
+			Help: "Responses the HTTP cache holds.",
+		}),
+		CacheEvictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "egressd_cache_evictions_total",
+			Help: "Responses the HTTP cache dropped, least recently used first, to stay within cache.http.max_bytes.",
+		}),
 		rules:     map[string]bool{},
 		bytesUp:   map[policy.Listener]prometheus.Counter{},
 		bytesDown: map[policy.Listener]prometheus.Counter{},
@@ -149,10 +184,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		active:    map[policy.Listener]prometheus.Gauge{},
 		dns:       map[string]prometheus.Observer{},
 		auth:      map[[2]string]prometheus.Counter{},
+		cache:     map[string]prometheus.Counter{},
 	}
 	reg.MustRegister(m.Requests, m.ActiveTunnels, m.Bytes, m.DialDuration, m.DNSDuration, m.DNSStale,
 		m.Reloads, m.ConfigInfo, m.RuleMatches, m.LimitRejects, m.ClientConns, m.ReloadTime, m.Panics, m.AuthChecks, m.DLPFindings,
 		m.BuildInfo, m.Draining,
+		m.CacheRequests, m.CacheServedBytes, m.CacheCollapsed, m.CacheStoredBytes, m.CacheStoredObjects, m.CacheEvictions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, l := range knownSockets {
 		m.ClientConns.WithLabelValues(string(l))
@@ -184,6 +221,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, s := range []string{"bcrypt", "shared"} {
 		m.auth[[2]string{s, "overload"}] = m.AuthChecks.WithLabelValues(s, "overload")
 	}
+	for _, r := range []string{CacheHit, CacheMiss, CacheRevalidated} {
+		m.cache[r] = m.CacheRequests.WithLabelValues(r)
+	}
 	return m
 }
 
@@ -207,6 +247,35 @@ func (m *Metrics) SetDraining(on bool) {
 		v = 1
 	}
 	m.Draining.Set(v)
+}
+
+// HTTPCache returns the observer the HTTP cache reports its store to.
+func (m *Metrics) HTTPCache() *CacheObserver { return &CacheObserver{m: m} }
+
+// CacheObserver updates the HTTP cache's store metrics; it satisfies
+// httpcache.Observer. A nil *Metrics makes it a no-op.
+type CacheObserver struct{ m *Metrics }
+
+// Collapsed counts a request answered from another request's fetch.
+func (o *CacheObserver) Collapsed() {
+	if o.m != nil {
+		o.m.CacheCollapsed.Inc()
+	}
+}
+
+// Stored sets what the store holds.
+func (o *CacheObserver) Stored(bytes int64, objects int) {
+	if o.m != nil {
+		o.m.CacheStoredBytes.Set(float64(bytes))
+		o.m.CacheStoredObjects.Set(float64(objects))
+	}
+}
+
+// Evicted counts responses dropped to make room.
+func (o *CacheObserver) Evicted(objects int) {
+	if o.m != nil {
+		o.m.CacheEvictions.Add(float64(objects))
+	}
 }
 
 // ObserveAuth counts one credential check (see egressd_auth_checks_total).
@@ -353,6 +422,14 @@ func (m *Metrics) observe(r *Record) {
 		}
 		for _, f := range r.Findings {
 			m.DLPFindings.WithLabelValues(f.Detector, mode).Inc()
+		}
+	}
+	if r.Cache != "" {
+		if c, ok := m.cache[r.Cache]; ok {
+			c.Inc()
+		}
+		if down := r.Down.Load(); down > 0 && (r.Cache == CacheHit || r.Cache == CacheRevalidated) {
+			m.CacheServedBytes.Add(float64(down))
 		}
 	}
 }

@@ -36,6 +36,15 @@ const (
 	KeyMethod     = "method"
 	KeyDLPProfile = "dlp_profile" // plain HTTP requests a DLP profile inspected
 	KeyDLP        = "dlp"         // their findings: [{"detector":..., "location":...}]
+	KeyCache      = "cache"
+)
+
+// Values of the cache key: how the HTTP cache answered a forwarded request
+// (its X-Cache, in lower case).
+const (
+	CacheHit         = "hit"
+	CacheMiss        = "miss"
+	CacheRevalidated = "revalidated"
 )
 
 // Record is the state of one request or tunnel. Fields are set by the goroutine
@@ -47,6 +56,7 @@ type Record struct {
 	Client   netip.Addr
 	User     string
 	Method   string // plain HTTP only
+	Cache    string // plain HTTP through the HTTP cache only: CacheHit, CacheMiss or CacheRevalidated
 	Host     string // normalized when a decision was made, raw otherwise
 	Port     uint16
 	SNI      string
@@ -100,6 +110,9 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString(KeyGroup, r.Decision.Group)
 	if r.Method != "" {
 		enc.AddString(KeyMethod, r.Method)
+	}
+	if r.Cache != "" {
+		enc.AddString(KeyCache, r.Cache)
 	}
 	enc.AddString(KeyHost, r.Host)
 	enc.AddUint16(KeyPort, r.Port)

@@ -20,6 +20,7 @@ type Config struct {
 	Timeouts Timeouts      `yaml:"timeouts"`
 	Log      Log           `yaml:"log"`
 	DLP      DLP           `yaml:"dlp"`
+	Cache    Cache         `yaml:"cache"`
 }
 
 // Listen holds the listener addresses ("host:port"; "" disables one). They
@@ -132,6 +133,19 @@ func (d DLP) Rules() dlp.Config {
 	return c
 }
 
+// Cache configures egressd's caches of content.
+type Cache struct {
+	HTTP HTTPCache `yaml:"http"`
+}
+
+// HTTPCache configures the shared HTTP response cache of forwarded
+// (absolute-URI) requests. Read at start only.
+type HTTPCache struct {
+	MaxBytes        Size          `yaml:"max_bytes"`        // 0 = off
+	MaxObjectBytes  Size          `yaml:"max_object_bytes"` // larger responses stream through unbuffered
+	CollapseTimeout time.Duration `yaml:"collapse_timeout"` // a request waits this long for a concurrent fetch of its URL
+}
+
 // defaults returns the values used for keys a file omits.
 func defaults() Config {
 	return Config{
@@ -170,5 +184,9 @@ func defaults() Config {
 			Oversize:     dlp.OversizeBlock,
 			ICAP:         DLPICAP{Timeout: 5 * time.Second, Failure: dlp.FailureClosed},
 		},
+		Cache: Cache{HTTP: HTTPCache{
+			MaxObjectBytes:  8 << 20,
+			CollapseTimeout: 10 * time.Second,
+		}},
 	}
 }

@@ -126,6 +126,11 @@ policy:
 log:
   level: debug
   access: false
+cache:
+  http:
+    max_bytes: 512MiB
+    max_object_bytes: 16MiB
+    collapse_timeout: 3s
 `), "t.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -147,6 +152,7 @@ log:
 		Rules:  []policy.Rule{{Name: "r1", Groups: []string{"web"}, Hosts: []string{"Example.COM.", "*.example.com"}, Ports: []int{443}}},
 	}
 	want.Log = Log{Level: "debug", Access: false}
+	want.Cache.HTTP = HTTPCache{MaxBytes: 512 << 20, MaxObjectBytes: 16 << 20, CollapseTimeout: 3 * time.Second}
 	if diff := cmp.Diff(&want, c, cmpopts.EquateEmpty(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
@@ -202,6 +208,10 @@ func TestParseErrors(t *testing.T) {
 		{"negative stale ttl", "dns:\n  stale_ttl: -1s\n", `egressd.yaml:2: dns.stale_ttl: must not be negative`},
 		{"bad log level", "log:\n  level: verbose\n", `egressd.yaml:2: log.level: "verbose": must be debug, info, warn or error`},
 		{"negative auth check cap", "auth:\n  max_concurrent_checks: -1\n", `egressd.yaml:2: auth.max_concurrent_checks: must not be negative`},
+		{"negative cache size", "cache:\n  http:\n    max_bytes: -1\n", `egressd.yaml:3: cache.http.max_bytes: "-1": want bytes`},
+		{"zero object bound", "cache:\n  http:\n    max_object_bytes: 0\n", `egressd.yaml:3: cache.http.max_object_bytes: must be greater than zero`},
+		{"zero collapse timeout", "cache:\n  http:\n    collapse_timeout: 0s\n", `egressd.yaml:3: cache.http.collapse_timeout: must be greater than zero`},
+		{"unknown cache key", "cache:\n  http:\n    max_entries: 10\n", `egressd.yaml:3: cache.http.max_entries: unknown key`},
 		{"auth required without file", "auth:\n  required: true\n", `egressd.yaml:2: auth.required: needs auth.users_file`},
 		{"bad ech", "policy:\n  ech: strip\n", `egressd.yaml:2: policy.ech: "strip": must be allow or deny`},
 		{"nat64 prefix length", "policy:\n  nat64_prefixes:\n    - 64:ff9b::/96\n    - 2001:db8:64::/80\n", `egressd.yaml:4: policy.nat64_prefixes[1]: "2001:db8:64::/80": a NAT64 prefix is /32, /40, /48, /56, /64 or /96 (RFC 6052)`},

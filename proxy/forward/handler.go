@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/elazarl/goproxy"
 	"go.uber.org/zap"
 
+	"github.com/egressd/egressd/cache/httpcache"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy/accesslog"
 	"github.com/egressd/egressd/proxy/dlp"
@@ -42,6 +45,10 @@ type Options struct {
 	// names a profile, after the policy allowed them and before any byte
 	// goes upstream. Nil: no inspection.
 	DLP *dlp.Engine
+	// Cache answers allowed absolute-URI requests from storage when it
+	// may and stores what the origin sends; it sees a request only after
+	// the policy allowed it. Nil: no HTTP cache.
+	Cache *httpcache.Cache
 }
 
 // Handler is the HTTP front end: an http.Handler serving absolute-URI
@@ -50,6 +57,7 @@ type Handler struct {
 	o  Options
 	gp *goproxy.ProxyHttpServer
 	tr *http.Transport
+	rt goproxy.RoundTripper // through the cache to tr; nil without a cache
 }
 
 // New builds a Handler. goproxy's defaults are treated as hostile and
@@ -88,6 +96,12 @@ func New(o Options) *Handler {
 	gp.OnRequest().DoFunc(h.onRequest)
 	gp.OnResponse().DoFunc(h.onResponse)
 	h.gp = gp
+	if o.Cache != nil {
+		next := originTransport{h.tr}
+		h.rt = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
+			return o.Cache.RoundTrip(req, next)
+		})
+	}
 	return h
 }
 
@@ -107,6 +121,8 @@ type exchange struct {
 	status      int    // status written on a hijacked conn (CONNECT refusals)
 	errRsn      policy.Reason
 	dlp         *dlp.Outcome // the DLP chain's answer for a forwarded request
+	w           *respWriter  // the client's response writer (absolute-URI requests)
+	trace       httptrace.ClientTrace
 }
 
 type exchangeKey struct{}
@@ -130,6 +146,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	x := &exchange{rec: rec}
 	cw := &respWriter{ResponseWriter: w, x: x}
+	if listener == policy.ListenerHTTP && r.ProtoAtLeast(1, 1) {
+		x.w = cw
+	}
 	defer func() {
 		if !x.tunnel {
 			if x.dlp != nil {
@@ -259,6 +278,16 @@ func (h *Handler) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 		r.Body = &countingBody{ReadCloser: r.Body, rec: x.rec}
 	}
 	ctx := withDecision(r.Context(), dec, r.URL.Host, defPort)
+	if x.w != nil {
+		// RFC 9110 section 15.2: a proxy forwards 1xx responses (103
+		// Early Hints, 102 Processing); Go's Transport drops them unless
+		// a trace asks for them.
+		x.trace.Got1xxResponse = x.forward1xx
+		ctx = httptrace.WithClientTrace(ctx, &x.trace)
+	}
+	if h.rt != nil {
+		pctx.RoundTripper = h.rt
+	}
 	return r.WithContext(ctx), nil
 }
 
@@ -347,7 +376,32 @@ func (h *Handler) onResponse(resp *http.Response, pctx *goproxy.ProxyCtx) *http.
 		removeHopByHop(resp.Header)
 		removeEgressHeaders(resp.Header)
 	}
+	if h.rt != nil {
+		exchangeFrom(pctx.Req.Context()).rec.Cache = cacheResult(resp.Header.Get(httpcache.HeaderXCache))
+	}
 	return resp
+}
+
+// originTransport is what the HTTP cache sends its misses through: the
+// pinned Transport, plus how to detach a request of the cache's own from
+// the client's exchange.
+type originTransport struct{ tr *http.Transport }
+
+func (t originTransport) RoundTrip(r *http.Request) (*http.Response, error) { return t.tr.RoundTrip(r) }
+
+func (originTransport) Detach(ctx context.Context) context.Context { return detach(ctx) }
+
+// cacheResult is the access line's cache value for an X-Cache value.
+func cacheResult(v string) string {
+	switch httpcache.Status(v) {
+	case httpcache.Hit:
+		return accesslog.CacheHit
+	case httpcache.Miss:
+		return accesslog.CacheMiss
+	case httpcache.Revalidated:
+		return accesslog.CacheRevalidated
+	}
+	return ""
 }
 
 // onConnect decides a CONNECT. Denials answer 403 (or 502 when the name did
@@ -373,6 +427,27 @@ func (h *Handler) onConnect(hostport string, pctx *goproxy.ProxyCtx) (*goproxy.C
 	}, hostport
 }
 
+// forward1xx writes an interim response from the origin to the client. The
+// Transport calls it while the handler waits in RoundTrip for the final
+// response, so nothing else writes to the client meanwhile.
+func (x *exchange) forward1xx(code int, header textproto.MIMEHeader) error {
+	if code == http.StatusContinue || code == http.StatusSwitchingProtocols {
+		// 100: net/http's server answers the client's Expect itself;
+		// 101 is final for the Transport.
+		return nil
+	}
+	h := x.w.Header()
+	for k, v := range header {
+		h[k] = v
+	}
+	removeHopByHop(h)
+	x.w.WriteHeader(code)
+	for k := range h {
+		delete(h, k)
+	}
+	return nil
+}
+
 // respWriter records status and size, and captures the bytes the HTTP server
 // buffered past a CONNECT request when goproxy hijacks: goproxy v1.9.3
 // https.go drops them on the ConnectHijack path, and they are usually the
@@ -385,7 +460,7 @@ type respWriter struct {
 }
 
 func (w *respWriter) WriteHeader(code int) {
-	if w.status == 0 {
+	if w.status == 0 && code >= 200 {
 		w.status = code
 	}
 	w.ResponseWriter.WriteHeader(code)

@@ -83,8 +83,8 @@ type decisionKey struct{}
 
 type decided struct {
 	dec  policy.Decision
-	addr string // the authority the Transport will dial, as the URI spelled it
-	x    *exchange
+	addr string    // the authority the Transport will dial, as the URI spelled it
+	x    *exchange // nil for the HTTP cache's own requests (detach)
 }
 
 func withDecision(ctx context.Context, dec policy.Decision, authority, defPort string) context.Context {
@@ -97,6 +97,19 @@ func withDecision(ctx context.Context, dec policy.Decision, authority, defPort s
 
 var errNoDecision = errors.New("refusing to dial without a policy decision")
 
+// detach is the context of a request the HTTP cache sends on its own after
+// the client's exchange may have ended (httpcache.Detacher): the decision
+// made for the client's request, and nothing of the exchange (its record,
+// its response writer), so the request can outlive it.
+func detach(ctx context.Context) context.Context {
+	d, ok := ctx.Value(decisionKey{}).(decided)
+	if !ok {
+		return context.Background()
+	}
+	d.x = nil
+	return context.WithValue(context.Background(), decisionKey{}, d)
+}
+
 // dialFromContext is the Transport's only way out: it dials the pinned
 // addresses of the decision made for this very authority, and refuses
 // anything else, so no code path can reach an undecided destination.
@@ -104,6 +117,15 @@ func (h *Handler) dialFromContext(ctx context.Context, network, addr string) (ne
 	d, ok := ctx.Value(decisionKey{}).(decided)
 	if !ok || !d.dec.Verdict.Passes() || !sameAuthority(d.addr, addr) {
 		return nil, errNoDecision
+	}
+	if d.x == nil {
+		// The HTTP cache's own request (see detach): no client exchange
+		// to record the dial in.
+		conn, _, err := h.o.Dialer.Dial(ctx, d.dec)
+		if err != nil {
+			return nil, err
+		}
+		return conn, nil
 	}
 	conn, err := h.dial(ctx, d.x, d.dec)
 	if err != nil {

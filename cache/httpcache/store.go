@@ -1,0 +1,133 @@
+package httpcache
+
+import (
+	"math"
+	"slices"
+	"sync"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+)
+
+// maxVariants bounds the responses kept per URL (Vary): past it the least
+// recently stored variant goes.
+const maxVariants = 16
+
+// store holds objects by URL in least-recently-used order, bounded by the
+// bytes they hold: adding past maxBytes evicts from the cold end. A URL's
+// variants are evicted together.
+type store struct {
+	mu       sync.Mutex
+	lru      *simplelru.LRU[string, *entry]
+	bytes    int64
+	objects  int
+	maxBytes int64
+	obs      Observer
+}
+
+// entry is the variants of one URL, most recently stored last.
+type entry struct {
+	variants []*object
+	size     int64
+}
+
+func newStore(maxBytes int64, obs Observer) *store {
+	// The LRU's own bound is a count; the byte bound is ours.
+	l, _ := simplelru.NewLRU[string, *entry](math.MaxInt, nil)
+	return &store{lru: l, maxBytes: maxBytes, obs: obs}
+}
+
+// lookup returns the variants stored for key (a copy of the slice; the
+// objects are immutable) and marks the URL recently used.
+func (s *store) lookup(key string) []*object {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.lru.Get(key)
+	if !ok {
+		return nil
+	}
+	return append([]*object(nil), e.variants...)
+}
+
+// put stores o, replacing old (the object it refreshes, or nil) and any
+// variant with the same secondary key, then evicts until the store fits.
+func (s *store) put(o *object, old *object) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.lru.Get(o.key)
+	if !ok {
+		e = &entry{}
+		s.lru.Add(o.key, e)
+	}
+	// slices.Delete and DeleteFunc clear the vacated tail, so dropped
+	// objects can be collected.
+	e.variants = slices.DeleteFunc(e.variants, func(v *object) bool {
+		if v == old || v.varyKey == o.varyKey && slices.Equal(v.vary, o.vary) {
+			s.account(e, -v.size, -1)
+			return true
+		}
+		return false
+	})
+	if len(e.variants) >= maxVariants {
+		s.account(e, -e.variants[0].size, -1)
+		e.variants = slices.Delete(e.variants, 0, 1)
+	}
+	e.variants = append(e.variants, o)
+	s.account(e, o.size, 1)
+	evicted := 0
+	for s.bytes > s.maxBytes {
+		_, victim, ok := s.lru.RemoveOldest()
+		if !ok {
+			break
+		}
+		s.account(victim, -victim.size, -len(victim.variants))
+		evicted += len(victim.variants)
+	}
+	if evicted > 0 {
+		s.obs.Evicted(evicted)
+	}
+	s.obs.Stored(s.bytes, s.objects)
+}
+
+// remove drops o if it is still stored (a response found unusable).
+func (s *store) remove(o *object) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.lru.Peek(o.key)
+	if !ok {
+		return
+	}
+	if i := slices.Index(e.variants, o); i >= 0 {
+		s.account(e, -o.size, -1)
+		e.variants = slices.Delete(e.variants, i, i+1)
+	}
+	if len(e.variants) == 0 {
+		s.lru.Remove(o.key)
+	}
+	s.obs.Stored(s.bytes, s.objects)
+}
+
+// invalidate drops every variant stored for key (RFC 9111 section 4.4).
+func (s *store) invalidate(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.lru.Peek(key)
+	if !ok {
+		return
+	}
+	s.lru.Remove(key)
+	s.account(e, -e.size, -len(e.variants))
+	s.obs.Stored(s.bytes, s.objects)
+}
+
+// usage returns the bytes and objects stored.
+func (s *store) usage() (int64, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bytes, s.objects
+}
+
+func (s *store) account(e *entry, bytes int64, objects int) {
+	e.size += bytes
+	s.bytes += bytes
+	s.objects += objects
+}
