@@ -74,6 +74,8 @@ type Cache struct {
 	flights map[string]*flight // fetches in progress, by URL
 
 	wg sync.WaitGroup // background revalidations
+
+	onJoin func() // tests: called when a request starts waiting for a flight
 }
 
 // flight is a fetch of one URL that concurrent requests may wait for.
@@ -363,7 +365,9 @@ func (c *Cache) reuse(o *object, rq *requestInfo, now time.Time) reuse {
 	age := o.age(now)
 	fresh := o.lifetime > age
 	validate := o.cc.noCache || o.cc.noCacheQualified || rq.noCache
-	if rq.cc.maxAge != unset && age > time.Duration(rq.cc.maxAge)*time.Second {
+	// max-age=0 asks for a response that is not older than now: one
+	// confirmed by the origin, whatever the rounding of ages to seconds.
+	if rq.cc.maxAge == 0 || rq.cc.maxAge != unset && age > time.Duration(rq.cc.maxAge)*time.Second {
 		validate = true
 	}
 	if rq.cc.minFresh != unset && o.lifetime-age < time.Duration(rq.cc.minFresh)*time.Second {
@@ -424,6 +428,9 @@ func (c *Cache) staleWhenDisconnected(o *object, rq *requestInfo, now time.Time)
 
 // join waits for fl and answers the request from it, or returns nil.
 func (c *Cache) join(req *http.Request, rq *requestInfo, fl *flight) *http.Response {
+	if c.onJoin != nil {
+		c.onJoin()
+	}
 	timer := time.NewTimer(c.o.CollapseTimeout)
 	defer timer.Stop()
 	select {

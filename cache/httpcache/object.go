@@ -166,19 +166,22 @@ func storedHeader(h http.Header, cc directives) http.Header {
 	return out
 }
 
-// headerSize estimates the heap bytes a header map holds: each key and
-// value, their string headers, each value slice and the map's buckets.
+// headerSize estimates the heap bytes a stored header map holds: the map
+// (a group of slots per 8 keys), each key, each value slice and value.
+// TestMemoryBoundedUnderFlood checks the estimate against the heap.
 func headerSize(h http.Header) int64 {
-	n := int64(64)
+	n := int64(48 + 320*((len(h)+7)/8))
 	for k, vs := range h {
-		n += int64(len(k)) + 16 + 24 + 48 // key, slice header, map slot
+		n += int64(len(k)) + 24
 		for _, v := range vs {
-			n += int64(len(v)) + 16
+			n += int64(len(v)) + 32
 		}
 	}
 	return n
 }
 
 // objectOverhead is what an object costs besides its key, header and body:
-// the struct, its directives and the store's map and list entries.
-const objectOverhead = 768
+// the struct with its parsed directives and times, and the store's map
+// slot, list element and variant slice (measured with the heap, see
+// TestMemoryBoundedUnderFlood).
+const objectOverhead = 1024
