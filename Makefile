@@ -9,7 +9,7 @@ GO      ?= go
 BIN     ?= bin/egressd
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: help build run test race fuzz lint bench e2e docker package release farm schema clean
+.PHONY: help build run test race fuzz lint bench cache-tests e2e docker package release farm schema clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ schema: ## regenerate docs/egressd.schema.json from the Go config types (after a
 
 bench: ## benchmark egressd against direct, Squid and smokescreen; writes docs/benchmarks.md
 	./scripts/bench.sh
+
+cache-tests: ## HTTP cache conformance (cache-tests.fyi suite) of egressd and Squid; writes docs/cache-conformance.md
+	./scripts/cache-tests.sh
 
 e2e: build ## end-to-end tests in test/ only
 	$(GO) test -count=1 ./test/...

@@ -51,6 +51,12 @@ func TestMetrics(t *testing.T) {
 		"egressd_limit_rejections_total":                       dto.MetricType_COUNTER,
 		"egressd_client_connections":                           dto.MetricType_GAUGE,
 		"egressd_auth_checks_total":                            dto.MetricType_COUNTER,
+		"egressd_cache_requests_total":                         dto.MetricType_COUNTER,
+		"egressd_cache_served_bytes_total":                     dto.MetricType_COUNTER,
+		"egressd_cache_collapsed_total":                        dto.MetricType_COUNTER,
+		"egressd_cache_stored_bytes":                           dto.MetricType_GAUGE,
+		"egressd_cache_stored_objects":                         dto.MetricType_GAUGE,
+		"egressd_cache_evictions_total":                        dto.MetricType_COUNTER,
 		"go_goroutines":                                        dto.MetricType_GAUGE,
 		"go_memstats_heap_alloc_bytes":                         dto.MetricType_GAUGE,
 		"process_open_fds":                                     dto.MetricType_GAUGE,
@@ -103,6 +109,13 @@ func TestMetrics(t *testing.T) {
 	}
 	for _, s := range []string{"bcrypt", "shared"} {
 		zero("egressd_auth_checks_total", map[string]string{"source": s, "result": "overload"})
+	}
+	for _, r := range []string{"hit", "miss", "revalidated"} {
+		zero("egressd_cache_requests_total", map[string]string{"result": r})
+	}
+	for _, name := range []string{"egressd_cache_served_bytes_total", "egressd_cache_collapsed_total",
+		"egressd_cache_stored_bytes", "egressd_cache_stored_objects", "egressd_cache_evictions_total"} {
+		zero(name, map[string]string{})
 	}
 	zero("egressd_rule_matches_total", map[string]string{"rule": "origin"})
 	zero("egressd_dial_duration_seconds", map[string]string{})

@@ -65,6 +65,12 @@ var fieldDocs = map[string]string{
 	"timeouts.drain":       "On SIGTERM, how long requests and tunnels in flight get after the listeners close.",
 	"timeouts.drain_delay": "On SIGTERM, how long /readyz answers 503 before the listeners close (the load balancer's health check must see it).",
 
+	"cache":                       "egressd's caches of content.",
+	"cache.http":                  "The shared HTTP cache (RFC 9111) of forwarded (absolute-URI) requests, in memory. Read at start only.",
+	"cache.http.max_bytes":        "Bytes the cache holds at most (bodies, header fields and a per-object overhead), least recently used out first: bytes, or a number with a unit (512MiB). 0: the cache is off.",
+	"cache.http.max_object_bytes": "Larger responses stream through without being buffered or stored; at most max_bytes.",
+	"cache.http.collapse_timeout": "How long a request waits for a concurrent fetch of the same URL before it asks the origin itself.",
+
 	"log":             "Logging.",
 	"log.access":      "One JSON access-log line per request or tunnel.",
 	"log.access_file": "Write the access log to this file instead of stdout; SIGUSR1 reopens it (logrotate). Empty: stdout.",
