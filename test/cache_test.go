@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
+	"net/textproto"
 	"os"
 	"strconv"
 	"strings"
@@ -80,6 +82,14 @@ func (o *cacheOrigin) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		io.WriteString(w, "revalidated body")
+	case r.URL.Path == "/hints":
+		w.Header().Set("Link", "</style.css>; rel=preload; as=style")
+		w.Header().Set("X-Egress-Denied", "forged")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		w.Header().Del("X-Egress-Denied")
+		w.Header().Set("Cache-Control", "max-age=600")
+		io.WriteString(w, "final")
 	case r.URL.Path == "/big":
 		w.Header().Set("Cache-Control", "max-age=600")
 		w.Header().Set("Content-Length", strconv.Itoa(len(o.big)))
@@ -373,6 +383,48 @@ func TestHTTPCachePolicyFirst(t *testing.T) {
 	for _, l := range e.proc.AccessLines() {
 		if l["decision"] == "deny" && l["cache"] != nil {
 			t.Errorf("a denied request went through the cache: %v", l)
+		}
+	}
+}
+
+// TestInterimResponsesForwarded: a 103 Early Hints from the origin reaches
+// the client before the final response, as RFC 9110 section 15.2 asks of a
+// proxy, without headers that would pass as egressd's; the final response
+// is stored, and a hit has no interim response.
+func TestInterimResponsesForwarded(t *testing.T) {
+	e := newCacheEnv(t, "[web]")
+	c := e.client(t, "127.0.0.1")
+	for _, want := range []struct {
+		xcache string
+		hints  int
+	}{{"MISS", 1}, {"HIT", 0}} {
+		var mu sync.Mutex
+		var got []textproto.MIMEHeader
+		trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if code == http.StatusEarlyHints {
+				got = append(got, h)
+			}
+			return nil
+		}}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, e.url("/hints"), nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		mu.Lock()
+		hints := append([]textproto.MIMEHeader(nil), got...)
+		mu.Unlock()
+		if string(body) != "final" || resp.Header.Get("X-Cache") != want.xcache || len(hints) != want.hints {
+			t.Errorf("%q X-Cache %s with %d 103s, want %s with %d", body, resp.Header.Get("X-Cache"), len(hints), want.xcache, want.hints)
+		}
+		for _, h := range hints {
+			if h.Get("Link") != "</style.css>; rel=preload; as=style" || h.Get("X-Egress-Denied") != "" {
+				t.Errorf("103 fields: %v", h)
+			}
 		}
 	}
 }

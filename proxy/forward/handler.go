@@ -441,6 +441,7 @@ func (x *exchange) forward1xx(code int, header textproto.MIMEHeader) error {
 		h[k] = v
 	}
 	removeHopByHop(h)
+	removeEgressHeaders(h)
 	x.w.WriteHeader(code)
 	for k := range h {
 		delete(h, k)
