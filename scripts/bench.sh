@@ -14,7 +14,8 @@
 #   - writes a config for each proxy that allows exactly the bench origins;
 #   - runs each proxy RUNS times, alternating (direct, egressd, squid,
 #     smokescreen, dante, then again), a fresh proxy process per client kind,
-#     the proxy pinned to CPU 0 and the load tool to CPU 1 (taskset);
+#     the proxy pinned to CPU 0 and the load tool to CPU 1 (taskset); the
+#     cache kind runs egressd and Squid with their memory caches on;
 #   - runs egressd a second time on its default DNS path (egressd-sysdns:
 #     dns.servers empty, in a mount namespace whose /etc/resolv.conf names
 #     the load tool's DNS server) for the TLS scenarios, whose tables report
@@ -26,6 +27,7 @@
 #   BENCH_QUICK=1         smaller counts and shorter bounds
 #   BENCH_RUNS=N          repetitions per proxy (default 3, quick 2)
 #   BENCH_PROXIES="..."   peers and egressd to run (default: egressd egressd-sysdns squid smokescreen dante)
+#   BENCH_KINDS="..."     client kinds to run (default: all: direct connect http socks5 cache)
 #   BENCH_PPROF=0|1       profile egressd after the runs (default 1; 0 with BENCH_QUICK)
 #   BENCH_SCRATCH=DIR     scratch directory (default /tmp/egressd-bench); must be outside the repo
 #   BENCH_LOGS=DIR        the proxies' logs (default /dev/shm/egressd-bench-logs when /dev/shm is a
@@ -177,7 +179,7 @@ fi
 
 CONF=$SCRATCH/conf
 rm -rf "$CONF"
-mkdir -p "$CONF/squid" "$CONF/dante" "$CONF/egressd" "$CONF/egressd-sysdns" "$CONF/smokescreen"
+mkdir -p "$CONF/squid" "$CONF/squid-cache" "$CONF/dante" "$CONF/egressd" "$CONF/egressd-sysdns" "$CONF/egressd-cache" "$CONF/smokescreen"
 
 cat >"$CONF/egressd/egressd.yaml" <<EOF
 # egressd's real defaults (SNI check on, access log on, metrics on), with
@@ -222,6 +224,12 @@ EOF
 sed 's|^  servers: .*|  servers: []|' "$CONF/egressd/egressd.yaml" >"$CONF/egressd-sysdns/egressd.yaml"
 printf 'nameserver %s\n' "${DNS_ADDR%:*}" >"$CONF/egressd-sysdns/resolv.conf"
 
+# The cache kind: the same config with the HTTP cache on.
+{
+	cat "$CONF/egressd/egressd.yaml"
+	printf 'cache:\n  http:\n    max_bytes: 512MiB\n    max_object_bytes: 8MiB\n'
+} >"$CONF/egressd-cache/egressd.yaml"
+
 cat >"$CONF/squid/squid.conf" <<EOF
 http_port 127.0.0.1:$P_SQUID
 pid_filename $CONF/squid/squid.pid
@@ -242,7 +250,11 @@ http_access allow bench_src bench_name
 http_access allow bench_src bench_ip
 http_access deny all
 EOF
-chown -R proxy:proxy "$CONF/squid" 2>/dev/null || true
+# The cache kind: Squid with its memory cache on (no cache_dir: memory only),
+# objects up to 8 MB kept in memory.
+sed -e '/^cache deny all$/d' -e "s|$CONF/squid/|$CONF/squid-cache/|g" "$CONF/squid/squid.conf" >"$CONF/squid-cache/squid.conf"
+printf 'cache_mem 512 MB\nmaximum_object_size_in_memory 8 MB\n' >>"$CONF/squid-cache/squid.conf"
+chown -R proxy:proxy "$CONF/squid" "$CONF/squid-cache" 2>/dev/null || true
 mkdir -p "$LOGS"
 touch "$LOGS/squid-access.log" "$LOGS/squid-cache.log"
 chown proxy:proxy "$LOGS/squid-access.log" "$LOGS/squid-cache.log" 2>/dev/null || true
@@ -334,8 +346,10 @@ start_proxy() { # name kind -> PROXY_PID, PROXY_ADDR
 	sync
 	case $name in
 	egressd)
-		record "taskset -c 0 $SCRATCH/bin/egressd serve --config $CONF/egressd/egressd.yaml >>$logdir/egressd-access.log"
-		taskset -c 0 "$SCRATCH/bin/egressd" serve --config "$CONF/egressd/egressd.yaml" >>"$logdir/egressd-access.log" 2>>"$logdir/egressd-stderr.log" &
+		local conf=$CONF/egressd/egressd.yaml
+		[[ $kind == cache ]] && conf=$CONF/egressd-cache/egressd.yaml
+		record "taskset -c 0 $SCRATCH/bin/egressd serve --config $conf >>$logdir/egressd-access.log"
+		taskset -c 0 "$SCRATCH/bin/egressd" serve --config "$conf" >>"$logdir/egressd-access.log" 2>>"$logdir/egressd-stderr.log" &
 		PROXY_PID=$!
 		PROXY_ADDR=127.0.0.1:$P_EG_HTTP
 		[[ $kind == socks5 ]] && PROXY_ADDR=127.0.0.1:$P_EG_SOCKS
@@ -348,9 +362,11 @@ start_proxy() { # name kind -> PROXY_PID, PROXY_ADDR
 		PROXY_ADDR=127.0.0.1:$P_EG_HTTP
 		;;
 	squid)
-		rm -f "$CONF/squid/squid.pid"
-		record "taskset -c 0 squid -N -f $CONF/squid/squid.conf"
-		taskset -c 0 squid -N -f "$CONF/squid/squid.conf" >>"$logdir/squid-stdout.log" 2>&1 &
+		local sdir=$CONF/squid
+		[[ $kind == cache ]] && sdir=$CONF/squid-cache
+		rm -f "$sdir/squid.pid"
+		record "taskset -c 0 squid -N -f $sdir/squid.conf"
+		taskset -c 0 squid -N -f "$sdir/squid.conf" >>"$logdir/squid-stdout.log" 2>&1 &
 		PROXY_PID=$!
 		PROXY_ADDR=127.0.0.1:$P_SQUID
 		;;
@@ -381,10 +397,18 @@ start_proxy() { # name kind -> PROXY_PID, PROXY_ADDR
 }
 
 kinds_of() { # proxy
+	local k
+	for k in $(all_kinds_of "$1"); do
+		[[ -z ${BENCH_KINDS:-} || " $BENCH_KINDS " == *" $k "* ]] && echo "$k"
+	done
+	return 0
+}
+all_kinds_of() { # proxy
 	case $1 in
-	egressd) echo connect http socks5 ;;
+	egressd) echo connect http socks5 cache ;;
 	egressd-sysdns) echo connect ;;
-	squid | smokescreen) echo connect http ;;
+	squid) echo connect http cache ;;
+	smokescreen) echo connect http ;;
 	dante) echo socks5 ;;
 	esac
 }
@@ -440,7 +464,7 @@ record "# $([[ $QUICK == 1 ]] && echo 'BENCH_QUICK=1 ')make bench  (scripts/benc
 
 for ((run = 1; run <= RUNS; run++)); do
 	log "run $run of $RUNS"
-	session direct direct "$run"
+	[[ -z ${BENCH_KINDS:-} || " $BENCH_KINDS " == *" direct "* ]] && session direct direct "$run"
 	for p in "${ACTIVE[@]}"; do
 		for kind in $(kinds_of "$p"); do
 			log "$p $kind run $run ($((SECONDS - START))s elapsed)"
@@ -486,12 +510,13 @@ if [[ $PPROF == 1 ]] && [[ " ${ACTIVE[*]} " == *" egressd "* ]]; then
 	profile_egressd tls-tunnels connect tls_tunnels -tls-tunnels 1000000 -tls-time 9s
 	profile_egressd bulk connect bulk_down_1,bulk_up_8 -bulk-bytes 68719476736 -bulk-time 4500ms
 	profile_egressd forward http forward -fwd-requests 10000000 -fwd-time 9s
+	profile_egressd cache-hits cache cache_hit_1k -cache-requests 100000000 -cache-time 9s
 fi
 
 # --- report ------------------------------------------------------------------------------
 {
 	printf '\n# configs\n'
-	for f in "$CONF/egressd/egressd.yaml" "$CONF/egressd-sysdns/egressd.yaml" "$CONF/egressd-sysdns/resolv.conf" "$CONF/squid/squid.conf" "$CONF/smokescreen/config.yaml" "$CONF/smokescreen/acl.yaml" "$CONF/dante/danted.conf"; do
+	for f in "$CONF/egressd/egressd.yaml" "$CONF/egressd-sysdns/egressd.yaml" "$CONF/egressd-sysdns/resolv.conf" "$CONF/egressd-cache/egressd.yaml" "$CONF/squid/squid.conf" "$CONF/squid-cache/squid.conf" "$CONF/smokescreen/config.yaml" "$CONF/smokescreen/acl.yaml" "$CONF/dante/danted.conf"; do
 		printf '\n# --- %s\n' "$f"
 		cat "$f"
 	done

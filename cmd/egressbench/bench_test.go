@@ -354,6 +354,7 @@ func TestRunAllKinds(t *testing.T) {
 		"-ka-requests", "30", "-fwd-requests", "40", "-idle-tunnels", "10", "-settle", "1ms",
 		"-proxy-pid", strconv.Itoa(os.Getpid()),
 		"-paced-time", "200ms", "-paced-tunnels-rate", "100", "-paced-tls-rate", "40", "-paced-fwd-rate", "150", "-paced-conc", "4",
+		"-cache-requests", "12", "-cache-conc", "3",
 	}
 	type run struct {
 		name, kind string
@@ -363,7 +364,7 @@ func TestRunAllKinds(t *testing.T) {
 		refused    string   // the run must fail, saying this
 	}
 	var runs []run
-	for _, kind := range []string{kindDirect, kindConnect, kindSOCKS5, kindHTTP} {
+	for _, kind := range []string{kindDirect, kindConnect, kindSOCKS5, kindHTTP, kindCache} {
 		runs = append(runs, run{name: kind, kind: kind, proxy: open})
 	}
 	authed := map[string][]string{
@@ -426,6 +427,12 @@ func TestRunAllKinds(t *testing.T) {
 					}
 					if min := float64(r.Ops-1) / want; r.Seconds < min {
 						t.Errorf("%s: %d ops in %.3fs, faster than %v/s allows (%.3fs)", r.Scenario, r.Ops, r.Seconds, want, min)
+					}
+				}
+				if size, ok := map[string]int64{"cache_hit_1k": cacheSmall, "cache_miss_1k": cacheSmall,
+					"cache_hit_1m": cacheLarge, "cache_miss_1m": cacheLarge}[r.Scenario]; ok {
+					if r.Ops != 12 || r.Bytes != 12*size || r.ProxyCPUPerGiB == nil {
+						t.Errorf("%s: %d ops, %d bytes (CPU/GiB %v), want 12 of %d bytes", r.Scenario, r.Ops, r.Bytes, r.ProxyCPUPerGiB, size)
 					}
 				}
 				if r.Scenario == "idle" && (r.Idle == nil || r.Idle.Tunnels != 10) {

@@ -22,6 +22,7 @@ const (
 	kindConnect = "connect" // HTTP CONNECT tunnels
 	kindSOCKS5  = "socks5"  // SOCKS5 CONNECT (username/password with -proxy-auth)
 	kindHTTP    = "http"    // absolute-URI HTTP forwarding (tunnels use CONNECT on the same port)
+	kindCache   = "cache"   // absolute-URI HTTP to a proxy whose HTTP cache is on
 )
 
 // target is one destination with its proxy handshakes built in advance, so
@@ -123,7 +124,7 @@ func (d *dialer) tunnel(t *target) (net.Conn, error) {
 	_ = c.SetDeadline(time.Now().Add(d.timeout))
 	var tc net.Conn
 	switch d.kind {
-	case kindConnect, kindHTTP:
+	case kindConnect, kindHTTP, kindCache:
 		tc, err = connectHandshake(c, t)
 	case kindSOCKS5:
 		tc, err = socksHandshake(c, t)
@@ -257,22 +258,28 @@ func (p *prefixConn) Read(b []byte) (int, error) {
 // roundTrip writes a request built in advance and reads the whole response.
 // It reports whether the connection may carry another request.
 func roundTrip(w io.Writer, br *bufio.Reader, req []byte) (keepAlive bool, err error) {
+	keepAlive, _, err = roundTripN(w, br, req)
+	return keepAlive, err
+}
+
+// roundTripN is roundTrip that also returns the response body's length.
+func roundTripN(w io.Writer, br *bufio.Reader, req []byte) (keepAlive bool, n int64, err error) {
 	if _, err := w.Write(req); err != nil {
-		return false, err
+		return false, 0, err
 	}
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
-		return false, err
+		return false, 0, err
 	}
-	_, err = io.Copy(io.Discard, resp.Body)
+	n, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		return false, err
+		return false, n, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return false, fmt.Errorf("http: status %q", resp.Status)
+		return false, n, fmt.Errorf("http: status %q", resp.Status)
 	}
-	return !resp.Close, nil
+	return !resp.Close, n, nil
 }
 
 // getRequest builds a GET request. uri is "/" in origin form or an absolute

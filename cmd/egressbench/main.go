@@ -64,6 +64,8 @@ type runConfig struct {
 	TunnelTime, TLSTime                time.Duration
 	KARequests, FwdRequests            int
 	KATime, FwdTime                    time.Duration
+	CacheRequests, CacheConc           int
+	CacheTime                          time.Duration
 	PacedTunnelRate, PacedFwdRate      float64
 	PacedTLSRate                       float64
 	PacedTime                          time.Duration
@@ -77,17 +79,27 @@ type runConfig struct {
 var allScenarios = []string{
 	"idle", "keepalive", "tunnels", "tunnels_paced", "tls_tunnels", "tls_tunnels_paced",
 	"bulk_up_1", "bulk_up_8", "bulk_down_1", "bulk_down_8", "forward", "forward_paced",
+	"cache_hit_1k", "cache_hit_1m", "cache_miss_1k", "cache_miss_1m",
 }
+
+// cacheScenarios are the scenarios of the cache kind.
+var cacheScenarios = []string{"cache_hit_1k", "cache_hit_1m", "cache_miss_1k", "cache_miss_1m"}
 
 // defaultScenarios returns the scenarios that apply to a kind.
 func defaultScenarios(kind string) []string {
 	switch kind {
 	case kindHTTP:
 		return []string{"forward", "forward_paced"}
+	case kindCache:
+		return slices.Clone(cacheScenarios)
 	case kindDirect:
-		return slices.DeleteFunc(slices.Clone(allScenarios), func(s string) bool { return s == "idle" })
+		return slices.DeleteFunc(slices.Clone(allScenarios), func(s string) bool {
+			return s == "idle" || slices.Contains(cacheScenarios, s)
+		})
 	default:
-		return slices.DeleteFunc(slices.Clone(allScenarios), func(s string) bool { return s == "forward" || s == "forward_paced" })
+		return slices.DeleteFunc(slices.Clone(allScenarios), func(s string) bool {
+			return s == "forward" || s == "forward_paced" || slices.Contains(cacheScenarios, s)
+		})
 	}
 }
 
@@ -97,7 +109,7 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 	var c runConfig
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.Kind, "kind", kindConnect, "client kind: connect | http | socks5 | direct")
+	fs.StringVar(&c.Kind, "kind", kindConnect, "client kind: connect | http | socks5 | direct | cache (absolute-URI HTTP to a proxy with its HTTP cache on)")
 	fs.StringVar(&c.Proxy, "proxy", "", "proxy address host:port (loopback); not used with -kind direct")
 	fs.StringVar(&c.ProxyAuth, "proxy-auth", "", "USER:PASSWORD to present to the proxy: Basic on CONNECT and forwarded requests, RFC 1929 username/password on SOCKS5 (default: none)")
 	fs.IntVar(&c.ProxyPID, "proxy-pid", 0, "PID of the proxy: its CPU, RSS and fds (with descendants) are read from /proc")
@@ -128,6 +140,9 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 	fs.DurationVar(&c.KATime, "ka-time", 8*time.Second, "time bound of the keepalive scenario")
 	fs.IntVar(&c.FwdRequests, "fwd-requests", 50000, "absolute-URI requests in the forward scenario")
 	fs.DurationVar(&c.FwdTime, "fwd-time", 10*time.Second, "time bound of the forward scenario")
+	fs.IntVar(&c.CacheRequests, "cache-requests", 200000, "requests in each cache scenario (bounded by -cache-time)")
+	fs.DurationVar(&c.CacheTime, "cache-time", 5*time.Second, "time bound of each cache scenario")
+	fs.IntVar(&c.CacheConc, "cache-conc", 32, "keep-alive clients in the cache scenarios")
 	fs.Float64Var(&c.PacedTunnelRate, "paced-tunnels-rate", 2000, "new tunnels per second in the tunnels_paced scenario (open loop, below every proxy's capacity)")
 	fs.Float64Var(&c.PacedTLSRate, "paced-tls-rate", 400, "new TLS tunnels per second in the tls_tunnels_paced scenario (below the load tool's own TLS capacity)")
 	fs.Float64Var(&c.PacedFwdRate, "paced-fwd-rate", 5000, "requests per second in the forward_paced scenario")
@@ -154,6 +169,7 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 			"tls-tunnels": "1000", "tls-time": "4s",
 			"ka-requests": "5000", "ka-time": "3s",
 			"fwd-requests": "15000", "fwd-time": "4s",
+			"cache-time": "2s",
 			"paced-time": "2s",
 		}
 		for name, v := range quick {
@@ -175,7 +191,7 @@ func (c *runConfig) validate() error {
 		if c.ProxyAuth != "" {
 			errs = append(errs, errors.New("-proxy-auth: there is no proxy with -kind direct"))
 		}
-	case kindConnect, kindSOCKS5, kindHTTP:
+	case kindConnect, kindSOCKS5, kindHTTP, kindCache:
 		if err := loopbackOnly(c.Proxy); err != nil {
 			errs = append(errs, fmt.Errorf("-proxy: %w", err))
 		}
@@ -326,6 +342,14 @@ func (b *bench) runScenario(ctx context.Context, s string) error {
 		return b.runForward(ctx, "forward", b.cfg.FwdRequests, b.cfg.FwdTime, b.cfg.Conc, 0)
 	case "forward_paced":
 		return b.runForward(ctx, "forward_paced", paced(b.cfg.PacedFwdRate, b.cfg.PacedTime), b.cfg.PacedTime+pacedSlack, b.cfg.PacedConc, b.cfg.PacedFwdRate)
+	case "cache_hit_1k":
+		return b.runCache(ctx, s, cacheSmall, true)
+	case "cache_hit_1m":
+		return b.runCache(ctx, s, cacheLarge, true)
+	case "cache_miss_1k":
+		return b.runCache(ctx, s, cacheSmall, false)
+	case "cache_miss_1m":
+		return b.runCache(ctx, s, cacheLarge, false)
 	}
 	return fmt.Errorf("unknown scenario %q", s)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -44,6 +45,38 @@ const benchDomain = "bench.test."
 // originBody is what the HTTP and HTTPS origins answer: small, fixed, with a
 // Content-Length so that no proxy needs chunked encoding.
 var originBody = []byte(strings.Repeat("egressbench origin body.\n", 4))
+
+// Object sizes of the cache scenarios, and their bodies: /cache/1k/... and
+// /cache/1m/... on the HTTP origin answer with them, cacheable.
+const (
+	cacheSmall = 1 << 10
+	cacheLarge = 1 << 20
+)
+
+var cacheBodies = map[string][]byte{
+	"1k": bytes.Repeat([]byte("c"), cacheSmall),
+	"1m": bytes.Repeat([]byte("C"), cacheLarge),
+}
+
+// cachePath is the path prefix of a cache scenario's objects of size.
+func cachePath(size int) string {
+	if size == cacheLarge {
+		return "/cache/1m/"
+	}
+	return "/cache/1k/"
+}
+
+// cacheBody returns the body the HTTP origin answers path with when it is
+// a cache scenario's object.
+func cacheBody(path string) ([]byte, bool) {
+	rest, ok := strings.CutPrefix(path, "/cache/")
+	if !ok {
+		return nil, false
+	}
+	size, _, _ := strings.Cut(rest, "/")
+	b, ok := cacheBodies[size]
+	return b, ok
+}
 
 // originConfig says where the origins listen. Empty addresses mean a free
 // port on IP.
@@ -118,8 +151,16 @@ func startOrigins(cfg originConfig) (_ *origins, err error) {
 	o.serveRaw(o.bulk, o.serveBulk)
 	o.serveRaw(o.echo, o.serveEcho)
 
-	h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
+		if body, ok := cacheBody(r.URL.Path); ok {
+			// Cacheable for an hour by any shared cache (cache scenarios).
+			hd["Content-Type"] = []string{"application/octet-stream"}
+			hd["Cache-Control"] = []string{"public, max-age=3600"}
+			hd["Content-Length"] = []string{strconv.Itoa(len(body))}
+			_, _ = w.Write(body)
+			return
+		}
 		hd["Content-Type"] = []string{"text/plain"}
 		hd["Content-Length"] = []string{strconv.Itoa(len(originBody))}
 		_, _ = w.Write(originBody)

@@ -90,6 +90,9 @@ func syntheticResults() []*Result {
 			)
 		}
 		rs = append(rs, &Result{Label: kindDirect, Kind: kindDirect, Run: run, Scenario: "bulk_down_8", Bytes: 1 << 30, MiBPerSec: 5000, Seconds: 0.2})
+		for label, cpu := range map[string]float64{"egressd": 0.03, "squid": 0.08} {
+			rs = append(rs, &Result{Label: label, Kind: kindCache, Run: run, Scenario: "cache_hit_1k", Ops: 1000, Seconds: 1, ProxyCPUSec: ptr(cpu), ProxyCPUPer1000: ptr(cpu)})
+		}
 	}
 	rs = append(rs, &Result{Label: "squid", Kind: kindHTTP, Run: 1, Scenario: "forward", Ops: 10, Errors: 3, FirstError: "boom", TimeBound: true})
 	return rs
@@ -110,6 +113,8 @@ func TestReport(t *testing.T) {
 		"| CPU s per 1,000 new tunnels (CONNECT) | Squid ~0.21, smokescreen ~0.29 | squid 0.200 | 0.500 | 2.50 (behind) | ≤ 0.15 | missed |",
 		"| KiB of RSS per idle tunnel | smokescreen ~25, Squid ~31 | squid 31.0 | 10.0 | 0.32 (lead) | ≤ 12 | met |",
 		"| egressd (connect) |",
+		"| HTTP cache: CPU s per 1,000 cache hits (1 KiB) | Squid's memory cache | squid 0.0800 | 0.0300 | 0.38 (lead) | ≤ 0.5 × best peer = 0.0400 | met |",
+		"| egressd (cache) |",
 		"**0.200** (0.200, 0.200)",
 		"squid (http) run 1 forward: 3 errors (first: boom)",
 		"- go: go1.26",

@@ -94,6 +94,7 @@ type loopResult struct {
 	elapsed    time.Duration
 	timedOut   bool
 	reconnects atomic.Int64
+	bytes      atomic.Int64 // response body bytes read (keep-alive ops)
 }
 
 // loop runs up to count operations over conc workers, each worker with its
@@ -124,6 +125,7 @@ func (b *bench) loop(ctx context.Context, conc, count, warm int, limit time.Dura
 		}
 	}
 	lr.reconnects.Store(0)
+	lr.bytes.Store(0)
 	if err := onStart(); err != nil {
 		return nil, err
 	}
@@ -192,6 +194,10 @@ func (b *bench) finishLoop(r *Result, m *meter, lr *loopResult, conc int, rate f
 	}
 	r.P50Ms, r.P99Ms, _ = summarize(lr.lat...)
 	r.per1000()
+	if r.Bytes > 0 && r.Seconds > 0 {
+		r.MiBPerSec = float64(r.Bytes) / (1 << 20) / r.Seconds
+		r.perGiB()
+	}
 	return b.out(r)
 }
 
@@ -264,6 +270,12 @@ func (b *bench) runKeepAlive(ctx context.Context) error {
 // keepAliveOp returns ops that send req over a kept-alive connection from
 // dial, one request at a time, dialing again when the server closes.
 func (b *bench) keepAliveOp(dial func() (net.Conn, error), req []byte) func(*loopResult) op {
+	return b.keepAliveOpFunc(dial, func() []byte { return req })
+}
+
+// keepAliveOpFunc is keepAliveOp with the request of each operation from
+// next, counting the response bodies' bytes in the loop's result.
+func (b *bench) keepAliveOpFunc(dial func() (net.Conn, error), next func() []byte) func(*loopResult) op {
 	return func(lr *loopResult) op {
 		var c net.Conn
 		br := bufio.NewReaderSize(nil, 4096)
@@ -283,7 +295,8 @@ func (b *bench) keepAliveOp(dial func() (net.Conn, error), req []byte) func(*loo
 					br.Reset(c)
 				}
 				_ = c.SetDeadline(time.Now().Add(b.cfg.Timeout))
-				keep, err := roundTrip(c, br, req)
+				keep, n, err := roundTripN(c, br, next())
+				lr.bytes.Add(n)
 				if err != nil || !keep {
 					c.Close()
 					c = nil
@@ -320,6 +333,42 @@ func (b *bench) runForward(ctx context.Context, scenario string, count int, limi
 		return fmt.Errorf("%s: %w", scenario, err)
 	}
 	return b.finishLoop(r, m, lr, conc, rate)
+}
+
+// runCache measures a proxy's HTTP cache: CacheConc keep-alive clients
+// fetch objects of size through it, one request at a time. For hits every
+// request asks for one URL, stored by the warm-up requests before the
+// measurement starts; for misses every request asks for a URL not asked
+// before, which the proxy fetches from the origin and stores (evicting
+// older objects once its cache is full).
+func (b *bench) runCache(ctx context.Context, scenario string, size int, hit bool) error {
+	hostport := b.o.Addr("http").String()
+	base := "http://" + hostport + cachePath(size)
+	var next func() []byte
+	if hit {
+		req := getRequest(base+"hit", hostport, false, b.cfg.auth)
+		next = func() []byte { return req }
+	} else {
+		// Unique per run and label, so that no proxy ever has one stored.
+		prefix := fmt.Sprintf("%smiss-%s-%d-%d-", base, b.cfg.Label, b.cfg.Run, time.Now().UnixNano())
+		var n atomic.Int64
+		next = func() []byte {
+			return getRequest(prefix+strconv.FormatInt(n.Add(1), 10), hostport, false, b.cfg.auth)
+		}
+	}
+	nd := net.Dialer{Timeout: b.cfg.Timeout}
+	newOp := b.keepAliveOpFunc(func() (net.Conn, error) { return nd.Dial("tcp", b.cfg.Proxy) }, next)
+	r := b.newResult(scenario)
+	var m *meter
+	lr, err := b.loop(ctx, b.cfg.CacheConc, b.cfg.CacheRequests, 2*b.cfg.CacheConc, b.cfg.CacheTime, 0, newOp, func() (err error) {
+		m, err = b.startMeter()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", scenario, err)
+	}
+	r.Bytes = lr.bytes.Load() // the measured operations' response bodies
+	return b.finishLoop(r, m, lr, b.cfg.CacheConc, 0)
 }
 
 // runBulk moves BulkBytes in total over streams tunnels, all in one
