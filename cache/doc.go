@@ -3,6 +3,8 @@
 // that the policy layer uses to turn allowed names into addresses, and the
 // [AuthCache] of credential verifications.
 //
+// The shared HTTP response cache is its own package, cache/httpcache.
+//
 // The package knows nothing about policy. [Resolver] satisfies
 // policy.Resolver structurally; policy depends only on that interface.
 //

@@ -7,4 +7,9 @@
 // addresses the decision pinned (proxy/egress). CONNECT tunnels are relayed by
 // egressd's own splice relay (goproxy's ConnectHijack), after the TLS
 // ClientHello has been checked against the CONNECT host.
+//
+// With Options.Cache set, an allowed absolute-URI request goes through the
+// HTTP cache (cache/httpcache) on its way to the Transport: the decision
+// comes first, so a stored response reaches only clients the policy allows
+// that host now. Interim responses (1xx) from the origin are forwarded.
 package forward
