@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -41,7 +42,8 @@ type Options struct {
 	Access *zap.Logger // access log (stdout); nil when log.access is off
 	// Registry receives egressd's metrics. Nil: a fresh registry.
 	Registry *prometheus.Registry
-	// Version is the binary's version for egressd_build_info. Empty: "dev".
+	// Version is the binary's version, for egressd_build_info and the
+	// status page. Empty: "dev".
 	Version string
 }
 
@@ -65,6 +67,16 @@ type Server struct {
 	cache   *httpcache.Cache     // nil: cache.http.max_bytes is 0
 	socksPP *proxyproto.Listener // nil: listen.proxy_protocol off
 
+	// The status page's state (nil stats: listen.admin unset).
+	version    string
+	started    time.Time
+	stats      *admin.Stats
+	loaded     atomic.Pointer[loadedConfig]
+	lastReload atomic.Pointer[admin.Reload]
+	listeners  []admin.Listener // bound addresses, set by Start
+	stop       chan struct{}    // closed by Close: stops the stats sampler
+	stopOnce   sync.Once
+
 	cfg       atomic.Pointer[config.Config]
 	listening atomic.Bool
 	draining  atomic.Bool
@@ -86,10 +98,16 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()
 	}
-	s := &Server{diag: o.Diag, reg: o.Registry}
+	s := &Server{diag: o.Diag, reg: o.Registry, version: cmp.Or(o.Version, "dev"), started: time.Now(), stop: make(chan struct{})}
 	s.metrics = accesslog.NewMetrics(o.Registry)
-	s.metrics.SetBuild(cmp.Or(o.Version, "dev"))
+	s.metrics.SetBuild(s.version)
 	s.access = accesslog.NewLogger(o.Access, s.metrics)
+	if cfg.Listen.Admin != "" {
+		// The status page's recent denials and top hosts are fed by the
+		// access log's terminal event, like the metrics.
+		s.stats = admin.NewStats(o.Registry)
+		s.access.SetObserver(s.stats)
+	}
 	var err error
 	dnsLog := o.Diag.Named("dns")
 	s.resolver, err = cache.NewResolver(cache.ResolverConfig{
@@ -120,7 +138,7 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 	s.dialer = &egress.Dialer{Timeout: cfg.Timeouts.Connect, KeepAlive: -1, Observe: s.metrics.ObserveDial}
 	s.tunnels = egress.NewRegistry()
 	s.cfg.Store(cfg)
-	s.metrics.SetConfig(configHash(raw))
+	s.setConfig(raw)
 	s.metrics.SetRules(ruleNames(cfg))
 	s.limits = limits.New(limits.Options{
 		Limits:        connLimits(cfg),
@@ -247,6 +265,41 @@ func configHash(raw []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// loadedConfig is the config file in force: its sha256 and when it was
+// loaded.
+type loadedConfig struct {
+	sha string
+	at  time.Time
+}
+
+// setConfig records the config file raw as the one in force, for the
+// metrics and the status page.
+func (s *Server) setConfig(raw []byte) {
+	sha := configHash(raw)
+	s.loaded.Store(&loadedConfig{sha: sha, at: time.Now()})
+	s.metrics.SetConfig(sha)
+}
+
+// status is what the status page shows of the server.
+func (s *Server) status() admin.Status {
+	cfg := s.cfg.Load()
+	st := admin.Status{Version: s.version, Started: s.started, Listeners: s.listeners}
+	if lc := s.loaded.Load(); lc != nil {
+		st.ConfigSHA, st.Loaded = lc.sha, lc.at
+	}
+	if r := s.lastReload.Load(); r != nil {
+		st.Reload = *r
+	}
+	if pol := s.engine.Load(); pol != nil {
+		st.Mode = pol.Mode()
+		st.Rules = pol.RuleNames()
+		for _, name := range slices.Sorted(maps.Keys(cfg.Policy.Groups)) {
+			st.Groups = append(st.Groups, admin.Group{Name: name, Mode: pol.Mode()})
+		}
+	}
+	return st
+}
+
 // Engine returns the decision engine (shared by every front end).
 func (s *Server) Engine() *policy.Engine { return s.engine }
 
@@ -334,17 +387,34 @@ func (s *Server) Start() error {
 			}
 		}()
 	}
+	for _, l := range []struct {
+		name string
+		ln   net.Listener
+	}{{"http", s.httpLn}, {"socks5", s.socksLn}, {"admin", s.adminLn}} {
+		if l.ln != nil {
+			s.listeners = append(s.listeners, admin.Listener{Name: l.name, Addr: l.ln.Addr().String()})
+		}
+	}
 	if s.adminLn != nil {
 		s.adminSrv = &http.Server{
 			Handler: admin.Handler(admin.Options{
 				Gatherer: s.reg,
 				Ready:    s.ready,
 				Pprof:    func() bool { return s.cfg.Load().Admin.Pprof },
+				UI:       func() bool { return s.cfg.Load().Admin.UI },
+				Stats:    s.stats,
+				Decider:  s.engine,
+				Status:   s.status,
 			}),
 			ReadHeaderTimeout: 5 * time.Second,
 			ErrorLog:          errLog,
 		}
 		s.serve(s.adminSrv, s.adminLn)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.stats.Run(s.stop)
+		}()
 	}
 	s.listening.Store(true)
 	s.diag.Info("egressd serving",
@@ -421,14 +491,18 @@ func (s *Server) Reload(cfg *config.Config, pol *policy.Policy, raw []byte) erro
 	s.runner.SetTimeouts(cfg.Timeouts.Idle, cfg.Timeouts.MaxTunnel)
 	s.dialer.SetTimeout(cfg.Timeouts.Connect)
 	s.forward.CloseIdleConnections()
-	s.metrics.SetConfig(configHash(raw))
+	s.setConfig(raw)
 	s.metrics.SetRules(ruleNames(cfg))
 	s.metrics.Reloads.WithLabelValues("success").Inc()
+	s.lastReload.Store(&admin.Reload{Time: time.Now(), Result: "success"})
 	return nil
 }
 
 // ReloadFailed counts a rejected reload; the old policy keeps serving.
-func (s *Server) ReloadFailed() { s.metrics.Reloads.WithLabelValues("error").Inc() }
+func (s *Server) ReloadFailed() {
+	s.metrics.Reloads.WithLabelValues("error").Inc()
+	s.lastReload.Store(&admin.Reload{Time: time.Now(), Result: "error"})
+}
 
 // Drain stops the instance gracefully: /readyz turns 503 at once; after
 // timeouts.drain_delay the listeners close; in-flight requests and tunnels
@@ -497,6 +571,7 @@ func (s *Server) Close() {
 	if s.httpFast != nil {
 		s.httpFast.Wait()
 	}
+	s.stopOnce.Do(func() { close(s.stop) })
 	s.wg.Wait()
 	if s.cache != nil {
 		s.cache.Close() // background revalidations are bounded

@@ -396,7 +396,7 @@ func (m *Metrics) ClientConnsAdd(l policy.Listener, delta int) {
 }
 
 func (m *Metrics) observe(r *Record) {
-	k := requestKey{r.Listener, r.verdict(), r.FinalReason()}
+	k := requestKey{r.Listener, r.Verdict(), r.FinalReason()}
 	c, ok := m.requests[k]
 	if !ok {
 		c = m.Requests.WithLabelValues(string(k.l), k.v.String(), string(k.r))

@@ -80,7 +80,7 @@ type Record struct {
 
 // Verdict returns the final verdict: a later SNI or DLP denial overrides the
 // policy's first decision.
-func (r *Record) verdict() policy.Verdict { return r.Decision.Verdict }
+func (r *Record) Verdict() policy.Verdict { return r.Decision.Verdict }
 
 // Deny marks the record denied with reason, after an allow by the policy
 // (SNI mismatch, DLP, ...).
@@ -121,7 +121,7 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		enc.AddBool(KeyECH, true)
 	}
 	enc.AddByteString(KeyIP, appendAddr(bp[:0], r.IP.Addr()))
-	enc.AddString(KeyDecision, r.verdict().String())
+	enc.AddString(KeyDecision, r.Verdict().String())
 	enc.AddString(KeyRule, r.Decision.Rule)
 	enc.AddString(KeyReason, string(r.FinalReason()))
 	enc.AddInt(KeyStatus, r.Status)
@@ -183,9 +183,22 @@ func (r *Record) Finish() {
 // Logger writes access lines and owns the metrics updated with them.
 // A nil *Logger discards everything.
 type Logger struct {
-	z *zap.Logger // nil: access log off, metrics still updated
-	m *Metrics    // may be nil
+	z   *zap.Logger // nil: access log off, metrics still updated
+	m   *Metrics    // may be nil
+	obs Observer    // may be nil
 }
+
+// Observer is told of every finished record, after its line and its metrics
+// (the admin status page's recent denials and top hosts are fed this way).
+// Observe runs on the goroutine that ends the exchange, once per request or
+// tunnel: it must be cheap, must not block, and must not keep r.
+type Observer interface {
+	Observe(r *Record)
+}
+
+// SetObserver makes the logger tell o of every finished record. Call it
+// before the logger is used; it is not safe against concurrent Finish calls.
+func (l *Logger) SetObserver(o Observer) { l.obs = o }
 
 // NewLogger returns a Logger writing to z (nil disables the line) and
 // updating m (nil disables metrics).
@@ -214,6 +227,9 @@ func (l *Logger) finish(r *Record) {
 	}
 	if l.m != nil {
 		l.m.observe(r)
+	}
+	if l.obs != nil {
+		l.obs.Observe(r)
 	}
 }
 

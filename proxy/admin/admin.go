@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/egressd/egressd/policy"
 )
 
 // Options configure the admin handler.
@@ -19,6 +21,19 @@ type Options struct {
 	// config). It is asked on every request, so a config reload turns
 	// profiling on or off. Nil: never served.
 	Pprof func() bool
+	// UI reports whether the status page (/) and its API (/api/check,
+	// /api/denials) are served (admin.ui in the config). It is asked on
+	// every request, so a reload turns them on or off. Nil: never served.
+	UI func() bool
+	// Stats feeds the page's recent denials, top hosts and request counts.
+	// Nil: the page shows none.
+	Stats *Stats
+	// Decider answers /api/check: the running engine, the one every front
+	// end and `egressd check` ask. Nil: /api/check answers 503.
+	Decider policy.Decider
+	// Status reports the server's version, config and listeners for the
+	// page. Nil: the page shows none.
+	Status func() Status
 }
 
 // Handler returns the admin mux.
@@ -55,6 +70,9 @@ func Handler(o Options) http.Handler {
 		} {
 			mux.Handle(path, enabled(o.Pprof, h))
 		}
+	}
+	if o.UI != nil {
+		ui{o}.register(mux)
 	}
 	return mux
 }

@@ -28,7 +28,7 @@ type Config struct {
 type Listen struct {
 	HTTP           string         `yaml:"http"`            // HTTP forward proxy and CONNECT
 	SOCKS5         string         `yaml:"socks5"`          // SOCKS5
-	Admin          string         `yaml:"admin"`           // /metrics, /healthz, /readyz
+	Admin          string         `yaml:"admin"`           // /metrics, /healthz, /readyz, the status page
 	ProxyProtocol  bool           `yaml:"proxy_protocol"`  // require PROXY v1/v2 headers, from TrustedProxies only
 	TrustedProxies []netip.Prefix `yaml:"trusted_proxies"` // load balancers allowed to send PROXY headers (CIDRs or IPs)
 }
@@ -58,6 +58,7 @@ type Auth struct {
 // Admin configures the admin listener's extras.
 type Admin struct {
 	Pprof bool `yaml:"pprof"` // serve /debug/pprof on the admin listener
+	UI    bool `yaml:"ui"`    // serve the status page (/) and /api/check, /api/denials
 }
 
 // Limits bounds resource use. A zero connection limit means no limit.
@@ -165,7 +166,8 @@ func defaults() Config {
 			ECH:           policy.ECHAllow,
 			NAT64Prefixes: []string{"64:ff9b::/96"},
 		},
-		Auth: Auth{CacheTTL: time.Minute},
+		Auth:  Auth{CacheTTL: time.Minute},
+		Admin: Admin{UI: true},
 		Limits: Limits{
 			MaxConnections:          10000,
 			MaxConnectionsPerClient: 1000,

@@ -131,6 +131,8 @@ cache:
     max_bytes: 512MiB
     max_object_bytes: 16MiB
     collapse_timeout: 3s
+admin:
+  ui: false
 `), "t.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -153,6 +155,7 @@ cache:
 	}
 	want.Log = Log{Level: "debug", Access: false}
 	want.Cache.HTTP = HTTPCache{MaxBytes: 512 << 20, MaxObjectBytes: 16 << 20, CollapseTimeout: 3 * time.Second}
+	want.Admin.UI = false
 	if diff := cmp.Diff(&want, c, cmpopts.EquateEmpty(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
