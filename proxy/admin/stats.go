@@ -195,7 +195,8 @@ type sample struct {
 	counts map[RequestKey]float64
 }
 
-// requestCounts sums egressd_requests_total over listeners.
+// requestCounts sums egressd_requests_total over listeners (series at zero
+// are left out).
 func (s *Stats) requestCounts() map[RequestKey]float64 {
 	out := map[RequestKey]float64{}
 	if s.gather == nil {
@@ -216,7 +217,9 @@ func (s *Stats) requestCounts() map[RequestKey]float64 {
 					k.Reason = l.GetValue()
 				}
 			}
-			out[k] += m.GetCounter().GetValue()
+			if v := m.GetCounter().GetValue(); v != 0 {
+				out[k] += v
+			}
 		}
 	}
 	return out
