@@ -269,13 +269,11 @@ func (u ui) servePage(w http.ResponseWriter, r *http.Request) {
 			return cmp.Or(cmp.Compare(decisionOrder(a.Decision), decisionOrder(b.Decision)),
 				cmp.Compare(b.Total, a.Total), strings.Compare(a.Reason, b.Reason))
 		})
-		switch {
-		case span >= Window:
-			d.WindowLabel = "last 5 min"
-		case span > 0:
-			d.WindowLabel = "last " + span.Truncate(time.Second).String()
-		default:
-			d.WindowLabel = "recent"
+		// Before egressd has run for Window, the recent counts are all
+		// of them.
+		d.WindowLabel = "last 5 min"
+		if span < Window {
+			d.WindowLabel = "last 5 min (up " + span.Truncate(time.Second).String() + ")"
 		}
 		d.Denials = u.o.Stats.Denials(RecentDenials)
 		d.TopDenied = u.o.Stats.TopDenied()
