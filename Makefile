@@ -9,7 +9,7 @@ GO      ?= go
 BIN     ?= bin/egressd
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: help build run test race fuzz lint bench cache-tests e2e docker package release farm schema clean
+.PHONY: help build run test race fuzz lint bench cache-tests e2e screenshot docker package release farm schema clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,10 @@ cache-tests: ## HTTP cache conformance (cache-tests.fyi suite) of egressd and Sq
 
 e2e: build ## end-to-end tests in test/ only
 	$(GO) test -count=1 ./test/...
+
+screenshot: ## docs/status-page.png, from the status page test in headless Chromium
+	./scripts/setup.sh
+	STATUS_PAGE_SCREENSHOT=$(CURDIR)/docs/status-page.png $(GO) test -count=1 -run '^TestStatusPage$$' ./test/
 
 package: build ## Debian package in dist/ (nfpm; nested module deployments/package)
 	cd deployments/package && GOWORK=off $(GO) run . -root $(CURDIR) -binary $(CURDIR)/$(BIN) -version $(PKG_VERSION) -arch $$($(GO) env GOARCH) -out $(CURDIR)/dist

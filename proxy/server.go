@@ -598,7 +598,7 @@ func (s *Server) closeListeners() {
 // restartOnly lists the keys that differ between a and b and are read only
 // at start: listeners, DNS, timeouts.handshake (wired into the servers),
 // max_header_bytes, the access log switch and file. The policy, the connection
-// limits, admin.pprof, timeouts.connect, timeouts.idle,
+// limits, admin.pprof, admin.ui, timeouts.connect, timeouts.idle,
 // timeouts.max_tunnel (for new tunnels), timeouts.drain,
 // timeouts.drain_delay and log.level (the caller's) reload.
 func restartOnly(a, b *config.Config) []string {

@@ -3,8 +3,9 @@
 # real client of the end-to-end tests), iproute2 (`ip netns` for the
 # namespace tests), haproxy (the farm's load balancer), logrotate (the
 # packaged access-log rotation), nftables (the in-line gateway's ruleset,
-# loaded by the tests inside namespaces of their own) and promtool (Debian's
-# prometheus package: the alert rules). Safe to run repeatedly; does nothing
+# loaded by the tests inside namespaces of their own), promtool (Debian's
+# prometheus package: the alert rules) and chromium (the headless browser
+# that drives the status page test). Safe to run repeatedly; does nothing
 # when all exist.
 set -euo pipefail
 
@@ -24,6 +25,8 @@ command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
 # starting (it would take port 9090, egressd's default admin port).
 need_promtool=0
 command -v promtool >/dev/null 2>&1 || { missing+=(prometheus); need_promtool=1; }
+# Debian's chromium (/usr/bin/chromium), run headless by test/status_page_test.go.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 
 if [ "${#missing[@]}" -eq 0 ]; then
 	exit 0

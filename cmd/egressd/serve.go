@@ -30,9 +30,10 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, `Usage: egressd serve [--config FILE]
 
 Runs the proxy. Without --config it uses the embedded default: HTTP/CONNECT on
-127.0.0.1:3128, SOCKS5 on 127.0.0.1:1080, admin on 127.0.0.1:9090, policy in
-report mode (public destinations allowed and logged as decision=report,
-private and special-purpose ranges denied).
+127.0.0.1:3128, SOCKS5 on 127.0.0.1:1080, admin on 127.0.0.1:9090 (metrics,
+health, and the status page at http://127.0.0.1:9090/ unless admin.ui is
+false), policy in report mode (public destinations allowed and logged as
+decision=report, private and special-purpose ranges denied).
 
 Signals: SIGHUP (or a change of the config file) reloads the policy; a bad
 file is rejected and the old policy keeps serving. SIGTERM drains: /readyz
