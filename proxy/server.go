@@ -292,10 +292,18 @@ func (s *Server) status() admin.Status {
 	}
 	if pol := s.engine.Load(); pol != nil {
 		st.Mode = pol.Mode()
-		st.Rules = pol.RuleNames()
-		for _, name := range slices.Sorted(maps.Keys(cfg.Policy.Groups)) {
-			st.Groups = append(st.Groups, admin.Group{Name: name, Mode: pol.Mode()})
+	}
+	// The config and the policy are swapped together on reload; the
+	// config, validated, says what each group and rule is.
+	for _, name := range slices.Sorted(maps.Keys(cfg.Policy.Groups)) {
+		mode := cfg.Policy.Groups[name].Mode
+		if mode == "" {
+			mode = cmp.Or(cfg.Policy.Mode, policy.ModeEnforce)
 		}
+		st.Groups = append(st.Groups, admin.Group{Name: name, Mode: mode, Own: cfg.Policy.Groups[name].Mode != ""})
+	}
+	for _, r := range cfg.Policy.Rules {
+		st.Rules = append(st.Rules, admin.Rule{Name: r.Name, Action: cmp.Or(r.Action, policy.ActionAllow)})
 	}
 	return st
 }

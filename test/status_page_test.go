@@ -21,7 +21,8 @@ import (
 )
 
 // statusPageConfig is egressd on loopback for the status page test: one
-// rule the test's client uses, one that never matches, two groups.
+// rule the test's client uses, a deny rule, one that never matches, two
+// groups, one of them in report mode.
 // Everything the test asks for is on 127.0.0.1 or denied before a lookup.
 const statusPageConfig = `
 listen:
@@ -35,8 +36,11 @@ policy:
   deny_ranges: [default]
   groups:
     builders: { cidrs: ["127.0.0.0/8"] }
-    laptops: { cidrs: ["192.0.2.0/24"] }
+    laptops: { cidrs: ["192.0.2.0/24"], mode: report }
   rules:
+    - name: no-paste
+      action: deny
+      hosts: ["pastebin.test"]
     - name: packages
       groups: [builders]
       hosts: ["pkg.example.test", "*.mirror.test"]
@@ -111,7 +115,7 @@ func TestStatusPage(t *testing.T) {
 	waitLines(t, p, 4, testenv.Fields(map[string]any{"decision": "allow", "rule": "packages"}))
 
 	b := newBrowser(t)
-	if err := chromedp.Do(b.ctx, chromedp.EmulateViewport(1400, 1560), chromedp.Navigate("http://"+p.AdminAddr+"/"),
+	if err := chromedp.Do(b.ctx, chromedp.EmulateViewport(1400, 1220), chromedp.Navigate("http://"+p.AdminAddr+"/"),
 		chromedp.WaitVisible(chromedp.ID("tester"))); err != nil {
 		t.Fatalf("load the page: %v", err)
 	}
@@ -139,9 +143,16 @@ func TestStatusPage(t *testing.T) {
 	if tops := inBrowser(t, b, tableCells("#top-denied")); len(tops) == 0 || tops[0][0] != "pastebin.test" || tops[0][1] != "2" {
 		t.Errorf("top denied hosts: %q", tops)
 	}
-	if rules := inBrowser(t, b, tableCells("#rules")); len(rules) != 2 || rules[0][0] != "packages" || rules[0][1] != "4" || rules[0][2] != "" ||
-		rules[1][0] != "legacy-ftp" || rules[1][2] != "never matched" {
-		t.Errorf("rules: %q", rules)
+	wantRules := [][]string{{"no-paste", "deny", "2", ""}, {"packages", "allow", "4", ""}, {"legacy-ftp", "allow", "0", "never matched"}}
+	if rules := inBrowser(t, b, tableCells("#rules")); fmt.Sprint(rules) != fmt.Sprint(wantRules) {
+		t.Errorf("rules: %q, want %q", rules, wantRules)
+	}
+	wantGroups := [][]string{{"builders", "enforce (the policy's)"}, {"laptops", "report"}}
+	if groups := inBrowser(t, b, tableCells("#groups")); fmt.Sprint(groups) != fmt.Sprint(wantGroups) {
+		t.Errorf("groups: %q, want %q", groups, wantGroups)
+	}
+	if r := find(rows, "pastebin.test"); r == nil || r[9] != "denied_by_rule" || r[10] != "no-paste" {
+		t.Errorf("deny rule row: %q", r)
 	}
 
 	// A denial after the page loaded: a SOCKS5 name with markup and spaces
@@ -207,9 +218,19 @@ func TestStatusPage(t *testing.T) {
 	if fmt.Sprint(allowed) != fmt.Sprint(wantAllowed) {
 		t.Errorf("tester, allowed: %v\nwant %v", allowed, wantAllowed)
 	}
-	if denied := tester("192.0.2.7", fmt.Sprintf("pkg.example.test:%d", origin.Port())); denied["t-decision"] != "deny" ||
-		denied["t-reason"] != "not_allowed" || denied["t-addrs"] != "-" {
-		t.Errorf("tester, other group: %v", denied)
+	if denied := tester("127.0.0.1", "pastebin.test:443"); denied["t-decision"] != "deny" ||
+		denied["t-reason"] != "denied_by_rule" || denied["t-rule"] != "no-paste" || denied["t-addrs"] != "-" {
+		t.Errorf("tester, deny rule: %v", denied)
+	}
+	// A public address literal: decided, never dialed (the tester dials
+	// nothing).
+	if reported := tester("192.0.2.7", "93.184.216.34:443"); reported["t-decision"] != "report" ||
+		reported["t-reason"] != "not_allowed" || reported["t-group"] != "laptops" || reported["t-addrs"] != "93.184.216.34:443" {
+		t.Errorf("tester, group in report mode: %v", reported)
+	}
+	if denied := tester("127.0.0.1", fmt.Sprintf("pkg.example.test:%d", origin.Port()+1)); denied["t-decision"] != "deny" ||
+		denied["t-reason"] != "port_not_allowed" {
+		t.Errorf("tester, other port: %v", denied)
 	}
 	if denied := tester("", "169.254.169.254:80"); denied["t-decision"] != "deny" || denied["t-reason"] != "not_allowed" {
 		t.Errorf("tester, metadata address: %v", denied)

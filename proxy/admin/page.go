@@ -6,7 +6,6 @@ import (
 	"embed"
 	"encoding/json"
 	"html/template"
-	"io/fs"
 	"net"
 	"net/http"
 	"net/netip"
@@ -27,8 +26,14 @@ type Status struct {
 	Reload    Reload    // the last reload attempt; zero Time: none since start
 	Mode      string    // the policy's mode
 	Groups    []Group   // client groups, sorted by name
-	Rules     []string  // rule names, in config order
+	Rules     []Rule    // in config order
 	Listeners []Listener
+}
+
+// Rule is a policy rule: its name and action (allow or deny).
+type Rule struct {
+	Name   string
+	Action string
 }
 
 // Reload is the outcome of a config reload.
@@ -40,7 +45,8 @@ type Reload struct {
 // Group is a client group and the mode its clients are decided in.
 type Group struct {
 	Name string
-	Mode string
+	Mode string // effective: the group's own, or the policy's
+	Own  bool   // the group sets its mode
 }
 
 // Listener is a configured listener: its config key (http, socks5, admin)
@@ -59,14 +65,9 @@ var page = template.Must(template.New("page.html").Funcs(template.FuncMap{
 	"short": func(s string) string { return s[:min(len(s), 12)] },
 }).ParseFS(assets, "assets/page.html"))
 
-// staticFiles serves the page's script, style sheet and icon.
-var staticFiles = func() http.Handler {
-	sub, err := fs.Sub(assets, "assets")
-	if err != nil {
-		panic(err) // the embedded tree is fixed at build time
-	}
-	return http.StripPrefix("/assets/", http.FileServerFS(sub))
-}()
+// staticFiles are the page's script, style sheet and icon, served under
+// /assets/ (the template is not served).
+var staticFiles = []string{"app.js", "style.css", "favicon.svg"}
 
 // securityHeaders: the page loads only its own script, style and icon, and
 // nothing from the wire can become markup (html/template escapes it, and
@@ -85,10 +86,12 @@ type ui struct{ o Options }
 func (u ui) register(mux *http.ServeMux) {
 	on := u.o.UI
 	mux.Handle("GET /{$}", enabled(on, http.HandlerFunc(u.servePage)))
-	mux.Handle("GET /assets/", enabled(on, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		securityHeaders(w.Header())
-		staticFiles.ServeHTTP(w, r)
-	})))
+	for _, name := range staticFiles {
+		mux.Handle("GET /assets/"+name, enabled(on, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			securityHeaders(w.Header())
+			http.ServeFileFS(w, r, assets, "assets/"+name)
+		})))
+	}
 	mux.Handle("GET /api/check", enabled(on, http.HandlerFunc(u.serveCheck)))
 	mux.Handle("GET /api/denials", enabled(on, http.HandlerFunc(u.serveDenials)))
 }
@@ -227,7 +230,7 @@ type requestRow struct {
 }
 
 type ruleRow struct {
-	Name  string
+	Rule
 	Hits  float64
 	Never bool
 }
@@ -279,9 +282,9 @@ func (u ui) servePage(w http.ResponseWriter, r *http.Request) {
 		d.TopDenied = u.o.Stats.TopDenied()
 		d.TopAllowed = u.o.Stats.TopAllowed()
 	}
-	for _, name := range d.Status.Rules {
-		hits := m.rules[name]
-		d.Rules = append(d.Rules, ruleRow{Name: name, Hits: hits, Never: hits == 0})
+	for _, r := range d.Status.Rules {
+		hits := m.rules[r.Name]
+		d.Rules = append(d.Rules, ruleRow{Rule: r, Hits: hits, Never: hits == 0})
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")

@@ -44,8 +44,9 @@ func newUIFixture(t *testing.T) *uiFixture {
 	pol, err := policy.Compile(policy.Config{
 		Mode:       policy.ModeEnforce,
 		DenyRanges: []string{policy.DefaultRanges},
-		Groups:     map[string]policy.Group{"web": {CIDRs: []string{"10.0.1.0/24"}}, "batch": {Users: []string{"ci"}}},
+		Groups:     map[string]policy.Group{"web": {CIDRs: []string{"10.0.1.0/24"}}, "batch": {Users: []string{"ci"}, Mode: policy.ModeReport}},
 		Rules: []policy.Rule{
+			{Name: "no-paste", Action: policy.ActionDeny, Hosts: []string{"pastebin.com"}},
 			{Name: "github", Groups: []string{"web"}, Hosts: []string{"github.com"}, Ports: []int{443}},
 			{Name: "never", Hosts: []string{"unused.example"}, Ports: []int{443}},
 			{Name: "meta", Hosts: []string{"metadata.example"}, Ports: []int{80}},
@@ -75,9 +76,10 @@ func newUIFixture(t *testing.T) *uiFixture {
 		Status: func() Status {
 			return Status{
 				Version: "v1.2.3", Started: started, ConfigSHA: strings.Repeat("ab", 32), Loaded: started,
-				Reload: Reload{Time: started.Add(time.Hour), Result: "error"},
-				Mode:   pol.Mode(), Rules: pol.RuleNames(),
-				Groups:    []Group{{"batch", "enforce"}, {"web", "enforce"}},
+				Reload:    Reload{Time: started.Add(time.Hour), Result: "error"},
+				Mode:      pol.Mode(),
+				Rules:     []Rule{{"no-paste", "deny"}, {"github", "allow"}, {"never", "allow"}, {"meta", "allow"}},
+				Groups:    []Group{{"batch", "report", true}, {"web", "enforce", false}},
 				Listeners: []Listener{{"http", "127.0.0.1:3128"}, {"socks5", "127.0.0.1:1080"}, {"admin", "127.0.0.1:9090"}},
 			}
 		},
@@ -126,7 +128,7 @@ func TestUICheck(t *testing.T) {
 		{"other group", "client=10.0.2.7&target=github.com:443", 200,
 			CheckResult{Decision: "deny", Reason: "not_allowed", Host: "github.com", Port: 443, Addrs: []string{}}, ""},
 		{"port", "client=10.0.1.7&target=github.com:22", 200,
-			CheckResult{Decision: "deny", Reason: "port_not_allowed", Host: "github.com", Port: 22, Addrs: []string{}}, ""},
+			CheckResult{Decision: "deny", Reason: "port_not_allowed", Group: "web", Host: "github.com", Port: 22, Addrs: []string{}}, ""},
 		{"mapped client", "client=::ffff:10.0.1.7&target=github.com:443", 200,
 			CheckResult{Decision: "allow", Rule: "github", Group: "web", Host: "github.com", Port: 443, Addrs: []string{"140.82.112.3:443"}}, ""},
 		{"metadata literal", "target=169.254.169.254:80", 200,
@@ -138,6 +140,10 @@ func TestUICheck(t *testing.T) {
 				Error: "resolve unused.example: no such host"}, ""},
 		{"resolves private", "target=metadata.example:80", 200,
 			CheckResult{Decision: "deny", Reason: "private_range", Rule: "meta", Host: "metadata.example", Port: 80, Addrs: []string{}}, ""},
+		{"deny rule", "client=10.0.1.7&target=pastebin.com:443", 200,
+			CheckResult{Decision: "deny", Reason: "denied_by_rule", Rule: "no-paste", Group: "web", Host: "pastebin.com", Port: 443, Addrs: []string{}}, ""},
+		{"group in report mode", "client=10.0.2.7&user=ci&target=github.com:443", 200,
+			CheckResult{Decision: "report", Reason: "not_allowed", Group: "batch", Host: "github.com", Port: 443, Addrs: []string{"140.82.112.3:443"}}, ""},
 		{"bad target", "target=github.com", 400, CheckResult{}, `target "github.com" is not HOST:PORT`},
 		{"port zero", "target=github.com:0", 400, CheckResult{}, `target "github.com:0" is not HOST:PORT`},
 		{"no target", "client=10.0.1.7", 400, CheckResult{}, "target is required (HOST:PORT)"},
@@ -231,9 +237,11 @@ func TestUIPage(t *testing.T) {
 		"127.0.0.1:3128", "127.0.0.1:1080",
 		"x&lt;script&gt;alert(1)&lt;/script&gt;", "&lt;b&gt;eve&lt;/b&gt;", "bad_request",
 		`<td class="host">github.com</td><td class="num">2</td>`,
-		`<td>github</td><td class="num">2</td>`,
-		`<tr class="never"><td>never</td><td class="num">0</td><td><span class="badge">never matched</span>`,
-		"<td>batch</td>", "<td>web</td>",
+		`<td>github</td><td class="action-allow">allow</td><td class="num">2</td>`,
+		`<tr class="never"><td>never</td><td class="action-allow">allow</td><td class="num">0</td><td><span class="badge">never matched</span>`,
+		`<td>no-paste</td><td class="action-deny">deny</td>`,
+		`<td>batch</td><td><span class="mode mode-report">report</span></td>`,
+		`<td>web</td><td><span class="mode mode-enforce">enforce</span> <span class="sub">(the policy's)</span></td>`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("page lacks %q", want)
@@ -256,8 +264,10 @@ func TestUIPage(t *testing.T) {
 			t.Errorf("%s: %d %q %d bytes", path, resp.StatusCode, resp.Header.Get("Content-Type"), len(body))
 		}
 	}
-	if resp, _ := f.get(t, "/nothing"); resp.StatusCode != 404 {
-		t.Errorf("/nothing: %d", resp.StatusCode)
+	for _, p := range []string{"/nothing", "/assets/", "/assets/page.html"} {
+		if resp, _ := f.get(t, p); resp.StatusCode != 404 {
+			t.Errorf("%s: %d", p, resp.StatusCode)
+		}
 	}
 }
 
