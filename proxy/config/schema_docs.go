@@ -11,7 +11,7 @@ var fieldDocs = map[string]string{
 	"listen":                 "Listener addresses (host:port; \"\" disables one). Read at start only: changing them needs a restart.",
 	"listen.http":            "HTTP forward proxy (absolute-URI requests) and CONNECT.",
 	"listen.socks5":          "SOCKS5 (RFC 1928 CONNECT).",
-	"listen.admin":           "Admin listener: /metrics, /healthz, /readyz (and /debug/pprof with admin.pprof).",
+	"listen.admin":           "Admin listener: /metrics, /healthz, /readyz, the status page (with admin.ui) and /debug/pprof (with admin.pprof).",
 	"listen.proxy_protocol":  "Require a PROXY v1/v2 header on every connection, accepted only from listen.trusted_proxies; its source address is the client.",
 	"listen.trusted_proxies": "CIDRs or IPs of the load balancers allowed to send PROXY headers.",
 
@@ -51,6 +51,7 @@ var fieldDocs = map[string]string{
 
 	"admin":       "Admin listener extras.",
 	"admin.pprof": "Serve /debug/pprof on the admin listener.",
+	"admin.ui":    "Serve the status page on the admin listener: GET / (HTML: recent denials, top hosts, rule hits, a policy tester), GET /api/check?client=IP&user=NAME&target=HOST:PORT and GET /api/denials?limit=N (JSON). Reloads.",
 
 	"limits":                            "Resource limits; 0 means no limit for the connection counts.",
 	"limits.max_connections":            "Client connections per instance; past it a connection is refused (503 X-Egress-Error: limit, SOCKS5 0x01).",
