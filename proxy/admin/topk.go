@@ -14,7 +14,8 @@ import (
 // probability 1-2^-4 (Cormode and Muthukrishnan's count-min bound).
 const (
 	sketchDepth = 4
-	sketchWidth = 2048 // a power of two
+	sketchBits  = 11 // sketchWidth = 2^sketchBits; sketchDepth*sketchBits <= 64
+	sketchWidth = 1 << sketchBits
 )
 
 // maxText is the longest host, user or SNI the page keeps: a DNS name is
@@ -77,10 +78,12 @@ func (t *TopK) Add(s string) {
 	t.promote(s, h)
 }
 
-// index is the column of hash h in row i (double hashing from h's halves).
+// index is the column of hash h in row i: row i takes its own bits of h, so
+// two strings share a counter in every row only if 44 bits of their hashes
+// agree (with double hashing, lo+i*hi, 22 bits did: a rare name could take
+// a leader's count).
 func index(h uint64, i int) uint32 {
-	lo, hi := uint32(h), uint32(h>>32)|1
-	return (lo + uint32(i)*hi) & (sketchWidth - 1)
+	return uint32(h>>(i*sketchBits)) & (sketchWidth - 1)
 }
 
 func (t *TopK) estimate(h uint64) uint64 {
