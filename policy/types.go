@@ -72,6 +72,7 @@ const (
 	// ReasonDLPUnavailable: a DLP inspector (the ICAP service) could not
 	// judge the request and dlp.icap.failure is closed (503).
 	ReasonDLPUnavailable Reason = "dlp_unavailable"
+	ReasonTimeout        Reason = "timeout" // a forwarded request stalled past timeouts.idle
 )
 
 // DenyReasons lists every contract denial reason, in documentation order.

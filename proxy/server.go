@@ -202,6 +202,7 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 		Diag:         o.Diag.Named("http"),
 		Runner:       s.runner,
 		Handshake:    cfg.Timeouts.Handshake,
+		Idle:         cfg.Timeouts.Idle,
 		Auth:         verifyHeader,
 		AuthRequired: cfg.Auth.Required,
 		DLP:          s.dlp,
@@ -362,8 +363,11 @@ func (s *Server) Start() error {
 	errLog := zap.NewStdLog(s.diag.Named("http-server"))
 	if s.httpLn != nil {
 		s.httpSrv = &http.Server{
-			Handler:           s.forward,
-			ConnState:         s.limits.ConnState,
+			Handler: s.forward,
+			ConnState: func(c net.Conn, st http.ConnState) {
+				s.forward.ConnState(c, st)
+				s.limits.ConnState(c, st)
+			},
 			ReadHeaderTimeout: cfg.Timeouts.Handshake,
 			IdleTimeout:       cfg.Timeouts.Idle,
 			MaxHeaderBytes:    int(cfg.Limits.MaxHeaderBytes),
@@ -498,7 +502,7 @@ func (s *Server) Reload(cfg *config.Config, pol *policy.Policy, raw []byte) erro
 	s.limits.SetLimits(connLimits(cfg))
 	s.runner.SetTimeouts(cfg.Timeouts.Idle, cfg.Timeouts.MaxTunnel)
 	s.dialer.SetTimeout(cfg.Timeouts.Connect)
-	s.forward.CloseIdleConnections()
+	s.forward.Reload(cfg.Timeouts.Idle)
 	s.setConfig(raw)
 	s.metrics.SetRules(ruleNames(cfg))
 	s.metrics.Reloads.WithLabelValues("success").Inc()

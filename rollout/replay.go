@@ -112,7 +112,8 @@ func oldOutcome(l *Line) (outcome, bool) {
 		}
 		return o, true
 	case policy.ReasonSNIMismatch, policy.ReasonSNIMissing, policy.ReasonTLSHelloInvalid, policy.ReasonECHRefused,
-		policy.ReasonProtocolMismatch, policy.ReasonDLP, policy.ReasonDLPUnavailable, policy.ReasonDialError, policy.ReasonDNSError:
+		policy.ReasonProtocolMismatch, policy.ReasonDLP, policy.ReasonDLPUnavailable, policy.ReasonDialError, policy.ReasonDNSError,
+		policy.ReasonTimeout:
 		// Decided after the destination passed: by a rule, or reported.
 		o.verdict = policy.Allow
 		if o.rule == "" {

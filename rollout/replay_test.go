@@ -107,6 +107,7 @@ func TestReplayOldOutcome(t *testing.T) {
 		{`{"decision":"report","rule":"","reason":"ech_refused"}`, policy.Report, "ech_refused", true},
 		{`{"decision":"deny","rule":"r","reason":"dlp_unavailable"}`, policy.Allow, "dlp_unavailable", true},
 		{`{"decision":"deny","rule":"r","reason":"dial_error"}`, policy.Allow, "dial_error", true},
+		{`{"decision":"allow","rule":"r","reason":"timeout"}`, policy.Allow, "timeout", true},
 		{`{"decision":"deny","rule":"","reason":"auth_required"}`, 0, "", false},
 		{`{"decision":"deny","rule":"","reason":"limit"}`, 0, "", false},
 		{`{"decision":"deny","rule":"","reason":"bad_request"}`, 0, "", false},

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -214,4 +215,88 @@ func readHead(br *bufio.Reader) (string, error) {
 			return b.String(), nil
 		}
 	}
+}
+
+// twinOrigin is one plain HTTP origin on the same port of several
+// addresses (one name, several A records). It counts, per address, the
+// connections it accepted and the requests it answered, by the client
+// named in their X-Client header. GET /hold waits for Release.
+type twinOrigin struct {
+	port    int
+	mu      sync.Mutex
+	conns   map[string]int      // address -> connections accepted
+	open    map[string]int      // address -> connections open now
+	clients map[string][]string // address -> X-Client of each request
+	arrived chan string         // the address of each /hold request
+	release chan struct{}
+	once    sync.Once
+}
+
+func newTwinOrigin(t *testing.T, ns *testenv.Netns, ips ...string) *twinOrigin {
+	t.Helper()
+	o := &twinOrigin{conns: map[string]int{}, open: map[string]int{}, clients: map[string][]string{},
+		arrived: make(chan string, 16), release: make(chan struct{})}
+	for i, ip := range ips {
+		ln, err := ns.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(o.port)))
+		if err != nil {
+			t.Fatalf("origin on %s: %v", ip, err)
+		}
+		if i == 0 {
+			o.port = portOf(ln.Addr())
+		}
+		srv := &http.Server{
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				o.mu.Lock()
+				o.clients[ip] = append(o.clients[ip], r.Header.Get("X-Client"))
+				o.mu.Unlock()
+				if r.URL.Path == "/hold" {
+					o.arrived <- ip
+					select {
+					case <-o.release:
+					case <-r.Context().Done():
+					}
+				}
+				io.WriteString(w, ip)
+			}),
+			ConnState: func(_ net.Conn, s http.ConnState) {
+				o.mu.Lock()
+				defer o.mu.Unlock()
+				switch s {
+				case http.StateNew:
+					o.conns[ip]++
+					o.open[ip]++
+				case http.StateClosed, http.StateHijacked:
+					o.open[ip]--
+				}
+			},
+		}
+		go srv.Serve(ln)
+		t.Cleanup(func() {
+			o.Release()
+			srv.Close()
+		})
+	}
+	return o
+}
+
+// Release lets every /hold request answer.
+func (o *twinOrigin) Release() { o.once.Do(func() { close(o.release) }) }
+
+func (o *twinOrigin) stats(ip string) (conns, open int, clients []string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.conns[ip], o.open[ip], append([]string(nil), o.clients[ip]...)
+}
+
+// scrape reads egressd's /metrics (from inside the namespace).
+func (e *edgeEnv) scrape(t *testing.T) metrics {
+	t.Helper()
+	tr := &http.Transport{DialContext: e.ns.DialContext, DisableKeepAlives: true, Proxy: nil}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("http://" + e.proc.AdminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	return parseMetrics(t, resp.Body)
 }

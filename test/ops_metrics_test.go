@@ -19,7 +19,7 @@ var (
 	opsListeners = []string{"http", "connect", "socks5"}
 	opsDecisions = []string{"allow", "deny", "report"}
 	opsReasons   = []string{"", "not_allowed", "port_not_allowed", "denied_by_rule", "private_range", "sni_mismatch", "sni_missing",
-		"tls_hello_invalid", "ech_refused", "protocol_mismatch", "auth_required", "dlp", "bad_request", "dns_error", "dial_error", "limit"}
+		"tls_hello_invalid", "ech_refused", "protocol_mismatch", "auth_required", "dlp", "bad_request", "dns_error", "dial_error", "limit", "timeout"}
 )
 
 // TestMetrics scrapes /metrics with the Prometheus text parser: every

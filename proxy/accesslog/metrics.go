@@ -17,7 +17,8 @@ var (
 	knownListeners = []policy.Listener{policy.ListenerHTTP, policy.ListenerConnect, policy.ListenerSOCKS5}
 	knownDecisions = []policy.Verdict{policy.Allow, policy.Deny, policy.Report}
 	knownReasons   = append([]policy.Reason{policy.ReasonNone}, append(append([]policy.Reason{}, policy.DenyReasons...),
-		policy.ReasonBadRequest, policy.ReasonDNSError, policy.ReasonDialError, policy.ReasonLimit, policy.ReasonDLPUnavailable)...)
+		policy.ReasonBadRequest, policy.ReasonDNSError, policy.ReasonDialError, policy.ReasonLimit, policy.ReasonDLPUnavailable,
+		policy.ReasonTimeout)...)
 	knownLimits  = []string{LimitMaxConnections, LimitMaxConnectionsPerClient}
 	knownSockets = []policy.Listener{policy.ListenerHTTP, policy.ListenerSOCKS5}
 )

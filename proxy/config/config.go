@@ -72,7 +72,7 @@ type Limits struct {
 type Timeouts struct {
 	Handshake  time.Duration `yaml:"handshake"`   // request line and headers, SOCKS greeting, ClientHello peek, wait for a bcrypt slot
 	Connect    time.Duration `yaml:"connect"`     // dial, per address
-	Idle       time.Duration `yaml:"idle"`        // a tunnel with no bytes either way is closed
+	Idle       time.Duration `yaml:"idle"`        // a tunnel, or a forwarded request's wait, with no bytes either way is cut
 	MaxTunnel  time.Duration `yaml:"max_tunnel"`  // 0 means no limit
 	Drain      time.Duration `yaml:"drain"`       // in-flight work gets this long on SIGTERM
 	DrainDelay time.Duration `yaml:"drain_delay"` // /readyz is 503 this long before listeners close

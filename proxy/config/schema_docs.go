@@ -61,7 +61,7 @@ var fieldDocs = map[string]string{
 	"timeouts":             "Time bounds of every blocking step (Go durations: 500ms, 10s, 5m).",
 	"timeouts.handshake":   "Request line and headers, SOCKS5 greeting, TLS ClientHello.",
 	"timeouts.connect":     "Each dial of an origin address.",
-	"timeouts.idle":        "A tunnel with no byte either way this long is closed.",
+	"timeouts.idle":        "A tunnel, or a forwarded request's wait (its body, the origin's answer, a client taking the response), with no byte either way this long is cut.",
 	"timeouts.max_tunnel":  "Longest life of a tunnel; 0s: no limit.",
 	"timeouts.drain":       "On SIGTERM, how long requests and tunnels in flight get after the listeners close.",
 	"timeouts.drain_delay": "On SIGTERM, how long /readyz answers 503 before the listeners close (the load balancer's health check must see it).",

@@ -12,6 +12,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/elazarl/goproxy"
@@ -36,6 +37,10 @@ type Options struct {
 	Runner *tunnel.Runner
 	// Handshake bounds writes of the tunnel's status line to the client.
 	Handshake time.Duration
+	// Idle (timeouts.idle) bounds every wait without progress of a
+	// forwarded request: for the client's body, for the origin's response
+	// and body, for a client to take the response. Zero: unbounded.
+	Idle time.Duration
 	// Auth checks a Proxy-Authorization header value and returns the user.
 	// Nil: no authentication; every client is anonymous.
 	Auth func(header string) (user string, ok bool)
@@ -54,10 +59,11 @@ type Options struct {
 // Handler is the HTTP front end: an http.Handler serving absolute-URI
 // requests and CONNECT.
 type Handler struct {
-	o  Options
-	gp *goproxy.ProxyHttpServer
-	tr *http.Transport
-	rt goproxy.RoundTripper // through the cache to tr; nil without a cache
+	o    Options
+	gp   *goproxy.ProxyHttpServer
+	ups  *upstreams           // origin connections, pooled by pinned address set
+	idle *atomic.Int64        // Options.Idle, replaced on reload
+	rt   goproxy.RoundTripper // the HTTP cache in front of the pools, or the pools
 }
 
 // New builds a Handler. goproxy's defaults are treated as hostile and
@@ -68,24 +74,19 @@ func New(o Options) *Handler {
 	if o.Diag == nil {
 		o.Diag = zap.NewNop()
 	}
-	h := &Handler{o: o}
-	h.tr = &http.Transport{
-		Proxy:                 nil, // never chain to a proxy from our own environment
-		DialContext:           h.dialFromContext,
-		MaxIdleConns:          4096,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true, // stay transparent: never add Accept-Encoding
-		ForceAttemptHTTP2:     false,
-	}
+	h := &Handler{o: o, idle: new(atomic.Int64)}
+	h.idle.Store(int64(o.Idle))
+	h.ups = newUpstreams(h.newTransport)
 	gp := goproxy.NewProxyHttpServer()
 	// goproxy v1.9.3 proxy.go: NewProxyHttpServer sets ConnectDial from
 	// HTTPS_PROXY in the environment and Tr.Proxy to ProxyFromEnvironment.
 	gp.ConnectDial = nil
 	gp.ConnectDialWithReq = nil
-	gp.Tr = h.tr
+	// Every forwarded request goes out through its pool's Transport
+	// (onRequest sets ProxyCtx.RoundTripper: the cache, or the pools).
+	// goproxy's own Transport is a dead end, should any library path ever
+	// reach for it.
+	gp.Tr = &http.Transport{Proxy: nil, DialContext: refuseDial}
 	gp.Verbose = false
 	gp.Logger = zapPrintf{o.Diag.Named("goproxy")}
 	gp.KeepAcceptEncoding = true
@@ -96,8 +97,9 @@ func New(o Options) *Handler {
 	gp.OnRequest().DoFunc(h.onRequest)
 	gp.OnResponse().DoFunc(h.onResponse)
 	h.gp = gp
+	h.rt = (*poolRoundTripper)(h)
 	if o.Cache != nil {
-		next := originTransport{h.tr}
+		next := originTransport{h}
 		h.rt = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
 			return o.Cache.RoundTrip(req, next)
 		})
@@ -105,9 +107,38 @@ func New(o Options) *Handler {
 	return h
 }
 
-// CloseIdleConnections drops pooled origin connections, so that after a
-// policy reload no connection approved by the old policy is reused.
-func (h *Handler) CloseIdleConnections() { h.tr.CloseIdleConnections() }
+// idleConnTimeout closes origin connections unused this long.
+const idleConnTimeout = 90 * time.Second
+
+func (h *Handler) newTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil, // never chain to a proxy from our own environment
+		DialContext:           h.dialFromContext,
+		MaxIdleConns:          4096,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       idleConnTimeout,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true, // stay transparent: never add Accept-Encoding
+		ForceAttemptHTTP2:     false,
+	}
+}
+
+// Reload applies a new config: no pooled origin connection approved under
+// the old policy serves another request (idle ones close now, busy ones
+// after their request), and idle is the new timeouts.idle.
+func (h *Handler) Reload(idle time.Duration) {
+	h.idle.Store(int64(idle))
+	h.ups.retireAll()
+}
+
+// ConnState is an http.Server ConnState hook: between requests a client
+// connection keeps no write deadline of a response that is over.
+func (h *Handler) ConnState(c net.Conn, s http.ConnState) {
+	if s == http.StateIdle {
+		c.SetWriteDeadline(time.Time{})
+	}
+}
 
 // exchange is the per-request state shared between our wrapper and the
 // goproxy callbacks, carried in the request context.
@@ -116,13 +147,20 @@ type exchange struct {
 	// synthesized: the response is egressd's own (a refusal or an error
 	// from onRequest), not an origin's.
 	synthesized bool
-	prefix      []byte // bytes the HTTP server had buffered past the CONNECT request
-	tunnel      bool   // the tunnel owns the record from now on
-	status      int    // status written on a hijacked conn (CONNECT refusals)
-	errRsn      policy.Reason
+	prefix      []byte       // bytes the HTTP server had buffered past the CONNECT request
+	tunnel      bool         // the tunnel owns the record from now on
+	status      int          // status written on a hijacked conn (CONNECT refusals)
 	dlp         *dlp.Outcome // the DLP chain's answer for a forwarded request
 	w           *respWriter  // the client's response writer (absolute-URI requests)
 	trace       httptrace.ClientTrace
+	// forwarding: an absolute-URI request on its way to the origin, with
+	// fwd its state.
+	forwarding bool
+	fwd        forwarded
+	dl         deadliner // the client connection's deadlines; nil in tests
+	// abort: the client connection must be cut, not finished (a response
+	// relayed in part); aborting: the panic that cuts it is under way.
+	abort, aborting bool
 }
 
 type exchangeKey struct{}
@@ -145,11 +183,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.Method = r.Method
 	}
 	x := &exchange{rec: rec}
-	cw := &respWriter{ResponseWriter: w, x: x}
+	cw := &respWriter{ResponseWriter: w, x: x, idle: h.idle}
+	cw.dl, _ = w.(deadliner)
+	x.dl = cw.dl
 	if listener == policy.ListenerHTTP && r.ProtoAtLeast(1, 1) {
 		x.w = cw
 	}
 	defer func() {
+		if x.forwarding {
+			h.finishForwarded(x, cw)
+		}
 		if !x.tunnel {
 			if x.dlp != nil {
 				// Findings in a streamed body's tail arrive while the
@@ -167,6 +210,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rec.Down.Store(cw.written)
 			rec.Finish()
 		}
+		if x.abort && !x.aborting {
+			// net/http cuts the connection without finishing the
+			// response: the client cannot take a part for the whole.
+			x.aborting = true
+			panic(http.ErrAbortHandler)
+		}
 	}()
 	if h.o.Auth != nil {
 		user, ok := h.o.Auth(r.Header.Get("Proxy-Authorization"))
@@ -182,6 +231,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := context.WithValue(r.Context(), exchangeKey{}, x)
 	ctx = accesslog.WithRecord(ctx, rec)
+	if listener == policy.ListenerHTTP && wantsWebSocket(r) {
+		h.serveUpgrade(cw, r.WithContext(ctx), x)
+		return
+	}
 	h.gp.ServeHTTP(cw, r.WithContext(ctx))
 }
 
@@ -268,26 +321,44 @@ func (h *Handler) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 	r.Host = r.URL.Host
 	r.Header.Del("Host")
 	removeHopByHop(r.Header)
+	f := &x.fwd
+	f.x, f.addrs = x, dec.Addrs
+	if r.Body != nil && r.Body != http.NoBody {
+		// Every read of the client's body, DLP's included, is counted and
+		// bounded by timeouts.idle.
+		b := &countingBody{ReadCloser: r.Body, rec: x.rec, f: f, dl: x.dl, idle: h.idle}
+		r.Body = b
+		// Nothing is dialed or sent for a body that never starts: wait
+		// (up to timeouts.idle) for its first byte. Not for a client
+		// that waits for 100 Continue: the origin says whether it wants
+		// the body.
+		if !strings.EqualFold(r.Header.Get("Expect"), "100-continue") && b.prefetch() {
+			x.rec.Reason = policy.ReasonTimeout
+			x.synthesized = true
+			resp := errorResponse(r, http.StatusRequestTimeout, policy.ReasonTimeout)
+			resp.Header.Set("Connection", "close")
+			resp.Close = true
+			return r, resp
+		}
+	}
 	if h.o.DLP != nil && h.o.DLP.Active(dec.DLP) {
 		if resp := h.inspect(r, x, dec); resp != nil {
 			x.synthesized = true
 			return r, resp
 		}
 	}
-	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &countingBody{ReadCloser: r.Body, rec: x.rec}
-	}
+	x.forwarding = true
 	ctx := withDecision(r.Context(), dec, r.URL.Host, defPort)
+	// The trace checks the connection the Transport picks before the
+	// request goes out on it (forwarded.gotConn), and forwards 1xx
+	// responses (103 Early Hints, 102 Processing; RFC 9110 section 15.2),
+	// which Go's Transport drops unless a trace asks for them.
+	x.trace.GotConn = f.gotConn
 	if x.w != nil {
-		// RFC 9110 section 15.2: a proxy forwards 1xx responses (103
-		// Early Hints, 102 Processing); Go's Transport drops them unless
-		// a trace asks for them.
 		x.trace.Got1xxResponse = x.forward1xx
-		ctx = httptrace.WithClientTrace(ctx, &x.trace)
 	}
-	if h.rt != nil {
-		pctx.RoundTripper = h.rt
-	}
+	ctx = httptrace.WithClientTrace(ctx, &x.trace)
+	pctx.RoundTripper = h.rt
 	return r.WithContext(ctx), nil
 }
 
@@ -348,26 +419,29 @@ func (h *Handler) inspect(r *http.Request, x *exchange, dec policy.Decision) *ht
 
 // onResponse maps transport failures to 502 and strips hop-by-hop headers.
 func (h *Handler) onResponse(resp *http.Response, pctx *goproxy.ProxyCtx) *http.Response {
+	x := exchangeFrom(pctx.Req.Context())
 	if resp == nil {
-		x := exchangeFrom(pctx.Req.Context())
 		if x.dlp.Cut() {
 			// The streamed body had a finding past dlp.max_scan_bytes:
 			// the upload was cut, the origin saw it abort.
 			x.rec.Deny(policy.ReasonDLP)
 			return deniedResponse(pctx.Req, http.StatusForbidden, policy.ReasonDLP)
 		}
-		reason := x.errRsn
-		if reason == "" {
-			reason = policy.ReasonDialError
-		}
-		x.rec.Reason = reason
 		if pctx.Error != nil {
 			h.o.Diag.Debug("upstream failed", zap.String("host", x.rec.Host), zap.Error(pctx.Error))
 		}
-		return errorResponse(pctx.Req, http.StatusBadGateway, reason)
+		return h.failed(pctx.Req, x)
 	}
-	if exchangeFrom(pctx.Req.Context()).synthesized {
+	if x.synthesized {
 		return resp // our own answer from onRequest
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// No upgrade was asked for on this path (handshakes go through
+		// serveUpgrade): an origin that switches anyway gets nothing
+		// relayed. goproxy closes the body, the origin connection.
+		x.rec.Reason = policy.ReasonDialError
+		h.o.Diag.Debug("origin switched protocols unasked", zap.String("host", x.rec.Host))
+		return errorResponse(pctx.Req, http.StatusBadGateway, policy.ReasonDialError)
 	}
 	// An origin's headers never steer egressd or pass as its own: hop-by-hop
 	// headers stop here (RFC 9110 section 7.6.1), and so does any
@@ -376,8 +450,8 @@ func (h *Handler) onResponse(resp *http.Response, pctx *goproxy.ProxyCtx) *http.
 		removeHopByHop(resp.Header)
 		removeEgressHeaders(resp.Header)
 	}
-	if h.rt != nil {
-		exchangeFrom(pctx.Req.Context()).rec.Cache = cacheResult(resp.Header.Get(httpcache.HeaderXCache))
+	if h.o.Cache != nil {
+		x.rec.Cache = cacheResult(resp.Header.Get(httpcache.HeaderXCache))
 	}
 	return resp
 }
@@ -385,9 +459,9 @@ func (h *Handler) onResponse(resp *http.Response, pctx *goproxy.ProxyCtx) *http.
 // originTransport is what the HTTP cache sends its misses through: the
 // pinned Transport, plus how to detach a request of the cache's own from
 // the client's exchange.
-type originTransport struct{ tr *http.Transport }
+type originTransport struct{ h *Handler }
 
-func (t originTransport) RoundTrip(r *http.Request) (*http.Response, error) { return t.tr.RoundTrip(r) }
+func (t originTransport) RoundTrip(r *http.Request) (*http.Response, error) { return t.h.roundTrip(r) }
 
 func (originTransport) Detach(ctx context.Context) context.Context { return detach(ctx) }
 
@@ -458,6 +532,16 @@ type respWriter struct {
 	x       *exchange
 	status  int
 	written int64
+	err     error         // the first write error
+	dl      deadliner     // the server's own response writer; nil in tests
+	idle    *atomic.Int64 // timeouts.idle
+}
+
+// deadliner is what net/http's response writer offers (as
+// http.ResponseController uses it): deadlines on the client connection.
+type deadliner interface {
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
 }
 
 func (w *respWriter) WriteHeader(code int) {
@@ -471,8 +555,18 @@ func (w *respWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	if w.dl != nil {
+		// A client that stopped reading holds the response for at most
+		// timeouts.idle without progress.
+		if d := time.Duration(w.idle.Load()); d > 0 {
+			w.dl.SetWriteDeadline(time.Now().Add(d))
+		}
+	}
 	n, err := w.ResponseWriter.Write(p)
 	w.written += int64(n)
+	if err != nil && w.err == nil {
+		w.err = err
+	}
 	return n, err
 }
 
@@ -512,15 +606,70 @@ func (w *respWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return c, rw, nil
 }
 
+// countingBody is a forwarded request's body from the client: it counts
+// the bytes and bounds each wait for more by timeouts.idle. It is read on
+// the Transport's write goroutine.
 type countingBody struct {
 	io.ReadCloser
-	rec *accesslog.Record
+	rec  *accesslog.Record
+	f    *forwarded
+	dl   deadliner // the client connection's; nil: no deadlines
+	idle *atomic.Int64
+
+	first    [1]byte // read by prefetch, not yet returned by Read
+	hasFirst bool
+	firstErr error
+}
+
+// prefetch waits for the body's first byte, and reports whether it timed
+// out. What it read (or the error) is what Read returns first.
+func (b *countingBody) prefetch() (timedOut bool) {
+	var n int
+	n, b.firstErr = b.read(b.first[:])
+	b.hasFirst = n > 0
+	return n == 0 && b.f.clientTimeout.Load()
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
+	if b.hasFirst && len(p) > 0 {
+		b.hasFirst = false
+		p[0] = b.first[0]
+		return 1, b.firstErr
+	}
+	if b.firstErr != nil {
+		return 0, b.firstErr
+	}
+	return b.read(p)
+}
+
+func (b *countingBody) read(p []byte) (int, error) {
+	b.setDeadline()
 	n, err := b.ReadCloser.Read(p)
 	b.rec.Up.Add(int64(n))
+	switch {
+	case err == io.EOF && b.dl != nil:
+		// The body is over: net/http's own reads (its check for a client
+		// that went away, the next request) set theirs.
+		b.dl.SetReadDeadline(time.Time{})
+	case err != nil && isTimeout(err):
+		b.f.clientTimeout.Store(true)
+	}
 	return n, err
+}
+
+// Close is net/http's, which may read what is left of the body (to keep
+// the connection): bounded like any other read.
+func (b *countingBody) Close() error {
+	b.setDeadline()
+	return b.ReadCloser.Close()
+}
+
+func (b *countingBody) setDeadline() {
+	if b.dl != nil {
+		if d := time.Duration(b.idle.Load()); d > 0 {
+			b.dl.SetReadDeadline(time.Now().Add(d))
+		}
+	}
 }
 
 // hopByHop are the headers RFC 9110 section 7.6.1 says a proxy must not forward.
@@ -556,20 +705,23 @@ func removeEgressHeaders(h http.Header) {
 }
 
 // normalizedAuthority is authority (host, or host:port, as the URI spelled
-// it) with the host the decision normalized. It returns authority itself
-// when that is already the normalized spelling (the common case).
+// it) with the host the decision normalized, bracketed if it is IPv6. It
+// returns authority itself when that is already the spelling (the common
+// case).
 func normalizedAuthority(authority string, dec policy.Decision) string {
 	host, port, err := net.SplitHostPort(authority)
-	if err != nil {
-		host, port = trimBrackets(authority), ""
+	hasPort := err == nil
+	if !hasPort {
+		host = trimBrackets(authority)
 	}
-	if host == dec.Host {
+	v6 := strings.IndexByte(dec.Host, ':') >= 0
+	if host == dec.Host && authority != "" && (authority[0] == '[') == v6 {
 		return authority
 	}
-	if port != "" {
+	if hasPort {
 		return net.JoinHostPort(dec.Host, port)
 	}
-	if strings.IndexByte(dec.Host, ':') >= 0 {
+	if v6 {
 		return "[" + dec.Host + "]"
 	}
 	return dec.Host

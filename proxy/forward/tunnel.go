@@ -83,8 +83,7 @@ type decisionKey struct{}
 
 type decided struct {
 	dec  policy.Decision
-	addr string    // the authority the Transport will dial, as the URI spelled it
-	x    *exchange // nil for the HTTP cache's own requests (detach)
+	addr string // the authority the Transport will dial (normalized host, port)
 }
 
 func withDecision(ctx context.Context, dec policy.Decision, authority, defPort string) context.Context {
@@ -92,7 +91,7 @@ func withDecision(ctx context.Context, dec policy.Decision, authority, defPort s
 	if _, _, err := net.SplitHostPort(authority); err != nil {
 		addr = net.JoinHostPort(trimBrackets(authority), defPort)
 	}
-	return context.WithValue(ctx, decisionKey{}, decided{dec: dec, addr: addr, x: exchangeFrom(ctx)})
+	return context.WithValue(ctx, decisionKey{}, decided{dec: dec, addr: addr})
 }
 
 var errNoDecision = errors.New("refusing to dial without a policy decision")
@@ -100,13 +99,12 @@ var errNoDecision = errors.New("refusing to dial without a policy decision")
 // detach is the context of a request the HTTP cache sends on its own after
 // the client's exchange may have ended (httpcache.Detacher): the decision
 // made for the client's request, and nothing of the exchange (its record,
-// its response writer), so the request can outlive it.
+// its response writer, its trace), so the request can outlive it.
 func detach(ctx context.Context) context.Context {
 	d, ok := ctx.Value(decisionKey{}).(decided)
 	if !ok {
 		return context.Background()
 	}
-	d.x = nil
 	return context.WithValue(context.Background(), decisionKey{}, d)
 }
 
@@ -118,21 +116,15 @@ func (h *Handler) dialFromContext(ctx context.Context, network, addr string) (ne
 	if !ok || !d.dec.Verdict.Passes() || !sameAuthority(d.addr, addr) {
 		return nil, errNoDecision
 	}
-	if d.x == nil {
-		// The HTTP cache's own request (see detach): no client exchange
-		// to record the dial in.
-		conn, _, err := h.o.Dialer.Dial(ctx, d.dec)
-		if err != nil {
-			return nil, err
-		}
-		return conn, nil
-	}
-	conn, err := h.dial(ctx, d.x, d.dec)
+	// The Transport may hand the conn to another request of the same
+	// pool: the record of the request that uses it learns its address
+	// (forwarded.gotConn), not this one.
+	conn, remote, err := h.o.Dialer.Dial(ctx, d.dec)
 	if err != nil {
-		d.x.errRsn = policy.ReasonDialError
+		h.o.Diag.Debug("dial failed", zap.String("host", d.dec.Host), zap.Error(err))
 		return nil, err
 	}
-	return conn, nil
+	return &upstreamConn{c: conn, remote: remote, idle: h.idle}, nil
 }
 
 func sameAuthority(a, b string) bool {

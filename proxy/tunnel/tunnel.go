@@ -101,7 +101,7 @@ func judge(dec policy.Decision, hello []byte, info sni.Info, err error) (policy.
 // or drain cuts it), closes both conns and finishes rec. It blocks.
 func (r *Runner) Relay(client, upstream *net.TCPConn, first []byte, rec *accesslog.Record) {
 	done := make(chan struct{})
-	r.start(client, upstream, first, rec, func() { close(done) })
+	r.start(client, upstream, first, nil, rec, func() { close(done) })
 	<-done
 }
 
@@ -110,10 +110,17 @@ func (r *Runner) Relay(client, upstream *net.TCPConn, first []byte, rec *accessl
 // nothing left to do should use Start, so that no third goroutine (with a
 // grown stack) waits for every idle tunnel.
 func (r *Runner) Start(client, upstream *net.TCPConn, first []byte, rec *accesslog.Record) {
-	r.start(client, upstream, first, rec, nil)
+	r.start(client, upstream, first, nil, rec, nil)
 }
 
-func (r *Runner) start(client, upstream *net.TCPConn, first []byte, rec *accesslog.Record, then func()) {
+// StartUpgraded is Start for a connection that switched protocols (an HTTP
+// upgrade, such as WebSocket): upstreamFirst, the bytes already read from
+// the upstream past its 101 response, go to the client first.
+func (r *Runner) StartUpgraded(client, upstream *net.TCPConn, first, upstreamFirst []byte, rec *accesslog.Record) {
+	r.start(client, upstream, first, upstreamFirst, rec, nil)
+}
+
+func (r *Runner) start(client, upstream *net.TCPConn, first, upstreamFirst []byte, rec *accesslog.Record, then func()) {
 	r.Metrics.TunnelOpened(rec.Listener)
 	var id uint64
 	if r.Registry != nil {
@@ -121,11 +128,12 @@ func (r *Runner) start(client, upstream *net.TCPConn, first []byte, rec *accessl
 	}
 	idle, maxTunnel := r.timeouts()
 	egress.Start(client, upstream, egress.RelayOptions{
-		ClientPrefix: first,
-		Idle:         idle,
-		MaxDuration:  maxTunnel,
-		Up:           &rec.Up,
-		Down:         &rec.Down,
+		ClientPrefix:   first,
+		UpstreamPrefix: upstreamFirst,
+		Idle:           idle,
+		MaxDuration:    maxTunnel,
+		Up:             &rec.Up,
+		Down:           &rec.Down,
 	}, func(_, _ int64, _ error) {
 		// The line and the metrics first: a drain (Registry.Wait) that
 		// returns must find every tunnel it waited for already logged.

@@ -1,0 +1,66 @@
+package forward
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"testing"
+
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/accesslog"
+	"github.com/egressd/egressd/proxy/egress"
+	"github.com/egressd/egressd/proxy/tunnel"
+)
+
+// staticDecider allows everything to one pinned address.
+type staticDecider struct{ d policy.Decision }
+
+func (s staticDecider) Decide(context.Context, policy.Request) (policy.Decision, error) {
+	return s.d, nil
+}
+
+// BenchmarkForwardGET: one keep-alive client, absolute-URI GETs of a
+// 1 KiB body through the Handler to an origin on loopback; the client and
+// the origin run in the same process, so compare runs, not absolute
+// figures (allocs/op is the steadiest).
+func BenchmarkForwardGET(b *testing.B) {
+	body := make([]byte, 1024)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1024")
+		w.Write(body)
+	}))
+	defer origin.Close()
+	oap := netip.MustParseAddrPort(origin.Listener.Addr().String())
+	h := New(Options{
+		Decider: staticDecider{policy.Decision{Verdict: policy.Allow, Host: "127.0.0.1", IsIP: true, Port: oap.Port(), Addrs: []netip.AddrPort{oap}}},
+		Dialer:  &egress.Dialer{},
+		Log:     accesslog.NewLogger(nil, nil),
+		Runner:  &tunnel.Runner{},
+	})
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	defer srv.Close()
+	pu, _ := url.Parse("http://" + ln.Addr().String())
+	tr := &http.Transport{Proxy: http.ProxyURL(pu), MaxIdleConnsPerHost: 16}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr}
+	target := "http://" + oap.String() + "/x"
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		resp, err := c.Get(target)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b.Fatal(resp.Status)
+		}
+	}
+}

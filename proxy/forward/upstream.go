@@ -1,0 +1,198 @@
+package forward
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// upstreams pools the origin connections of forwarded requests, one
+// http.Transport per set of pinned addresses. A Transport pools by scheme
+// and host:port only, so one shared Transport would hand a connection
+// dialed for one decision to a later request whose decision pinned other
+// addresses (a group with a narrower allow_ranges, a policy reloaded since).
+// Keyed by the set, a pool holds only connections to addresses of that
+// set, and a request only ever takes one from the pool of its own
+// decision's set. The same set in another order is the same pool.
+//
+// A reload retires every pool: idle connections close at once, busy ones
+// when their request is over, and no later request can reach them.
+type upstreams struct {
+	// build makes the Transport of a new pool.
+	build func() *http.Transport
+
+	mu    sync.Mutex // pool creation, sweeps, retirement
+	cur   atomic.Pointer[poolSet]
+	swept time.Time
+}
+
+// poolSet is one policy generation's pools, by key (see setKey).
+type poolSet struct {
+	mu sync.RWMutex
+	m  map[string]*pool
+}
+
+// pool is one Transport and the requests using it.
+type pool struct {
+	tr       *http.Transport
+	inflight atomic.Int32
+	retired  atomic.Bool
+	used     atomic.Int64 // unix nanoseconds of the last release
+}
+
+// sweepEvery bounds how often creating a pool also drops the pools unused
+// for longer than poolIdle (their connections have closed by then).
+const (
+	sweepEvery = 30 * time.Second
+	poolIdle   = 2 * idleConnTimeout
+)
+
+func newUpstreams(build func() *http.Transport) *upstreams {
+	u := &upstreams{build: build}
+	u.cur.Store(&poolSet{m: map[string]*pool{}})
+	return u
+}
+
+// get returns the pool for addrs, counted busy until release.
+func (u *upstreams) get(addrs []netip.AddrPort) *pool {
+	var kb [8 * keyAddrLen]byte
+	key := setKey(kb[:0], addrs)
+	set := u.cur.Load()
+	set.mu.RLock()
+	p := set.m[string(key)] // no allocation: the compiler looks up by the bytes
+	set.mu.RUnlock()
+	if p != nil {
+		p.inflight.Add(1)
+		if !p.retired.Load() {
+			return p
+		}
+		u.release(p) // retired since: build one in the current set
+	}
+	return u.create(string(key))
+}
+
+func (u *upstreams) create(key string) *pool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	set := u.cur.Load()
+	set.mu.Lock()
+	defer set.mu.Unlock()
+	if p := set.m[key]; p != nil {
+		p.inflight.Add(1)
+		return p
+	}
+	if now := time.Now(); now.Sub(u.swept) > sweepEvery {
+		u.swept = now
+		for k, p := range set.m {
+			if p.inflight.Load() == 0 && now.UnixNano()-p.used.Load() > int64(poolIdle) {
+				delete(set.m, k)
+				retire(p)
+			}
+		}
+	}
+	p := &pool{tr: u.build()}
+	p.used.Store(time.Now().UnixNano())
+	p.inflight.Add(1)
+	set.m[key] = p
+	return p
+}
+
+// release ends a request's use of p. The last request on a retired pool
+// closes the connections it left idle.
+func (u *upstreams) release(p *pool) {
+	p.used.Store(time.Now().UnixNano())
+	if p.inflight.Add(-1) == 0 && p.retired.Load() {
+		p.tr.CloseIdleConnections()
+	}
+}
+
+// retireAll starts a new generation: every existing pool is retired.
+func (u *upstreams) retireAll() {
+	u.mu.Lock()
+	old := u.cur.Swap(&poolSet{m: map[string]*pool{}})
+	u.mu.Unlock()
+	old.mu.Lock()
+	defer old.mu.Unlock()
+	for _, p := range old.m {
+		retire(p)
+	}
+}
+
+// retire stops p from serving new requests and closes its idle
+// connections; connections busy now close when their request is over (see
+// release).
+func retire(p *pool) {
+	p.retired.Store(true)
+	if p.inflight.Load() == 0 {
+		p.tr.CloseIdleConnections()
+	}
+}
+
+// keyAddrLen is one address's length in a key: 16 bytes of address, 2 of
+// port.
+const keyAddrLen = 18
+
+// setKey appends the key of the set addrs to b: the addresses sorted, so
+// that the same set in any order (DNS answers rotate) has the same key.
+func setKey(b []byte, addrs []netip.AddrPort) []byte {
+	var sb [8]netip.AddrPort
+	sorted := append(sb[:0], addrs...)
+	for i := range sorted {
+		sorted[i] = netip.AddrPortFrom(sorted[i].Addr().Unmap(), sorted[i].Port())
+	}
+	slices.SortFunc(sorted, netip.AddrPort.Compare)
+	sorted = slices.Compact(sorted)
+	for _, ap := range sorted {
+		a := ap.Addr().As16()
+		b = append(b, a[:]...)
+		b = append(b, byte(ap.Port()>>8), byte(ap.Port()))
+	}
+	return b
+}
+
+// upstreamConn is a forwarded request's connection to its origin. Every
+// read and write first moves its deadlines: the wait for the origin's
+// response, its body, or for the origin to take our request ends after
+// timeouts.idle without a byte either way.
+type upstreamConn struct {
+	c       *net.TCPConn
+	remote  netip.AddrPort // the pinned address it was dialed to
+	idle    *atomic.Int64  // timeouts.idle, reloadable
+	written atomic.Int64   // bytes sent to the origin
+	timeout atomic.Bool    // a read or write ended on the idle timeout
+}
+
+func (c *upstreamConn) Read(p []byte) (int, error) {
+	if d := time.Duration(c.idle.Load()); d > 0 {
+		c.c.SetReadDeadline(time.Now().Add(d))
+	}
+	n, err := c.c.Read(p)
+	if err != nil && isTimeout(err) {
+		c.timeout.Store(true)
+	}
+	return n, err
+}
+
+func (c *upstreamConn) Write(p []byte) (int, error) {
+	if d := time.Duration(c.idle.Load()); d > 0 {
+		// Sending counts as progress for the response too.
+		c.c.SetDeadline(time.Now().Add(d))
+	}
+	n, err := c.c.Write(p)
+	c.written.Add(int64(n))
+	if err != nil && isTimeout(err) {
+		c.timeout.Store(true)
+	}
+	return n, err
+}
+
+func (c *upstreamConn) Close() error                       { return c.c.Close() }
+func (c *upstreamConn) LocalAddr() net.Addr                { return c.c.LocalAddr() }
+func (c *upstreamConn) RemoteAddr() net.Addr               { return c.c.RemoteAddr() }
+func (c *upstreamConn) SetDeadline(t time.Time) error      { return c.c.SetDeadline(t) }
+func (c *upstreamConn) SetReadDeadline(t time.Time) error  { return c.c.SetReadDeadline(t) }
+func (c *upstreamConn) SetWriteDeadline(t time.Time) error { return c.c.SetWriteDeadline(t) }
