@@ -37,6 +37,9 @@
 #   BENCH_NO_INSTALL=1    use what is installed; skip a peer that is missing
 #   BENCH_RESULTS=DIR     raw results (default results/bench, git-ignored)
 #   BENCH_DOCS=DIR        where benchmarks.md and benchmarks.svg go (default docs)
+#   BENCH_EGRESSD_ENV="K=V ..."  egressd's environment additions (default: the GODEBUG of
+#                         deployments/systemd/egressd.service, which the image and the Kubernetes
+#                         manifest set too, so the bench measures what operators run; "" for none)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -48,6 +51,9 @@ DNS_ADDR=${BENCH_DNS:-127.0.0.153:53}
 SMOKESCREEN_VERSION=v0.1.0
 RESULTS=${BENCH_RESULTS:-$ROOT/results/bench}
 DOCS=${BENCH_DOCS:-$ROOT/docs}
+# egressd runs with the runtime settings the deployments give it.
+DEPLOY_GODEBUG=$(sed -n 's/^Environment=GODEBUG=//p' deployments/systemd/egressd.service)
+EGRESSD_ENV=${BENCH_EGRESSD_ENV-${DEPLOY_GODEBUG:+GODEBUG=$DEPLOY_GODEBUG}}
 if [[ $QUICK == 1 ]]; then
 	RUNS=${BENCH_RUNS:-2}
 	DEADLINE=${BENCH_DEADLINE:-300}
@@ -348,15 +354,17 @@ start_proxy() { # name kind -> PROXY_PID, PROXY_ADDR
 	egressd)
 		local conf=$CONF/egressd/egressd.yaml
 		[[ $kind == cache ]] && conf=$CONF/egressd-cache/egressd.yaml
-		record "taskset -c 0 $SCRATCH/bin/egressd serve --config $conf >>$logdir/egressd-access.log"
-		taskset -c 0 "$SCRATCH/bin/egressd" serve --config "$conf" >>"$logdir/egressd-access.log" 2>>"$logdir/egressd-stderr.log" &
+		record "env $EGRESSD_ENV taskset -c 0 $SCRATCH/bin/egressd serve --config $conf >>$logdir/egressd-access.log"
+		# shellcheck disable=SC2086 # EGRESSD_ENV is a list of K=V words
+		env $EGRESSD_ENV taskset -c 0 "$SCRATCH/bin/egressd" serve --config "$conf" >>"$logdir/egressd-access.log" 2>>"$logdir/egressd-stderr.log" &
 		PROXY_PID=$!
 		PROXY_ADDR=127.0.0.1:$P_EG_HTTP
 		[[ $kind == socks5 ]] && PROXY_ADDR=127.0.0.1:$P_EG_SOCKS
 		;;
 	egressd-sysdns)
-		record "taskset -c 0 unshare -m sh -c 'mount --bind $CONF/egressd-sysdns/resolv.conf /etc/resolv.conf && exec $SCRATCH/bin/egressd serve --config $CONF/egressd-sysdns/egressd.yaml' >>$logdir/egressd-sysdns-access.log"
-		taskset -c 0 unshare -m sh -c "mount --bind '$CONF/egressd-sysdns/resolv.conf' /etc/resolv.conf && exec '$SCRATCH/bin/egressd' serve --config '$CONF/egressd-sysdns/egressd.yaml'" \
+		record "env $EGRESSD_ENV taskset -c 0 unshare -m sh -c 'mount --bind $CONF/egressd-sysdns/resolv.conf /etc/resolv.conf && exec $SCRATCH/bin/egressd serve --config $CONF/egressd-sysdns/egressd.yaml' >>$logdir/egressd-sysdns-access.log"
+		# shellcheck disable=SC2086
+		env $EGRESSD_ENV taskset -c 0 unshare -m sh -c "mount --bind '$CONF/egressd-sysdns/resolv.conf' /etc/resolv.conf && exec '$SCRATCH/bin/egressd' serve --config '$CONF/egressd-sysdns/egressd.yaml'" \
 			>>"$logdir/egressd-sysdns-access.log" 2>>"$logdir/egressd-sysdns-stderr.log" &
 		PROXY_PID=$!
 		PROXY_ADDR=127.0.0.1:$P_EG_HTTP
@@ -455,7 +463,7 @@ note "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 note "mode: $([[ $QUICK == 1 ]] && echo 'quick (BENCH_QUICK=1)' || echo full), $RUNS runs per proxy, alternating; a fresh proxy process per client kind"
 note "pinning: proxy on CPU 0 (taskset -c 0), load tool on CPU 1 (taskset -c 1)"
 note "go: $(go version)"
-note "egressd: $(git describe --always --dirty 2>/dev/null || echo unknown) (go build -trimpath)"
+note "egressd: $(git describe --always --dirty 2>/dev/null || echo unknown) (go build -trimpath), environment: ${EGRESSD_ENV:-(none added)}"
 command -v squid >/dev/null && note "squid: $(squid -v | head -1) (Debian package)"
 [[ -x $SCRATCH/bin/smokescreen ]] && note "smokescreen: $SMOKESCREEN_VERSION (go install github.com/stripe/smokescreen@$SMOKESCREEN_VERSION)"
 command -v danted >/dev/null && note "dante: $(danted -v 2>&1 | head -1 | cut -d. -f1-3) (Debian dante-server; multi-process)"

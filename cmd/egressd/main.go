@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -48,9 +47,6 @@ Run "egressd COMMAND --help" for a command's flags.
 `
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "serve" && !slices.ContainsFunc(os.Args[2:], isHelpFlag) {
-		keepSysmonAwake()
-	}
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
@@ -83,5 +79,3 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 }
-
-func isHelpFlag(a string) bool { return a == "-h" || a == "--help" || a == "-help" }

@@ -41,9 +41,11 @@ turns 503, after timeouts.drain_delay the listeners close, in-flight work gets
 timeouts.drain; a second SIGTERM cuts at once. SIGUSR1 reopens
 log.access_file (after logrotate renamed it).
 
-Runtime: serve re-executes itself once at start with schedtrace=2147483647
-added to GODEBUG, which keeps the Go runtime's sysmon thread out of deep sleep
-(less CPU per new connection; see README). GODEBUG=schedtrace=0 turns it off.
+Runtime: Go's settings come from the environment (GODEBUG, GOGC,
+GOMEMLIMIT) and are logged at start ("go runtime"). The packaged systemd
+unit, the container image and the Kubernetes manifest set
+GODEBUG=schedtrace=2147483647, which keeps the runtime's sysmon thread out of
+deep sleep: less CPU per new connection (see README).
 
 Flags:
 `)
@@ -63,6 +65,7 @@ Flags:
 	}
 	diag, level := newDiagLogger(stderr, cfg.Log.Level)
 	defer diag.Sync()
+	logRuntime(diag)
 	var access *zap.Logger
 	var accessBuf *zapcore.BufferedWriteSyncer
 	var accessFile *accesslog.File // nil: the access log goes to stdout
