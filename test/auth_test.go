@@ -79,47 +79,27 @@ func newAuthEnv(t *testing.T, required bool) *authEnv {
 	dns.Set("web.test", 60, netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3"))
 	e.usersFile = filepath.Join(t.TempDir(), "users.htpasswd")
 	writeUsers(t, e.usersFile, "alice", alicePass, "bob", bobPass)
-	cfg := fmt.Sprintf(`
-listen:
-  http: %q
-  socks5: %q
-  admin: %q
-dns:
-  servers: [%q]
-auth:
-  users_file: %q
-  required: %v
-  cache_ttl: 1m
-timeouts:
-  handshake: 3s
-  connect: 2s
-  drain_delay: 0s
-  drain: 2s
-policy:
-  mode: enforce
-  deny_ranges: [default]
-  tls_ports: [%[7]d]
-  groups:
-    admins: { users: ["alice"] }
-    local: { cidrs: ["127.0.0.1/32"] }
-  rules:
-    - name: public
-      hosts: ["web.test"]
-      ports: [%[7]d, %[8]d]
-      allow_ranges: ["127.0.0.0/24"]
-    - name: admin-only
-      groups: [admins]
-      hosts: ["admin.test"]
-      ports: [%[8]d]
-      allow_ranges: ["127.0.0.0/24"]
-    - name: local-only
-      groups: [local]
-      hosts: ["local.test"]
-      ports: [%[8]d]
-      allow_ranges: ["127.0.0.0/24"]
-`, e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), dns.Addr(),
-		e.usersFile, required, e.tls.Port(), e.web.Port())
-	e.proc = (&testenv.Egressd{Netns: e.ns}).Start(t, cfg)
+	c := testenv.NewConfig(t)
+	c.Listen = testenv.Listeners(t, e.ns, "127.0.0.1")
+	c.DNS.Servers = []string{dns.Addr()}
+	c.Auth.UsersFile = e.usersFile
+	c.Auth.Required = required
+	c.Auth.CacheTTL = time.Minute
+	c.Timeouts.Handshake = 3 * time.Second
+	c.Timeouts.Connect = 2 * time.Second
+	c.Policy.Mode = "enforce"
+	c.Policy.DenyRanges = []string{"default"}
+	c.Policy.TLSPorts = []int{e.tls.Port()}
+	c.Policy.Groups = map[string]testenv.Group{
+		"admins": {Users: []string{"alice"}},
+		"local":  {CIDRs: []string{"127.0.0.1/32"}},
+	}
+	c.Policy.Rules = []testenv.Rule{
+		{Name: "public", Hosts: []string{"web.test"}, Ports: []int{e.tls.Port(), e.web.Port()}, AllowRanges: []string{"127.0.0.0/24"}},
+		{Name: "admin-only", Groups: []string{"admins"}, Hosts: []string{"admin.test"}, Ports: []int{e.web.Port()}, AllowRanges: []string{"127.0.0.0/24"}},
+		{Name: "local-only", Groups: []string{"local"}, Hosts: []string{"local.test"}, Ports: []int{e.web.Port()}, AllowRanges: []string{"127.0.0.0/24"}},
+	}
+	e.proc = (&testenv.Egressd{Netns: e.ns}).StartConfig(t, c)
 	t.Cleanup(func() { assertNoSecrets(t, e.proc) })
 	return e
 }
@@ -525,32 +505,21 @@ func TestAuthOverload(t *testing.T) {
 	if err := os.WriteFile(users, []byte("slow:"+endlessHash+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := fmt.Sprintf(`
-listen:
-  http: %q
-  socks5: %q
-  admin: %q
-dns:
-  servers: [%q]
-auth:
-  users_file: %q
-  required: true
-  max_concurrent_checks: 1
-timeouts:
-  handshake: 1s
-  connect: 2s
-  drain_delay: 0s
-  drain: 1s
-policy:
-  mode: enforce
-  deny_ranges: [default]
-  rules:
-    - name: public
-      hosts: ["web.test"]
-      ports: [%d]
-      allow_ranges: ["127.0.0.0/24"]
-`, ns.FreeAddr(t, "127.0.0.1"), ns.FreeAddr(t, "127.0.0.1"), ns.FreeAddr(t, "127.0.0.1"), dns.Addr(), users, web.Port())
-	p := (&testenv.Egressd{Netns: ns}).Start(t, cfg)
+	c := testenv.NewConfig(t)
+	c.Listen = testenv.Listeners(t, ns, "127.0.0.1")
+	c.DNS.Servers = []string{dns.Addr()}
+	c.Auth.UsersFile = users
+	c.Auth.Required = true
+	c.Auth.MaxConcurrentChecks = 1
+	c.Timeouts.Handshake = time.Second
+	c.Timeouts.Connect = 2 * time.Second
+	c.Timeouts.Drain = time.Second
+	c.Policy.Mode = "enforce"
+	c.Policy.DenyRanges = []string{"default"}
+	c.Policy.Rules = []testenv.Rule{
+		{Name: "public", Hosts: []string{"web.test"}, Ports: []int{web.Port()}, AllowRanges: []string{"127.0.0.0/24"}},
+	}
+	p := (&testenv.Egressd{Netns: ns}).StartConfig(t, c)
 	url := fmt.Sprintf("http://web.test:%d/", web.Port())
 
 	type answer struct {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/egressd/egressd/proxy/config"
 	"github.com/egressd/egressd/proxy/dlp"
 	"github.com/egressd/egressd/test/testenv"
 )
@@ -24,38 +25,29 @@ var (
 	dlpCard   = "4556 7375 8689 9855"
 )
 
-const dlpRules = `    - name: upload
-      hosts: ["upload.test"]
-      ports: [{ports}]
-      allow_ranges: ["127.0.0.0/24"]
-      dlp: strict
-    - name: watch
-      hosts: ["report.test"]
-      ports: [{ports}]
-      allow_ranges: ["127.0.0.0/24"]
-      dlp: watch
-`
-
-func dlpSection(oversize, max string) string {
-	return `
-dlp:
-  max_scan_bytes: ` + max + `
-  oversize: ` + oversize + `
-  profiles:
-    strict:
-      mode: enforce
-      detectors: [aws_access_key, aws_secret_key, private_key, github_token, gitlab_token, slack_token, card_number, us_ssn]
-      patterns:
-        - { name: internal_id, regex: "ACME-[0-9]{8}" }
-    watch:
-      mode: report
-      detectors: [github_token, card_number]
-`
-}
-
+// newDLPFarm is the farm with two DLP profiles, strict (enforce) and watch
+// (report), rules for upload.test and report.test that use them (before the
+// farm's own), dlp.oversize and dlp.max_scan_bytes.
 func newDLPFarm(t *testing.T, oversize, max string) *farm {
 	t.Helper()
-	f := newFarmWith(t, "enforce", dlpSection(oversize, max), dlpRules)
+	maxScan, err := config.ParseSize(max)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFarmWith(t, "enforce", func(f *farm, c *testenv.Config) {
+		c.DLP.MaxScanBytes = maxScan
+		c.DLP.Oversize = oversize
+		c.DLP.Profiles = map[string]config.DLPProfile{
+			"strict": {Mode: "enforce",
+				Detectors: []string{"aws_access_key", "aws_secret_key", "private_key", "github_token", "gitlab_token", "slack_token", "card_number", "us_ssn"},
+				Patterns:  []config.DLPPattern{{Name: "internal_id", Regex: "ACME-[0-9]{8}"}}},
+			"watch": {Mode: "report", Detectors: []string{"github_token", "card_number"}},
+		}
+		c.Policy.Rules = append([]testenv.Rule{
+			{Name: "upload", Hosts: []string{"upload.test"}, Ports: f.ports(), AllowRanges: []string{"127.0.0.0/24"}, DLP: "strict"},
+			{Name: "watch", Hosts: []string{"report.test"}, Ports: f.ports(), AllowRanges: []string{"127.0.0.0/24"}, DLP: "watch"},
+		}, c.Policy.Rules...)
+	})
 	o, h := netip.MustParseAddr(originIP), netip.MustParseAddr(httpIP)
 	f.dns.Set("upload.test", 60, h, o)
 	f.dns.Set("report.test", 60, h, o)

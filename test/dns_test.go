@@ -41,24 +41,14 @@ func TestSystemResolverCaches(t *testing.T) {
 	}
 	ns.SetResolvConf(t, "search corp.test\noptions ndots:5 timeout:1\nnameserver 127.0.0.53\n")
 
-	p := (&testenv.Egressd{Netns: ns}).Start(t, fmt.Sprintf(`
-listen:
-  http: %q
-  socks5: ""
-  admin: %q
-dns:
-  min_ttl: 1s
-timeouts:
-  drain_delay: 0s
-  drain: 2s
-policy:
-  mode: enforce
-  rules:
-    - name: origin
-      hosts: ["cached.test", "zero.test", "moved.test"]
-      ports: [%d]
-      allow_ranges: ["127.0.0.0/24"]
-`, ns.FreeAddr(t, "127.0.0.1"), ns.FreeAddr(t, "127.0.0.1"), origin.Port()))
+	c := testenv.NewConfig(t)
+	c.Listen.HTTP, c.Listen.Admin = ns.FreeAddr(t, "127.0.0.1"), ns.FreeAddr(t, "127.0.0.1")
+	c.DNS.MinTTL = time.Second // no dns.servers: the name servers of resolv.conf
+	c.Policy.Mode = "enforce"
+	c.Policy.Rules = []testenv.Rule{
+		{Name: "origin", Hosts: []string{"cached.test", "zero.test", "moved.test"}, Ports: []int{origin.Port()}, AllowRanges: []string{"127.0.0.0/24"}},
+	}
+	p := (&testenv.Egressd{Netns: ns}).StartConfig(t, c)
 	client := p.HTTPClient(t, ca.CertPool())
 	client.Transport.(*http.Transport).DisableKeepAlives = true // a new tunnel per request
 	get := func(name string) {

@@ -1,15 +1,14 @@
 package test
 
-// The local farm of the farm tests: three egressd instances behind a real
-// HAProxy in TCP mode, configured from deployments/farm/haproxy.cfg.tmpl,
-// inside one network namespace with the origins and the DNS server; and a
-// continuous load of real clients that know HAProxy's address only.
+// The farm fixture: egressd instances behind a real HAProxy in TCP mode,
+// configured from deployments/farm/haproxy.cfg.tmpl, inside one network
+// namespace with the origins and the DNS server; and a continuous load of
+// real clients that know HAProxy's address only. The farm tests and the
+// PROXY protocol tests use it.
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/csv"
 	"fmt"
 	"io"
 	"net"
@@ -17,8 +16,8 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,15 +32,17 @@ import (
 )
 
 // Addresses and timings of the farm. Everything is on the namespace's
-// loopback. HAProxy connects to the instances from lbIP (127.0.0.10, as in
-// the PROXY protocol tests), so an instance that logs any other client
-// address got it from a PROXY header.
+// loopback. HAProxy connects to the instances from lbIP, so an instance
+// that logs any other client address got it from a PROXY header; clients
+// that need an address of their own connect from opsIP.
 const (
-	farmTLSIP  = "127.0.0.2"  // allowed.test and new.test: HTTPS echo origin
-	farmHTTPIP = "127.0.0.3"  // plain.test: plain HTTP echo origin
+	farmTLSIP  = "127.0.0.2"  // HTTPS echo origin: allowed.test, new.test, ops.test, web.test
+	farmHTTPIP = "127.0.0.3"  // plain HTTP echo origin "plain": plain.test, ops.test, web.test
 	farmDNSIP  = "127.0.0.53" // the farm's DNS server
 	farmLBIP   = "127.0.2.1"  // HAProxy's frontends (HTTP, SOCKS5, stats)
-	// farmInstances is the number of egressd instances behind HAProxy.
+	lbIP       = "127.0.0.10" // HAProxy's source address towards the instances
+	opsIP      = "127.0.0.77" // a client address of its own
+	// farmInstances is the default number of egressd instances.
 	farmInstances = 3
 	// HAProxy health-checks /readyz every farmCheckInter; farmCheckFall
 	// failures take an instance out, two successes bring it back.
@@ -66,53 +67,73 @@ const (
 	loadPace           = 10 * time.Millisecond
 )
 
-// lbFarm is three egressd instances behind HAProxy in one namespace.
+// lbFarmOpts shape a farm; the zero value is three instances behind
+// HAProxy without the PROXY protocol, with the load's policy.
+type lbFarmOpts struct {
+	// instances is the number of egressd instances (0: farmInstances).
+	instances int
+	// proxyProtocol makes HAProxy send PROXY v2 headers (and v1 on the
+	// extra frontend lbHTTPv1), and the instances require them from lbIP.
+	proxyProtocol bool
+	// configure, when set, changes instance i's config after the farm's
+	// own settings.
+	configure func(f *lbFarm, i int, c *testenv.Config)
+}
+
+// lbFarm is egressd instances behind HAProxy in one namespace.
 type lbFarm struct {
+	opts              lbFarmOpts
 	ns                *testenv.Netns
 	ca                *testenv.CA
 	caFile            string
+	dns               *testenv.DNSServer
 	tlsPort, httpPort int
-	dnsAddr           string
-	proxyProtocol     bool
 	// inst are the instances; instance i is HAProxy's server
 	// "egressd<i+1>" and listens on 127.0.1.<i+1>.
-	inst  []*testenv.Proc
-	addrs [][3]string // per instance: http, socks5, admin
-	lb    *haproxyProc
-	// HAProxy's frontends: what clients use.
-	lbHTTP, lbSOCKS, lbStats string
+	inst   []*testenv.Proc
+	listen []testenv.Listen // per instance: its listen section
+	lb     *testenv.HAProxy
+	// HAProxy's frontends: what clients use. lbHTTPv1 (send-proxy, PROXY
+	// v1) exists with opts.proxyProtocol only.
+	lbHTTP, lbHTTPv1, lbSOCKS, lbStats string
 }
 
-// newLBFarm starts the origins, the DNS server, three instances and
-// HAProxy (with send-proxy-v2 when proxyProtocol), and returns once
-// HAProxy sees every instance UP in both backends.
-func newLBFarm(t *testing.T, proxyProtocol bool) *lbFarm {
+// newLBFarm starts the origins, the DNS server, the instances and HAProxy,
+// and returns once HAProxy sees every instance UP in both backends.
+func newLBFarm(t *testing.T, opts lbFarmOpts) *lbFarm {
 	t.Helper()
-	f := &lbFarm{proxyProtocol: proxyProtocol}
+	if opts.instances == 0 {
+		opts.instances = farmInstances
+	}
+	f := &lbFarm{opts: opts}
 	f.ns = testenv.NewNetns(t)
 	f.ca = testenv.NewCA(t)
 	f.caFile = f.ca.WritePEM(t.TempDir())
-	tlsOrigin := testenv.TLSOriginIn(t, f.ns, f.ca, farmTLSIP, "allowed.test", "new.test")
+	tlsOrigin := testenv.TLSOriginIn(t, f.ns, f.ca, farmTLSIP, "allowed.test", "new.test", "ops.test", "web.test")
 	httpOrigin := testenv.HTTPOriginIn(t, f.ns, farmHTTPIP, "plain")
 	f.tlsPort, f.httpPort = tlsOrigin.Port(), httpOrigin.Port()
-	dns := testenv.NewDNSServerIn(t, f.ns, farmDNSIP)
-	dns.Set("allowed.test", 60, netip.MustParseAddr(farmTLSIP))
-	dns.Set("new.test", 60, netip.MustParseAddr(farmTLSIP))
-	dns.Set("plain.test", 60, netip.MustParseAddr(farmHTTPIP))
-	f.dnsAddr = dns.Addr()
+	f.dns = testenv.NewDNSServerIn(t, f.ns, farmDNSIP)
+	tlsIP, httpIP := netip.MustParseAddr(farmTLSIP), netip.MustParseAddr(farmHTTPIP)
+	f.dns.Set("allowed.test", 60, tlsIP)
+	f.dns.Set("new.test", 60, tlsIP)
+	f.dns.Set("plain.test", 60, httpIP)
+	f.dns.Set("ops.test", 60, tlsIP, httpIP)
+	f.dns.Set("web.test", 60, tlsIP, httpIP)
 
-	for i := 0; i < farmInstances; i++ {
-		ip := fmt.Sprintf("127.0.1.%d", i+1)
-		f.addrs = append(f.addrs, [3]string{f.ns.FreeAddr(t, ip), f.ns.FreeAddr(t, ip), f.ns.FreeAddr(t, ip)})
-		f.inst = append(f.inst, (&testenv.Egressd{Netns: f.ns}).Start(t, f.config(i, false)))
+	for i := 0; i < opts.instances; i++ {
+		f.listen = append(f.listen, testenv.Listeners(t, f.ns, fmt.Sprintf("127.0.1.%d", i+1)))
+		f.inst = append(f.inst, (&testenv.Egressd{Netns: f.ns}).StartConfig(t, f.config(t, i)))
 	}
-	// Stop the instances together (each drains for farmDrainDelay)
+	// Stop the instances together (each drains for its drain_delay)
 	// rather than one after the other in testenv's cleanups, which then
 	// find them gone. This runs after HAProxy's stop, registered below.
 	t.Cleanup(func() { f.stopInstances(t) })
 
 	f.lbHTTP, f.lbSOCKS, f.lbStats = f.ns.FreeAddr(t, farmLBIP), f.ns.FreeAddr(t, farmLBIP), f.ns.FreeAddr(t, farmLBIP)
-	f.lb = startHAProxy(t, f.ns, f.haproxyConfig(t), f.lbHTTP, f.lbSOCKS, f.lbStats)
+	if opts.proxyProtocol {
+		f.lbHTTPv1 = f.ns.FreeAddr(t, farmLBIP)
+	}
+	f.lb = testenv.StartHAProxy(t, f.ns, f.haproxyConfig(t))
 	waitUntil(t, 15*time.Second, func() bool {
 		for i := range f.inst {
 			if f.serverStatus(t, i) != "UP" {
@@ -124,48 +145,42 @@ func newLBFarm(t *testing.T, proxyProtocol bool) *lbFarm {
 	return f
 }
 
-// config renders instance i's config file; rollout adds rule "rollout",
-// which allows new.test.
-func (f *lbFarm) config(i int, rollout bool) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "listen:\n  http: %q\n  socks5: %q\n  admin: %q\n  proxy_protocol: %t\n",
-		f.addrs[i][0], f.addrs[i][1], f.addrs[i][2], f.proxyProtocol)
-	if f.proxyProtocol {
-		fmt.Fprintf(&b, "  trusted_proxies: [\"%s/32\"]\n", lbIP)
+// config is instance i's config: its listeners, the farm's DNS server and
+// drain timings, and the load's policy (rule "load": allowed.test and
+// plain.test), then opts.configure's changes.
+func (f *lbFarm) config(t *testing.T, i int) *testenv.Config {
+	t.Helper()
+	c := testenv.NewConfig(t)
+	c.Listen = f.listen[i]
+	if f.opts.proxyProtocol {
+		c.Listen.ProxyProtocol = true
+		c.Listen.TrustedProxies = []netip.Prefix{netip.MustParsePrefix(lbIP + "/32")}
 	}
-	fmt.Fprintf(&b, `dns:
-  servers: [%q]
-  timeout: 2s
-timeouts:
-  handshake: 5s
-  connect: 2s
-  drain_delay: %s
-  drain: %s
-policy:
-  mode: enforce
-  deny_ranges: [default]
-  tls_ports: [%[4]d]
-  rules:
-    - name: load
-      hosts: ["allowed.test", "plain.test"]
-      ports: [%[4]d, %[5]d]
-      allow_ranges: ["127.0.0.0/24"]
-`, f.dnsAddr, farmDrainDelay, farmDrain, f.tlsPort, f.httpPort)
-	if rollout {
-		fmt.Fprintf(&b, `    - name: rollout
-      hosts: ["new.test"]
-      ports: [%d]
-      allow_ranges: ["127.0.0.0/24"]
-`, f.tlsPort)
+	c.DNS.Servers = []string{f.dns.Addr()}
+	c.DNS.Timeout = 2 * time.Second
+	c.Timeouts.Handshake = 5 * time.Second
+	c.Timeouts.Connect = 2 * time.Second
+	c.Timeouts.DrainDelay = farmDrainDelay
+	c.Timeouts.Drain = farmDrain
+	c.Policy.Mode = "enforce"
+	c.Policy.DenyRanges = []string{"default"}
+	c.Policy.TLSPorts = []int{f.tlsPort}
+	c.Policy.Rules = []testenv.Rule{
+		{Name: "load", Hosts: []string{"allowed.test", "plain.test"}, Ports: []int{f.tlsPort, f.httpPort}, AllowRanges: []string{"127.0.0.0/24"}},
 	}
-	b.WriteString("log:\n  access: true\n  level: info\n")
-	return b.String()
+	c.Log.Access = true
+	c.Log.Level = "info"
+	if f.opts.configure != nil {
+		f.opts.configure(f, i, c)
+	}
+	return c
 }
 
 // haproxyConfig renders deployments/farm/haproxy.cfg.tmpl, the local
 // farm's own config, with one server line per instance in each backend.
 // The server lines set this test's faster checks and HAProxy's source
-// address.
+// address. With the PROXY protocol a frontend of the test's own, lbHTTPv1,
+// sends v1 headers.
 func (f *lbFarm) haproxyConfig(t *testing.T) string {
 	t.Helper()
 	tmpl, err := os.ReadFile(filepath.Join("..", "deployments", "farm", "haproxy.cfg.tmpl"))
@@ -173,16 +188,17 @@ func (f *lbFarm) haproxyConfig(t *testing.T) string {
 		t.Fatal(err)
 	}
 	sendProxy := ""
-	if f.proxyProtocol {
+	if f.opts.proxyProtocol {
 		sendProxy = " send-proxy-v2"
 	}
-	var httpServers, socksServers strings.Builder
-	for i, a := range f.addrs {
-		_, adminPort, _ := net.SplitHostPort(a[2])
+	var httpServers, socksServers, v1Servers strings.Builder
+	for i, l := range f.listen {
+		_, adminPort, _ := net.SplitHostPort(l.Admin)
 		opts := fmt.Sprintf("check port %s inter %dms fall %d rise 2 source %s%s",
 			adminPort, farmCheckInter.Milliseconds(), farmCheckFall, lbIP, sendProxy)
-		fmt.Fprintf(&httpServers, "    server %s %s %s\n", farmServer(i), a[0], opts)
-		fmt.Fprintf(&socksServers, "    server %s %s %s\n", farmServer(i), a[1], opts)
+		fmt.Fprintf(&httpServers, "    server %s %s %s\n", farmServer(i), l.HTTP, opts)
+		fmt.Fprintf(&socksServers, "    server %s %s %s\n", farmServer(i), l.SOCKS5, opts)
+		fmt.Fprintf(&v1Servers, "    server %s %s send-proxy source %s\n", farmServer(i), l.HTTP, lbIP)
 	}
 	vars := map[string]string{
 		"HTTP_BIND":      f.lbHTTP,
@@ -203,6 +219,10 @@ func (f *lbFarm) haproxyConfig(t *testing.T) string {
 	if unknown != nil {
 		t.Fatalf("haproxy.cfg.tmpl has placeholders the test does not know: %v", unknown)
 	}
+	if f.opts.proxyProtocol {
+		cfg += fmt.Sprintf("\nfrontend egressd_http_v1\n    bind %s\n    default_backend egressd_http_v1\n\nbackend egressd_http_v1\n%s",
+			f.lbHTTPv1, v1Servers.String())
+	}
 	// The kill test finds every failed request in the session log, also
 	// one that HAProxy cut before it read a byte from the client: those
 	// are "null" sessions, which the template does not log.
@@ -211,6 +231,9 @@ func (f *lbFarm) haproxyConfig(t *testing.T) string {
 
 // farmServer is instance i's server name in HAProxy.
 func farmServer(i int) string { return fmt.Sprintf("egressd%d", i+1) }
+
+// farmBackends are the template's backends, each with every instance.
+var farmBackends = []string{"egressd_http", "egressd_socks5"}
 
 // stopInstances SIGTERMs every instance still running and waits for them,
 // bounded.
@@ -232,178 +255,11 @@ func (f *lbFarm) stopInstances(t *testing.T) {
 	}
 }
 
-// --- HAProxy ---
-
-// haproxyProc is HAProxy run by the test, with its output (session logs
-// and server state changes) kept line by line with the time each line
-// arrived.
-type haproxyProc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	out  lineLog
-}
-
-// lineLog collects written bytes as lines stamped with their arrival time.
-type lineLog struct {
-	mu      sync.Mutex
-	partial []byte
-	lines   []stampedLine
-}
-
-type stampedLine struct {
-	at   time.Time
-	text string
-}
-
-func (l *lineLog) Write(p []byte) (int, error) {
-	now := time.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.partial = append(l.partial, p...)
-	for {
-		i := bytes.IndexByte(l.partial, '\n')
-		if i < 0 {
-			break
-		}
-		l.lines = append(l.lines, stampedLine{at: now, text: string(l.partial[:i])})
-		l.partial = l.partial[i+1:]
-	}
-	return len(p), nil
-}
-
-func (l *lineLog) snapshot() []stampedLine {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]stampedLine(nil), l.lines...)
-}
-
-// startHAProxy runs HAProxy (the Debian package, never its system service)
-// in the foreground inside ns with config, waits until it accepts on every
-// bind address, and stops it by PID on cleanup.
-func startHAProxy(t *testing.T, ns *testenv.Netns, config string, binds ...string) *haproxyProc {
-	t.Helper()
-	bin, err := exec.LookPath("haproxy")
-	if err != nil {
-		bin = "/usr/sbin/haproxy"
-		if _, serr := os.Stat(bin); serr != nil {
-			t.Fatalf("haproxy not found (run scripts/setup.sh): %v", err)
-		}
-	}
-	path := filepath.Join(t.TempDir(), "haproxy.cfg")
-	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h := &haproxyProc{done: make(chan struct{})}
-	h.cmd = ns.Command(context.Background(), bin, "-db", "-f", path)
-	h.cmd.Env = append(h.cmd.Env, "TZ=UTC") // its session log's dates, see sessions
-	h.cmd.Stdout = &h.out
-	h.cmd.Stderr = &h.out
-	if err := h.cmd.Start(); err != nil {
-		t.Fatalf("start haproxy: %v", err)
-	}
-	var waitErr error
-	go func() {
-		waitErr = h.cmd.Wait()
-		close(h.done)
-	}()
-	t.Cleanup(func() {
-		h.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-h.done:
-		case <-time.After(10 * time.Second):
-			h.cmd.Process.Kill()
-			<-h.done
-		}
-		if t.Failed() {
-			t.Logf("haproxy (pid %d) events:\n%s", h.cmd.Process.Pid, h.events())
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for _, addr := range binds {
-		for {
-			c, err := ns.DialContext(ctx, "tcp", addr)
-			if err == nil {
-				c.Close()
-				break
-			}
-			select {
-			case <-tick.C:
-			case <-h.done:
-				t.Fatalf("haproxy exited (%v):\n%s\nconfig:\n%s", waitErr, h.events(), config)
-			case <-ctx.Done():
-				t.Fatalf("haproxy not listening on %s: %v", addr, err)
-			}
-		}
-	}
-	return h
-}
-
-// haproxySession is one session log line (option tcplog).
-type haproxySession struct {
-	accepted   time.Time // when HAProxy accepted the client connection (%t)
-	clientPort int
-	backend    string
-	server     string // "<NOSRV>" when none was picked
-	line       string
-}
-
-// sessions parses the session log lines so far. The tcplog format is
-// "%ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts %ac/%fc/%bc/%sc/%rc %sq/%bq".
-func (h *haproxyProc) sessions() []haproxySession {
-	var out []haproxySession
-	for _, l := range h.out.snapshot() {
-		f := strings.Fields(l.text)
-		if len(f) < 9 || !strings.HasPrefix(f[1], "[") {
-			continue
-		}
-		_, port, err := net.SplitHostPort(f[0])
-		if err != nil {
-			continue
-		}
-		p, _ := strconv.Atoi(port)
-		backend, server, ok := strings.Cut(f[3], "/")
-		if !ok {
-			continue
-		}
-		// The accept date is in HAProxy's local time: UTC.
-		accepted, err := time.ParseInLocation("[02/Jan/2006:15:04:05.000]", f[1], time.UTC)
-		if err != nil {
-			continue
-		}
-		out = append(out, haproxySession{accepted: accepted, clientPort: p, backend: backend, server: server,
-			line: l.text})
-	}
-	return out
-}
-
-// events returns HAProxy's output without the session log lines: start-up
-// messages and server state changes, each with its arrival time.
-func (h *haproxyProc) events() string {
-	sess := map[string]bool{}
-	for _, s := range h.sessions() {
-		sess[s.line] = true
-	}
-	var b strings.Builder
-	n := 0
-	for _, l := range h.out.snapshot() {
-		if sess[l.text] {
-			n++
-			continue
-		}
-		fmt.Fprintf(&b, "%s %s\n", l.at.Format("15:04:05.000"), l.text)
-	}
-	fmt.Fprintf(&b, "(%d session log lines)", n)
-	return b.String()
-}
-
 // sessionFor returns the session log of request r: the session HAProxy
 // accepted from r's client port on r's frontend while r ran, waiting
 // (bounded) for its line, which comes when the session ends. Client ports
 // are reused, so the port alone does not identify it.
-func (h *haproxyProc) sessionFor(t *testing.T, r loadResult) (haproxySession, bool) {
+func (f *lbFarm) sessionFor(t *testing.T, r loadResult) (testenv.HAProxySession, bool) {
 	t.Helper()
 	backend := "egressd_http"
 	if r.kind == loadSOCKS {
@@ -415,61 +271,26 @@ func (h *haproxyProc) sessionFor(t *testing.T, r loadResult) (haproxySession, bo
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		for _, s := range h.sessions() {
-			if s.clientPort == r.port && s.backend == backend && !s.accepted.Before(from) && !s.accepted.After(to) {
+		for _, s := range f.lb.Sessions() {
+			if s.ClientPort == r.port && s.Backend == backend && !s.Accepted.Before(from) && !s.Accepted.After(to) {
 				return s, true
 			}
 		}
 		if time.Now().After(deadline) {
-			return haproxySession{}, false
+			return testenv.HAProxySession{}, false
 		}
 		<-tick.C
 	}
 }
 
-// lbStat is one row of HAProxy's stats CSV.
-type lbStat struct {
-	backend, server string
-	status          string // UP, DOWN, "UP 1/2", ...
-	sessions        int    // stot: sessions ever sent to the server
-	check           string // last check's status (L7OK, L7STS, L4CON, ...)
-}
-
-// stats reads HAProxy's stats page as CSV (the servers' rows only).
-func (f *lbFarm) stats(t *testing.T) []lbStat {
+// stats reads HAProxy's stats of the template's backends.
+func (f *lbFarm) stats(t *testing.T) []testenv.HAProxyStat {
 	t.Helper()
-	tr := &http.Transport{DialContext: f.ns.DialContext, Proxy: nil, DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("http://" + f.lbStats + "/;csv;norefresh")
-	if err != nil {
-		t.Fatalf("HAProxy stats: %v", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("HAProxy stats: %s, %v", resp.Status, err)
-	}
-	rows, err := csv.NewReader(strings.NewReader(strings.TrimPrefix(string(body), "# "))).ReadAll()
-	if err != nil || len(rows) == 0 {
-		t.Fatalf("HAProxy stats CSV: %v\n%s", err, body)
-	}
-	col := map[string]int{}
-	for i, name := range rows[0] {
-		col[name] = i
-	}
-	for _, name := range []string{"pxname", "svname", "status", "stot", "check_status"} {
-		if _, ok := col[name]; !ok {
-			t.Fatalf("HAProxy stats CSV has no column %q: %v", name, rows[0])
+	var out []testenv.HAProxyStat
+	for _, s := range f.lb.Stats(t, f.lbStats) {
+		if slices.Contains(farmBackends, s.Backend) {
+			out = append(out, s)
 		}
-	}
-	var out []lbStat
-	for _, r := range rows[1:] {
-		if len(r) < len(rows[0]) || r[col["svname"]] == "FRONTEND" || r[col["svname"]] == "BACKEND" {
-			continue
-		}
-		n, _ := strconv.Atoi(r[col["stot"]])
-		out = append(out, lbStat{backend: r[col["pxname"]], server: r[col["svname"]], status: r[col["status"]],
-			sessions: n, check: r[col["check_status"]]})
 	}
 	return out
 }
@@ -480,11 +301,11 @@ func (f *lbFarm) serverStatus(t *testing.T, i int) string {
 	t.Helper()
 	var st []string
 	for _, s := range f.stats(t) {
-		if s.server == farmServer(i) {
-			st = append(st, s.status)
+		if s.Server == farmServer(i) {
+			st = append(st, s.Status)
 		}
 	}
-	if len(st) != 2 {
+	if len(st) != len(farmBackends) {
 		return fmt.Sprintf("in %d backends", len(st))
 	}
 	if st[0] != st[1] {
@@ -500,8 +321,8 @@ func (f *lbFarm) sessionCounts(t *testing.T) []int {
 	n := make([]int, len(f.inst))
 	for _, s := range f.stats(t) {
 		for i := range n {
-			if s.server == farmServer(i) {
-				n[i] += s.sessions
+			if s.Server == farmServer(i) {
+				n[i] += s.Sessions
 			}
 		}
 	}
@@ -512,7 +333,7 @@ func (f *lbFarm) statsSummary(t *testing.T) string {
 	t.Helper()
 	var b strings.Builder
 	for _, s := range f.stats(t) {
-		fmt.Fprintf(&b, "%s/%s %s check=%s sessions=%d\n", s.backend, s.server, s.status, s.check, s.sessions)
+		fmt.Fprintf(&b, "%s/%s %s check=%s sessions=%d\n", s.Backend, s.Server, s.Status, s.Check, s.Sessions)
 	}
 	return b.String()
 }
@@ -552,7 +373,7 @@ func (f *lbFarm) admin(t *testing.T, i int, path string) string {
 	t.Helper()
 	tr := &http.Transport{DialContext: f.ns.DialContext, Proxy: nil, DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("http://" + f.addrs[i][2] + path)
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("http://" + f.listen[i].Admin + path)
 	if err != nil {
 		t.Fatalf("%s %s: %v", farmServer(i), path, err)
 	}

@@ -33,7 +33,7 @@ func TestFarmDrain(t *testing.T) {
 }
 
 func testFarmDrain(t *testing.T, proxyProtocol bool) {
-	f := newLBFarm(t, proxyProtocol)
+	f := newLBFarm(t, lbFarmOpts{proxyProtocol: proxyProtocol})
 	f.checkClientAddress(t)
 
 	load := f.startLoad(t, loadWorkers)
@@ -110,7 +110,7 @@ func testFarmDrain(t *testing.T, proxyProtocol bool) {
 func (f *lbFarm) checkClientAddress(t *testing.T) {
 	t.Helper()
 	want := lbIP
-	if f.proxyProtocol {
+	if f.opts.proxyProtocol {
 		want = opsIP
 	}
 	reqs := []struct {
@@ -144,7 +144,7 @@ func (f *lbFarm) checkClientAddress(t *testing.T) {
 func (f *lbFarm) checkLoggedClients(t *testing.T) {
 	t.Helper()
 	want := []string{lbIP}
-	if f.proxyProtocol {
+	if f.opts.proxyProtocol {
 		want = []string{"127.0.0.1", opsIP}
 	}
 	for i, p := range f.inst {
@@ -172,7 +172,7 @@ func (f *lbFarm) accessDump() string {
 // HAProxy's verdict, to the last failure and to the first success after it
 // are logged; they are only checked against generous bounds.
 func TestFarmKill(t *testing.T) {
-	f := newLBFarm(t, false)
+	f := newLBFarm(t, lbFarmOpts{})
 	load := f.startLoad(t, loadWorkers)
 	f.waitServed(t, 10)
 	const victim = 1
@@ -221,22 +221,22 @@ func TestFarmKill(t *testing.T) {
 			t.Errorf("a request failed without a connection to HAProxy: %s", r)
 			continue
 		}
-		s, ok := f.lb.sessionFor(t, r)
+		s, ok := f.sessionFor(t, r)
 		if !ok {
 			t.Errorf("no HAProxy session log for the failed request: %s", r)
 			continue
 		}
-		lbLines[r.port] = s.line
-		if s.server != farmServer(victim) {
-			t.Errorf("a failed request was on %s, not the killed %s: %s\nHAProxy: %s", s.server, farmServer(victim), r, s.line)
+		lbLines[r.port] = s.Line
+		if s.Server != farmServer(victim) {
+			t.Errorf("a failed request was on %s, not the killed %s: %s\nHAProxy: %s", s.Server, farmServer(victim), r, s.Line)
 		}
 	}
 	// HAProxy accepted no connection for the killed instance once it was
 	// out. (Its session counter still grows: HAProxy retries a refused
 	// connection on the same server, and counts each try.)
-	for _, s := range f.lb.sessions() {
-		if s.server == farmServer(victim) && s.accepted.After(tDown.Add(slack)) {
-			t.Errorf("HAProxy sent a connection accepted %v after taking %s out to it: %s", s.accepted.Sub(tDown), s.server, s.line)
+	for _, s := range f.lb.Sessions() {
+		if s.Server == farmServer(victim) && s.Accepted.After(tDown.Add(slack)) {
+			t.Errorf("HAProxy sent a connection accepted %v after taking %s out to it: %s", s.Accepted.Sub(tDown), s.Server, s.Line)
 		}
 	}
 	for i := range f.inst {
@@ -288,7 +288,7 @@ func TestFarmKill(t *testing.T) {
 // request of the load fails, every instance reports the new config's hash,
 // and new.test is then allowed through HAProxy by every instance.
 func TestFarmPolicyRollout(t *testing.T) {
-	f := newLBFarm(t, false)
+	f := newLBFarm(t, lbFarmOpts{})
 	c := f.clients(t)
 	f.probeEach(t, c, "deny")
 
@@ -300,7 +300,10 @@ func TestFarmPolicyRollout(t *testing.T) {
 	var applied []string
 	for i, p := range f.inst {
 		t0 := time.Now()
-		cfg := f.config(i, true)
+		c := f.config(t, i)
+		c.Policy.Rules = append(c.Policy.Rules, testenv.Rule{Name: "rollout", Hosts: []string{"new.test"}, Ports: []int{f.tlsPort},
+			AllowRanges: []string{"127.0.0.0/24"}})
+		cfg := testenv.YAML(t, c)
 		replaceFile(t, p.ConfigPath, cfg)
 		if err := p.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
@@ -357,12 +360,12 @@ func (f *lbFarm) probeEach(t *testing.T, c *farmClients, decision string) {
 		if r.port == 0 {
 			t.Fatalf("probe without a connection to HAProxy: %s", r)
 		}
-		s, ok := f.lb.sessionFor(t, r)
+		s, ok := f.sessionFor(t, r)
 		if !ok {
 			t.Fatalf("no HAProxy session log for probe %s", r)
 		}
 		for i := range f.inst {
-			if s.server == farmServer(i) {
+			if s.Server == farmServer(i) {
 				served[i]++
 			}
 		}

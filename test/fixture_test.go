@@ -42,48 +42,21 @@ type farm struct {
 	tlsPort, httpPort int
 }
 
-// policyTmpl is the test policy; %[1]d is the TLS origin's port, %[2]d the
-// HTTP origin's. Loopback /24 is an exception to the default deny list only
-// for the rules that name it, and more specific than 127.0.0.0/8.
-const policyTmpl = `
-policy:
-  mode: %[3]s
-  deny_ranges: [default]
-  allow_ranges: [%[4]s]
-  tls_ports: [%[1]d]
-  groups:
-    ops: { cidrs: ["127.0.0.77/32"] }
-  rules:
-    - name: origin
-      hosts: ["allowed.test", "*.wild.test", "rebind.test", "private.test", "metadata.test", "mixed.test", "dead.test", "*.nx.test"]
-      ports: [%[1]d, %[2]d]
-      allow_ranges: ["127.0.0.0/24"]
-    - name: ops-only
-      groups: [ops]
-      hosts: ["ops.test"]
-      ports: [%[1]d, %[2]d]
-      allow_ranges: ["127.0.0.0/24"]
-    - name: by-ip
-      cidrs: ["127.0.0.2/32", "127.0.0.3/32", "10.0.0.0/8"]
-      ports: [%[1]d, %[2]d]
-`
-
 func newFarm(t *testing.T, mode string) *farm {
 	t.Helper()
-	return newFarmWith(t, mode, "", "")
+	return newFarmWith(t, mode, nil)
 }
 
-// newFarmWith is newFarm with more config: sections appended to the file,
-// and rules (a YAML list, "{ports}" for the origins' ports) put before the
-// test policy's own.
-func newFarmWith(t *testing.T, mode, sections, rules string) *farm {
+// newFarmWith is newFarm with more config: configure, when set, changes
+// the farm's config before egressd starts.
+//
+// The farm's policy: loopback /24 is an exception to the default deny
+// list only for the rules that name it, and more specific than
+// 127.0.0.0/8. In report mode a name no rule matched is still
+// range-checked, so the origins' addresses are let through globally there
+// to give report a target.
+func newFarmWith(t *testing.T, mode string, configure func(f *farm, c *testenv.Config)) *farm {
 	t.Helper()
-	// In report mode a name no rule matched is still range-checked; let the
-	// origins' addresses through globally there so report has a target.
-	globalAllow := ""
-	if mode == "report" {
-		globalAllow = `"127.0.0.2/32", "127.0.0.3/32"`
-	}
 	f := &farm{}
 	f.ns = testenv.NewNetns(t, privateIP+"/32", metadataIP+"/32", homeIP+"/32")
 	f.ca = testenv.NewCA(t)
@@ -107,30 +80,36 @@ func newFarmWith(t *testing.T, mode, sections, rules string) *farm {
 	f.dns.Set("dead.test", 60, netip.MustParseAddr(deadIP))
 	f.dns.SetSequence("rebind.test", 0, [][]netip.Addr{{o}, {netip.MustParseAddr(privateIP)}})
 
-	cfg := fmt.Sprintf(`
-listen:
-  http: %q
-  socks5: %q
-  admin: %q
-dns:
-  servers: [%q]
-  min_ttl: 0s   # rebind.test answers with TTL 0: every lookup asks again
-timeouts:
-  handshake: 3s
-  connect: 2s
-  drain_delay: 0s
-  drain: 2s
-`, f.ns.FreeAddr(t, "127.0.0.1"), f.ns.FreeAddr(t, "127.0.0.1"), f.ns.FreeAddr(t, "127.0.0.1"), f.dns.Addr()) +
-		fmt.Sprintf(policyTmpl, f.tlsPort, f.httpPort, mode, globalAllow)
-	if rules != "" {
-		rules = strings.ReplaceAll(rules, "{ports}", fmt.Sprintf("%d, %d", f.tlsPort, f.httpPort))
-		cfg = strings.Replace(cfg, "  rules:\n", "  rules:\n"+rules, 1)
+	c := testenv.NewConfig(t)
+	c.Listen = testenv.Listeners(t, f.ns, "127.0.0.1")
+	c.DNS.Servers = []string{f.dns.Addr()}
+	c.DNS.MinTTL = 0 // rebind.test answers with TTL 0: every lookup asks again
+	c.Timeouts.Handshake = 3 * time.Second
+	c.Timeouts.Connect = 2 * time.Second
+	c.Policy.Mode = mode
+	c.Policy.DenyRanges = []string{"default"}
+	if mode == "report" {
+		c.Policy.AllowRanges = []string{originIP + "/32", httpIP + "/32"}
 	}
-	cfg += sections
-	f.proc = (&testenv.Egressd{Netns: f.ns}).Start(t, cfg)
+	c.Policy.TLSPorts = []int{f.tlsPort}
+	c.Policy.Groups = map[string]testenv.Group{"ops": {CIDRs: []string{"127.0.0.77/32"}}}
+	ports := f.ports()
+	c.Policy.Rules = []testenv.Rule{
+		{Name: "origin", Hosts: []string{"allowed.test", "*.wild.test", "rebind.test", "private.test", "metadata.test", "mixed.test", "dead.test", "*.nx.test"},
+			Ports: ports, AllowRanges: []string{"127.0.0.0/24"}},
+		{Name: "ops-only", Groups: []string{"ops"}, Hosts: []string{"ops.test"}, Ports: ports, AllowRanges: []string{"127.0.0.0/24"}},
+		{Name: "by-ip", CIDRs: []string{"127.0.0.2/32", "127.0.0.3/32", "10.0.0.0/8"}, Ports: ports},
+	}
+	if configure != nil {
+		configure(f, c)
+	}
+	f.proc = (&testenv.Egressd{Netns: f.ns}).StartConfig(t, c)
 	t.Cleanup(func() { f.honey.AssertNone(t) })
 	return f
 }
+
+// ports are the origins' ports: the TLS one, then the plain HTTP one.
+func (f *farm) ports() []int { return []int{f.tlsPort, f.httpPort} }
 
 func (f *farm) proxyURL() string { return "http://" + f.proc.HTTPAddr }
 
@@ -197,14 +176,9 @@ func (f *farm) dialProxy(t *testing.T) net.Conn {
 func (f *farm) connect(t *testing.T, target string) (net.Conn, *http.Response) {
 	t.Helper()
 	c := f.dialProxy(t)
-	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	resp, err := testenv.Connect(c, target, nil)
 	if err != nil {
-		t.Fatalf("CONNECT %s: %v", target, err)
-	}
-	if resp.StatusCode == http.StatusOK && br.Buffered() > 0 {
-		t.Fatalf("CONNECT %s: %d unexpected bytes after the status", target, br.Buffered())
+		t.Fatal(err)
 	}
 	return c, resp
 }

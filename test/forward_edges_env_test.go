@@ -7,7 +7,6 @@ package test
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -38,49 +37,39 @@ func newEdgeEnv(t *testing.T) *edgeEnv {
 	return e
 }
 
-// config is egressd's config with timeouts.idle and the given rules (YAML
-// list items, indented by four spaces). Group a is groupAIP.
-func (e *edgeEnv) config(t *testing.T, idle, rules string) string {
+// config is egressd's config with timeouts.idle and rules. Group a is
+// groupAIP. There is no SOCKS5 listener.
+func (e *edgeEnv) config(t *testing.T, idle time.Duration, rules ...testenv.Rule) *testenv.Config {
 	t.Helper()
+	c := testenv.NewConfig(t)
 	if e.proc != nil {
-		return fmt.Sprintf(edgeConfig, e.proc.HTTPAddr, e.proc.AdminAddr, e.dns.Addr(), idle, groupAIP, rules)
+		c.Listen.HTTP, c.Listen.Admin = e.proc.HTTPAddr, e.proc.AdminAddr
+	} else {
+		c.Listen.HTTP, c.Listen.Admin = e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1")
 	}
-	return fmt.Sprintf(edgeConfig, e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), e.dns.Addr(), idle, groupAIP, rules)
+	c.DNS.Servers = []string{e.dns.Addr()}
+	c.Timeouts.Handshake = 3 * time.Second
+	c.Timeouts.Connect = 2 * time.Second
+	c.Timeouts.Idle = idle
+	c.Policy.Mode = "enforce"
+	c.Policy.DenyRanges = []string{"default"}
+	c.Policy.Groups = map[string]testenv.Group{"a": {CIDRs: []string{groupAIP + "/32"}}}
+	c.Policy.Rules = rules
+	return c
 }
 
-const edgeConfig = `
-listen:
-  http: %q
-  socks5: ""
-  admin: %q
-dns:
-  servers: [%q]
-timeouts:
-  handshake: 3s
-  connect: 2s
-  idle: %s
-  drain_delay: 0s
-  drain: 2s
-policy:
-  mode: enforce
-  deny_ranges: [default]
-  groups:
-    a: { cidrs: ["%s/32"] }
-  rules:
-%s`
-
-func (e *edgeEnv) start(t *testing.T, idle, rules string) *testenv.Proc {
+func (e *edgeEnv) start(t *testing.T, idle time.Duration, rules ...testenv.Rule) *testenv.Proc {
 	t.Helper()
-	e.proc = (&testenv.Egressd{Netns: e.ns}).Start(t, e.config(t, idle, rules))
+	e.proc = (&testenv.Egressd{Netns: e.ns}).StartConfig(t, e.config(t, idle, rules...))
 	return e.proc
 }
 
 // reload rewrites the config file, sends SIGHUP and waits until egressd
 // counted the reload.
-func (e *edgeEnv) reload(t *testing.T, idle, rules string) {
+func (e *edgeEnv) reload(t *testing.T, idle time.Duration, rules ...testenv.Rule) {
 	t.Helper()
 	before := reloads(t, e.ns, e.proc.AdminAddr, "success")
-	writeFile(t, e.proc.ConfigPath, e.config(t, idle, rules))
+	writeFile(t, e.proc.ConfigPath, testenv.YAML(t, e.config(t, idle, rules...)))
 	if err := e.proc.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}

@@ -27,11 +27,8 @@ func TestForwardIDNHost(t *testing.T) {
 	e := newEdgeEnv(t)
 	o := testenv.HTTPOriginIn(t, e.ns, "127.0.0.3", "idn")
 	e.dns.Set("xn--bcher-kva.test", 60, netip.MustParseAddr("127.0.0.3"))
-	e.start(t, "5m", fmt.Sprintf(`    - name: idn
-      hosts: ["xn--bcher-kva.test", "*.xn--bcher-kva.test"]
-      ports: [%d]
-      allow_ranges: ["127.0.0.0/24"]
-`, o.Port()))
+	e.start(t, 5*time.Minute, testenv.Rule{Name: "idn", Hosts: []string{"xn--bcher-kva.test", "*.xn--bcher-kva.test"},
+		Ports: []int{o.Port()}, AllowRanges: []string{"127.0.0.0/24"}})
 	want := fmt.Sprintf("xn--bcher-kva.test:%d", o.Port())
 
 	resp, err := e.client(t, "").Get(fmt.Sprintf("http://bücher.test:%d/go", o.Port()))
@@ -103,11 +100,8 @@ func TestForwardOriginHeaders(t *testing.T) {
 		}
 	})
 	e.dns.Set("hdr.test", 60, netip.MustParseAddr("127.0.0.3"))
-	e.start(t, "5m", fmt.Sprintf(`    - name: hdr
-      hosts: ["hdr.test"]
-      ports: [%d]
-      allow_ranges: ["127.0.0.0/24"]
-`, o.Port()))
+	e.start(t, 5*time.Minute, testenv.Rule{Name: "hdr", Hosts: []string{"hdr.test"}, Ports: []int{o.Port()},
+		AllowRanges: []string{"127.0.0.0/24"}})
 
 	c := e.client(t, "")
 	for i := 0; i < 2; i++ { // the second on the pooled upstream conn

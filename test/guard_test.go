@@ -2,7 +2,6 @@ package test
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdh"
 	"crypto/rand"
 	"crypto/tls"
@@ -11,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"sync"
@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 
+	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/test/testenv"
 )
 
@@ -35,41 +36,31 @@ type guardEnv struct {
 	proc *testenv.Proc
 }
 
-func newGuardEnv(t *testing.T, policyExtra string) *guardEnv {
+// newGuardEnv starts the environment; configure, when set, changes the
+// policy further.
+func newGuardEnv(t *testing.T, configure func(p *policy.Config)) *guardEnv {
 	t.Helper()
 	e := &guardEnv{ns: testenv.NewNetns(t)}
 	e.sink = newSink(t, e.ns, originIP)
 	dns := testenv.NewDNSServerIn(t, e.ns, "127.0.0.53")
 	dns.Set("allowed.test", 60, netip.MustParseAddr(originIP))
-	cfg := fmt.Sprintf(`
-listen:
-  http: %q
-  socks5: %q
-  admin: %q
-dns:
-  servers: [%q]
-timeouts:
-  handshake: %s
-  connect: 2s
-  drain_delay: 0s
-  drain: 2s
-policy:
-  mode: enforce
-  deny_ranges: [default]
-  require_sni: true
-  tls_ports: [%d]
-%s
-  rules:
-    - name: by-ip
-      cidrs: ["%s/32"]
-      ports: [%[6]d]
-    - name: by-name
-      hosts: ["allowed.test"]
-      ports: [%[6]d]
-      allow_ranges: ["%[8]s/32"]
-`, e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), dns.Addr(),
-		guardHandshake, e.sink.port, policyExtra, originIP)
-	e.proc = (&testenv.Egressd{Netns: e.ns}).Start(t, cfg)
+	c := testenv.NewConfig(t)
+	c.Listen = testenv.Listeners(t, e.ns, "127.0.0.1")
+	c.DNS.Servers = []string{dns.Addr()}
+	c.Timeouts.Handshake = guardHandshake
+	c.Timeouts.Connect = 2 * time.Second
+	c.Policy.Mode = "enforce"
+	c.Policy.DenyRanges = []string{"default"}
+	c.Policy.RequireSNI = true
+	c.Policy.TLSPorts = []int{e.sink.port}
+	c.Policy.Rules = []testenv.Rule{
+		{Name: "by-ip", CIDRs: []string{originIP + "/32"}, Ports: []int{e.sink.port}},
+		{Name: "by-name", Hosts: []string{"allowed.test"}, Ports: []int{e.sink.port}, AllowRanges: []string{originIP + "/32"}},
+	}
+	if configure != nil {
+		configure(&c.Policy)
+	}
+	e.proc = (&testenv.Egressd{Netns: e.ns}).StartConfig(t, c)
 	return e
 }
 
@@ -86,29 +77,16 @@ func (e *guardEnv) open(t *testing.T, listener, host string) net.Conn {
 		}
 		return c
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := e.ns.DialContext(ctx, "tcp", e.proc.HTTPAddr)
+	c := e.ns.DialFrom(t, "", e.proc.HTTPAddr)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	resp, err := testenv.Connect(c, target, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
-	// Read the status line and headers byte by byte: nothing of the tunnel
-	// may be consumed.
-	var head []byte
-	one := make([]byte, 1)
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
-		if _, err := c.Read(one); err != nil {
-			t.Fatalf("CONNECT %s: %v after %q", target, err, head)
-		}
-		head = append(head, one[0])
+	if resp.StatusCode != http.StatusOK || resp.Proto != "HTTP/1.1" {
+		t.Fatalf("CONNECT %s: %s %s", target, resp.Proto, resp.Status)
 	}
-	c.SetReadDeadline(time.Time{})
-	if !bytes.HasPrefix(head, []byte("HTTP/1.1 200 ")) {
-		t.Fatalf("CONNECT %s: %q", target, head)
-	}
+	c.SetDeadline(time.Time{})
 	return c
 }
 
@@ -132,7 +110,7 @@ func closedWithin(c net.Conn, d time.Duration) (bool, error) {
 // destination, which may go without SNI. A clean hello without SNI to the
 // IP is relayed, as before.
 func TestGuardFailsClosed(t *testing.T) {
-	e := newGuardEnv(t, "")
+	e := newGuardEnv(t, nil)
 	hello := tlsClientHello(t, "denied.test")
 	trailingDot := bytes.Replace(hello, []byte("denied.test"), []byte("denied.tes."), 1)
 	nul := bytes.Replace(hello, []byte("denied.test"), []byte("denied\x00test"), 1)
@@ -200,7 +178,7 @@ func TestGuardECH(t *testing.T) {
 	hello := tlsClientHelloWith(t, &tls.Config{ServerName: "allowed.test", MinVersion: tls.VersionTLS13,
 		EncryptedClientHelloConfigList: echConfigList(t, "allowed.test")})
 	for _, ech := range []string{"deny", "allow"} {
-		e := newGuardEnv(t, "  ech: "+ech)
+		e := newGuardEnv(t, func(p *policy.Config) { p.ECH = ech })
 		for _, listener := range []string{"connect", "socks5"} {
 			t.Run(ech+"/"+listener, func(t *testing.T) {
 				skip := len(e.proc.AccessLines())

@@ -6,6 +6,7 @@ package test
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -31,6 +32,7 @@ import (
 	"github.com/prometheus/common/model"
 	"golang.org/x/net/proxy"
 
+	"github.com/egressd/egressd/proxy/config"
 	"github.com/egressd/egressd/test/testenv"
 )
 
@@ -53,6 +55,7 @@ var fixedBody = strings.Repeat("x", 1234)
 // opsFarm is one egressd with origins, DNS and a config file the test can
 // rewrite.
 type opsFarm struct {
+	t          testing.TB
 	ca         *testenv.CA
 	caFile     string
 	dns        *testenv.DNSServer
@@ -71,25 +74,26 @@ type opsFarm struct {
 type opsPorts struct{ tls, fixed, slowTLS, slowHTTP, raw int }
 
 // opsOpts are the config values a test varies; zero values take the
-// defaults of opsDefaults.
+// defaults of opsFarm.config.
 type opsOpts struct {
-	MaxConns, PerClient   int
-	Handshake, Idle       string
-	MaxTunnel, Drain      string
-	DrainDelay, MaxHeader string
-	Pprof                 bool
-	LogLevel              string
-	AccessFile            string   // log.access_file; "" = stdout
-	Hosts                 []string // hosts of rule "origin"
-	HTTPAddr              string   // overrides listen.http (reload tests)
-	BrokenPort            bool     // an invalid port in the rule (reload error tests)
+	MaxConns, PerClient int
+	Handshake, Idle     time.Duration
+	MaxTunnel, Drain    time.Duration
+	DrainDelay          time.Duration
+	MaxHeader           config.Size
+	Pprof               bool
+	LogLevel            string
+	AccessFile          string   // log.access_file; "" = stdout
+	Hosts               []string // hosts of rule "origin"
+	HTTPAddr            string   // overrides listen.http (reload tests)
+	BrokenPort          bool     // an invalid port in the rule (reload error tests)
 }
 
 var opsDefaultHosts = []string{"allowed.test", "stable.test", "fixed.test", "slow.test", "raw.test"}
 
 func newOpsFarm(t testing.TB) *opsFarm {
 	t.Helper()
-	f := &opsFarm{}
+	f := &opsFarm{t: t}
 	f.ca = testenv.NewCA(t)
 	f.caFile = f.ca.WritePEM(t.TempDir())
 	f.tls = testenv.TLSOrigin(t, f.ca, opsTLSIP, "allowed.test", "other.test", "stable.test")
@@ -117,70 +121,42 @@ func portOf(a net.Addr) int { return a.(*net.TCPAddr).Port }
 
 // config renders a whole config file.
 func (f *opsFarm) config(o opsOpts) string {
-	def := func(v *string, d string) {
-		if *v == "" {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
 			*v = d
 		}
 	}
-	if o.MaxConns == 0 {
-		o.MaxConns = 10000
-	}
-	if o.PerClient == 0 {
-		o.PerClient = 1000
-	}
-	def(&o.Handshake, "3s")
-	def(&o.Idle, "5m")
-	def(&o.MaxTunnel, "0s")
-	def(&o.Drain, "10s")
-	def(&o.DrainDelay, "0s")
-	def(&o.MaxHeader, "64KiB")
-	def(&o.LogLevel, "info")
-	def(&o.HTTPAddr, f.httpAddr)
+	def(&o.Handshake, 3*time.Second)
+	def(&o.Drain, 10*time.Second)
 	if o.Hosts == nil {
 		o.Hosts = opsDefaultHosts
 	}
-	var hosts []string
-	for _, h := range o.Hosts {
-		hosts = append(hosts, strconv.Quote(h))
-	}
-	ports := fmt.Sprintf("%d, %d, %d, %d, %d", f.ports.tls, f.ports.fixed, f.ports.slowTLS, f.ports.slowHTTP, f.ports.raw)
+	c := testenv.NewConfig(f.t)
+	c.Listen = testenv.Listen{HTTP: cmp.Or(o.HTTPAddr, f.httpAddr), SOCKS5: f.socksAddr, Admin: f.adminAddr}
+	c.DNS.Servers = []string{f.dns.Addr()}
+	c.Admin.Pprof = o.Pprof
+	c.Log.Level = cmp.Or(o.LogLevel, "info")
+	c.Log.AccessFile = o.AccessFile
+	c.Limits.MaxConnections = cmp.Or(o.MaxConns, 10000)
+	c.Limits.MaxConnectionsPerClient = cmp.Or(o.PerClient, 1000)
+	c.Limits.MaxHeaderBytes = cmp.Or(o.MaxHeader, 64<<10)
+	c.Timeouts.Handshake = o.Handshake
+	c.Timeouts.Connect = 2 * time.Second
+	c.Timeouts.Idle = cmp.Or(o.Idle, 5*time.Minute)
+	c.Timeouts.MaxTunnel = o.MaxTunnel
+	c.Timeouts.Drain = o.Drain
+	c.Timeouts.DrainDelay = o.DrainDelay
+	ports := []int{f.ports.tls, f.ports.fixed, f.ports.slowTLS, f.ports.slowHTTP, f.ports.raw}
 	if o.BrokenPort {
-		ports += ", 99999"
+		ports = append(ports, 99999)
 	}
-	return fmt.Sprintf(`listen:
-  http: %q
-  socks5: %q
-  admin: %q
-dns:
-  servers: [%q]
-admin:
-  pprof: %v
-log:
-  level: %s
-  access_file: %q
-limits:
-  max_connections: %d
-  max_connections_per_client: %d
-  max_header_bytes: %s
-timeouts:
-  handshake: %s
-  connect: 2s
-  idle: %s
-  max_tunnel: %s
-  drain: %s
-  drain_delay: %s
-policy:
-  mode: enforce
-  deny_ranges: [default]
-  tls_ports: [%d, %d]
-  rules:
-    - name: origin
-      hosts: [%s]
-      ports: [%s]
-      allow_ranges: ["127.0.0.0/24"]
-`, o.HTTPAddr, f.socksAddr, f.adminAddr, f.dns.Addr(), o.Pprof, o.LogLevel, o.AccessFile, o.MaxConns, o.PerClient, o.MaxHeader,
-		o.Handshake, o.Idle, o.MaxTunnel, o.Drain, o.DrainDelay, f.ports.tls, f.ports.slowTLS,
-		strings.Join(hosts, ", "), ports)
+	c.Policy.Mode = "enforce"
+	c.Policy.DenyRanges = []string{"default"}
+	c.Policy.TLSPorts = []int{f.ports.tls, f.ports.slowTLS}
+	c.Policy.Rules = []testenv.Rule{
+		{Name: "origin", Hosts: o.Hosts, Ports: ports, AllowRanges: []string{"127.0.0.0/24"}},
+	}
+	return testenv.YAML(f.t, c)
 }
 
 // start writes the config to a file of its own and starts egressd on it.
@@ -385,21 +361,9 @@ func connectTunnel(proxyAddr, target string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
-	if err != nil {
+	if err := testenv.ConnectTunnel(c, target, nil); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("CONNECT %s: %w", target, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		c.Close()
-		return nil, fmt.Errorf("CONNECT %s: %s (%s%s)", target, resp.Status,
-			resp.Header.Get("X-Egress-Denied"), resp.Header.Get("X-Egress-Error"))
-	}
-	if br.Buffered() > 0 {
-		c.Close()
-		return nil, fmt.Errorf("CONNECT %s: bytes after the status", target)
+		return nil, err
 	}
 	return c, nil
 }

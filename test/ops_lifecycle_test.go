@@ -45,7 +45,7 @@ func listening(addr string) bool {
 func TestDrain(t *testing.T) {
 	const drainDelay = 2 * time.Second
 	f := newOpsFarm(t)
-	p := f.start(t, opsOpts{DrainDelay: drainDelay.String(), Drain: "30s", Handshake: "5s"})
+	p := f.start(t, opsOpts{DrainDelay: drainDelay, Drain: 30 * time.Second, Handshake: 5 * time.Second})
 
 	type result struct {
 		name string
@@ -152,7 +152,7 @@ func TestDrain(t *testing.T) {
 // TestDrainSecondSignal: a second SIGTERM during a drain cuts at once.
 func TestDrainSecondSignal(t *testing.T) {
 	f := newOpsFarm(t)
-	p := f.start(t, opsOpts{DrainDelay: "30s", Drain: "30s"})
+	p := f.start(t, opsOpts{DrainDelay: 30 * time.Second, Drain: 30 * time.Second})
 	c, err := connectTunnel(f.httpAddr, fmt.Sprintf("raw.test:%d", f.ports.raw))
 	if err != nil {
 		t.Fatal(err)
@@ -493,7 +493,7 @@ func TestReloadTimeoutsAndLogLevel(t *testing.T) {
 		t.Fatalf("debug lines at log.level info:\n%s", p.Stderr())
 	}
 
-	o.Idle, o.MaxTunnel, o.LogLevel = "1s", "1h", "debug"
+	o.Idle, o.MaxTunnel, o.LogLevel = time.Second, time.Hour, "debug"
 	replaceFile(t, f.configPath, f.config(o))
 	f.waitMetric(t, "egressd_config_reloads_total", map[string]string{"result": "success"}, 1)
 	if stderr := p.Stderr(); strings.Contains(stderr, "restart") {

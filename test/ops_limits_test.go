@@ -23,7 +23,7 @@ import (
 func TestSlowloris(t *testing.T) {
 	const handshake = 6 * time.Second
 	f := newOpsFarm(t)
-	p := f.start(t, opsOpts{Handshake: handshake.String()})
+	p := f.start(t, opsOpts{Handshake: handshake})
 
 	// Warm up with the requests made later, so that pooled upstream
 	// connections and splice pipes are part of the baseline.
@@ -114,7 +114,7 @@ func TestSlowloris(t *testing.T) {
 func TestLimitFlood(t *testing.T) {
 	const max = 40
 	f := newOpsFarm(t)
-	p := f.start(t, opsOpts{MaxConns: max, Handshake: "20s"})
+	p := f.start(t, opsOpts{MaxConns: max, Handshake: 20 * time.Second})
 	mustCurl(t, "warm-up https", f.curlHTTPS("allowed.test", "/warm"))
 	mustCurl(t, "warm-up http", f.curlFixed())
 	mustCurl(t, "warm-up socks5", f.curlSOCKS("allowed.test", "/warm"))
@@ -282,7 +282,7 @@ func refusedHTTP(addr, from, req string) error {
 // at its limit while another is served; a reload raises the limit.
 func TestLimitPerClient(t *testing.T) {
 	f := newOpsFarm(t)
-	o := opsOpts{PerClient: 3, Handshake: "20s"}
+	o := opsOpts{PerClient: 3, Handshake: 20 * time.Second}
 	p := f.start(t, o)
 	// Not 127.0.0.1: its ephemeral ports may be exhausted by other
 	// processes' loopback traffic, and these clients bind.
@@ -326,7 +326,7 @@ func TestLimitPerClient(t *testing.T) {
 // answered 431. (Go's net/http allows 4096 bytes of slack past the limit.)
 func TestOpsMaxHeaderBytes(t *testing.T) {
 	f := newOpsFarm(t)
-	f.start(t, opsOpts{MaxHeader: "1KiB"})
+	f.start(t, opsOpts{MaxHeader: 1 << 10})
 	send := func(header int) *http.Response {
 		c := dialFrom(t, f.httpAddr, "")
 		fmt.Fprintf(c, "GET http://fixed.test:%d/ HTTP/1.1\r\nHost: fixed.test\r\nX-Pad: %s\r\nConnection: close\r\n\r\n",
@@ -357,7 +357,7 @@ func TestOpsMaxHeaderBytes(t *testing.T) {
 func TestOpsTunnelTimeouts(t *testing.T) {
 	const idle, maxTunnel = 1 * time.Second, 4 * time.Second
 	f := newOpsFarm(t)
-	p := f.start(t, opsOpts{Idle: idle.String(), MaxTunnel: maxTunnel.String()})
+	p := f.start(t, opsOpts{Idle: idle, MaxTunnel: maxTunnel})
 	target := fmt.Sprintf("raw.test:%d", f.ports.raw)
 
 	waitClosed := func(name string, c net.Conn, from time.Time, atLeast time.Duration) time.Duration {
@@ -493,7 +493,7 @@ func BenchmarkOpsRequestBesideSlowloris(b *testing.B) {
 
 func benchBesideSlowloris(b *testing.B, stalled int) {
 	f := newOpsFarm(b)
-	f.start(b, opsOpts{Handshake: "5m"})
+	f.start(b, opsOpts{Handshake: 5 * time.Minute})
 	for i := 0; i < stalled; i++ {
 		c := dialFrom(b, f.httpAddr, "")
 		if _, err := io.WriteString(c, "GET http://allowed.test/ HT"); err != nil {

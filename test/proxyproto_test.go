@@ -1,14 +1,11 @@
 package test
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -16,106 +13,34 @@ import (
 	"github.com/egressd/egressd/test/testenv"
 )
 
-// Addresses in the PROXY protocol tests. All are on the namespace's
-// loopback (127.0.0.0/8): HAProxy connects to egressd from lbIP, the only
-// trusted source; clients connect from opsIP (in group ops) or the default
-// 127.0.0.1.
-const (
-	lbIP  = "127.0.0.10"
-	opsIP = "127.0.0.77"
-)
-
-// ppEnv is egressd with listen.proxy_protocol behind a real HAProxy (TCP
-// mode) in its own namespace.
-type ppEnv struct {
-	ns     *testenv.Netns
-	ca     *testenv.CA
-	caFile string
-	web    *testenv.Origin
-	tls    *testenv.Origin
-	proc   *testenv.Proc
-	// HAProxy frontends: HTTP with send-proxy-v2, HTTP with send-proxy
-	// (v1), SOCKS5 with send-proxy-v2.
-	lbHTTP, lbHTTPv1, lbSOCKS string
+// newPPFarm is the farm fixture for the PROXY protocol tests: one
+// instance behind HAProxy with send-proxy-v2 (and send-proxy on
+// lbHTTPv1), the instance trusting lbIP only. Its policy: ops.test for
+// group ops (clients from opsIP) only, web.test for everyone. configure,
+// when set, changes the config further.
+func newPPFarm(t *testing.T, configure func(c *testenv.Config)) *lbFarm {
+	t.Helper()
+	return newLBFarm(t, lbFarmOpts{instances: 1, proxyProtocol: true, configure: func(f *lbFarm, _ int, c *testenv.Config) {
+		c.Timeouts.Handshake = 2 * time.Second
+		c.Timeouts.DrainDelay = 0
+		c.Timeouts.Drain = 2 * time.Second
+		c.Policy.Groups = map[string]testenv.Group{"ops": {CIDRs: []string{opsIP + "/32"}}}
+		ports := []int{f.tlsPort, f.httpPort}
+		c.Policy.Rules = []testenv.Rule{
+			{Name: "ops-only", Groups: []string{"ops"}, Hosts: []string{"ops.test"}, Ports: ports, AllowRanges: []string{"127.0.0.0/24"}},
+			{Name: "public", Hosts: []string{"web.test"}, Ports: ports, AllowRanges: []string{"127.0.0.0/24"}},
+		}
+		if configure != nil {
+			configure(c)
+		}
+	}})
 }
 
-// newPPEnv starts the environment; extra is appended to egressd's config
-// (top-level YAML sections the base config does not have).
-func newPPEnv(t *testing.T, extra ...string) *ppEnv {
+// curl runs curl in the farm's namespace, failing on HTTP errors, with the
+// CA and the response headers on stderr.
+func (f *lbFarm) curl(t *testing.T, args ...string) (out, hdr string, code int) {
 	t.Helper()
-	e := &ppEnv{}
-	e.ns = testenv.NewNetns(t)
-	e.ca = testenv.NewCA(t)
-	e.caFile = e.ca.WritePEM(t.TempDir())
-	e.web = testenv.HTTPOriginIn(t, e.ns, "127.0.0.3", "web")
-	e.tls = testenv.TLSOriginIn(t, e.ns, e.ca, "127.0.0.2", "ops.test", "web.test")
-	dns := testenv.NewDNSServerIn(t, e.ns, "127.0.0.53")
-	dns.Set("ops.test", 60, netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3"))
-	dns.Set("web.test", 60, netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3"))
-	cfg := fmt.Sprintf(`
-listen:
-  http: %q
-  socks5: %q
-  admin: %q
-  proxy_protocol: true
-  trusted_proxies: ["%s/32"]
-dns:
-  servers: [%q]
-timeouts:
-  handshake: 2s
-  connect: 2s
-  drain_delay: 0s
-  drain: 2s
-policy:
-  mode: enforce
-  deny_ranges: [default]
-  tls_ports: [%[6]d]
-  groups:
-    ops: { cidrs: ["%[7]s/32"] }
-  rules:
-    - name: ops-only
-      groups: [ops]
-      hosts: ["ops.test"]
-      ports: [%[6]d, %[8]d]
-      allow_ranges: ["127.0.0.0/24"]
-    - name: public
-      hosts: ["web.test"]
-      ports: [%[6]d, %[8]d]
-      allow_ranges: ["127.0.0.0/24"]
-`, e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), lbIP, dns.Addr(),
-		e.tls.Port(), opsIP, e.web.Port()) + strings.Join(extra, "\n")
-	e.proc = (&testenv.Egressd{Netns: e.ns}).Start(t, cfg)
-	e.lbHTTP, e.lbHTTPv1, e.lbSOCKS = e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1")
-	startHAProxy(t, e.ns, fmt.Sprintf(`
-global
-    maxconn 256
-defaults
-    mode tcp
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-frontend http_v2
-    bind %[1]s
-    default_backend http_v2
-backend http_v2
-    server egressd %[4]s send-proxy-v2 source %[6]s
-frontend http_v1
-    bind %[2]s
-    default_backend http_v1
-backend http_v1
-    server egressd %[4]s send-proxy source %[6]s
-frontend socks_v2
-    bind %[3]s
-    default_backend socks_v2
-backend socks_v2
-    server egressd %[5]s send-proxy-v2 source %[6]s
-`, e.lbHTTP, e.lbHTTPv1, e.lbSOCKS, e.proc.HTTPAddr, e.proc.SOCKSAddr, lbIP), e.lbHTTP, e.lbHTTPv1, e.lbSOCKS)
-	return e
-}
-
-func (e *ppEnv) curl(t *testing.T, args ...string) (out, hdr string, code int) {
-	t.Helper()
-	return e.ns.Curl(t, append([]string{"-sS", "--fail", "--max-time", "20", "--cacert", e.caFile, "-D", "/dev/stderr"}, args...)...)
+	return f.ns.Curl(t, append([]string{"-sS", "--fail", "--max-time", "20", "--cacert", f.caFile, "-D", "/dev/stderr"}, args...)...)
 }
 
 // TestProxyProtocolHAProxy: behind HAProxy with send-proxy-v2 (and
@@ -123,9 +48,10 @@ func (e *ppEnv) curl(t *testing.T, args ...string) (out, hdr string, code int) {
 // the access log, on the HTTP, CONNECT and SOCKS5 paths. Without the PROXY
 // header every client would be HAProxy's 127.0.0.10.
 func TestProxyProtocolHAProxy(t *testing.T) {
-	e := newPPEnv(t)
-	ops := fmt.Sprintf("http://ops.test:%d/pp", e.web.Port())
-	opsTLS := fmt.Sprintf("https://ops.test:%d/pp", e.tls.Port())
+	e := newPPFarm(t, nil)
+	p := e.inst[0]
+	ops := fmt.Sprintf("http://ops.test:%d/pp", e.httpPort)
+	opsTLS := fmt.Sprintf("https://ops.test:%d/pp", e.tlsPort)
 	cases := []struct {
 		name string
 		args []string
@@ -148,22 +74,22 @@ func TestProxyProtocolHAProxy(t *testing.T) {
 			log: map[string]any{"listener": "socks5", "client": "127.0.0.1", "decision": "deny", "reason": "not_allowed"}},
 		// A direct client (not from trusted_proxies) sends no header and
 		// is known by its socket address.
-		{name: "direct ops client", args: []string{"--interface", opsIP, "-x", e.proc.ProxyURL().String(), ops},
+		{name: "direct ops client", args: []string{"--interface", opsIP, "-x", p.ProxyURL().String(), ops},
 			log: map[string]any{"listener": "http", "client": opsIP, "group": "ops", "decision": "allow"}},
-		{name: "direct socks5 client", args: []string{"--socks5-hostname", e.proc.SOCKSAddr, ops}, code: 97,
+		{name: "direct socks5 client", args: []string{"--socks5-hostname", p.SOCKSAddr, ops}, code: 97,
 			log: map[string]any{"listener": "socks5", "client": "127.0.0.1", "reason": "not_allowed"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			skip := len(e.proc.AccessLines())
+			skip := len(p.AccessLines())
 			out, hdr, code := e.curl(t, tc.args...)
 			if code != tc.code {
 				t.Fatalf("curl exit %d, want %d\n%s\n%s", code, tc.code, hdr, out)
 			}
-			waitLogAfter(t, e.proc, skip, tc.log)
+			waitLogAfter(t, p, skip, tc.log)
 		})
 	}
-	for _, l := range e.proc.AccessLines() {
+	for _, l := range p.AccessLines() {
 		if l["client"] == lbIP {
 			t.Errorf("an access line names the load balancer as the client: %v", l)
 		}
@@ -174,22 +100,23 @@ func TestProxyProtocolHAProxy(t *testing.T) {
 // source must not. Refused connections are closed without an answer and
 // leave no access line.
 func TestProxyProtocolRefusals(t *testing.T) {
-	e := newPPEnv(t)
-	ops := fmt.Sprintf("http://ops.test:%d/", e.web.Port())
-	before := len(e.proc.AccessLines())
+	e := newPPFarm(t, nil)
+	p := e.inst[0]
+	ops := fmt.Sprintf("http://ops.test:%d/", e.httpPort)
+	before := len(p.AccessLines())
 
 	// The load balancer's address without a header (curl from lbIP).
-	if out, hdr, code := e.curl(t, "--interface", lbIP, "-x", e.proc.ProxyURL().String(), ops); code != 52 && code != 55 && code != 56 {
+	if out, hdr, code := e.curl(t, "--interface", lbIP, "-x", p.ProxyURL().String(), ops); code != 52 && code != 55 && code != 56 {
 		t.Errorf("trusted source without a header: curl exit %d, want 52, 55 or 56 (closed)\n%s%s", code, hdr, out)
 	}
-	if out, hdr, code := e.curl(t, "--interface", lbIP, "--socks5-hostname", e.proc.SOCKSAddr, ops); code != 97 {
+	if out, hdr, code := e.curl(t, "--interface", lbIP, "--socks5-hostname", p.SOCKSAddr, ops); code != 97 {
 		t.Errorf("trusted source without a header, socks5: curl exit %d, want 97\n%s%s", code, hdr, out)
 	}
 	// curl --haproxy-protocol sends a v1 header with its real addresses:
 	// from an untrusted source that is refused, from the trusted one it
 	// is honoured.
 	// (curl reports the close as 52, 55 or 56 depending on when it sees it.)
-	if out, hdr, code := e.curl(t, "--haproxy-protocol", "--interface", opsIP, "-x", e.proc.ProxyURL().String(), ops); code != 52 && code != 55 && code != 56 {
+	if out, hdr, code := e.curl(t, "--haproxy-protocol", "--interface", opsIP, "-x", p.ProxyURL().String(), ops); code != 52 && code != 55 && code != 56 {
 		t.Errorf("header from an untrusted source: curl exit %d, want 52, 55 or 56 (closed)\n%s%s", code, hdr, out)
 	}
 	// Forged headers naming a client of group ops, from 127.0.0.1.
@@ -197,10 +124,10 @@ func TestProxyProtocolRefusals(t *testing.T) {
 		name, addr string
 		data       []byte
 	}{
-		{"v1 to http", e.proc.HTTPAddr, []byte(fmt.Sprintf("PROXY TCP4 %s 127.0.0.1 40000 3128\r\nGET %s HTTP/1.1\r\nHost: ops.test\r\n\r\n", opsIP, ops))},
-		{"v2 to http", e.proc.HTTPAddr, append(ppV2(opsIP), fmt.Sprintf("GET %s HTTP/1.1\r\nHost: ops.test\r\n\r\n", ops)...)},
-		{"v1 to socks5", e.proc.SOCKSAddr, []byte(fmt.Sprintf("PROXY TCP4 %s 127.0.0.1 40000 1080\r\n\x05\x01\x00", opsIP))},
-		{"v2 to socks5", e.proc.SOCKSAddr, append(ppV2(opsIP), 5, 1, 0)},
+		{"v1 to http", p.HTTPAddr, []byte(fmt.Sprintf("PROXY TCP4 %s 127.0.0.1 40000 3128\r\nGET %s HTTP/1.1\r\nHost: ops.test\r\n\r\n", opsIP, ops))},
+		{"v2 to http", p.HTTPAddr, append(ppV2(opsIP), fmt.Sprintf("GET %s HTTP/1.1\r\nHost: ops.test\r\n\r\n", ops)...)},
+		{"v1 to socks5", p.SOCKSAddr, []byte(fmt.Sprintf("PROXY TCP4 %s 127.0.0.1 40000 1080\r\n\x05\x01\x00", opsIP))},
+		{"v2 to socks5", p.SOCKSAddr, append(ppV2(opsIP), 5, 1, 0)},
 	}
 	for _, tc := range forged {
 		t.Run(tc.name, func(t *testing.T) {
@@ -216,18 +143,18 @@ func TestProxyProtocolRefusals(t *testing.T) {
 		})
 	}
 	// Still serving, and none of the refused connections was logged.
-	if out, hdr, code := e.curl(t, "--haproxy-protocol", "--interface", lbIP, "-x", e.proc.ProxyURL().String(), fmt.Sprintf("http://web.test:%d/", e.web.Port())); code != 0 {
+	if out, hdr, code := e.curl(t, "--haproxy-protocol", "--interface", lbIP, "-x", p.ProxyURL().String(), fmt.Sprintf("http://web.test:%d/", e.httpPort)); code != 0 {
 		t.Fatalf("v1 header from the trusted source: curl exit %d\n%s%s", code, hdr, out)
 	}
-	line := e.proc.WaitForLog(t, testenv.Fields(map[string]any{"listener": "http", "host": "web.test", "decision": "allow"}))
+	line := p.WaitForLog(t, testenv.Fields(map[string]any{"listener": "http", "host": "web.test", "decision": "allow"}))
 	if line["client"] != lbIP {
 		t.Errorf("client %v, want %s (the header's source)", line["client"], lbIP)
 	}
-	if lines := e.proc.AccessLines()[before:]; len(lines) != 1 {
+	if lines := p.AccessLines()[before:]; len(lines) != 1 {
 		t.Errorf("refused connections were logged: %v", lines)
 	}
-	if !strings.Contains(e.proc.Stderr(), "trusted proxy sent no PROXY header") {
-		t.Errorf("no diagnostic for the trusted source without a header:\n%s", e.proc.Stderr())
+	if !strings.Contains(p.Stderr(), "trusted proxy sent no PROXY header") {
+		t.Errorf("no diagnostic for the trusted source without a header:\n%s", p.Stderr())
 	}
 }
 
@@ -238,22 +165,16 @@ func TestProxyProtocolRefusals(t *testing.T) {
 // reason limit and its own address) while another client behind the same
 // load balancer, and the first one once it closes a connection, go on.
 func TestProxyProtocolPerClientLimit(t *testing.T) {
-	e := newPPEnv(t, "limits:\n  max_connections_per_client: 2\n")
-	target := fmt.Sprintf("web.test:%d", e.web.Port())
+	e := newPPFarm(t, func(c *testenv.Config) { c.Limits.MaxConnectionsPerClient = 2 })
+	p := e.inst[0]
+	target := fmt.Sprintf("web.test:%d", e.httpPort)
 	connect := func(from string) (net.Conn, string) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c, err := e.ns.DialFromContext(ctx, "tcp", from, e.lbHTTP)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
+		c := e.ns.DialFrom(t, from, e.lbHTTP)
 		c.SetDeadline(time.Now().Add(10 * time.Second))
-		fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		resp, err := testenv.Connect(c, target, nil)
 		if err != nil {
-			t.Fatalf("CONNECT from %s: %v", from, err)
+			t.Fatalf("from %s: %v", from, err)
 		}
 		return c, resp.Status + " " + resp.Header.Get("X-Egress-Error")
 	}
@@ -265,11 +186,11 @@ func TestProxyProtocolPerClientLimit(t *testing.T) {
 		}
 		held = append(held, c)
 	}
-	skip := len(e.proc.AccessLines())
+	skip := len(p.AccessLines())
 	if _, status := connect(opsIP); status != "503 Service Unavailable limit" {
 		t.Fatalf("third tunnel from %s: %q, want 503 with X-Egress-Error: limit", opsIP, status)
 	}
-	waitLogAfter(t, e.proc, skip, map[string]any{"listener": "connect", "client": opsIP, "decision": "deny", "reason": "limit"})
+	waitLogAfter(t, p, skip, map[string]any{"listener": "connect", "client": opsIP, "decision": "deny", "reason": "limit"})
 
 	// SOCKS5 through the load balancer: refused the SOCKS5 way.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -286,7 +207,7 @@ func TestProxyProtocolPerClientLimit(t *testing.T) {
 		t.Fatalf("SOCKS5 greeting answer: %v", err)
 	}
 	req := append([]byte{5, 1, 0, 3, byte(len("web.test"))}, "web.test"...)
-	req = binary.BigEndian.AppendUint16(req, uint16(e.web.Port()))
+	req = binary.BigEndian.AppendUint16(req, uint16(e.httpPort))
 	sc.Write(req)
 	rep := make([]byte, 2)
 	if _, err := io.ReadFull(sc, rep); err != nil || rep[1] != 0x01 {

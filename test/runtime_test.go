@@ -1,44 +1,36 @@
 package test
 
 import (
+	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/egressd/egressd/test/testenv"
 )
 
-// TestServeRuntimeGODEBUG: `egressd serve` re-executes itself once, before
-// listening, with schedtrace in GODEBUG so that the Go runtime's sysmon
-// never deep-sleeps (cmd/egressd/sysmon_linux.go): same PID, same process
-// name, an operator's other GODEBUG settings kept, and an operator's own
-// schedtrace (schedtrace=0 turns the behaviour off) left as it is.
+// TestServeRuntimeGODEBUG: `egressd serve` runs with the environment it was
+// given, GODEBUG included (no re-exec adds to it: the deployments set the
+// runtime knobs, see deployments/), and logs the Go runtime settings in
+// force at start in one diagnostics line, "go runtime".
 func TestServeRuntimeGODEBUG(t *testing.T) {
 	cases := []struct {
 		name string
 		env  []string
-		want string
+		want string // GODEBUG in the process and in the line
+		gogc string
 	}{
-		{"unset", nil, "schedtrace=2147483647"},
-		{"other settings kept", []string{"GODEBUG=madvdontneed=1"}, "madvdontneed=1,schedtrace=2147483647"},
-		{"operator opts out", []string{"GODEBUG=schedtrace=0"}, "schedtrace=0"},
-		{"operator's own period", []string{"GODEBUG=gctrace=0,schedtrace=60000"}, "gctrace=0,schedtrace=60000"},
+		{"unset", nil, "", ""},
+		{"the deployments' setting", []string{"GODEBUG=schedtrace=2147483647"}, "schedtrace=2147483647", ""},
+		{"other settings", []string{"GODEBUG=madvdontneed=1"}, "madvdontneed=1", ""},
+		{"operator's own", []string{"GODEBUG=gctrace=0,schedtrace=60000", "GOGC=200"}, "gctrace=0,schedtrace=60000", "200"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			admin := testenv.FreeAddr(t, "127.0.0.1")
-			cfg := fmt.Sprintf(`
-listen:
-  http: %q
-  socks5: ""
-  admin: %q
-timeouts:
-  drain_delay: 0s
-`, testenv.FreeAddr(t, "127.0.0.1"), admin)
-			p := (&testenv.Egressd{Env: tc.env}).Start(t, cfg)
+			c := testenv.NewConfig(t)
+			c.Listen.HTTP, c.Listen.Admin = testenv.FreeAddr(t, "127.0.0.1"), testenv.FreeAddr(t, "127.0.0.1")
+			p := (&testenv.Egressd{Env: tc.env}).StartConfig(t, c)
 
 			environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", p.PID()))
 			if err != nil {
@@ -50,24 +42,33 @@ timeouts:
 					got = append(got, v)
 				}
 			}
-			if len(got) != 1 || got[0] != tc.want {
-				t.Errorf("GODEBUG of the serving process (pid %d) = %q, want exactly [%q]", p.PID(), got, tc.want)
+			if tc.want == "" && len(got) != 0 || tc.want != "" && (len(got) != 1 || got[0] != tc.want) {
+				t.Errorf("GODEBUG of the serving process (pid %d) = %q, want exactly %q", p.PID(), got, tc.want)
 			}
-			comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p.PID()))
-			if err != nil {
-				t.Fatal(err)
+			line := runtimeLine(t, p)
+			if line["godebug"] != tc.want {
+				t.Errorf("go runtime line: godebug %q, want %q: %v", line["godebug"], tc.want, line)
 			}
-			if want := filepath.Base(testenv.Binary(t)); strings.TrimSpace(string(comm)) != want[:min(len(want), 15)] {
-				t.Errorf("process name %q, want %q (the re-exec must keep it)", strings.TrimSpace(string(comm)), want)
+			if line["gogc"] != tc.gogc {
+				t.Errorf("go runtime line: gogc %q, want %q: %v", line["gogc"], tc.gogc, line)
 			}
-			resp, err := http.Get("http://" + admin + "/readyz")
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				t.Errorf("/readyz = %d after the re-exec", resp.StatusCode)
+			if n, ok := line["gomaxprocs"].(float64); !ok || n < 1 {
+				t.Errorf("go runtime line: gomaxprocs %v: %v", line["gomaxprocs"], line)
 			}
 		})
 	}
+}
+
+// runtimeLine returns the "go runtime" diagnostics line egressd wrote to
+// stderr before it was ready.
+func runtimeLine(t *testing.T, p *testenv.Proc) map[string]any {
+	t.Helper()
+	for _, l := range strings.Split(p.Stderr(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "go runtime" {
+			return m
+		}
+	}
+	t.Fatalf("no \"go runtime\" line on stderr:\n%s", p.Stderr())
+	return nil
 }

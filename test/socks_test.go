@@ -522,36 +522,21 @@ func newSOCKSEnv(t *testing.T) *socksEnv {
 	e.dns = testenv.NewDNSServerIn(t, e.ns, "127.0.0.53")
 	e.dns.Set("web.test", 60, netip.MustParseAddr(e.web4IP))
 	e.dns.Set("web6.test", 60, netip.MustParseAddr(e.web6IP))
-	cfg := fmt.Sprintf(`
-listen:
-  http: %q
-  socks5: %q
-  admin: %q
-admin:
-  pprof: true
-dns:
-  servers: [%q]
-timeouts:
-  handshake: 2s
-  connect: 2s
-  drain_delay: 0s
-  drain: 2s
-policy:
-  mode: enforce
-  deny_ranges: [default]
-  tls_ports: [443]
-  rules:
-    - name: web
-      hosts: ["web.test", "web6.test"]
-      cidrs: ["127.0.0.3/32", "%s/128"]
-      ports: [%d, %d]
-      allow_ranges: ["127.0.0.0/24", "fd00:e9::/64"]
-    - name: loopback6
-      cidrs: ["::1/128"]
-      ports: [%d]
-`, e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), e.dns.Addr(),
-		e.web6IP, e.web4.Port(), e.web6.Port(), e.web4.Port())
-	e.proc = (&testenv.Egressd{Netns: e.ns}).Start(t, cfg)
+	c := testenv.NewConfig(t)
+	c.Listen = testenv.Listeners(t, e.ns, "127.0.0.1")
+	c.Admin.Pprof = true
+	c.DNS.Servers = []string{e.dns.Addr()}
+	c.Timeouts.Handshake = 2 * time.Second
+	c.Timeouts.Connect = 2 * time.Second
+	c.Policy.Mode = "enforce"
+	c.Policy.DenyRanges = []string{"default"}
+	c.Policy.TLSPorts = []int{443}
+	c.Policy.Rules = []testenv.Rule{
+		{Name: "web", Hosts: []string{"web.test", "web6.test"}, CIDRs: []string{"127.0.0.3/32", e.web6IP + "/128"},
+			Ports: []int{e.web4.Port(), e.web6.Port()}, AllowRanges: []string{"127.0.0.0/24", "fd00:e9::/64"}},
+		{Name: "loopback6", CIDRs: []string{"::1/128"}, Ports: []int{e.web4.Port()}},
+	}
+	e.proc = (&testenv.Egressd{Netns: e.ns}).StartConfig(t, c)
 	return e
 }
 

@@ -2,28 +2,22 @@ package main
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/miekg/dns"
+	"github.com/egressd/egressd/test/testnet"
 )
 
 // Bulk protocol: the client sends a 16-byte header, then for an upload the
@@ -97,13 +91,11 @@ type origins struct {
 	cfg originConfig
 
 	bulk, echo, httpL, tlsL net.Listener
-	dnsUDP, dnsTCP          *dns.Server
+	dns                     *testnet.DNSServer
 	httpSrv, tlsSrv         *http.Server
 
 	// CAPool holds the test CA that signed the TLS origin's certificate.
 	CAPool *x509.CertPool
-	// DNSQueries counts the questions the DNS server has answered.
-	DNSQueries atomic.Int64
 
 	zero    []byte    // read-only fallback source for downloads
 	src     *payload  // sendfile source for downloads
@@ -212,7 +204,10 @@ func (o *origins) Addr(which string) netip.AddrPort {
 }
 
 // DNSAddr returns the address the DNS server listens on (UDP and TCP).
-func (o *origins) DNSAddr() string { return o.dnsUDP.PacketConn.LocalAddr().String() }
+func (o *origins) DNSAddr() string { return o.dns.Addr() }
+
+// DNSQueries returns how many questions the DNS server has answered.
+func (o *origins) DNSQueries() int64 { return int64(o.dns.TotalQueries()) }
 
 // serveRaw runs an accept loop for a raw TCP origin.
 func (o *origins) serveRaw(l net.Listener, serve func(net.Conn)) {
@@ -311,7 +306,11 @@ func (o *origins) serveEcho(c net.Conn) {
 	}
 }
 
-// startDNS starts the DNS server on UDP and on TCP at the same address.
+// startDNS starts the DNS server (testnet's, which the end-to-end tests
+// use too) on UDP and on TCP at the same address: every name under
+// bench.test answers the origins' address (A for an IPv4 origin, AAAA for
+// an IPv6 one, an empty answer for the other family), anything else
+// NXDOMAIN.
 func (o *origins) startDNS() error {
 	addr := o.cfg.DNSAddr
 	if addr == "" {
@@ -320,67 +319,13 @@ func (o *origins) startDNS() error {
 	if err := loopbackOnly(addr); err != nil {
 		return err
 	}
-	// With port 0 the UDP port is chosen first and TCP must get the same
-	// one, which another process may hold: try a few ports.
-	var (
-		pc  net.PacketConn
-		l   net.Listener
-		err error
-	)
-	for range 20 {
-		if pc, err = net.ListenPacket("udp", addr); err != nil {
-			return fmt.Errorf("dns server: %w", err)
-		}
-		if l, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
-			break
-		}
-		pc.Close()
-		if !strings.HasSuffix(addr, ":0") {
-			break
-		}
-	}
+	s, err := testnet.ListenDNS(addr, net.ListenPacket, net.Listen)
 	if err != nil {
 		return fmt.Errorf("dns server: %w", err)
 	}
-	h := dns.HandlerFunc(o.answerDNS)
-	o.dnsUDP = &dns.Server{PacketConn: pc, Handler: h}
-	o.dnsTCP = &dns.Server{Listener: l, Handler: h}
-	for _, s := range []*dns.Server{o.dnsUDP, o.dnsTCP} {
-		started := make(chan struct{})
-		s.NotifyStartedFunc = func() { close(started) }
-		o.wg.Add(1)
-		go func() { defer o.wg.Done(); _ = s.ActivateAndServe() }()
-		<-started
-	}
+	s.SetDomain(benchDomain, o.cfg.dnsTTL, o.cfg.IP)
+	o.dns = s
 	return nil
-}
-
-// answerDNS maps every name under bench.test to the origins' address: A
-// records for an IPv4 origin, AAAA for an IPv6 one, an empty answer for the
-// other family, and NXDOMAIN outside the zone.
-func (o *origins) answerDNS(w dns.ResponseWriter, req *dns.Msg) {
-	m := new(dns.Msg)
-	m.SetReply(req)
-	m.Authoritative = true
-	for _, q := range req.Question {
-		o.DNSQueries.Add(1)
-		name := strings.ToLower(q.Name)
-		if name != benchDomain && !strings.HasSuffix(name, "."+benchDomain) {
-			m.Rcode = dns.RcodeNameError
-			continue
-		}
-		hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: o.cfg.dnsTTL}
-		ip := o.cfg.IP
-		switch {
-		case q.Qtype == dns.TypeA && ip.Is4():
-			hdr.Rrtype = dns.TypeA
-			m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: ip.AsSlice()})
-		case q.Qtype == dns.TypeAAAA && ip.Is6():
-			hdr.Rrtype = dns.TypeAAAA
-			m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr, AAAA: ip.AsSlice()})
-		}
-	}
-	_ = w.WriteMsg(m)
 }
 
 // Close stops every origin, ends their connections, and waits for all their
@@ -408,10 +353,8 @@ func (o *origins) Close() {
 			l.Close()
 		}
 	}
-	for _, s := range []*dns.Server{o.dnsUDP, o.dnsTCP} {
-		if s != nil {
-			_ = s.Shutdown()
-		}
+	if o.dns != nil {
+		_ = o.dns.Close()
 	}
 	o.wg.Wait()
 	if o.src != nil {
@@ -419,57 +362,20 @@ func (o *origins) Close() {
 	}
 }
 
-// newTestPKI generates a CA and a leaf certificate for name (and every name
-// under bench.test, and ip), both ECDSA P-256, valid for a day. It returns
-// the server's TLS config and a pool that trusts the CA.
+// newTestPKI creates a CA (testnet's, which the end-to-end tests use too)
+// and a leaf certificate for name, every name under bench.test and ip. It
+// returns the server's TLS config and a pool that trusts the CA.
 func newTestPKI(name string, ip netip.Addr) (*tls.Config, *x509.CertPool, error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testnet.NewCA("egressbench test CA")
 	if err != nil {
 		return nil, nil, err
 	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "egressbench test CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	leaf, err := ca.Issue(name, "*."+strings.TrimSuffix(benchDomain, "."), ip.String())
 	if err != nil {
 		return nil, nil, err
 	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, nil, err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	leafTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name, "*." + strings.TrimSuffix(benchDomain, ".")},
-		IPAddresses:  []net.IP{ip.AsSlice()},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	cfg := &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER, caDER}, PrivateKey: key}},
-		MinVersion:   tls.VersionTLS12,
-	}
-	return cfg, pool, nil
+	cfg := &tls.Config{Certificates: []tls.Certificate{leaf}, MinVersion: tls.VersionTLS12}
+	return cfg, ca.CertPool(), nil
 }
 
 // loopbackOnly refuses any address that is not a loopback IP literal: the

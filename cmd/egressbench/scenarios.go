@@ -40,7 +40,7 @@ type meter struct {
 }
 
 func (b *bench) startMeter() (*meter, error) {
-	m := &meter{b: b, self0: selfCPU(), dns0: b.o.DNSQueries.Load()}
+	m := &meter{b: b, self0: selfCPU(), dns0: b.o.DNSQueries()}
 	if b.cfg.ProxyPID > 0 {
 		p, err := sampleProc(b.cfg.ProxyPID)
 		if err != nil {
@@ -61,7 +61,7 @@ func (m *meter) stop(r *Result, elapsed time.Duration) error {
 	r.Time = m.t0
 	r.Seconds = elapsed.Seconds()
 	r.ToolCPUSec = (selfCPU() - m.self0).Seconds()
-	r.DNSQueries = m.b.o.DNSQueries.Load() - m.dns0
+	r.DNSQueries = m.b.o.DNSQueries() - m.dns0
 	if m.b.cfg.ProxyPID > 0 {
 		p, err := sampleProc(m.b.cfg.ProxyPID)
 		if err != nil {

@@ -12,9 +12,9 @@
 // RawConn waits for readiness on the runtime's poller), so they need no
 // bookkeeping: a burst that moves bytes only through rawio and the splice
 // relay never wakes sysmon, and a long call is never mistaken for a blocked
-// one (sysmon would hand the P to another thread). egressd serve also keeps
-// sysmon out of deep sleep altogether (cmd/egressd/sysmon_linux.go); rawio
-// is what still helps when an operator turns that off.
+// one (sysmon would hand the P to another thread). The deployments also
+// keep sysmon out of deep sleep altogether (GODEBUG=schedtrace, README
+// "Runtime settings for a farm"); rawio is what still helps without it.
 //
 // Every function falls back to the conn's own methods when the conn is not
 // a socket of this kind, or on systems other than Linux.

@@ -1,110 +1,40 @@
 package testenv
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
+
+	"github.com/egressd/egressd/test/testnet"
 )
 
-// CA is a throwaway certificate authority for one test.
+// CA is a throwaway certificate authority for one test ([testnet.CA] whose
+// errors fail the test).
 type CA struct {
-	t    testing.TB
-	cert *x509.Certificate
-	der  []byte
-	key  *ecdsa.PrivateKey
+	*testnet.CA
+	t testing.TB
 }
 
 // NewCA creates a CA valid for a day.
 func NewCA(t testing.TB) *CA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testnet.NewCA("egressd test CA")
 	if err != nil {
-		t.Fatalf("ca key: %v", err)
+		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(t),
-		Subject:               pkix.Name{CommonName: "egressd test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatalf("ca cert: %v", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatalf("ca parse: %v", err)
-	}
-	return &CA{t: t, cert: cert, der: der, key: key}
-}
-
-func serial(t testing.TB) *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		t.Fatalf("serial: %v", err)
-	}
-	return n
+	return &CA{CA: ca, t: t}
 }
 
 // Issue returns a server certificate for names: DNS names, and IP literals
 // which go into the IP SANs. The first name is the subject CN.
 func (ca *CA) Issue(names ...string) tls.Certificate {
 	ca.t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cert, err := ca.CA.Issue(names...)
 	if err != nil {
-		ca.t.Fatalf("leaf key: %v", err)
+		ca.t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(ca.t),
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	if len(names) > 0 {
-		tmpl.Subject.CommonName = names[0]
-	}
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		ca.t.Fatalf("leaf cert: %v", err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		ca.t.Fatalf("leaf parse: %v", err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der, ca.der}, PrivateKey: key, Leaf: leaf}
-}
-
-// CertPool returns a pool holding only the CA certificate.
-func (ca *CA) CertPool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.cert)
-	return p
-}
-
-// PEM returns the CA certificate in PEM form.
-func (ca *CA) PEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.der})
+	return cert
 }
 
 // WritePEM writes the CA certificate to dir/ca.pem and returns the path,

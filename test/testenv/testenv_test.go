@@ -17,8 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/proxy/config"
 	"github.com/egressd/egressd/test/testenv"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/miekg/dns"
 	"go.yaml.in/yaml/v3"
 )
@@ -94,6 +96,8 @@ func TestDNSServer(t *testing.T) {
 	s.SetSequence("rebind.test", 0, [][]netip.Addr{{v4}, {netip.MustParseAddr("10.0.0.5")}})
 	s.SetCNAME("alias.test", 60, "both.test")
 	s.SetRcode("fail.test", dns.RcodeServerFailure)
+	s.SetDomain("zone.test", 45, v4)
+	s.Set("exact.zone.test", 30, v6)
 
 	type answer struct {
 		Rcode string
@@ -131,6 +135,11 @@ func TestDNSServer(t *testing.T) {
 		{"sequence AAAA does not advance A", "udp", "rebind.test", dns.TypeAAAA, answer{"NOERROR", nil}},
 		{"sequence step 1", "tcp", "rebind.test", dns.TypeA, answer{"NOERROR", []string{"rebind.test. 0 IN A 10.0.0.5"}}},
 		{"sequence cycles", "udp", "rebind.test", dns.TypeA, answer{"NOERROR", []string{"rebind.test. 0 IN A 127.0.0.2"}}},
+		{"domain apex", "udp", "zone.test", dns.TypeA, answer{"NOERROR", []string{"zone.test. 45 IN A 127.0.0.2"}}},
+		{"name under a domain", "tcp", "a.b.Zone.test", dns.TypeA, answer{"NOERROR", []string{"a.b.zone.test. 45 IN A 127.0.0.2"}}},
+		{"domain NODATA", "udp", "a.zone.test", dns.TypeAAAA, answer{"NOERROR", nil}},
+		{"a name set in a domain", "udp", "exact.zone.test", dns.TypeA, answer{"NOERROR", nil}},
+		{"domain lookalike", "udp", "notzone.test", dns.TypeA, answer{"NXDOMAIN", nil}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -297,7 +306,9 @@ func TestProcHarness(t *testing.T) {
 			}
 			addr := ns.FreeAddr(t, "127.0.0.1")
 			e := &testenv.Egressd{Netns: ns, Binary: self, Env: []string{fakeEnv + "=1"}}
-			p := e.Start(t, fmt.Sprintf("listen:\n  http: %q\n  socks5: \"\"\n  admin: \"\"\n", addr))
+			cfg := testenv.NewConfig(t)
+			cfg.Listen.HTTP = addr
+			p := e.StartConfig(t, cfg)
 			if p.HTTPAddr != addr {
 				t.Fatalf("HTTPAddr = %q, want %q", p.HTTPAddr, addr)
 			}
@@ -385,5 +396,163 @@ func TestInline(t *testing.T) {
 	}
 	if e, _ := testenv.ParseEcho([]byte(stdout)); netip.MustParseAddrPort(e.Remote).Addr() != in.GatewayWAN4 {
 		t.Errorf("the gateway's own request came from %q, want %v", e.Remote, in.GatewayWAN4)
+	}
+}
+
+// TestConfig: the builder's file is egressd's config, key for key: it
+// parses back to what was built, and the starting point has no listener
+// and a drain that ends at once.
+func TestConfig(t *testing.T) {
+	c := testenv.NewConfig(t)
+	if l := c.Listen; l.HTTP != "" || l.SOCKS5 != "" || l.Admin != "" {
+		t.Errorf("NewConfig listens: %+v", c.Listen)
+	}
+	if c.Timeouts.DrainDelay != 0 || c.Timeouts.Drain != 2*time.Second {
+		t.Errorf("NewConfig drain_delay %v, drain %v; want 0s, 2s", c.Timeouts.DrainDelay, c.Timeouts.Drain)
+	}
+	c.Listen = testenv.Listeners(t, nil, "127.0.0.1")
+	c.Timeouts.Handshake = 3 * time.Second
+	c.Policy.Groups = map[string]testenv.Group{"ops": {CIDRs: []string{"127.0.0.77/32"}}}
+	c.Policy.Rules = []testenv.Rule{{Name: "origin", Groups: []string{"ops"}, Hosts: []string{"a.test", "*.b.test"},
+		Ports: []int{443, 8080}, AllowRanges: []string{"127.0.0.0/24"}}}
+	text := testenv.YAML(t, c)
+	back, err := config.Parse([]byte(text), "built.yaml")
+	if err != nil {
+		t.Fatalf("egressd refuses the built config: %v\n%s", err, text)
+	}
+	if diff := cmp.Diff(c, back, cmpopts.EquateEmpty(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+		t.Errorf("parsed back (-built +parsed):\n%s\n%s", diff, text)
+	}
+}
+
+// TestConnect: the CONNECT helper writes the request line, Host and extra
+// header fields; it returns a 200 with the connection at the tunnel's first
+// byte, a refusal with its body, and an error for bytes that came with a
+// 200.
+func TestConnect(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	heads := make(chan string, 3)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		answers := []string{
+			"HTTP/1.1 200 Connection established\r\n\r\n",
+			"HTTP/1.1 403 Forbidden\r\nX-Egress-Denied: not_allowed\r\nContent-Length: 6\r\n\r\ndenied",
+			"HTTP/1.1 200 OK\r\n\r\nearly",
+		}
+		for _, answer := range answers {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			req, err := http.ReadRequest(bufio.NewReader(c))
+			if err == nil {
+				heads <- req.Method + " " + req.RequestURI + " " + req.Host + " " + req.Header.Get("Proxy-Authorization")
+			}
+			io.WriteString(c, answer)
+			if answer == answers[0] {
+				io.WriteString(c, "tunnel") // the tunnel's first bytes, after the client read the answer
+			}
+			io.Copy(io.Discard, c)
+			c.Close()
+		}
+	}()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		return c
+	}
+
+	c := dial()
+	resp, err := testenv.Connect(c, "a.test:443", http.Header{"Proxy-Authorization": {"Basic eDp5"}})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("200: %v, %v", resp, err)
+	}
+	if h := <-heads; h != "CONNECT a.test:443 a.test:443 Basic eDp5" {
+		t.Errorf("request head %q", h)
+	}
+	if b, err := io.ReadAll(io.LimitReader(c, 6)); string(b) != "tunnel" {
+		t.Errorf("tunnel bytes %q, %v", b, err)
+	}
+	c.Close()
+
+	c = dial()
+	err = testenv.ConnectTunnel(c, "b.test:443", nil)
+	if err == nil || !strings.Contains(err.Error(), "403 Forbidden (not_allowed)") {
+		t.Errorf("refusal: %v", err)
+	}
+	<-heads
+	c.Close()
+
+	c = dial()
+	if _, err := testenv.Connect(c, "c.test:443", nil); err == nil || !strings.Contains(err.Error(), "unexpected bytes after the status") {
+		t.Errorf("bytes with the 200: %v", err)
+	}
+	<-heads
+	c.Close()
+}
+
+// TestHAProxy: StartHAProxy runs the real HAProxy with a config, returns
+// once every bind address accepts, and its session log and stats are read
+// back.
+func TestHAProxy(t *testing.T) {
+	ns := testenv.NewNetns(t)
+	origin := testenv.HTTPOriginIn(t, ns, "127.0.0.3", "behind")
+	front, stats := ns.FreeAddr(t, "127.0.0.1"), ns.FreeAddr(t, "127.0.0.1")
+	h := testenv.StartHAProxy(t, ns, fmt.Sprintf(`global
+    log stdout format raw local0 info
+defaults
+    mode tcp
+    log global
+    option tcplog
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+frontend front
+    bind %s
+    default_backend back
+backend back
+    server origin %s
+frontend stats
+    mode http
+    bind %s
+    stats enable
+    stats uri /
+`, front, origin.Addr(), stats))
+	tr := &http.Transport{DialContext: ns.DialContext, Proxy: nil, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("http://" + front + "/through")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if origin.Count() != 1 {
+		t.Errorf("origin saw %d requests through HAProxy", origin.Count())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(h.Sessions()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond) // the session line comes when it ends; bounded
+	}
+	if s := h.Sessions(); len(s) != 1 || s[0].Backend != "back" || s[0].Server != "origin" {
+		t.Errorf("sessions %+v\n%s", s, h.Events())
+	}
+	var found bool
+	for _, st := range h.Stats(t, stats) {
+		if st.Backend == "back" && st.Server == "origin" && st.Sessions == 1 {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("stats lack back/origin with 1 session: %+v", h.Stats(t, stats))
 	}
 }
