@@ -5,7 +5,9 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/test/testenv"
 )
 
@@ -56,23 +58,20 @@ func newRolloutEnv(t *testing.T) *rolloutEnv {
 	return e
 }
 
-// config returns a whole config for egressd in the namespace with policy
-// (a YAML "policy:" section, %[1]d the TLS port, %[2]d the HTTP port).
-func (e *rolloutEnv) config(t *testing.T, policy string) string {
+// config returns a whole config for egressd in the namespace: listeners,
+// the namespace's DNS server, short timeouts, and the policy pol (nil:
+// egressd's default policy) sets.
+func (e *rolloutEnv) config(t *testing.T, pol func(e *rolloutEnv, p *policy.Config)) *testenv.Config {
 	t.Helper()
-	return fmt.Sprintf(`listen:
-  http: %q
-  socks5: %q
-  admin: %q
-dns:
-  servers: [%q]
-timeouts:
-  handshake: 3s
-  connect: 2s
-  drain_delay: 0s
-  drain: 2s
-`, e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), e.dns.Addr()) +
-		fmt.Sprintf(policy, e.tlsPort, e.httpPort)
+	c := testenv.NewConfig(t)
+	c.Listen = testenv.Listeners(t, e.ns, "127.0.0.1")
+	c.DNS.Servers = []string{e.dns.Addr()}
+	c.Timeouts.Handshake = 3 * time.Second
+	c.Timeouts.Connect = 2 * time.Second
+	if pol != nil {
+		pol(e, &c.Policy)
+	}
+	return c
 }
 
 // curl runs real curl from client address from (it binds there), with args.
@@ -105,24 +104,21 @@ func (e *rolloutEnv) fetch(t *testing.T, p *testenv.Proc, from, kind, name strin
 
 // rolloutPolicy: report mode for the policy, enforce for group web, a
 // global deny list at the top, one rule per group below it.
-const rolloutPolicy = `policy:
-  mode: report
-  deny_ranges: [default]
-  allow_ranges: ["127.0.0.2/32", "127.0.0.3/32"]
-  tls_ports: [%[1]d]
-  groups:
-    web: { cidrs: ["127.0.0.21/32"], mode: enforce }
-    batch: { cidrs: ["127.0.0.22/32"] }
-  rules:
-    - name: no-paste
-      action: deny
-      hosts: ["paste.test", "*.paste.test"]
-    - name: web-news
-      groups: [web]
-      hosts: ["news.test", "*.paste.test", "paste.test"]
-      ports: [%[1]d, %[2]d]
-      allow_ranges: ["127.0.0.0/24"]
-`
+func rolloutPolicy(e *rolloutEnv, p *policy.Config) {
+	p.Mode = "report"
+	p.DenyRanges = []string{"default"}
+	p.AllowRanges = []string{"127.0.0.2/32", "127.0.0.3/32"}
+	p.TLSPorts = []int{e.tlsPort}
+	p.Groups = map[string]policy.Group{
+		"web":   {CIDRs: []string{webClientIP + "/32"}, Mode: "enforce"},
+		"batch": {CIDRs: []string{batchClientIP + "/32"}},
+	}
+	p.Rules = []policy.Rule{
+		{Name: "no-paste", Action: "deny", Hosts: []string{"paste.test", "*.paste.test"}},
+		{Name: "web-news", Groups: []string{"web"}, Hosts: []string{"news.test", "*.paste.test", "paste.test"},
+			Ports: []int{e.tlsPort, e.httpPort}, AllowRanges: []string{"127.0.0.0/24"}},
+	}
+}
 
 // TestDenyRuleEveryListener: a deny rule at the top denies on every front
 // end, in a report group and an enforcing one alike, whatever a later rule
@@ -131,7 +127,7 @@ const rolloutPolicy = `policy:
 // name would resolve to.
 func TestDenyRuleEveryListener(t *testing.T) {
 	e := newRolloutEnv(t)
-	p := (&testenv.Egressd{Netns: e.ns}).Start(t, e.config(t, rolloutPolicy))
+	p := (&testenv.Egressd{Netns: e.ns}).StartConfig(t, e.config(t, rolloutPolicy))
 	for _, from := range []string{webClientIP, batchClientIP} {
 		group := map[string]string{webClientIP: "web", batchClientIP: "batch"}[from]
 		for _, kind := range []string{"http", "connect", "socks5"} {
@@ -166,7 +162,7 @@ func TestDenyRuleEveryListener(t *testing.T) {
 // reported; a rule allows web; private ranges stay denied for batch.
 func TestGroupModeLive(t *testing.T) {
 	e := newRolloutEnv(t)
-	p := (&testenv.Egressd{Netns: e.ns}).Start(t, e.config(t, rolloutPolicy))
+	p := (&testenv.Egressd{Netns: e.ns}).StartConfig(t, e.config(t, rolloutPolicy))
 	cases := []struct {
 		from, kind, name string
 		ok               bool

@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/test/testenv"
 )
 
@@ -173,7 +174,16 @@ func setGroupMode(t *testing.T, cfg, group, mode string) string {
 		return nil
 	}
 	g := find(find(find(doc.Content[0], "policy"), "groups"), group)
-	g.Content = append(g.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "mode"}, &yaml.Node{Kind: yaml.ScalarNode, Value: mode})
+	set := false
+	for i := 0; i+1 < len(g.Content); i += 2 {
+		if g.Content[i].Value == "mode" {
+			g.Content[i+1] = &yaml.Node{Kind: yaml.ScalarNode, Value: mode}
+			set = true
+		}
+	}
+	if !set {
+		g.Content = append(g.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "mode"}, &yaml.Node{Kind: yaml.ScalarNode, Value: mode})
+	}
 	out, err := yaml.Marshal(&doc)
 	if err != nil {
 		t.Fatal(err)
@@ -190,20 +200,17 @@ func TestRolloutEndToEnd(t *testing.T) {
 	e := newRolloutEnv(t)
 	dir := t.TempDir()
 	// Phase 1: report mode, no allow rule, a global deny list.
-	policy1 := `policy:
-  mode: report
-  deny_ranges: [default]
-  allow_ranges: ["127.0.0.2/32", "127.0.0.3/32"]
-  tls_ports: [%[1]d]
-  groups:
-    web: { cidrs: ["127.0.0.21/32"] }
-    batch: { cidrs: ["127.0.0.22/32"] }
-  rules:
-    - name: no-paste
-      action: deny
-      hosts: ["paste.test", "*.paste.test"]
-`
-	cfg1 := e.config(t, policy1)
+	cfg1 := testenv.YAML(t, e.config(t, func(e *rolloutEnv, p *policy.Config) {
+		p.Mode = "report"
+		p.DenyRanges = []string{"default"}
+		p.AllowRanges = []string{"127.0.0.2/32", "127.0.0.3/32"}
+		p.TLSPorts = []int{e.tlsPort}
+		p.Groups = map[string]policy.Group{
+			"web":   {CIDRs: []string{webClientIP + "/32"}},
+			"batch": {CIDRs: []string{batchClientIP + "/32"}},
+		}
+		p.Rules = []policy.Rule{{Name: "no-paste", Action: "deny", Hosts: []string{"paste.test", "*.paste.test"}}}
+	}))
 	traffic := []struct{ from, kind, name string }{
 		{webClientIP, "connect", "allowed.test"},
 		{webClientIP, "connect", "news.test"},
