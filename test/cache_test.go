@@ -123,7 +123,7 @@ type cacheEnv struct {
 	listen [3]string
 }
 
-func newCacheEnv(t *testing.T, groups string) *cacheEnv {
+func newCacheEnv(t *testing.T, groups ...string) *cacheEnv {
 	t.Helper()
 	e := &cacheEnv{ns: testenv.NewNetns(t)}
 	e.origin = newCacheOrigin(t, e.ns)
@@ -131,49 +131,33 @@ func newCacheEnv(t *testing.T, groups string) *cacheEnv {
 	dns.Set("cache.test", 60, netip.MustParseAddr("127.0.0.3"))
 	e.dns = dns.Addr()
 	e.listen = [3]string{e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1")}
-	e.proc = (&testenv.Egressd{Netns: e.ns}).Start(t, e.config(groups))
+	e.proc = (&testenv.Egressd{Netns: e.ns}).StartConfig(t, e.config(t, groups...))
 	return e
 }
 
-// config allows cache.test to the groups listed ("[web]", "[web, ops]", or
-// "[]" for no rule at all).
-func (e *cacheEnv) config(groups string) string {
-	rule := fmt.Sprintf(`
-    - name: cache-origin
-      groups: %s
-      hosts: ["cache.test"]
-      ports: [%d]
-      allow_ranges: ["127.0.0.0/24"]`, groups, e.origin.port)
-	if groups == "[]" {
-		rule = fmt.Sprintf(`
-    - name: something-else
-      hosts: ["other.test"]
-      ports: [%d]`, e.origin.port)
+// config allows cache.test to the groups listed (none: no rule for it at
+// all), with the HTTP cache on.
+func (e *cacheEnv) config(t *testing.T, groups ...string) *testenv.Config {
+	t.Helper()
+	c := testenv.NewConfig(t)
+	c.Listen = testenv.Listen{HTTP: e.listen[0], SOCKS5: e.listen[1], Admin: e.listen[2]}
+	c.DNS.Servers = []string{e.dns}
+	c.Timeouts.Handshake = 3 * time.Second
+	c.Timeouts.Connect = 2 * time.Second
+	c.Cache.HTTP.MaxBytes = 64 << 20
+	c.Cache.HTTP.MaxObjectBytes = 4 << 20
+	c.Cache.HTTP.CollapseTimeout = 30 * time.Second
+	c.Policy.Mode = "enforce"
+	c.Policy.Groups = map[string]testenv.Group{
+		"web": {CIDRs: []string{"127.0.0.1/32"}},
+		"ops": {CIDRs: []string{"127.0.0.77/32"}},
 	}
-	return fmt.Sprintf(`
-listen:
-  http: %q
-  socks5: %q
-  admin: %q
-dns:
-  servers: [%q]
-timeouts:
-  handshake: 3s
-  connect: 2s
-  drain_delay: 0s
-  drain: 2s
-cache:
-  http:
-    max_bytes: 64MiB
-    max_object_bytes: 4MiB
-    collapse_timeout: 30s
-policy:
-  mode: enforce
-  groups:
-    web: { cidrs: ["127.0.0.1/32"] }
-    ops: { cidrs: ["127.0.0.77/32"] }
-  rules:%s
-`, e.listen[0], e.listen[1], e.listen[2], e.dns, rule)
+	c.Policy.Rules = []testenv.Rule{{Name: "something-else", Hosts: []string{"other.test"}, Ports: []int{e.origin.port}}}
+	if len(groups) > 0 {
+		c.Policy.Rules = []testenv.Rule{{Name: "cache-origin", Groups: groups, Hosts: []string{"cache.test"},
+			Ports: []int{e.origin.port}, AllowRanges: []string{"127.0.0.0/24"}}}
+	}
+	return c
 }
 
 // client is a Go client using egressd as its HTTP proxy, connecting from
@@ -226,7 +210,7 @@ func (e *cacheEnv) scrape(t *testing.T) metrics {
 // one is revalidated with its ETag (REVALIDATED); the access lines carry
 // cache and the metrics count both, with the bytes served from storage.
 func TestHTTPCache(t *testing.T) {
-	e := newCacheEnv(t, "[web]")
+	e := newCacheEnv(t, "web")
 	curl := func(path string) (string, string) {
 		t.Helper()
 		out, hdr, code := e.ns.Curl(t, "-sS", "--max-time", "20", "-D", "/dev/stderr", "-x", e.proc.ProxyURL().String(), e.url(path))
@@ -291,7 +275,7 @@ func TestHTTPCache(t *testing.T) {
 // (collapsed requests stream the one fetch as it arrives).
 func TestHTTPCacheCollapsedForwarding(t *testing.T) {
 	const clients = 100
-	e := newCacheEnv(t, "[web]")
+	e := newCacheEnv(t, "web")
 	c := e.client(t, "127.0.0.1")
 	type result struct {
 		xcache string
@@ -354,7 +338,7 @@ func TestHTTPCacheCollapsedForwarding(t *testing.T) {
 // the object is stored, and a reload that removes the host makes its
 // objects unreachable at once; the origin is never asked again.
 func TestHTTPCachePolicyFirst(t *testing.T) {
-	e := newCacheEnv(t, "[web]")
+	e := newCacheEnv(t, "web")
 	web, ops := e.client(t, "127.0.0.1"), e.client(t, "127.0.0.77")
 	url := e.url("/file/p")
 	for _, want := range []string{"MISS", "HIT"} {
@@ -368,7 +352,7 @@ func TestHTTPCachePolicyFirst(t *testing.T) {
 	}
 	e.proc.WaitForLog(t, testenv.Fields(map[string]any{"client": "127.0.0.77", "host": "cache.test", "decision": "deny", "reason": "not_allowed"}))
 
-	if err := os.WriteFile(e.proc.ConfigPath, []byte(e.config("[]")), 0o600); err != nil {
+	if err := os.WriteFile(e.proc.ConfigPath, []byte(testenv.YAML(t, e.config(t))), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	e.proc.Signal(syscall.SIGHUP)
@@ -392,7 +376,7 @@ func TestHTTPCachePolicyFirst(t *testing.T) {
 // proxy, without headers that would pass as egressd's; the final response
 // is stored, and a hit has no interim response.
 func TestInterimResponsesForwarded(t *testing.T) {
-	e := newCacheEnv(t, "[web]")
+	e := newCacheEnv(t, "web")
 	c := e.client(t, "127.0.0.1")
 	for _, want := range []struct {
 		xcache string

@@ -35,25 +35,24 @@ func writeConfig(t *testing.T, body string) string {
 	return p
 }
 
-const cliPolicy = `
-policy:
-  mode: enforce
-  groups:
-    web: { cidrs: ["10.0.1.0/24"] }
-  rules:
-    - name: github
-      groups: [web]
-      hosts: ["github.com", "*.github.com"]
-      ports: [443]
-    - name: internal-api
-      cidrs: ["10.20.0.0/16"]
-      ports: [8443]
-`
+// cliPolicy is a config for the commands that read one (check, validate):
+// group web, a rule by name for it, one by address for everyone.
+func cliPolicy(t *testing.T) string {
+	t.Helper()
+	c := testenv.NewConfig(t)
+	c.Policy.Mode = "enforce"
+	c.Policy.Groups = map[string]testenv.Group{"web": {CIDRs: []string{"10.0.1.0/24"}}}
+	c.Policy.Rules = []testenv.Rule{
+		{Name: "github", Groups: []string{"web"}, Hosts: []string{"github.com", "*.github.com"}, Ports: []int{443}},
+		{Name: "internal-api", CIDRs: []string{"10.20.0.0/16"}, Ports: []int{8443}},
+	}
+	return testenv.YAML(t, c)
+}
 
 // TestCheckCommand: `egressd check` runs the serve engine for one
 // destination; IP literals need no DNS, so nothing leaves the machine.
 func TestCheckCommand(t *testing.T) {
-	cfg := writeConfig(t, cliPolicy)
+	cfg := writeConfig(t, cliPolicy(t))
 	cases := []struct {
 		args           []string
 		code           int
@@ -87,17 +86,13 @@ func TestCheckCommand(t *testing.T) {
 // address is allowed; opening the prefix without declaring it is refused
 // with its key and line.
 func TestCheckNAT64(t *testing.T) {
-	cfg := writeConfig(t, `
-policy:
-  mode: enforce
-  deny_ranges: [default]
-  nat64_prefixes: ["64:ff9b::/96", "64:ff9b:1:abcd::/96"]
-  allow_ranges: ["64:ff9b:1:abcd::/96"]
-  rules:
-    - name: nat64
-      cidrs: ["64:ff9b:1:abcd::/96"]
-      ports: [443]
-`)
+	c := testenv.NewConfig(t)
+	c.Policy.Mode = "enforce"
+	c.Policy.DenyRanges = []string{"default"}
+	c.Policy.NAT64Prefixes = []string{"64:ff9b::/96", "64:ff9b:1:abcd::/96"}
+	c.Policy.AllowRanges = []string{"64:ff9b:1:abcd::/96"}
+	c.Policy.Rules = []testenv.Rule{{Name: "nat64", CIDRs: []string{"64:ff9b:1:abcd::/96"}, Ports: []int{443}}}
+	cfg := writeConfig(t, testenv.YAML(t, c))
 	for dest, want := range map[string]string{
 		"[64:ff9b:1:abcd::a9fe:a9fe]:443": "reason: private_range\n",
 		"[64:ff9b:1:abcd::a00:5]:443":     "reason: private_range\n",
@@ -117,7 +112,7 @@ policy:
 
 // TestValidateCommand: every error at once, each with file, line and key.
 func TestValidateCommand(t *testing.T) {
-	good := writeConfig(t, cliPolicy)
+	good := writeConfig(t, cliPolicy(t))
 	if out, errOut, code := run(t, "validate", "--config", good); code != 0 {
 		t.Fatalf("valid config: exit %d\n%s%s", code, out, errOut)
 	}
@@ -160,7 +155,9 @@ func TestValidateUsersFile(t *testing.T) {
 	if err := os.WriteFile(users, []byte("alice:$2y$10$abcdefghijklmnopqrstuuKJq0Qh2s8yV9oQeOQnC4mS0dZ3bWkWa\nbob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := writeConfig(t, "auth:\n  users_file: "+users+"\n  required: true\n")
+	c := testenv.NewConfig(t)
+	c.Auth.UsersFile, c.Auth.Required = users, true
+	cfg := writeConfig(t, testenv.YAML(t, c))
 	_, errOut, code := run(t, "validate", "--config", cfg)
 	if code != 1 || !strings.Contains(errOut, "auth.users_file") || !strings.Contains(errOut, users+":2") {
 		t.Fatalf("validate with a SHA1 user: exit %d\n%s", code, errOut)

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/test/testenv"
 )
 
 // TestHealthCommand: `egressd health` asks a running egressd's /readyz (the
@@ -15,7 +17,7 @@ import (
 // gone; a config without an admin listener is a usage error.
 func TestHealthCommand(t *testing.T) {
 	f := newOpsFarm(t)
-	p := f.start(t, opsOpts{DrainDelay: "0s", Drain: "30s"})
+	p := f.start(t, opsOpts{Drain: 30 * time.Second})
 
 	if out, errOut, code := run(t, "health", "--config", f.configPath); code != 0 || !strings.Contains(out, "/readyz") {
 		t.Fatalf("ready, by --config: exit %d\n%s%s", code, out, errOut)
@@ -56,7 +58,7 @@ func TestHealthCommand(t *testing.T) {
 		t.Errorf("down: exit %d, want 1 (connection refused)\n%s", code, errOut)
 	}
 
-	noAdmin := writeConfig(t, "listen:\n  admin: \"\"\n")
+	noAdmin := writeConfig(t, testenv.YAML(t, testenv.NewConfig(t))) // no listener at all
 	if _, errOut, code := run(t, "health", "--config", noAdmin); code != 2 || !strings.Contains(errOut, "listen.admin is disabled") {
 		t.Errorf("no admin listener: exit %d, want 2\n%s", code, errOut)
 	}
