@@ -3,12 +3,14 @@
 // It owns everything the benchmark needs on the load side, in one process on
 // loopback: the origins (a bulk TCP sink/source, an echo server for idle
 // tunnels, an HTTP origin, an HTTPS origin whose certificate is signed by a
-// test CA generated at start) and a DNS server (github.com/miekg/dns) that maps
-// names under bench.test to the origins' loopback address. It drives a proxy
-// under test through one of four client kinds (connect, socks5, http, or
-// direct for no proxy) and measures throughput, rates, latency percentiles and,
-// when given the proxy's PID, the proxy's CPU time, RSS and open descriptors
-// from /proc.
+// test CA generated at start) and a DNS server that maps names under
+// bench.test to the origins' loopback address. The CA and the DNS server are
+// test/testnet's, the ones the end-to-end tests use (through test/testenv,
+// which this command does not import: it would link test-only code). It
+// drives a proxy under test through one of its client kinds (connect, socks5,
+// http, or direct for no proxy) and measures throughput, rates, latency
+// percentiles and, when given the proxy's PID, the proxy's CPU time, RSS and
+// open descriptors from /proc.
 //
 // Usage:
 //
