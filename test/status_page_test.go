@@ -24,36 +24,26 @@ import (
 // rule the test's client uses, a deny rule, one that never matches, two
 // groups, one of them in report mode.
 // Everything the test asks for is on 127.0.0.1 or denied before a lookup.
-const statusPageConfig = `
-listen:
-  http: %q
-  socks5: %q
-  admin: %q
-dns:
-  servers: [%q]
-policy:
-  mode: enforce
-  deny_ranges: [default]
-  groups:
-    builders: { cidrs: ["127.0.0.0/8"] }
-    laptops: { cidrs: ["192.0.2.0/24"], mode: report }
-  rules:
-    - name: no-paste
-      action: deny
-      hosts: ["pastebin.test"]
-    - name: packages
-      groups: [builders]
-      hosts: ["pkg.example.test", "*.mirror.test"]
-      ports: [%d]
-      allow_ranges: ["127.0.0.1/32"]
-    - name: legacy-ftp
-      hosts: ["ftp.old.test"]
-      ports: [21]
-timeouts:
-  handshake: 3s
-  drain_delay: 0s
-  drain: 2s
-`
+func statusPageConfig(t *testing.T, dnsAddr string, originPort int) *testenv.Config {
+	t.Helper()
+	c := testenv.NewConfig(t)
+	c.Listen = testenv.Listeners(t, nil, "127.0.0.1")
+	c.DNS.Servers = []string{dnsAddr}
+	c.Timeouts.Handshake = 3 * time.Second
+	c.Policy.Mode = "enforce"
+	c.Policy.DenyRanges = []string{"default"}
+	c.Policy.Groups = map[string]testenv.Group{
+		"builders": {CIDRs: []string{"127.0.0.0/8"}},
+		"laptops":  {CIDRs: []string{"192.0.2.0/24"}, Mode: "report"},
+	}
+	c.Policy.Rules = []testenv.Rule{
+		{Name: "no-paste", Action: "deny", Hosts: []string{"pastebin.test"}},
+		{Name: "packages", Groups: []string{"builders"}, Hosts: []string{"pkg.example.test", "*.mirror.test"},
+			Ports: []int{originPort}, AllowRanges: []string{"127.0.0.1/32"}},
+		{Name: "legacy-ftp", Hosts: []string{"ftp.old.test"}, Ports: []int{21}},
+	}
+	return c
+}
 
 // TestStatusPage drives the status page in headless Chromium against the
 // running egressd binary: the page loads with no console error; a denial
@@ -69,8 +59,8 @@ func TestStatusPage(t *testing.T) {
 	for _, name := range []string{"pkg.example.test", "eu.mirror.test"} {
 		dns.Set(name, 60, netip.MustParseAddr("127.0.0.1"))
 	}
-	p := testenv.Start(t, fmt.Sprintf(statusPageConfig, testenv.FreeAddr(t, "127.0.0.1"), testenv.FreeAddr(t, "127.0.0.1"),
-		testenv.FreeAddr(t, "127.0.0.1"), dns.Addr(), origin.Port()))
+	cfg := statusPageConfig(t, dns.Addr(), origin.Port())
+	p := (&testenv.Egressd{}).StartConfig(t, cfg)
 
 	// Traffic before the page loads: allowed requests, denials, and a
 	// CONNECT whose host is markup.
@@ -276,11 +266,8 @@ func TestStatusPage(t *testing.T) {
 	}
 
 	// admin.ui: false turns the page and its API off, on reload.
-	cfg, err := os.ReadFile(p.ConfigPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p.ConfigPath, append(cfg, "admin:\n  ui: false\n"...), 0o600); err != nil {
+	cfg.Admin.UI = false
+	if err := os.WriteFile(p.ConfigPath, []byte(testenv.YAML(t, cfg)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Signal(syscall.SIGHUP); err != nil {
