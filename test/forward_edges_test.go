@@ -183,11 +183,8 @@ func TestForwardTimeouts(t *testing.T) {
 		return h, ok
 	}
 	e.dns.Set("slow.test", 60, netip.MustParseAddr("127.0.0.3"))
-	e.start(t, "1s", fmt.Sprintf(`    - name: slow
-      hosts: ["slow.test"]
-      ports: [%d]
-      allow_ranges: ["127.0.0.0/24"]
-`, o.Port()))
+	e.start(t, time.Second, testenv.Rule{Name: "slow", Hosts: []string{"slow.test"}, Ports: []int{o.Port()},
+		AllowRanges: []string{"127.0.0.0/24"}})
 	url := func(path string) string { return fmt.Sprintf("http://slow.test:%d%s", o.Port(), path) }
 	logged := func(t *testing.T, path string, status float64) {
 		t.Helper()
@@ -276,16 +273,10 @@ func TestForwardPoolPinnedPerDecision(t *testing.T) {
 	e := newEdgeEnv(t)
 	o := newTwinOrigin(t, e.ns, "127.0.0.3", "127.0.0.2")
 	e.dns.Set("two.test", 60, netip.MustParseAddr("127.0.0.3"), netip.MustParseAddr("127.0.0.2"))
-	e.start(t, "5m", fmt.Sprintf(`    - name: wide
-      groups: [a]
-      hosts: ["two.test"]
-      ports: [%[1]d]
-      allow_ranges: ["127.0.0.2/32", "127.0.0.3/32"]
-    - name: narrow
-      hosts: ["two.test"]
-      ports: [%[1]d]
-      allow_ranges: ["127.0.0.2/32"]
-`, o.port))
+	e.start(t, 5*time.Minute,
+		testenv.Rule{Name: "wide", Groups: []string{"a"}, Hosts: []string{"two.test"}, Ports: []int{o.port},
+			AllowRanges: []string{"127.0.0.2/32", "127.0.0.3/32"}},
+		testenv.Rule{Name: "narrow", Hosts: []string{"two.test"}, Ports: []int{o.port}, AllowRanges: []string{"127.0.0.2/32"}})
 	url := fmt.Sprintf("http://two.test:%d/", o.port)
 	get := func(c *http.Client, who string) string {
 		t.Helper()
@@ -335,14 +326,10 @@ func TestForwardPoolRetiredOnReload(t *testing.T) {
 	e := newEdgeEnv(t)
 	o := newTwinOrigin(t, e.ns, "127.0.0.3", "127.0.0.2")
 	e.dns.Set("two.test", 60, netip.MustParseAddr("127.0.0.3"), netip.MustParseAddr("127.0.0.2"))
-	rules := func(ranges string) string {
-		return fmt.Sprintf(`    - name: two
-      hosts: ["two.test"]
-      ports: [%d]
-      allow_ranges: [%s]
-`, o.port, ranges)
+	rule := func(ranges ...string) testenv.Rule {
+		return testenv.Rule{Name: "two", Hosts: []string{"two.test"}, Ports: []int{o.port}, AllowRanges: ranges}
 	}
-	e.start(t, "5m", rules(`"127.0.0.2/32", "127.0.0.3/32"`))
+	e.start(t, 5*time.Minute, rule("127.0.0.2/32", "127.0.0.3/32"))
 	c := e.client(t, "")
 	get := func(path string) (string, error) {
 		resp, err := c.Get(fmt.Sprintf("http://two.test:%d%s", o.port, path))
@@ -378,7 +365,7 @@ func TestForwardPoolRetiredOnReload(t *testing.T) {
 	if conns3 != 1 {
 		t.Fatalf("want one connection to 127.0.0.3, got %d", conns3)
 	}
-	e.reload(t, "5m", rules(`"127.0.0.2/32"`))
+	e.reload(t, 5*time.Minute, rule("127.0.0.2/32"))
 	// Traffic goes on while the held request is busy (net/http's
 	// Transport stops closing connections that turn idle after
 	// CloseIdleConnections at the next request it serves).
@@ -452,11 +439,8 @@ func TestForwardWebSocket(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 	port := portOf(ln.Addr())
 	e.dns.Set("ws.test", 60, netip.MustParseAddr("127.0.0.3"))
-	e.start(t, "1s", fmt.Sprintf(`    - name: ws
-      hosts: ["ws.test"]
-      ports: [%d]
-      allow_ranges: ["127.0.0.0/24"]
-`, port))
+	e.start(t, time.Second, testenv.Rule{Name: "ws", Hosts: []string{"ws.test"}, Ports: []int{port},
+		AllowRanges: []string{"127.0.0.0/24"}})
 	url := fmt.Sprintf("http://ws.test:%d/chat", port)
 	tunnels := func() float64 {
 		return e.scrape(t).value(t, "egressd_active_tunnels", map[string]string{"listener": "http"})
