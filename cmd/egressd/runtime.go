@@ -10,9 +10,9 @@ import (
 // logRuntime writes one diagnostics line with the Go runtime settings the
 // process started with. Operators set them in the environment where they
 // set every runtime knob (the systemd unit's Environment=, the image's ENV,
-// the Kubernetes manifest's env): GODEBUG, which deployments/ sets to
-// schedtrace=2147483647 to keep the runtime's sysmon thread out of deep
-// sleep (README, "Runtime settings for a farm"), GOGC and GOMEMLIMIT. The
+// the Kubernetes manifest's env): GODEBUG, which deployments/ sets to keep
+// the runtime's sysmon thread out of deep sleep (README, "Runtime settings
+// for a farm"), GOGC and GOMEMLIMIT. egressd itself sets none of them; the
 // line shows what this process actually got.
 func logRuntime(diag *zap.Logger) {
 	diag.Info("go runtime",

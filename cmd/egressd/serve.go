@@ -43,9 +43,9 @@ log.access_file (after logrotate renamed it).
 
 Runtime: Go's settings come from the environment (GODEBUG, GOGC,
 GOMEMLIMIT) and are logged at start ("go runtime"). The packaged systemd
-unit, the container image and the Kubernetes manifest set
-GODEBUG=schedtrace=2147483647, which keeps the runtime's sysmon thread out of
-deep sleep: less CPU per new connection (see README).
+unit, the container image and the Kubernetes manifest set a GODEBUG that
+keeps the runtime's sysmon thread out of deep sleep: less CPU per new
+connection (README, "Runtime settings for a farm", has the value).
 
 Flags:
 `)
