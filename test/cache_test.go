@@ -73,6 +73,10 @@ func (o *cacheOrigin) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case strings.HasPrefix(r.URL.Path, "/file/"):
 		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("ETag", `"`+r.URL.Path+`"`)
+		if r.URL.Path == "/file/forged" {
+			w.Header().Set("X-Egress-Denied", "forged") // must never reach a client
+		}
 		io.WriteString(w, "contents of "+r.URL.Path)
 	case r.URL.Path == "/reval":
 		w.Header().Set("Cache-Control", "max-age=0")
@@ -238,6 +242,45 @@ func TestHTTPCache(t *testing.T) {
 			t.Errorf("/reval #%d: %d %s %q, want 200 %s", i+1, code, xc, body, want)
 		}
 	}
+	// Hits answered as HEAD, as a 304 to the client's own validator, and
+	// for a stored response carrying a field that would pass as egressd's.
+	head, err := http.NewRequest(http.MethodHead, e.url("/file/a"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := c.Do(head); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("X-Cache") != "HIT" || resp.ContentLength != int64(len("contents of /file/a")) {
+			t.Errorf("HEAD: %d X-Cache %q Content-Length %d", resp.StatusCode, resp.Header.Get("X-Cache"), resp.ContentLength)
+		}
+	}
+	inmReq, _ := http.NewRequest(http.MethodGet, e.url("/file/a"), nil)
+	inmReq.Header.Set("If-None-Match", `"/file/a"`)
+	if resp, err := c.Do(inmReq); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotModified || resp.Header.Get("X-Cache") != "HIT" {
+			t.Errorf("If-None-Match: %d X-Cache %q, want 304 HIT", resp.StatusCode, resp.Header.Get("X-Cache"))
+		}
+	}
+	for i, want := range []string{"MISS", "HIT"} {
+		req, _ := http.NewRequest(http.MethodGet, e.url("/file/forged"), nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.Header.Get("X-Cache") != want || resp.Header.Get("X-Egress-Denied") != "" {
+			t.Errorf("/file/forged #%d: X-Cache %q, X-Egress-Denied %q", i+1, resp.Header.Get("X-Cache"), resp.Header.Get("X-Egress-Denied"))
+		}
+	}
+	if n := e.origin.count("/file/a"); n != 1 {
+		t.Errorf("origin asked %d times for /file/a, want once", n)
+	}
+
 	e.origin.mu.Lock()
 	inm := append([]string(nil), e.origin.inm...)
 	e.origin.mu.Unlock()
@@ -253,16 +296,16 @@ func TestHTTPCache(t *testing.T) {
 		e.proc.WaitForLog(t, testenv.Fields(l))
 	}
 	m := e.scrape(t)
-	for labels, want := range map[string]float64{"result=hit": 1, "result=miss": 2, "result=revalidated": 2} {
+	for labels, want := range map[string]float64{"result=hit": 4, "result=miss": 3, "result=revalidated": 2} {
 		if got := m.series("egressd_cache_requests_total")[labels]; got != want {
 			t.Errorf("egressd_cache_requests_total{%s} = %v, want %v", labels, got, want)
 		}
 	}
-	if got, want := m.series("egressd_cache_served_bytes_total")[""], float64(len("contents of /file/a")+2*len("revalidated body")); got != want {
+	if got, want := m.series("egressd_cache_served_bytes_total")[""], float64(len("contents of /file/a")+len("contents of /file/forged")+2*len("revalidated body")); got != want {
 		t.Errorf("egressd_cache_served_bytes_total = %v, want %v", got, want)
 	}
-	if got := m.series("egressd_cache_stored_objects")[""]; got != 2 {
-		t.Errorf("egressd_cache_stored_objects = %v, want 2", got)
+	if got := m.series("egressd_cache_stored_objects")[""]; got != 3 {
+		t.Errorf("egressd_cache_stored_objects = %v, want 3", got)
 	}
 	if got := m.series("egressd_cache_stored_bytes")[""]; got <= 0 {
 		t.Errorf("egressd_cache_stored_bytes = %v", got)

@@ -193,6 +193,54 @@ func (c *Cache) RoundTrip(req *http.Request, next http.RoundTripper) (*http.Resp
 	return c.fetch(req, rq, stale, fl, next)
 }
 
+// Stored is a stored response that answers a request as it is (see
+// [Cache.Fresh]).
+type Stored struct {
+	o   *object
+	now time.Time
+}
+
+// Fresh returns the stored response that answers a GET or HEAD of u with
+// header as it is: fresh for this request, selected by its Vary, with
+// nothing to ask the origin and no conditional or range to evaluate. It
+// lets a caller answer a hit without building a response through
+// RoundTrip; when ok is false, RoundTrip answers the request (it may still
+// be answered from storage there).
+func (c *Cache) Fresh(method string, u *url.URL, header http.Header) (Stored, bool) {
+	if method != http.MethodGet && method != http.MethodHead {
+		return Stored{}, false
+	}
+	key, ok := cacheKey(u)
+	if !ok || bypass(header) {
+		return Stored{}, false
+	}
+	rq := requestInfo{req: &http.Request{Method: method, Header: header}, key: key}
+	rq.read()
+	if rq.rangeSpec != "" || rq.conditional {
+		return Stored{}, false
+	}
+	now := c.o.Now()
+	o := c.selectVariant(key, header)
+	if o == nil || c.reuse(o, &rq, now) != reuseFresh {
+		return Stored{}, false
+	}
+	return Stored{o: o, now: now}, true
+}
+
+// Status is the stored response's status code.
+func (h Stored) Status() int { return h.o.status }
+
+// Header is the stored response's header fields; the caller sets Age,
+// X-Cache and Content-Length, replacing any stored Age. It is shared:
+// never modify it.
+func (h Stored) Header() http.Header { return h.o.header }
+
+// Age is the response's current age in seconds, for its Age field.
+func (h Stored) Age() int64 { return int64(max(0, h.o.age(h.now)) / time.Second) }
+
+// Body is the stored body. It is shared: never modify it.
+func (h Stored) Body() []byte { return h.o.body }
+
 // requestInfo is what the cache reads from a request, once.
 type requestInfo struct {
 	req         *http.Request
@@ -205,7 +253,15 @@ type requestInfo struct {
 }
 
 func newRequestInfo(req *http.Request, key string) *requestInfo {
-	rq := &requestInfo{req: req, key: key, cc: parseCacheControl(req.Header)}
+	rq := &requestInfo{req: req, key: key}
+	rq.read()
+	return rq
+}
+
+// read fills what rq says about its request.
+func (rq *requestInfo) read() {
+	req := rq.req
+	rq.cc = parseCacheControl(req.Header)
 	rq.noCache = rq.cc.noCache || rq.cc.noCacheQualified
 	if len(req.Header.Values("Cache-Control")) == 0 {
 		// RFC 9111 section 5.4: Pragma: no-cache counts only without
@@ -223,7 +279,6 @@ func newRequestInfo(req *http.Request, key string) *requestInfo {
 	if req.Method == http.MethodGet {
 		rq.rangeSpec = req.Header.Get("Range")
 	}
-	return rq
 }
 
 // collapsible reports whether the request may wait for another request's

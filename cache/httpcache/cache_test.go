@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -818,5 +819,47 @@ func TestEvictionByBytes(t *testing.T) {
 	}
 	if b, _ := e.cache.Usage(); b > 50<<10 {
 		t.Errorf("store holds %d bytes, more than its bound", b)
+	}
+}
+
+// TestFresh: Fresh answers exactly the requests RoundTrip would answer
+// from storage as they are, and no others.
+func TestFresh(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{}, respond(200, "body", "Cache-Control: max-age=100", "Vary: Accept", "X-Stored: yes", "Age: 3"))
+	e.get("/f", "Accept: text/plain")
+	u, _ := url.Parse(e.origin.srv.URL + "/f")
+	cases := []struct {
+		name   string
+		method string
+		header []string
+		after  time.Duration
+		want   bool
+	}{
+		{name: "GET", method: "GET", header: []string{"Accept: text/plain"}, want: true},
+		{name: "HEAD", method: "HEAD", header: []string{"Accept: text/plain"}, want: true},
+		{name: "other variant", method: "GET", header: []string{"Accept: text/html"}},
+		{name: "conditional", method: "GET", header: []string{"Accept: text/plain", `If-None-Match: "x"`}},
+		{name: "range", method: "GET", header: []string{"Accept: text/plain", "Range: bytes=0-1"}},
+		{name: "no-cache", method: "GET", header: []string{"Accept: text/plain", "Cache-Control: no-cache"}},
+		{name: "Authorization", method: "GET", header: []string{"Accept: text/plain", "Authorization: Basic YTpi"}},
+		{name: "POST", method: "POST", header: []string{"Accept: text/plain"}},
+		{name: "stale", method: "GET", header: []string{"Accept: text/plain"}, after: 200 * time.Second},
+	}
+	for _, tc := range cases {
+		h := http.Header{}
+		for _, l := range tc.header {
+			k, v, _ := strings.Cut(l, ":")
+			h.Add(k, strings.TrimSpace(v))
+		}
+		e.clock.Advance(tc.after)
+		st, ok := e.cache.Fresh(tc.method, u, h)
+		if ok != tc.want {
+			t.Errorf("%s: ok %v, want %v", tc.name, ok, tc.want)
+			continue
+		}
+		if ok && (st.Status() != 200 || string(st.Body()) != "body" || st.Header().Get("X-Stored") != "yes" || st.Age() != 3) {
+			t.Errorf("%s: %d %q %v age %d", tc.name, st.Status(), st.Body(), st.Header(), st.Age())
+		}
 	}
 }

@@ -161,6 +161,16 @@ type exchange struct {
 	// abort: the client connection must be cut, not finished (a response
 	// relayed in part); aborting: the panic that cuts it is under way.
 	abort, aborting bool
+	// pre is the decision serveStored made, which onRequest takes
+	// instead of asking the policy again; nil when it made none.
+	pre *preDecision
+}
+
+// preDecision is an answer of decide, kept for onRequest.
+type preDecision struct {
+	dec    policy.Decision
+	status int
+	reason policy.Reason
 }
 
 type exchangeKey struct{}
@@ -235,7 +245,62 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveUpgrade(cw, r.WithContext(ctx), x)
 		return
 	}
+	if h.o.Cache != nil && listener == policy.ListenerHTTP && h.serveStored(cw, r, x) {
+		return
+	}
 	h.gp.ServeHTTP(cw, r.WithContext(ctx))
+}
+
+// serveStored answers an absolute-URI GET or HEAD that the policy allows
+// and the HTTP cache holds fresh straight from storage, without goproxy
+// and the cache's response building: the same decision, the same stored
+// fields and body, written the same way (goproxy's copy of a hit adds
+// nothing). It returns false, having written nothing, for any other
+// request, which then goes the general way with the decision made here
+// (x.pre). Requests a DLP profile inspects always go the general way.
+func (h *Handler) serveStored(w *respWriter, r *http.Request, x *exchange) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead || !r.URL.IsAbs() {
+		return false
+	}
+	defPort := "80"
+	switch r.URL.Scheme {
+	case "http":
+	case "https":
+		defPort = "443"
+	default:
+		return false
+	}
+	dec, status, reason := h.decide(r.Context(), x, policy.ListenerHTTP, r.URL.Host, defPort)
+	x.pre = &preDecision{dec: dec, status: status, reason: reason}
+	if status != 0 || h.o.DLP != nil && h.o.DLP.Active(dec.DLP) {
+		return false
+	}
+	u := *r.URL
+	u.Host = normalizedAuthority(u.Host, dec)
+	st, ok := h.o.Cache.Fresh(r.Method, &u, r.Header)
+	if !ok {
+		return false
+	}
+	stored := st.Header()
+	for k := range stored {
+		if isEgressHeader(k) {
+			return false // the general way strips them
+		}
+	}
+	wh := w.Header()
+	for k, v := range stored {
+		wh[k] = v // shared, read only: net/http only reads it
+	}
+	body := st.Body()
+	wh["Age"] = []string{strconv.FormatInt(st.Age(), 10)}
+	wh["Content-Length"] = []string{strconv.Itoa(len(body))}
+	wh[httpcache.HeaderXCache] = []string{string(httpcache.Hit)}
+	x.rec.Cache = accesslog.CacheHit
+	w.WriteHeader(st.Status())
+	if r.Method == http.MethodGet {
+		w.Write(body)
+	}
+	return true
 }
 
 // serveNonProxy answers origin-form requests: a client that forgot it talks
@@ -302,7 +367,14 @@ func (h *Handler) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 		x.synthesized = true
 		return r, deniedResponse(r, http.StatusBadRequest, policy.ReasonBadRequest)
 	}
-	dec, status, reason := h.decide(r.Context(), x, policy.ListenerHTTP, r.URL.Host, defPort)
+	var dec policy.Decision
+	var status int
+	var reason policy.Reason
+	if p := x.pre; p != nil {
+		dec, status, reason = p.dec, p.status, p.reason // serveStored asked already
+	} else {
+		dec, status, reason = h.decide(r.Context(), x, policy.ListenerHTTP, r.URL.Host, defPort)
+	}
 	if status == http.StatusBadGateway {
 		x.synthesized = true
 		return r, errorResponse(r, status, reason)
@@ -698,10 +770,15 @@ const egressHeaderPrefix = "X-Egress-"
 // removeEgressHeaders drops every X-Egress-* header, in any case.
 func removeEgressHeaders(h http.Header) {
 	for k := range h {
-		if len(k) >= len(egressHeaderPrefix) && strings.EqualFold(k[:len(egressHeaderPrefix)], egressHeaderPrefix) {
+		if isEgressHeader(k) {
 			delete(h, k)
 		}
 	}
+}
+
+// isEgressHeader reports a field name egressd's own answers use (X-Egress-*).
+func isEgressHeader(k string) bool {
+	return len(k) >= len(egressHeaderPrefix) && strings.EqualFold(k[:len(egressHeaderPrefix)], egressHeaderPrefix)
 }
 
 // normalizedAuthority is authority (host, or host:port, as the URI spelled
