@@ -785,16 +785,18 @@ func TestStaleWhileRevalidate(t *testing.T) {
 	e.get("/w")
 	version.Store(1)
 	e.clock.Advance(20 * time.Second)
+	// The stale response answers at once; the refresh runs meanwhile (it
+	// may reach the origin before this request's body is read).
 	resp, body := e.get("/w")
-	e.expect(resp, Hit, 200, 1)
-	if body != "v0" {
-		t.Errorf("stale body %q", body)
+	if body != "v0" || resp.Header.Get(HeaderXCache) != string(Hit) {
+		t.Errorf("stale answer: %s %q", resp.Header.Get(HeaderXCache), body)
 	}
 	<-refreshed // the background revalidation reached the origin
 	e.cache.Close()
 	resp, body = e.get("/w")
-	if body != "v1" || resp.Header.Get(HeaderXCache) != string(Hit) {
-		t.Errorf("after the background refresh: %s %q", resp.Header.Get(HeaderXCache), body)
+	e.expect(resp, Hit, 200, 2)
+	if body != "v1" {
+		t.Errorf("after the background refresh: %q", body)
 	}
 }
 
