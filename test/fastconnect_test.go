@@ -43,17 +43,18 @@ func TestConnectBothPaths(t *testing.T) {
 		if pipeline {
 			tlsConn = &firstWritePrefixed{Conn: c, prefix: []byte(head[len(head)-1])}
 		}
-		br := bufio.NewReader(c)
 		if !pipeline {
-			resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+			resp, err := testenv.ReadConnectResponse(c, sni)
 			if err != nil {
-				t.Fatalf("CONNECT: %v", err)
+				t.Fatal(err)
 			}
 			if resp.StatusCode != http.StatusOK {
 				return resp.StatusCode, nil
 			}
 		}
-		tc := tls.Client(&readerConn{Conn: tlsConn, r: br, connect: pipeline}, &tls.Config{ServerName: sni, RootCAs: f.ca.CertPool()})
+		// A pipelined ClientHello's answer is read behind the CONNECT's
+		// (readerConn), from the same buffer.
+		tc := tls.Client(&readerConn{Conn: tlsConn, r: bufio.NewReader(c), connect: pipeline}, &tls.Config{ServerName: sni, RootCAs: f.ca.CertPool()})
 		if err := tc.Handshake(); err != nil {
 			return 200, err
 		}

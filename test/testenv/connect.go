@@ -29,6 +29,14 @@ func Connect(c net.Conn, target string, header http.Header) (*http.Response, err
 	if _, err := c.Write(req.Bytes()); err != nil {
 		return nil, fmt.Errorf("CONNECT %s: %w", target, err)
 	}
+	return ReadConnectResponse(c, target)
+}
+
+// ReadConnectResponse reads egressd's answer to a CONNECT for target that
+// the caller wrote on c itself (a head split across segments, say): a 200
+// must end exactly where the tunnel begins, any other answer comes with its
+// body read; see [Connect].
+func ReadConnectResponse(c net.Conn, target string) (*http.Response, error) {
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
 	if err != nil {
