@@ -14,8 +14,8 @@
 //     log captured, stopped by PID (SIGTERM, then SIGKILL) on cleanup.
 //   - [Config], [NewConfig], [YAML]: egressd's config file built as a typed
 //     struct (proxy/config's own), never as YAML text.
-//   - [Connect], [ConnectTunnel], [Proc.Connect]: the one CONNECT client for
-//     raw connections.
+//   - [Connect], [ConnectTunnel], [ReadConnectResponse], [Proc.Connect]: the
+//     one CONNECT client for raw connections.
 //   - [HAProxy]: a real HAProxy started from a config, awaited, stopped by
 //     PID, with its session log and stats.
 //   - [Curl]: real curl with a minimal environment and a time bound.
