@@ -175,6 +175,13 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 		return nil, fmt.Errorf("dlp: %w", err)
 	}
 	s.dlp = dlp.NewEngine(rules)
+	s.dlp.OnICAPState = func(up bool, err error) {
+		if up {
+			s.diag.Info("dlp: the ICAP service answers again")
+			return
+		}
+		s.diag.Warn("dlp: the ICAP service fails; dlp.icap.failure decides until it answers again", zap.Error(err))
+	}
 	s.metrics.SetDLPDetectors(rules.Detectors())
 	s.socks = socks.New(socks.Options{
 		Decider:      s.engine,
@@ -428,6 +435,7 @@ func (s *Server) Start() error {
 			s.stats.Run(s.stop)
 		}()
 	}
+	s.dlp.Start()
 	s.listening.Store(true)
 	s.diag.Info("egressd serving",
 		zap.String("http", cfg.Listen.HTTP), zap.String("socks5", cfg.Listen.SOCKS5), zap.String("admin", cfg.Listen.Admin),
@@ -588,6 +596,7 @@ func (s *Server) Close() {
 	if s.cache != nil {
 		s.cache.Close() // background revalidations are bounded
 	}
+	s.dlp.Close()
 	s.limits.Close()
 	s.resolver.Close()
 }
@@ -595,6 +604,7 @@ func (s *Server) Close() {
 // abortStart releases what New set up when Start fails.
 func (s *Server) abortStart() {
 	s.closeListeners()
+	s.dlp.Close()
 	s.limits.Close()
 	s.resolver.Close()
 }

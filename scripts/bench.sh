@@ -20,20 +20,25 @@
 #     dns.servers empty, in a mount namespace whose /etc/resolv.conf names
 #     the load tool's DNS server) for the TLS scenarios, whose tables report
 #     DNS queries per tunnel;
+#   - DLP: forwarded POSTs (1 KiB, 1 MiB) and held 1 MiB uploads through
+#     egressd uninspected, egressd-dlp (every built-in detector), egressd-icap
+#     (asking c-icap's srv_content_filtering) and squid-icap (Squid asking the
+#     same c-icap); Debian's c-icap runs on the load tool's CPU;
 #   - profiles egressd (pprof from its admin listener) unless BENCH_PPROF=0;
 #   - stops everything it started, by PID, on exit.
 #
 # Environment:
 #   BENCH_QUICK=1         smaller counts and shorter bounds
 #   BENCH_RUNS=N          repetitions per proxy (default 3, quick 2)
-#   BENCH_PROXIES="..."   peers and egressd to run (default: egressd egressd-sysdns squid smokescreen dante)
+#   BENCH_PROXIES="..."   peers and egressd to run (default: egressd egressd-sysdns squid smokescreen dante
+#                         egressd-dlp egressd-icap squid-icap)
 #   BENCH_KINDS="..."     client kinds to run (default: all: direct connect http socks5 cache)
 #   BENCH_PPROF=0|1       profile egressd after the runs (default 1; 0 with BENCH_QUICK)
 #   BENCH_SCRATCH=DIR     scratch directory (default /tmp/egressd-bench); must be outside the repo
 #   BENCH_LOGS=DIR        the proxies' logs (default /dev/shm/egressd-bench-logs when /dev/shm is a
 #                         tmpfs, else $BENCH_SCRATCH/logs); each session's logs replace the last's
 #   BENCH_DNS=IP:53       the load tool's DNS server (default 127.0.0.153:53; Squid only takes port 53)
-#   BENCH_DEADLINE=S      start no new session after S seconds (default 780, quick 300)
+#   BENCH_DEADLINE=S      start no new session after S seconds (default 900, quick 300)
 #   BENCH_NO_INSTALL=1    use what is installed; skip a peer that is missing
 #   BENCH_RESULTS=DIR     raw results (default results/bench, git-ignored)
 #   BENCH_DOCS=DIR        where benchmarks.md and benchmarks.svg go (default docs)
@@ -45,7 +50,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 QUICK=${BENCH_QUICK:-0}
-PROXIES=${BENCH_PROXIES:-egressd egressd-sysdns squid smokescreen dante}
+PROXIES=${BENCH_PROXIES:-egressd egressd-sysdns squid smokescreen dante egressd-dlp egressd-icap squid-icap}
 SCRATCH=${BENCH_SCRATCH:-/tmp/egressd-bench}
 DNS_ADDR=${BENCH_DNS:-127.0.0.153:53}
 SMOKESCREEN_VERSION=v0.1.0
@@ -62,7 +67,7 @@ if [[ $QUICK == 1 ]]; then
 	RUN_BOUND=90
 else
 	RUNS=${BENCH_RUNS:-3}
-	DEADLINE=${BENCH_DEADLINE:-780}
+	DEADLINE=${BENCH_DEADLINE:-900}
 	PPROF=${BENCH_PPROF:-1}
 	QUICKFLAG=
 	RUN_BOUND=240
@@ -151,6 +156,14 @@ have_peer() { # name
 		# Built without -s -w so that pprof output has symbols.
 		go build -trimpath -o "$SCRATCH/bin/egressd" ./cmd/egressd >"$SCRATCH/egressd-build.log" 2>&1
 		;;
+	egressd-dlp | egressd-icap)
+		[[ -x $SCRATCH/bin/egressd ]] ||
+			go build -trimpath -o "$SCRATCH/bin/egressd" ./cmd/egressd >"$SCRATCH/egressd-build.log" 2>&1
+		[[ $1 == egressd-dlp ]] || have_cicap
+		;;
+	squid-icap)
+		{ command -v squid >/dev/null || apt_install squid; } && have_cicap
+		;;
 	egressd-sysdns)
 		# resolv.conf servers are asked on port 53 only; a private mount
 		# namespace gives egressd its own /etc/resolv.conf.
@@ -160,6 +173,12 @@ have_peer() { # name
 		;;
 	*) return 1 ;;
 	esac
+}
+# c-icap (Debian) with its content-filtering module: the ICAP service of
+# egressd-icap and squid-icap.
+have_cicap() {
+	command -v c-icap >/dev/null || apt_install c-icap || return 1
+	compgen -G '/usr/lib/*/c_icap/srv_content_filtering.so' >/dev/null || apt_install libc-icap-mod-contentfiltering
 }
 log "go build ./cmd/egressbench"
 go build -trimpath -o "$SCRATCH/bin/egressbench" ./cmd/egressbench
@@ -175,7 +194,7 @@ for p in $PROXIES; do
 done
 
 # --- ports and configs -------------------------------------------------------
-read -r P_BULK P_ECHO P_HTTP P_TLS P_SQUID P_SMOKE P_EG_HTTP P_EG_SOCKS P_EG_ADMIN P_DANTE < <("$EB" ports -n 10)
+read -r P_BULK P_ECHO P_HTTP P_TLS P_SQUID P_SMOKE P_EG_HTTP P_EG_SOCKS P_EG_ADMIN P_DANTE P_ICAP < <("$EB" ports -n 11)
 ORIGINS=(-bulk-addr "127.0.0.1:$P_BULK" -echo-addr "127.0.0.1:$P_ECHO" -http-addr "127.0.0.1:$P_HTTP"
 	-tls-addr "127.0.0.1:$P_TLS" -dns-listen "$DNS_ADDR")
 DNS_IP=${DNS_ADDR%:*}
@@ -185,7 +204,8 @@ fi
 
 CONF=$SCRATCH/conf
 rm -rf "$CONF"
-mkdir -p "$CONF/squid" "$CONF/squid-cache" "$CONF/dante" "$CONF/egressd" "$CONF/egressd-sysdns" "$CONF/egressd-cache" "$CONF/smokescreen"
+mkdir -p "$CONF/squid" "$CONF/squid-cache" "$CONF/dante" "$CONF/egressd" "$CONF/egressd-sysdns" "$CONF/egressd-cache" "$CONF/smokescreen" \
+	"$CONF/egressd-dlp" "$CONF/egressd-icap" "$CONF/squid-icap" "$CONF/c-icap"
 
 cat >"$CONF/egressd/egressd.yaml" <<EOF
 # egressd's real defaults (SNI check on, access log on, metrics on), with
@@ -236,6 +256,66 @@ printf 'nameserver %s\n' "${DNS_ADDR%:*}" >"$CONF/egressd-sysdns/resolv.conf"
 	printf 'cache:\n  http:\n    max_bytes: 512MiB\n    max_object_bytes: 8MiB\n'
 } >"$CONF/egressd-cache/egressd.yaml"
 
+# egressd-dlp: the same config, the bench rule inspected by every built-in
+# detector (dlp.max_scan_bytes 1 MiB: a 1 MiB body is held and scanned
+# whole). egressd-icap: the rule asks c-icap, and nothing else.
+sed 's|^      ports: \[\(.*\)\]$|      ports: [\1]\n      dlp: bench|' "$CONF/egressd/egressd.yaml" >"$CONF/egressd-dlp/egressd.yaml"
+cp "$CONF/egressd-dlp/egressd.yaml" "$CONF/egressd-icap/egressd.yaml"
+cat >>"$CONF/egressd-dlp/egressd.yaml" <<EOF
+dlp:
+  max_scan_bytes: 1MiB
+  profiles:
+    bench:
+      detectors: [aws_access_key, aws_secret_key, private_key, github_token, gitlab_token, slack_token, card_number, us_ssn]
+EOF
+cat >>"$CONF/egressd-icap/egressd.yaml" <<EOF
+dlp:
+  max_scan_bytes: 1MiB
+  icap:
+    url: "icap://127.0.0.1:$P_ICAP/srv_cfg_filter"
+    timeout: 5s
+    failure: closed
+  profiles:
+    bench:
+      icap: true
+EOF
+
+# c-icap: srv_content_filtering with a pattern the bench bodies never hold
+# (every request comes back unchanged), bodies kept in memory.
+CICAP_MODS=$(dirname "$(compgen -G '/usr/lib/*/c_icap/srv_echo.so' | head -1)")
+cat >"$CONF/c-icap/c-icap.conf" <<EOF
+PidFile $CONF/c-icap/c-icap.pid
+CommandsSocket $CONF/c-icap/c-icap.ctl
+Timeout 60
+MaxKeepAliveRequests 0
+KeepAliveTimeout 600
+StartServers 2
+MaxServers 4
+MinSpareThreads 8
+MaxSpareThreads 32
+ThreadsPerChild 32
+MaxRequestsPerChild 0
+Port 127.0.0.1:$P_ICAP
+TmpDir $CONF/c-icap
+MaxMemObject 4194304
+DebugLevel 0
+Pipelining on
+ModulesDir $CICAP_MODS
+ServicesDir $CICAP_MODS
+TemplateDir /usr/share/c_icap/templates/
+TemplateDefaultLanguage en
+LoadMagicFile /etc/c-icap/c-icap.magic
+ServerLog $LOGS/c-icap-server.log
+AccessLog /dev/null
+acl all src 0.0.0.0/0.0.0.0
+Service srv_cfg_filter srv_content_filtering.so
+srv_content_filtering.MaxBodyData 4M
+srv_content_filtering.Match secret body /EGRESSBENCH-NEVER-[0-9]{12}/ score=10
+srv_content_filtering.Profile dlp block score{secret>5}
+srv_content_filtering.ProfileOption dlp AnyContentType
+srv_content_filtering.ProfileAccess dlp all
+EOF
+
 cat >"$CONF/squid/squid.conf" <<EOF
 http_port 127.0.0.1:$P_SQUID
 pid_filename $CONF/squid/squid.pid
@@ -260,7 +340,18 @@ EOF
 # objects up to 8 MB kept in memory.
 sed -e '/^cache deny all$/d' -e "s|$CONF/squid/|$CONF/squid-cache/|g" "$CONF/squid/squid.conf" >"$CONF/squid-cache/squid.conf"
 printf 'cache_mem 512 MB\nmaximum_object_size_in_memory 8 MB\n' >>"$CONF/squid-cache/squid.conf"
-chown -R proxy:proxy "$CONF/squid" "$CONF/squid-cache" 2>/dev/null || true
+sed -e "s|$CONF/squid/squid.pid|$CONF/squid-icap/squid.pid|" -e "s|coredump_dir $CONF/squid|coredump_dir $CONF/squid-icap|" \
+	"$CONF/squid/squid.conf" >"$CONF/squid-icap/squid.conf"
+cat >>"$CONF/squid-icap/squid.conf" <<EOF
+# The same c-icap service as egressd-icap, for every request (REQMOD).
+icap_enable on
+icap_preview_enable on
+icap_persistent_connections on
+icap_send_client_ip on
+icap_service dlp_req reqmod_precache bypass=0 icap://127.0.0.1:$P_ICAP/srv_cfg_filter
+adaptation_access dlp_req allow all
+EOF
+chown -R proxy:proxy "$CONF/squid" "$CONF/squid-cache" "$CONF/squid-icap" 2>/dev/null || true
 mkdir -p "$LOGS"
 touch "$LOGS/squid-access.log" "$LOGS/squid-cache.log"
 chown proxy:proxy "$LOGS/squid-access.log" "$LOGS/squid-cache.log" 2>/dev/null || true
@@ -369,6 +460,19 @@ start_proxy() { # name kind -> PROXY_PID, PROXY_ADDR
 		PROXY_PID=$!
 		PROXY_ADDR=127.0.0.1:$P_EG_HTTP
 		;;
+	egressd-dlp | egressd-icap)
+		record "taskset -c 0 $SCRATCH/bin/egressd serve --config $CONF/$name/egressd.yaml >>$logdir/$name-access.log"
+		taskset -c 0 "$SCRATCH/bin/egressd" serve --config "$CONF/$name/egressd.yaml" >>"$logdir/$name-access.log" 2>>"$logdir/$name-stderr.log" &
+		PROXY_PID=$!
+		PROXY_ADDR=127.0.0.1:$P_EG_HTTP
+		;;
+	squid-icap)
+		rm -f "$CONF/squid-icap/squid.pid"
+		record "taskset -c 0 squid -N -f $CONF/squid-icap/squid.conf"
+		taskset -c 0 squid -N -f "$CONF/squid-icap/squid.conf" >>"$logdir/squid-icap-stdout.log" 2>&1 &
+		PROXY_PID=$!
+		PROXY_ADDR=127.0.0.1:$P_SQUID
+		;;
 	squid)
 		local sdir=$CONF/squid
 		[[ $kind == cache ]] && sdir=$CONF/squid-cache
@@ -418,6 +522,7 @@ all_kinds_of() { # proxy
 	squid) echo connect http cache ;;
 	smokescreen) echo connect http ;;
 	dante) echo socks5 ;;
+	egressd-dlp | egressd-icap | squid-icap) echo http ;;
 	esac
 }
 
@@ -448,6 +553,11 @@ session() { # name kind run
 	if [[ $name == egressd-sysdns ]]; then
 		extra=(-scenarios tls_tunnels,tls_tunnels_paced)
 	fi
+	# The DLP tables: egressd uninspected, inspected, and Squid with ICAP.
+	case $name in
+	egressd) [[ $kind == http ]] && extra=(-scenarios "forward,forward_paced,$DLP_SCENARIOS") ;;
+	egressd-dlp | egressd-icap | squid-icap) extra=(-scenarios "$DLP_SCENARIOS") ;;
+	esac
 	if [[ $name == dante && $DANTE_DNS == 0 ]]; then
 		# Without its own resolv.conf Dante cannot resolve bench names.
 		local no_dns=idle,keepalive,tunnels,tunnels_paced,bulk_up_1,bulk_up_8,bulk_down_1,bulk_down_8
@@ -470,6 +580,15 @@ command -v danted >/dev/null && note "dante: $(danted -v 2>&1 | head -1 | cut -d
 note "origins: bulk 127.0.0.1:$P_BULK, echo 127.0.0.1:$P_ECHO, http 127.0.0.1:$P_HTTP, tls origin.bench.test:$P_TLS; DNS $DNS_ADDR (in the load tool)"
 record "# $([[ $QUICK == 1 ]] && echo 'BENCH_QUICK=1 ')make bench  (scripts/bench.sh); the commands it ran, in order:"
 
+DLP_SCENARIOS=dlp_held,post_1k,post_1m
+if [[ " ${ACTIVE[*]} " == *" egressd-icap "* || " ${ACTIVE[*]} " == *" squid-icap "* ]]; then
+	mkdir -p "$LOGS"
+	record "taskset -c 1 c-icap -N -f $CONF/c-icap/c-icap.conf"
+	taskset -c 1 c-icap -N -f "$CONF/c-icap/c-icap.conf" >>"$LOGS/c-icap-stdout.log" 2>&1 &
+	STARTED+=("$!")
+	wait_port "$P_ICAP" || die "c-icap did not start on 127.0.0.1:$P_ICAP (see $LOGS/c-icap-*.log)"
+	note "c-icap: $(c-icap -V 2>&1 | head -1) (Debian c-icap with libc-icap-mod-contentfiltering, srv_content_filtering; on CPU 1 with the load tool)"
+fi
 for ((run = 1; run <= RUNS; run++)); do
 	log "run $run of $RUNS"
 	[[ -z ${BENCH_KINDS:-} || " $BENCH_KINDS " == *" direct "* ]] && session direct direct "$run"
@@ -491,11 +610,11 @@ fi
 # --- profile egressd ------------------------------------------------------------------
 # Each workload runs for its time bound inside one 10-second CPU profile taken
 # from egressd's admin listener; these sessions are not part of the tables.
-profile_egressd() { # name kind scenarios [tool flags...]
-	local name=$1 kind=$2 scen=$3 curl_pid
+profile_egressd() { # name kind scenarios [tool flags...]  (PROF_PROXY: the config, default egressd)
+	local name=$1 kind=$2 scen=$3 curl_pid proxy=${PROF_PROXY:-egressd}
 	shift 3
-	log "profiling egressd: $name"
-	start_proxy egressd "$kind" || return 0
+	log "profiling $proxy: $name"
+	start_proxy "$proxy" "$kind" || return 0
 	curl -s -o "$RESULTS/egressd-$name.pprof" "http://127.0.0.1:$P_EG_ADMIN/debug/pprof/profile?seconds=10" &
 	curl_pid=$!
 	STARTED+=("$curl_pid")
@@ -506,7 +625,7 @@ profile_egressd() { # name kind scenarios [tool flags...]
 	stop_pid "$PROXY_PID"
 	if [[ -s $RESULTS/egressd-$name.pprof ]]; then
 		{
-			printf '### %s: egressd, %s, scenarios %s (go tool pprof -top -cum)\n\n' "$name" "$kind" "$scen"
+			printf '### %s: %s, %s, scenarios %s (go tool pprof -top -cum)\n\n' "$name" "$proxy" "$kind" "$scen"
 			go tool pprof -top -cum -nodecount=45 "$SCRATCH/bin/egressd" "$RESULTS/egressd-$name.pprof" 2>/dev/null | sed -n '4,60p'
 			printf '\n'
 		} >>"$RESULTS/pprof.txt"
@@ -519,12 +638,16 @@ if [[ $PPROF == 1 ]] && [[ " ${ACTIVE[*]} " == *" egressd "* ]]; then
 	profile_egressd bulk connect bulk_down_1,bulk_up_8 -bulk-bytes 68719476736 -bulk-time 4500ms
 	profile_egressd forward http forward -fwd-requests 10000000 -fwd-time 9s
 	profile_egressd cache-hits cache cache_hit_1k -cache-requests 100000000 -cache-time 9s
+	if [[ " ${ACTIVE[*]} " == *" egressd-dlp "* ]]; then
+		PROF_PROXY=egressd-dlp profile_egressd dlp-post-1m http post_1m -post-requests-1m 1000000 -post-time 9s
+	fi
 fi
 
 # --- report ------------------------------------------------------------------------------
 {
 	printf '\n# configs\n'
-	for f in "$CONF/egressd/egressd.yaml" "$CONF/egressd-sysdns/egressd.yaml" "$CONF/egressd-sysdns/resolv.conf" "$CONF/egressd-cache/egressd.yaml" "$CONF/squid/squid.conf" "$CONF/squid-cache/squid.conf" "$CONF/smokescreen/config.yaml" "$CONF/smokescreen/acl.yaml" "$CONF/dante/danted.conf"; do
+	for f in "$CONF/egressd/egressd.yaml" "$CONF/egressd-sysdns/egressd.yaml" "$CONF/egressd-sysdns/resolv.conf" "$CONF/egressd-cache/egressd.yaml" "$CONF/squid/squid.conf" "$CONF/squid-cache/squid.conf" "$CONF/smokescreen/config.yaml" "$CONF/smokescreen/acl.yaml" "$CONF/dante/danted.conf" \
+		"$CONF/egressd-dlp/egressd.yaml" "$CONF/egressd-icap/egressd.yaml" "$CONF/squid-icap/squid.conf" "$CONF/c-icap/c-icap.conf"; do
 		printf '\n# --- %s\n' "$f"
 		cat "$f"
 	done

@@ -4,9 +4,10 @@
 # namespace tests), haproxy (the farm's load balancer), logrotate (the
 # packaged access-log rotation), nftables (the in-line gateway's ruleset,
 # loaded by the tests inside namespaces of their own), promtool (Debian's
-# prometheus package: the alert rules) and chromium (the headless browser
-# that drives the status page test). Safe to run repeatedly; does nothing
-# when all exist.
+# prometheus package: the alert rules), chromium (the headless browser
+# that drives the status page test) and c-icap with its content-filtering
+# module (the real ICAP service of the DLP tests). Safe to run repeatedly;
+# does nothing when all exist.
 set -euo pipefail
 
 missing=()
@@ -27,6 +28,10 @@ need_promtool=0
 command -v promtool >/dev/null 2>&1 || { missing+=(prometheus); need_promtool=1; }
 # Debian's chromium (/usr/bin/chromium), run headless by test/status_page_test.go.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# c-icap is the real ICAP service of the DLP tests (run by the tests on
+# loopback with a generated config; the Debian service is not used).
+command -v c-icap >/dev/null 2>&1 || missing+=(c-icap)
+compgen -G '/usr/lib/*/c_icap/srv_content_filtering.so' >/dev/null || missing+=(libc-icap-mod-contentfiltering)
 
 if [ "${#missing[@]}" -eq 0 ]; then
 	exit 0

@@ -66,6 +66,9 @@ type runConfig struct {
 	KATime, FwdTime                    time.Duration
 	CacheRequests, CacheConc           int
 	CacheTime                          time.Duration
+	PostRequests1K, PostRequests1M     int
+	PostTime                           time.Duration
+	HeldUploads                        int
 	PacedTunnelRate, PacedFwdRate      float64
 	PacedTLSRate                       float64
 	PacedTime                          time.Duration
@@ -80,10 +83,15 @@ var allScenarios = []string{
 	"idle", "keepalive", "tunnels", "tunnels_paced", "tls_tunnels", "tls_tunnels_paced",
 	"bulk_up_1", "bulk_up_8", "bulk_down_1", "bulk_down_8", "forward", "forward_paced",
 	"cache_hit_1k", "cache_hit_1m", "cache_miss_1k", "cache_miss_1m",
+	"dlp_held", "post_1k", "post_1m",
 }
 
 // cacheScenarios are the scenarios of the cache kind.
 var cacheScenarios = []string{"cache_hit_1k", "cache_hit_1m", "cache_miss_1k", "cache_miss_1m"}
+
+// postScenarios are the forwarded POSTs the DLP tables compare (the
+// uninspected proxy against the same one inspecting); named with -scenarios.
+var postScenarios = []string{"dlp_held", "post_1k", "post_1m"}
 
 // defaultScenarios returns the scenarios that apply to a kind.
 func defaultScenarios(kind string) []string {
@@ -94,11 +102,11 @@ func defaultScenarios(kind string) []string {
 		return slices.Clone(cacheScenarios)
 	case kindDirect:
 		return slices.DeleteFunc(slices.Clone(allScenarios), func(s string) bool {
-			return s == "idle" || slices.Contains(cacheScenarios, s)
+			return s == "idle" || slices.Contains(cacheScenarios, s) || slices.Contains(postScenarios, s)
 		})
 	default:
 		return slices.DeleteFunc(slices.Clone(allScenarios), func(s string) bool {
-			return s == "forward" || s == "forward_paced" || slices.Contains(cacheScenarios, s)
+			return s == "forward" || s == "forward_paced" || slices.Contains(cacheScenarios, s) || slices.Contains(postScenarios, s)
 		})
 	}
 }
@@ -143,6 +151,10 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 	fs.IntVar(&c.CacheRequests, "cache-requests", 200000, "requests in each cache scenario (bounded by -cache-time)")
 	fs.DurationVar(&c.CacheTime, "cache-time", 5*time.Second, "time bound of each cache scenario")
 	fs.IntVar(&c.CacheConc, "cache-conc", 32, "keep-alive clients in the cache scenarios")
+	fs.IntVar(&c.PostRequests1K, "post-requests-1k", 30000, "POSTs of a 1 KiB body in the post_1k scenario")
+	fs.IntVar(&c.PostRequests1M, "post-requests-1m", 3000, "POSTs of a 1 MiB body in the post_1m scenario")
+	fs.DurationVar(&c.PostTime, "post-time", 8*time.Second, "time bound of each post scenario")
+	fs.IntVar(&c.HeldUploads, "held-uploads", 100, "1 MiB uploads held in flight (all but their last byte sent) in the dlp_held scenario")
 	fs.Float64Var(&c.PacedTunnelRate, "paced-tunnels-rate", 2000, "new tunnels per second in the tunnels_paced scenario (open loop, below every proxy's capacity)")
 	fs.Float64Var(&c.PacedTLSRate, "paced-tls-rate", 400, "new TLS tunnels per second in the tls_tunnels_paced scenario (below the load tool's own TLS capacity)")
 	fs.Float64Var(&c.PacedFwdRate, "paced-fwd-rate", 5000, "requests per second in the forward_paced scenario")
@@ -169,8 +181,10 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 			"tls-tunnels": "1000", "tls-time": "4s",
 			"ka-requests": "5000", "ka-time": "3s",
 			"fwd-requests": "15000", "fwd-time": "4s",
-			"cache-time": "2s",
-			"paced-time": "2s",
+			"cache-time":       "2s",
+			"post-requests-1k": "10000", "post-requests-1m": "1000", "post-time": "4s",
+			"held-uploads": "50",
+			"paced-time":   "2s",
 		}
 		for name, v := range quick {
 			if !set[name] {
@@ -225,10 +239,14 @@ func (c *runConfig) validate() error {
 		"-conc": int64(c.Conc), "-max-errors": int64(c.MaxErrors), "-bulk-bytes": c.BulkBytes,
 		"-copy-buf": int64(c.CopyBuf), "-tunnels": int64(c.Tunnels), "-tls-tunnels": int64(c.TLSTunnels),
 		"-ka-requests": int64(c.KARequests), "-fwd-requests": int64(c.FwdRequests), "-idle-tunnels": int64(c.IdleTunnels),
+		"-post-requests-1k": int64(c.PostRequests1K), "-post-requests-1m": int64(c.PostRequests1M), "-held-uploads": int64(c.HeldUploads),
 	} {
 		if v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))
 		}
+	}
+	if c.HeldUploads > 1000 {
+		errs = append(errs, errors.New("-held-uploads above 1000 would hold more than a GiB in the proxy"))
 	}
 	if c.IdleTunnels > 5000 {
 		errs = append(errs, errors.New("-idle-tunnels above 5000 would exceed the machine's 20,000 descriptors with the proxy's share"))
@@ -350,6 +368,12 @@ func (b *bench) runScenario(ctx context.Context, s string) error {
 		return b.runCache(ctx, s, cacheSmall, false)
 	case "cache_miss_1m":
 		return b.runCache(ctx, s, cacheLarge, false)
+	case "post_1k":
+		return b.runPost(ctx, "post_1k", 1<<10, b.cfg.PostRequests1K)
+	case "post_1m":
+		return b.runPost(ctx, "post_1m", 1<<20, b.cfg.PostRequests1M)
+	case "dlp_held":
+		return b.runHeld(ctx, 1<<20)
 	}
 	return fmt.Errorf("unknown scenario %q", s)
 }

@@ -144,6 +144,11 @@ func startOrigins(cfg originConfig) (_ *origins, err error) {
 	o.serveRaw(o.echo, o.serveEcho)
 
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// POST bodies are read whole: a proxy that cut one gets 400.
+		if n, err := io.Copy(io.Discard, r.Body); err != nil || r.ContentLength >= 0 && n != r.ContentLength {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
 		hd := w.Header()
 		if body, ok := cacheBody(r.URL.Path); ok {
 			// Cacheable for an hour by any shared cache (cache scenarios).

@@ -136,6 +136,29 @@ var (
 	figCacheGiBCPU = figure{ID: "cache_hit_gib_cpu", Title: "CPU s per GiB served from cache (1 MiB hits)", Unit: "s/GiB", Lower: true, Prec: 3, CPU: true, value: field("cache_hit_1m", cpuPerGiB)}
 )
 
+// DLP figures: egressd uninspected, with its built-in detectors
+// (egressd-dlp), asking c-icap (egressd-icap), and Squid asking the same
+// c-icap (squid-icap), on the same POSTs.
+func heldKiB(r *Result) (float64, bool) {
+	if r.Held == nil || r.Held.Uploads == 0 {
+		return 0, false
+	}
+	return r.Held.KiBPerUpload, true
+}
+
+var (
+	figPost1KCPU = figure{ID: "post_1k_cpu", Title: "CPU ms per 1 KiB POST", Unit: "ms", Lower: true, Prec: 4, CPU: true, Info: true, value: field("post_1k", cpuPer1000)}
+	figPost1MCPU = figure{ID: "post_1m_cpu", Title: "CPU ms per 1 MiB POST", Unit: "ms", Lower: true, Prec: 3, CPU: true, Info: true, value: field("post_1m", cpuPer1000)}
+	figHeldKiB   = figure{ID: "dlp_held_kib", Title: "RSS KiB per 1 MiB upload held in flight", Unit: "KiB", Lower: true, Prec: 0, Info: true, value: field("dlp_held", heldKiB)}
+)
+
+// dlpLabels name the DLP configurations in the DLP table's order.
+const (
+	labelDLP       = "egressd-dlp"
+	labelICAP      = "egressd-icap"
+	labelSquidICAP = "squid-icap"
+)
+
 // sysdnsLabel is egressd on its default DNS path: dns.servers empty, the
 // name servers of a resolv.conf that names the load tool's DNS server.
 const sysdnsLabel = "egressd-sysdns"
@@ -227,6 +250,15 @@ func sections() []section {
 			{ID: "cache_miss_mib", Title: "1 MiB misses MiB/s", Prec: 0, value: field("cache_miss_1m", mibPerSec)},
 			{ID: "cache_miss_gib_cpu", Title: "CPU s per GiB of 1 MiB misses", Lower: true, Prec: 3, CPU: true, value: field("cache_miss_1m", cpuPerGiB)},
 		}, Note: "Each proxy runs with its memory cache on (egressd `cache.http.max_bytes: 512MiB`, Squid `cache_mem 512 MB` with `maximum_object_size_in_memory 8 MB`); the origin answers `Cache-Control: public, max-age=3600`. Hits: every request asks for one URL, stored during the warm-up. Misses: every request asks for a URL never asked before, which the proxy fetches, stores and, once full, evicts for. CPU per GiB counts the response bodies the clients read."},
+		{Title: "DLP: forwarded POSTs, uninspected and inspected", Kinds: []string{kindHTTP}, Figures: []figure{
+			{ID: "post_1k_rate", Title: "1 KiB POSTs per second", Info: true, Prec: 0, value: field("post_1k", opsPerSec)},
+			{ID: "post_1k_p50", Title: "1 KiB p50 ms", Info: true, Lower: true, Prec: 3, value: field("post_1k", p50)},
+			figPost1KCPU,
+			{ID: "post_1m_rate", Title: "1 MiB POSTs per second", Info: true, Prec: 0, value: field("post_1m", opsPerSec)},
+			{ID: "post_1m_p50", Title: "1 MiB p50 ms", Info: true, Lower: true, Prec: 2, value: field("post_1m", p50)},
+			figPost1MCPU,
+			figHeldKiB,
+		}, Note: "POSTs of a generated JSON body (API records: ids, timestamps, amounts, e-mail addresses, phone numbers, prose, base64 fields; no secret) through keep-alive clients (-conc), read whole by the origin. egressd is uninspected; egressd-dlp runs every built-in detector on the rule (dlp.max_scan_bytes 1 MiB, the body held and scanned before it goes upstream); egressd-icap asks c-icap's srv_content_filtering (Debian's c-icap, REQMOD, a pattern that never matches) and nothing else; squid-icap is Squid with the same c-icap service (icap_service reqmod_precache, adaptation_access). c-icap runs on the load tool's CPU, so its own work is not in the proxies' CPU. Held: 1 MiB uploads with all but their last byte sent, held open; RSS growth per upload after a settle (egressd-dlp and egressd-icap hold each body for its verdict: max_scan_bytes plus a constant)."},
 		{Title: "Idle tunnels: proxy footprint", Kinds: []string{kindConnect, kindSOCKS5}, Figures: []figure{
 			{ID: "idle_rss0", Title: "RSS at 0, MiB", Lower: true, Prec: 1, value: field("idle", idleGet(func(i *IdleResult) float64 { return float64(i.RSS0KiB) / 1024 }))},
 			{ID: "idle_rss1", Title: "RSS with idle tunnels, MiB", Lower: true, Prec: 1, value: field("idle", idleGet(func(i *IdleResult) float64 { return float64(i.RSS1KiB) / 1024 }))},
@@ -520,6 +552,8 @@ func writeMarkdown(w io.Writer, d *dataset, meta reportMeta, svgName string) err
 	gb, gbMet := goBenchCell(meta.GoBench)
 	p("| policy decision, 100,000-host policy (`go test -bench`) | – | – | %s | – | ≤ 1 µs, 0 allocs | %s |\n\n", gb, gbMet)
 
+	writeDLPTargets(p, d)
+
 	p("## egressd's ratio to the best peer, every figure\n\n")
 	p("Ratio = egressd's median / the best peer's median of the same client kind (lower is better for CPU, latency and memory; higher for rates); the verdict is the ratio's. Paired = the median over rounds of egressd's value / the same peer's value in the same round, which resists noise that drifts between rounds.\n\n")
 	p("| section | figure | kind | egressd | best peer | ratio | paired | verdict |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n")
@@ -802,4 +836,53 @@ func reportMain(args []string, stdout io.Writer) error {
 		return err
 	}
 	return os.WriteFile(*out, buf.Bytes(), 0o644)
+}
+
+// writeDLPTargets writes the DLP issue's targets: the built-in detectors
+// against uninspected forwarding, egressd's ICAP path against Squid's with
+// the same c-icap service, and the memory an inspected upload holds.
+func writeDLPTargets(p func(string, ...any), d *dataset) {
+	eg := seriesKey{"egressd", kindHTTP}
+	dlp := seriesKey{labelDLP, kindHTTP}
+	icap := seriesKey{labelICAP, kindHTTP}
+	squid := seriesKey{labelSquidICAP, kindHTTP}
+	if len(d.values(dlp, figPost1MCPU)) == 0 && len(d.values(icap, figPost1MCPU)) == 0 {
+		return
+	}
+	p("## DLP targets (issue 17)\n\n")
+	p("| target | measured (median; paired ratio) | limit | met? |\n| --- | --- | --- | --- |\n")
+	ratioRow := func(name string, a, b seriesKey, f figure, limit float64, strict bool) {
+		va, oka := median(d.values(a, f))
+		vb, okb := median(d.values(b, f))
+		if !oka || !okb || vb == 0 {
+			p("| %s | not measured | | not measured |\n", name)
+			return
+		}
+		r := va / vb
+		paired := "–"
+		if pr, ok := d.pairedRatio(a, b, f); ok {
+			paired = fmt.Sprintf("%.2f", pr)
+			r = pr
+		}
+		met, lim := "missed", "≤ "+strconv.FormatFloat(limit, 'f', -1, 64)
+		if r <= limit && (!strict || r < limit) {
+			met = "met"
+		}
+		if strict {
+			lim = "< " + strconv.FormatFloat(limit, 'f', -1, 64)
+		}
+		if math.IsInf(limit, 1) {
+			met, lim = "–", "–"
+		}
+		p("| %s | %s %s / %s %s = %.2f (paired %s) | %s | %s |\n", name, a.Label, f.format(va), b.Label, f.format(vb), va/vb, paired, lim, met)
+	}
+	ratioRow("built-in detectors: CPU per 1 MiB POST, inspected / uninspected", dlp, eg, figPost1MCPU, 1.5, false)
+	ratioRow("built-in detectors: CPU per 1 KiB POST, inspected / uninspected (context)", dlp, eg, figPost1KCPU, math.Inf(1), false)
+	ratioRow("ICAP path: CPU per 1 MiB POST, egressd / Squid, same c-icap", icap, squid, figPost1MCPU, 1, true)
+	ratioRow("ICAP path: CPU per 1 KiB POST, egressd / Squid, same c-icap", icap, squid, figPost1KCPU, 1, true)
+	if v, ok := median(d.values(dlp, figHeldKiB)); ok {
+		p("| memory per in-flight inspected 1 MiB upload (max_scan_bytes 1 MiB = 1024 KiB) | %s KiB = 1024 + %s KiB | max_scan_bytes + a constant (≤ 256 KiB) | %s |\n",
+			figHeldKiB.format(v), figHeldKiB.format(v-1024), map[bool]string{true: "met", false: "missed"}[v <= 1024+256])
+	}
+	p("\n")
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/xml"
+	"fmt"
 	"io"
 	"math"
 	"strings"
@@ -211,5 +212,40 @@ func TestReportDNSQueries(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("report:\n%s", out)
+	}
+}
+
+// The DLP targets: the inspected/uninspected ratio is paired by round, the
+// ICAP comparison is strict, and the held upload is shown against
+// max_scan_bytes.
+func TestDLPTargets(t *testing.T) {
+	t.Parallel()
+	cpu := func(v float64) *float64 { return &v }
+	var rs []*Result
+	add := func(label, scen string, run int, c float64) {
+		rs = append(rs, &Result{Label: label, Kind: kindHTTP, Run: run, Scenario: scen, Ops: 100, ProxyCPUPer1000: cpu(c)})
+	}
+	for run, f := range []float64{1, 2} { // round 2 twice as slow for every proxy
+		add("egressd", "post_1m", run+1, 1.0*f)
+		add(labelDLP, "post_1m", run+1, 1.4*f)
+		add("egressd", "post_1k", run+1, 0.1*f)
+		add(labelDLP, "post_1k", run+1, 0.11*f)
+		add(labelICAP, "post_1m", run+1, 3*f)
+		add(labelSquidICAP, "post_1m", run+1, 4*f)
+		add(labelICAP, "post_1k", run+1, 0.2*f)
+		add(labelSquidICAP, "post_1k", run+1, 0.2*f)
+	}
+	rs = append(rs, &Result{Label: labelDLP, Kind: kindHTTP, Run: 1, Scenario: "dlp_held", Held: &HeldResult{Uploads: 50, KiBPerUpload: 1070}})
+	var out strings.Builder
+	writeDLPTargets(func(f string, a ...any) { fmt.Fprintf(&out, f, a...) }, newDataset(rs))
+	for _, want := range []string{
+		"| built-in detectors: CPU per 1 MiB POST, inspected / uninspected | egressd-dlp 2.100 / egressd 1.500 = 1.40 (paired 1.40) | ≤ 1.5 | met |",
+		"| ICAP path: CPU per 1 MiB POST, egressd / Squid, same c-icap | egressd-icap 4.500 / squid-icap 6.000 = 0.75 (paired 0.75) | < 1 | met |",
+		"| ICAP path: CPU per 1 KiB POST, egressd / Squid, same c-icap | egressd-icap 0.3000 / squid-icap 0.3000 = 1.00 (paired 1.00) | < 1 | missed |",
+		"| 1070 KiB = 1024 + 46 KiB | max_scan_bytes + a constant (≤ 256 KiB) | met |",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("missing %q in:\n%s", want, out.String())
+		}
 	}
 }

@@ -43,6 +43,7 @@ type Result struct {
 	ProxyFDs        int      `json:"proxy_fds,omitempty"`     // at the end of the scenario
 
 	Idle *IdleResult `json:"idle,omitempty"`
+	Held *HeldResult `json:"held,omitempty"`
 }
 
 // IdleResult is the proxy's footprint before and while it holds idle tunnels.
@@ -101,6 +102,9 @@ func (r *Result) summary() string {
 		if i.Procs1 > 1 {
 			fmt.Fprintf(&sb, ", processes %d→%d", i.Procs0, i.Procs1)
 		}
+	case r.Held != nil:
+		h := r.Held
+		fmt.Fprintf(&sb, " %d uploads of %d bytes held: rss %d→%d KiB (%.1f KiB/upload)", h.Uploads, h.BodyBytes, h.RSS0KiB, h.RSS1KiB, h.KiBPerUpload)
 	case r.Bytes > 0:
 		fmt.Fprintf(&sb, " %7.1f MiB in %5.2fs = %7.1f MiB/s", float64(r.Bytes)/(1<<20), r.Seconds, r.MiBPerSec)
 	default:

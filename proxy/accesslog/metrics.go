@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/dlp"
 )
 
 // Listeners, decisions and reasons known in advance: their series exist from
@@ -51,6 +52,7 @@ type Metrics struct {
 	DLPFindings   *prometheus.CounterVec
 	BuildInfo     *prometheus.GaugeVec
 	Draining      prometheus.Gauge
+	DLPICAP       *prometheus.CounterVec
 
 	// The HTTP cache: requests by how it answered them and bytes it
 	// answered (both counted from the access record), and what its store
@@ -178,6 +180,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "egressd_cache_evictions_total",
 			Help: "Responses the HTTP cache dropped, least recently used first, to stay within cache.http.max_bytes.",
 		}),
+		DLPICAP: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "egressd_dlp_icap_requests_total",
+			Help: "Requests a DLP profile asked the ICAP service about, by result: allow (204 or unchanged), modify (forwarded as modified), block (the service's response went to the client), error (the service failed or timed out; dlp.icap.failure decided).",
+		}, []string{"result"}),
 		rules:     map[string]bool{},
 		bytesUp:   map[policy.Listener]prometheus.Counter{},
 		bytesDown: map[policy.Listener]prometheus.Counter{},
@@ -188,12 +194,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		cache:     map[string]prometheus.Counter{},
 	}
 	reg.MustRegister(m.Requests, m.ActiveTunnels, m.Bytes, m.DialDuration, m.DNSDuration, m.DNSStale,
-		m.Reloads, m.ConfigInfo, m.RuleMatches, m.LimitRejects, m.ClientConns, m.ReloadTime, m.Panics, m.AuthChecks, m.DLPFindings,
+		m.Reloads, m.ConfigInfo, m.RuleMatches, m.LimitRejects, m.ClientConns, m.ReloadTime, m.Panics, m.AuthChecks, m.DLPFindings, m.DLPICAP,
 		m.BuildInfo, m.Draining,
 		m.CacheRequests, m.CacheServedBytes, m.CacheCollapsed, m.CacheStoredBytes, m.CacheStoredObjects, m.CacheEvictions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, l := range knownSockets {
 		m.ClientConns.WithLabelValues(string(l))
+	}
+	for _, res := range dlp.ICAPResults {
+		m.DLPICAP.WithLabelValues(res)
 	}
 	for _, l := range knownListeners {
 		m.active[l] = m.ActiveTunnels.WithLabelValues(string(l))
@@ -415,6 +424,9 @@ func (m *Metrics) observe(r *Record) {
 	}
 	if r.Decision.Rule != "" {
 		m.RuleMatches.WithLabelValues(r.Decision.Rule).Inc()
+	}
+	if r.DLPICAP != "" {
+		m.DLPICAP.WithLabelValues(r.DLPICAP).Inc()
 	}
 	if len(r.Findings) > 0 {
 		mode := "enforce"

@@ -36,6 +36,7 @@ const (
 	KeyMethod     = "method"
 	KeyDLPProfile = "dlp_profile" // plain HTTP requests a DLP profile inspected
 	KeyDLP        = "dlp"         // their findings: [{"detector":..., "location":...}]
+	KeyDLPICAP    = "dlp_icap"    // what the ICAP service said: allow, modify, block, error
 	KeyCache      = "cache"
 )
 
@@ -73,6 +74,7 @@ type Record struct {
 	DLPProfile string
 	DLPReport  bool
 	Findings   []dlp.Finding
+	DLPICAP    string // dlp.ICAPAllow, ...; "" when the ICAP service was not asked
 
 	log  *Logger
 	once sync.Once
@@ -131,6 +133,9 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	if r.DLPProfile != "" {
 		enc.AddString(KeyDLPProfile, r.DLPProfile)
 		enc.AddArray(KeyDLP, findings(r.Findings))
+		if r.DLPICAP != "" {
+			enc.AddString(KeyDLPICAP, r.DLPICAP)
+		}
 	}
 	return nil
 }

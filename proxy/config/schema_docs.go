@@ -88,9 +88,9 @@ var fieldDocs = map[string]string{
 	"dlp.max_scan_bytes":              "Bytes of each request body inspected, after decoding: bytes, or a number with a unit (1MiB).",
 	"dlp.oversize":                    "A body past max_scan_bytes: block, allow (uninspected) or stream (the inspected part is held, the rest streamed).",
 	"dlp.icap":                        "The ICAP (RFC 3507) REQMOD service that profiles with icap: true ask.",
-	"dlp.icap.url":                    "icap://host[:port]/service.",
-	"dlp.icap.timeout":                "Time bound of each ICAP transaction.",
-	"dlp.icap.failure":                "When the ICAP service fails: open (allow) or closed (deny).",
+	"dlp.icap.url":                    "icap://host[:port]/service (REQMOD; port 1344 when omitted). Required when a profile sets icap: true.",
+	"dlp.icap.timeout":                "Time bound of each ICAP transaction: waiting for a pooled connection, OPTIONS when due, the request and the answer.",
+	"dlp.icap.failure":                "When the ICAP service fails or times out: closed (503 dlp_unavailable, nothing reaches the origin) or open (forwarded; the access line says dlp_icap: error).",
 	"dlp.profiles":                    "Inspection profiles by name, referenced by rules and default_profile.",
 	"dlp.profiles.*":                  "One inspection profile.",
 	"dlp.profiles.*.mode":             "enforce (the default: deny a request with a finding) or report (log it and let it through).",
@@ -98,7 +98,7 @@ var fieldDocs = map[string]string{
 	"dlp.profiles.*.patterns":         "Custom patterns (RE2) to look for.",
 	"dlp.profiles.*.patterns[].name":  "The pattern's name, logged and counted as its detector.",
 	"dlp.profiles.*.patterns[].regex": "RE2 regular expression; it must start with a literal, which the prefilter looks for.",
-	"dlp.profiles.*.icap":             "Also ask the ICAP service (dlp.icap).",
+	"dlp.profiles.*.icap":             "Also ask the ICAP service (dlp.icap), after the built-in detectors found nothing.",
 }
 
 // fieldRules are JSON Schema keywords added to a key's schema: enums,

@@ -20,6 +20,32 @@ type Body struct {
 
 	once   sync.Once
 	status bodyStatus
+
+	pooled *[]byte // raw's buffer, from pool; nil when allocated for this body
+	pool   *sync.Pool
+}
+
+// plain reports whether the body needs no decoding: no content coding, no
+// form or multipart encoding, and (JSON) no escape.
+func (b *Body) plain() bool {
+	if !b.codingOK || len(b.codings) > 0 {
+		return false
+	}
+	switch b.media {
+	case mediaPlain:
+		return true
+	case mediaJSON:
+		return bytes.IndexByte(b.raw, '\\') < 0
+	}
+	return false
+}
+
+// release returns the held buffer to its pool. Nothing may read raw after.
+func (b *Body) release() {
+	if b != nil && b.pooled != nil {
+		b.pool.Put(b.pooled)
+		b.pooled, b.raw = nil, nil
+	}
 }
 
 // bodyStatus is what decoding the held bytes showed.
@@ -69,6 +95,8 @@ func (b *Body) decoder(record bool) io.Reader {
 		r = newFormReader(r)
 	case mediaMultipart:
 		r = newMultipartReader(r, b.boundary)
+	case mediaJSON:
+		r = newJSONReader(r)
 	}
 	d.r = r
 	return d
@@ -81,7 +109,7 @@ func (b *Body) stat() bodyStatus {
 		if len(b.raw) == 0 {
 			return
 		}
-		if len(b.codings) == 0 && b.codingOK && b.media == mediaPlain {
+		if b.plain() {
 			b.status = bodyStatus{decoded: int64(len(b.raw))}
 			return
 		}

@@ -85,7 +85,7 @@ func secretCorpus(t testing.TB) []secretCase {
 	add("gitlab classic", DetectorGitLabToken, `private_token=glpat-`+randFrom(r, alnum+"_-", 20)+`&x=1`)
 	add("gitlab deploy", DetectorGitLabToken, "CI_DEPLOY=gldt-"+randFrom(r, alnum, 20))
 	add("gitlab runner", DetectorGitLabToken, "token: glrt-"+randFrom(r, alnum, 20)+"\n")
-	add("gitlab routable", DetectorGitLabToken, `"glpat-`+randFrom(r, alnum+"_-", 36)+".01."+randFrom(r, "0123456789abcdefghijklmnopqrstuvwxyz", 9)+`"`)
+	add("gitlab routable", DetectorGitLabToken, `"`+GitLabRoutable("glpat-", randFrom(r, alnum+"_-", 36))+`"`)
 	add("slack bot", DetectorSlackToken, `{"token": "xoxb-`+randFrom(r, "0123456789", 12)+"-"+randFrom(r, "0123456789", 13)+"-"+randFrom(r, alnum, 24)+`"}`)
 	add("slack user", DetectorSlackToken, "SLACK=xoxp-"+randFrom(r, "0123456789", 11)+"-"+randFrom(r, "0123456789", 12)+"-"+randFrom(r, "0123456789", 13)+"-"+randFrom(r, "0123456789abcdef", 32))
 	add("slack app", DetectorSlackToken, "xapp-1-A"+randFrom(r, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 10)+"-"+randFrom(r, "0123456789", 13)+"-"+randFrom(r, "0123456789abcdef", 64))
@@ -211,6 +211,8 @@ func nearMisses(t testing.TB) []string {
 		"1234 5678 9012 3456", // no network starts with 1
 		"4111-1111 1111-1111", // mixed separators
 		"xoxb-notatoken", "glpat-short",
+		// A routable GitLab token's shape with a wrong CRC, and with a wrong length field.
+		"glpat-" + strings.Repeat("Ab3_", 9) + ".01.100000000", "glpat-" + strings.Repeat("Ab3_", 9) + ".01.0z" + GitLabRoutable("", strings.Repeat("Ab3_", 9))[len(strings.Repeat("Ab3_", 9))+6:],
 	}
 	return out
 }

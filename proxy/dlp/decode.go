@@ -128,6 +128,7 @@ const (
 	mediaPlain mediaKind = iota
 	mediaForm
 	mediaMultipart
+	mediaJSON
 )
 
 func mediaOf(contentType string) (mediaKind, string) {
@@ -143,6 +144,8 @@ func mediaOf(contentType string) (mediaKind, string) {
 		return mediaForm, ""
 	case strings.HasPrefix(mt, "multipart/") && params["boundary"] != "":
 		return mediaMultipart, params["boundary"]
+	case mt == "application/json" || strings.HasSuffix(mt, "+json"):
+		return mediaJSON, ""
 	}
 	return mediaPlain, ""
 }

@@ -3,6 +3,7 @@ package dlp
 import (
 	"bytes"
 	"hash/crc32"
+	"strconv"
 )
 
 // result is a verifier's answer for one candidate.
@@ -361,8 +362,10 @@ func GitHubChecksum(random string) string {
 }
 
 // GitLab tokens: a type prefix, then 20 characters (the classic format) or
-// a longer routable token ending in ".vv.xxxxxxxxx" (version and a
-// base-36 tail).
+// a routable token (GitLab 17+): the prefix, a base64url payload, ".",
+// a 2-character base-36 version, ".", the payload's length in 2 base-36
+// characters, and 7 base-36 characters of the CRC32 of everything before
+// them. The length and the CRC are checked.
 var gitlabPrefixes = []string{
 	"glpat-", "gldt-", "glrt-", "glcbt-", "glptt-", "glft-", "glsoat-", "glimt-", "glagent-", "gloas-", "GR1348941",
 }
@@ -395,7 +398,7 @@ func verifyGitLabToken(w []byte, i, kw int, eof bool) (int, result) {
 	if n < 27 || n > 300 {
 		return 0, noMatch
 	}
-	// Routable: payload "." two base-36 characters "." nine base-36.
+	// Routable: payload "." version "." length CRC.
 	k := j + n
 	if k+13 > len(w) {
 		return 0, moreOr(eof)
@@ -404,10 +407,18 @@ func verifyGitLabToken(w []byte, i, kw int, eof bool) (int, result) {
 	if t[0] != '.' || t[3] != '.' {
 		return 0, noMatch
 	}
-	for _, b := range append(append([]byte(nil), t[1:3]...), t[4:13]...) {
+	for _, b := range t[1:3] {
 		if !isBase36(b) {
 			return 0, noMatch
 		}
+	}
+	for _, b := range t[4:13] {
+		if !isBase36(b) {
+			return 0, noMatch
+		}
+	}
+	if !gitlabRoutableOK(w[i:k+13], n) {
+		return 0, noMatch
 	}
 	ok, more := after(w, k+13, isGitLabChar, eof)
 	if more {
@@ -417,6 +428,39 @@ func verifyGitLabToken(w []byte, i, kw int, eof bool) (int, result) {
 		return 0, noMatch
 	}
 	return i, matched
+}
+
+// gitlabRoutableOK checks a routable token's length field (its last 9
+// characters start with the payload's length, n) and its CRC32.
+func gitlabRoutableOK(tok []byte, n int) bool {
+	tail := tok[len(tok)-9:]
+	if l, err := strconv.ParseUint(string(tail[:2]), 36, 16); err != nil || int(l) != n {
+		return false
+	}
+	sum := strconv.FormatUint(uint64(crc32.ChecksumIEEE(tok[:len(tok)-7])), 36)
+	if len(sum) > 7 {
+		return false
+	}
+	for k := 0; k < 7-len(sum); k++ {
+		if tail[2+k] != '0' {
+			return false
+		}
+	}
+	return string(tail[9-len(sum):]) == sum
+}
+
+// GitLabRoutable returns a routable GitLab token made of prefix and a
+// base64url payload, with its version, length and CRC (for tests and
+// tools).
+func GitLabRoutable(prefix, payload string) string {
+	pad := func(s string, n int) string {
+		for len(s) < n {
+			s = "0" + s
+		}
+		return s
+	}
+	base := prefix + payload + ".01." + pad(strconv.FormatInt(int64(len(payload)), 36), 2)
+	return base + pad(strconv.FormatUint(uint64(crc32.ChecksumIEEE([]byte(base))), 36), 7)
 }
 
 // Slack: bot, user, app-level, refresh and config tokens are a prefix and

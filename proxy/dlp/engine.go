@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"slices"
@@ -16,29 +17,86 @@ import (
 // built-in detectors, then the ICAP service. It is safe for concurrent use;
 // Store swaps the rules on reload.
 type Engine struct {
-	rules atomic.Pointer[Rules]
-	// ICAP returns the inspector that asks the ICAP service of rules, or
-	// nil when ICAP is not configured. Nil: ICAP profiles fail (closed).
-	ICAP func(r *Rules) Inspector
+	state atomic.Pointer[engineState]
+	mu    sync.Mutex // serializes Store, Start and Close
+	// OnICAPState is called when the ICAP service starts failing (up
+	// false, with the error) and when it answers again (up true): once per
+	// change, not per request. Nil: not reported.
+	OnICAPState func(up bool, err error)
+	icapDown    atomic.Bool
+	started     bool
 }
 
-// NewEngine returns an engine serving r (nil: no inspection).
+// engineState is one generation of rules with the ICAP inspector they use
+// (nil when no profile asks ICAP).
+type engineState struct {
+	rules *Rules
+	icap  *icapInspector
+}
+
+// NewEngine returns an engine serving r (nil: no inspection). It opens no
+// connection before Start.
 func NewEngine(r *Rules) *Engine {
 	e := &Engine{}
-	e.rules.Store(r)
+	e.Store(r)
 	return e
 }
 
-// Store swaps in new rules for new requests.
-func (e *Engine) Store(r *Rules) { e.rules.Store(r) }
+// Store swaps in new rules for new requests. The ICAP client (its pooled
+// connections and the service's options) is kept when dlp.icap did not
+// change; otherwise a new one serves new requests and the old one closes
+// its idle connections (transactions under way finish).
+func (e *Engine) Store(r *Rules) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old := e.state.Load()
+	st := &engineState{rules: r}
+	if key := icapKey(r); key != "" {
+		if old != nil && old.icap != nil && old.icap.key == key {
+			st.icap = old.icap
+		} else if in, err := newICAPInspector(r); err == nil {
+			// Compile validated the URL and timeout: err is not expected;
+			// without a client, ICAP profiles fail by dlp.icap.failure.
+			st.icap = in
+			if e.started {
+				in.client.Start()
+			}
+		}
+	}
+	e.state.Store(st)
+	if old != nil && old.icap != nil && old.icap != st.icap {
+		old.icap.client.Close()
+	}
+}
+
+// Start asks the ICAP service for its OPTIONS in the background, so that
+// the first request finds them.
+func (e *Engine) Start() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.started = true
+	if st := e.state.Load(); st != nil && st.icap != nil {
+		st.icap.client.Start()
+	}
+}
+
+// Close closes the ICAP client's connections and waits for its
+// background work.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if st := e.state.Load(); st != nil && st.icap != nil {
+		st.icap.client.Close()
+	}
+}
 
 // Rules returns the rules in force.
-func (e *Engine) Rules() *Rules { return e.rules.Load() }
+func (e *Engine) Rules() *Rules { return e.state.Load().rules }
 
 // Active reports whether a request under a rule with this dlp field is
 // inspected at all.
 func (e *Engine) Active(profile string) bool {
-	r := e.rules.Load()
+	r := e.state.Load().rules
 	return r != nil && r.pick(profile) != nil
 }
 
@@ -48,7 +106,8 @@ func (e *Engine) Active(profile string) bool {
 // service. A nil Outcome means the request is not inspected: forward it
 // as it is. body may be nil.
 func (e *Engine) Inspect(ctx context.Context, profileName string, r *Request, body io.ReadCloser) *Outcome {
-	rules := e.rules.Load()
+	st := e.state.Load()
+	rules := st.rules
 	if rules == nil {
 		return nil
 	}
@@ -57,17 +116,25 @@ func (e *Engine) Inspect(ctx context.Context, profileName string, r *Request, bo
 		return nil
 	}
 	out := &Outcome{Profile: p.name, Report: p.report}
-	b, rest, err := hold(body, rules.maxScan, r.Header, r.ContentLength)
+	b, rest, err := hold(body, rules, r.Header, r.ContentLength)
 	r.Body = b
 	if err != nil {
 		// The client's body broke off: nothing can be forwarded.
+		b.release()
 		closeQuiet(body)
 		out.Action = Unavailable
 		return out
 	}
 	block := false
+	// A plain body past max_scan_bytes streamed on (dlp.oversize: stream)
+	// keeps its scanner open: the tail continues it, with no second pass
+	// over the held part.
+	streamOn := rules.oversize == OversizeStream && p.matcher != nil && b.plain() && !b.complete
+	var bodyScan *Stream
 	if p.matcher != nil {
-		out.Findings = append(out.Findings, scanRequest(p.matcher, r)...)
+		var fs []Finding
+		fs, bodyScan = scanRequest(p.matcher, r, streamOn)
+		out.Findings = append(out.Findings, fs...)
 	}
 	if st := b.stat(); st.bomb {
 		out.Findings = append(out.Findings, Finding{Detector: FindingBomb, Part: PartBody, Offset: st.decoded})
@@ -79,63 +146,84 @@ func (e *Engine) Inspect(ctx context.Context, profileName string, r *Request, bo
 	}
 	block = len(out.Findings) > 0
 	if p.icap && !block {
-		v, err := e.askICAP(ctx, rules, r)
+		v, err := e.askICAP(ctx, st, r)
 		switch {
 		case err != nil:
-			out.Action = Unavailable
+			out.ICAP = ICAPError
+			if rules.icap.Failure == FailureClosed {
+				out.Action = Unavailable
+			}
 		case v.Block:
+			out.ICAP = ICAPBlock
 			out.Findings = append(out.Findings, v.Findings...)
 			out.Response = v.Response
 			block = true
 		case v.Replace != nil:
+			out.ICAP = ICAPModify
 			out.Replace = v.Replace
+		default:
+			out.ICAP = ICAPAllow
 		}
 	}
 	if block {
 		out.Action = Block
 	}
 	if out.Action != Forward && !p.report {
+		b.release()
 		closeQuiet(body)
 		return out
 	}
-	// Forward: report mode forwards whatever was found.
+	// Forward: report mode forwards whatever was found, as it was sent.
 	out.Action = Forward
 	if out.Response != nil {
 		out.Response.Body.Close()
 		out.Response = nil
 	}
+	if p.report {
+		out.Replace = nil
+	}
 	if out.Replace != nil {
+		b.release()
 		closeQuiet(body)
 		out.Body = io.NopCloser(bytes.NewReader(out.Replace.Body))
 		return out
 	}
 	if body == nil || body == http.NoBody {
+		b.release()
 		return out
 	}
 	switch {
 	case !b.oversize():
-		out.Body = &heldBody{r: bytes.NewReader(b.raw), c: body}
+		out.Body = &heldBody{held: b, c: body}
 	case rules.oversize == OversizeStream && p.matcher != nil:
-		out.tail = newTailReader(b, rest, body, p.matcher.NewStream(PartBody, ""), !p.report)
+		if bodyScan != nil {
+			out.tail = continueTail(b, rest, body, bodyScan, !p.report)
+		} else {
+			out.tail = newTailReader(b, rest, body, p.matcher.NewStream(PartBody, ""), !p.report)
+		}
 		out.Body = out.tail
 	default:
-		out.Body = &heldBody{r: io.MultiReader(bytes.NewReader(b.raw), rest), c: body}
+		out.Body = &heldBody{held: b, rest: rest, c: body}
 	}
 	return out
 }
 
-func (e *Engine) askICAP(ctx context.Context, rules *Rules, r *Request) (Verdict, error) {
-	if e.ICAP == nil {
+func (e *Engine) askICAP(ctx context.Context, st *engineState, r *Request) (Verdict, error) {
+	if st.icap == nil {
 		return Verdict{}, errNoICAP
 	}
-	in := e.ICAP(rules)
-	if in == nil {
-		return Verdict{}, errNoICAP
+	v, err := st.icap.Inspect(ctx, r)
+	if err != nil {
+		if e.icapDown.CompareAndSwap(false, true) && e.OnICAPState != nil {
+			e.OnICAPState(false, err)
+		}
+	} else if e.icapDown.CompareAndSwap(true, false) && e.OnICAPState != nil {
+		e.OnICAPState(true, nil)
 	}
-	return in.Inspect(ctx, r)
+	return v, err
 }
 
-var errNoICAP = &FieldError{Path: "icap", Msg: "no ICAP client"}
+var errNoICAP = errors.New("dlp: no ICAP client")
 
 func closeQuiet(c io.Closer) {
 	if c != nil {
@@ -143,44 +231,92 @@ func closeQuiet(c io.Closer) {
 	}
 }
 
-// hold reads up to max bytes of body (and one more, to know whether there
-// is more). rest reads what follows.
-func hold(body io.ReadCloser, max int64, h http.Header, contentLength int64) (*Body, io.Reader, error) {
+// hold reads up to max_scan_bytes of body (and one more byte, to know
+// whether there is more) into one buffer: an exact one for a small
+// declared length, else one of the rules' pooled buffers. rest reads what
+// follows.
+func hold(body io.ReadCloser, rules *Rules, h http.Header, contentLength int64) (*Body, io.Reader, error) {
+	max := rules.maxScan
 	codings, ok := contentCodings(h.Values("Content-Encoding"))
 	media, boundary := mediaOf(h.Get("Content-Type"))
 	b := &Body{codings: codings, codingOK: ok, media: media, boundary: boundary, max: max, complete: true}
 	if body == nil || body == http.NoBody {
 		return b, nil, nil
 	}
-	capHint := int64(32 << 10)
-	if contentLength >= 0 {
-		capHint = min(contentLength+1, max+1)
+	var buf []byte
+	if contentLength >= 0 && contentLength < min(max, 64<<10) {
+		buf = make([]byte, contentLength+1)
+	} else {
+		b.pooled = rules.holdBufs.Get().(*[]byte)
+		b.pool = rules.holdBufs
+		buf = *b.pooled
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, capHint))
-	n, err := io.CopyN(buf, body, max+1)
-	if err != nil && err != io.EOF {
+	n, err := io.ReadFull(body, buf)
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		err = nil
+	}
+	b.raw = buf[:n]
+	if err != nil {
 		return b, nil, err
 	}
-	b.raw = buf.Bytes()
-	b.complete = n <= max
+	b.complete = int64(n) <= max
 	return b, body, nil
 }
 
-// heldBody forwards the held bytes (and the rest, unscanned) and closes
-// the client's body.
+// heldBody forwards the held bytes, then (past max_scan_bytes, with
+// dlp.oversize: allow) the rest unscanned, and closes the client's body.
+// Close may come while a Read runs (http.Transport closes a request body
+// from another goroutine): the held buffer goes back to its pool only when
+// no Read is copying from it.
 type heldBody struct {
-	r io.Reader
-	c io.Closer
+	mu     sync.Mutex
+	held   *Body
+	off    int
+	rest   io.Reader // nil: the held bytes are the whole body
+	c      io.Closer
+	closed bool
 }
 
-func (h *heldBody) Read(p []byte) (int, error) { return h.r.Read(p) }
-func (h *heldBody) Close() error               { return h.c.Close() }
+func (h *heldBody) Read(p []byte) (int, error) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return 0, errBodyClosed
+	}
+	if raw := h.held.raw; h.off < len(raw) {
+		n := copy(p, raw[h.off:])
+		h.off += n
+		h.mu.Unlock()
+		return n, nil
+	}
+	h.mu.Unlock()
+	if h.rest == nil {
+		return 0, io.EOF
+	}
+	return h.rest.Read(p)
+}
+
+func (h *heldBody) Close() error {
+	h.mu.Lock()
+	if !h.closed {
+		h.closed = true
+		h.held.release()
+	}
+	h.mu.Unlock()
+	return h.c.Close()
+}
+
+var errBodyClosed = errors.New("dlp: read of a closed request body")
 
 // scanRequest runs the built-in detectors over the request target, the
-// headers and the decoded body.
-func scanRequest(m *Matcher, r *Request) []Finding {
+// headers and the decoded body. With open, a plain body's scanner is left
+// open (its pending candidates unjudged) and returned, for the tail of a
+// streamed body to continue.
+func scanRequest(m *Matcher, r *Request, open bool) ([]Finding, *Stream) {
 	var out []Finding
-	s := m.NewStream(PartURL, "")
+	var bodyScan *Stream
+	s := m.streams.Get().(*Stream)
+	s.Reset(PartURL, "")
 	if r.URL != nil {
 		target := r.URL.RequestURI()
 		s.Write([]byte(target))
@@ -218,29 +354,43 @@ func scanRequest(m *Matcher, r *Request) []Finding {
 			}
 		}
 	}
-	if r.Body != nil && r.Body.Len() > 0 {
+	if b := r.Body; b != nil && b.Len() > 0 {
 		s.Reset(PartBody, "")
-		d := r.Body.Decoded()
-		buf := scanBufs.Get().(*[]byte)
-		for {
-			n, err := d.Read(*buf)
-			s.Write((*buf)[:n])
-			if err != nil {
-				break
+		if b.plain() {
+			// Nothing to decode: scan the held bytes where they are.
+			s.Write(b.raw[:min(int64(len(b.raw)), b.max)])
+		} else {
+			d := b.Decoded()
+			buf := scanBufs.Get().(*[]byte)
+			for {
+				n, err := d.Read(*buf)
+				s.Write((*buf)[:n])
+				if err != nil {
+					break
+				}
 			}
+			scanBufs.Put(buf)
 		}
-		scanBufs.Put(buf)
-		s.Close()
-		out = append(out, s.found...)
+		if open {
+			// The tail owns the scanner from now on.
+			bodyScan = s
+			out = append(out, s.found...)
+		} else {
+			s.Close()
+			out = append(out, s.found...)
+		}
 	}
 	// The log lists findings in request order: target, headers, body.
+	if bodyScan == nil {
+		m.streams.Put(s)
+	}
 	slices.SortStableFunc(out, func(a, b Finding) int {
 		if a.Part != b.Part {
 			return partOrder[a.Part] - partOrder[b.Part]
 		}
 		return cmp.Compare(a.Offset, b.Offset)
 	})
-	return out
+	return out, bodyScan
 }
 
 var partOrder = map[Part]int{PartURL: 0, PartHeader: 1, PartBody: 2, PartICAP: 3}

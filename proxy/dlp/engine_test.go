@@ -222,6 +222,29 @@ func TestOversize(t *testing.T) {
 			t.Fatalf("the whole secret was forwarded (%d decoded bytes)", len(dec))
 		}
 	})
+	t.Run("stream cut across the held part's end", func(t *testing.T) {
+		// The plain body's scanner goes on from the held part: a secret
+		// that starts before max_scan_bytes and ends after is found.
+		across := append(bytes.Repeat([]byte("b"), max-12), ' ')
+		across = append(append(across, testSecret...), bytes.Repeat([]byte(" z"), 3000)...)
+		out := inspect(t, testEngine(t, OversizeStream, ModeEnforce, max), "http://h.test/", nil, across)
+		got, err := io.ReadAll(out.Body)
+		if !errors.Is(err, ErrCut) || bytes.Contains(got, []byte(testSecret[len(testSecret)-6:])) {
+			t.Fatalf("err %v, forwarded %d bytes", err, len(got))
+		}
+		if locations(out.TailFindings()) != "github_token@body:4085" {
+			t.Fatalf("tail findings %q", locations(out.TailFindings()))
+		}
+	})
+	t.Run("report held and tail", func(t *testing.T) {
+		both := append([]byte("t="+testSecret+" "), withSecret...)
+		out := inspect(t, testEngine(t, OversizeStream, ModeReport, max), "http://h.test/", nil, both)
+		got, err := io.ReadAll(out.Body)
+		if err != nil || !bytes.Equal(got, both) || locations(out.Findings) != "github_token@body:2" ||
+			locations(out.TailFindings()) != "github_token@body:5140" {
+			t.Fatalf("err %v forwarded %d bytes, findings %q tail %q", err, len(got), locations(out.Findings), locations(out.TailFindings()))
+		}
+	})
 	t.Run("report", func(t *testing.T) {
 		out := inspect(t, testEngine(t, OversizeStream, ModeReport, max), "http://h.test/", nil, withSecret)
 		got, err := io.ReadAll(out.Body)
@@ -229,6 +252,31 @@ func TestOversize(t *testing.T) {
 			t.Fatalf("err %v forwarded %d bytes, tail findings %q", err, len(got), locations(out.TailFindings()))
 		}
 	})
+}
+
+// The held buffer comes from a pool: a Close while a Read copies from it
+// (http.Transport does that) must not hand it to another request early.
+func TestHeldBodyCloseDuringRead(t *testing.T) {
+	e := testEngine(t, OversizeBlock, ModeEnforce, 1<<20)
+	body := bytes.Repeat([]byte("payload "), 100000)
+	for range 20 {
+		u, _ := url.Parse("http://h.test/")
+		out := e.Inspect(context.Background(), "", &Request{Method: "POST", URL: u, Header: http.Header{}, ContentLength: -1},
+			io.NopCloser(bytes.NewReader(body)))
+		done := make(chan []byte)
+		go func() {
+			got, _ := io.ReadAll(out.Body)
+			done <- got
+		}()
+		out.Body.Close()
+		// Another request takes the buffer back and fills it.
+		other := inspect(t, e, "http://h.test/", nil, bytes.Repeat([]byte("X"), 900000))
+		got := <-done
+		if bytes.Contains(got, []byte("X")) {
+			t.Fatal("a closed body read another request's bytes")
+		}
+		other.Body.Close()
+	}
 }
 
 func TestReportModeForwards(t *testing.T) {
@@ -257,5 +305,39 @@ func TestCompileErrors(t *testing.T) {
 	want := "max_scan_bytes oversize profiles.a.mode profiles.a.detectors[1] profiles.a.patterns[0].regex profiles.a.patterns[1].name profiles.b default_profile icap.failure icap.timeout icap.url"
 	if strings.Join(paths, " ") != want {
 		t.Fatalf("errors at\n%s\nwant\n%s\n%v", strings.Join(paths, " "), want, err)
+	}
+}
+
+// JSON escapes do not hide a secret: PHP writes every slash as \/, and any
+// character may be a \u escape. Offsets are in the unescaped body.
+func TestJSONEscapes(t *testing.T) {
+	e := testEngine(t, OversizeBlock, ModeEnforce, 1<<20)
+	jsonType := http.Header{"Content-Type": {"application/json; charset=utf-8"}}
+	hook := `https:\/\/hooks.slack.com\/services\/T0ABCDEFG\/B0ABCDEFG\/` + "abcdefghijklmnopqrstuvwx"
+	cases := []struct {
+		name, body string
+		h          http.Header
+		want       string
+	}{
+		{"escaped slashes", `{"text":"hi","url":"` + hook + `"}`, jsonType, "slack_token@body:28"},
+		{"unicode escapes", `{"t":"\u0067hp_` + testSecret[4:] + `"}`, jsonType, "github_token@body:6"},
+		{"vendor json type", `{"t":"\u0067hp_` + testSecret[4:] + `"}`, http.Header{"Content-Type": {"application/vnd.api+json"}}, "github_token@body:6"},
+		{"escapes elsewhere, secret plain", `{"a":"line\nnext","t":"` + testSecret + `"}`, jsonType, "github_token@body:22"},
+		{"no escape: scanned in place", `{"t":"` + testSecret + `"}`, jsonType, "github_token@body:6"},
+		{"not json: escapes stay", `\u0067hp_` + testSecret[4:], http.Header{"Content-Type": {"text/plain"}}, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out := inspect(t, e, "http://h.test/", c.h, []byte(c.body))
+			if got := locations(out.Findings); got != c.want {
+				t.Fatalf("findings %q, want %q", got, c.want)
+			}
+			if c.want == "" {
+				got, _ := io.ReadAll(out.Body)
+				if string(got) != c.body {
+					t.Fatalf("forwarded %q", got)
+				}
+			}
+		})
 	}
 }

@@ -2,10 +2,12 @@ package dlp
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"slices"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzChunkedScan: scanning a stream in pieces finds exactly what scanning
@@ -96,6 +98,33 @@ func FuzzDecodeBody(f *testing.F) {
 				t.Fatalf("decoded %d bytes, max %d", n, max)
 			}
 			b.stat()
+		}
+	})
+}
+
+// FuzzJSONReader: read in pieces of any size, the JSON unescaper gives
+// what it gives in one piece; where encoding/json reads the input as a
+// string, both agree.
+func FuzzJSONReader(f *testing.F) {
+	f.Add([]byte(`{"url":"https:\/\/hooks.slack.com\/services\/T1\/B2\/x","s":"\u0067hp_\ud83d\ude00\n\"q\"\\"}`))
+	f.Add([]byte(`\u12`))
+	f.Add([]byte(`\ud800\u0041 \udc00 \x \u00zz \`))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		want := bytes.Clone(in)
+		n, _ := unescapeJSON(want, true)
+		want = want[:n]
+		for _, r := range []io.Reader{bytes.NewReader(in), oneByte{bytes.NewReader(in)}} {
+			got, err := io.ReadAll(newJSONReader(r))
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("%q: got %q (%v), want %q", in, got, err, want)
+			}
+		}
+		if len(want) > len(in) {
+			t.Fatalf("%q: output longer than input", in)
+		}
+		var s string
+		if utf8.Valid(in) && json.Unmarshal(append(append([]byte{'"'}, in...), '"'), &s) == nil && s != string(want) {
+			t.Fatalf("%q: encoding/json reads %q, the unescaper %q", in, s, want)
 		}
 	})
 }

@@ -75,6 +75,9 @@ type Outcome struct {
 	Findings []Finding
 	Response *http.Response // Block: the client gets this instead of egressd's 403
 	Replace  *Replacement   // Forward: the request to send instead
+	// ICAP is what asking the ICAP service gave (ICAPAllow, ...); "" when
+	// the profile does not ask it or the built-in detectors blocked first.
+	ICAP string
 	// Body is what to send upstream: the held bytes, then (for an
 	// oversize body) the rest, scanned as it goes with dlp.oversize:
 	// stream. Nil when the request had no body.

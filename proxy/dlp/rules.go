@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -66,6 +67,10 @@ type Rules struct {
 	icapAddr       string // host:port
 	icapService    *url.URL
 	profiles       map[string]*profile
+	// holdBufs are buffers of maxScan+1 bytes for the bodies held while
+	// they are judged: one allocation per request would cost a zeroed
+	// max_scan_bytes each time.
+	holdBufs *sync.Pool
 }
 
 type profile struct {
@@ -84,6 +89,7 @@ func Compile(c Config) (*Rules, error) {
 	}
 	r := &Rules{defaultProfile: c.DefaultProfile, maxScan: c.MaxScanBytes, oversize: c.Oversize, icap: c.ICAP,
 		profiles: make(map[string]*profile, len(c.Profiles))}
+	r.holdBufs = &sync.Pool{New: func() any { b := make([]byte, r.maxScan+1); return &b }}
 	if c.MaxScanBytes <= 0 {
 		fail("max_scan_bytes", "must be greater than zero")
 	}
@@ -143,11 +149,6 @@ func Compile(c Config) (*Rules, error) {
 				fail(path, "%v", err)
 			}
 			p.matcher = m
-		}
-		if pc.ICAP {
-			// The ICAP client (proxy/dlp/icap) is not in this release:
-			// refuse the key rather than fail every request closed.
-			fail(path+".icap", "ICAP inspection is not available in this build yet")
 		}
 		if !pc.ICAP && len(pc.Detectors) == 0 && len(pc.Patterns) == 0 {
 			fail(path, "inspects nothing: list detectors or patterns, or set icap: true")

@@ -139,17 +139,3 @@ func TestCustomPatterns(t *testing.T) {
 		}
 	}
 }
-
-func BenchmarkScan(b *testing.B) {
-	m := allDetectors(b)
-	data := []byte(strings.Join(benignCorpus(), "\n"))
-	b.SetBytes(int64(len(data)))
-	s := m.NewStream(PartBody, "")
-	for b.Loop() {
-		s.Reset(PartBody, "")
-		for off := 0; off < len(data); off += 32 << 10 {
-			s.Write(data[off:min(off+32<<10, len(data))])
-		}
-		s.Close()
-	}
-}

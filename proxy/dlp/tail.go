@@ -28,7 +28,23 @@ type tailReader struct {
 	cut   bool
 }
 
+// continueTail streams a plain body on from the held part's scanner,
+// which stopped at max_scan_bytes with its candidates there still open:
+// the held bytes go first (scanned already), then the rest, scanned as it
+// comes. The held buffer is not returned to its pool (a Read may still
+// copy from it when the transport closes the body); the collector takes it.
+func continueTail(b *Body, rest io.Reader, client io.Closer, s *Stream, enforce bool) *tailReader {
+	b.pooled = nil
+	scanned := b.raw[:b.max:b.max]
+	t := &tailReader{s: s, enforce: enforce, client: client, buf: make([]byte, 32<<10), seen: len(s.found)}
+	t.gate = &gate{src: bufio.NewReaderSize(io.MultiReader(bytes.NewReader(b.raw[b.max:]), rest), 32<<10)}
+	t.dec = t.gate
+	t.out = scanned
+	return t
+}
+
 func newTailReader(b *Body, rest io.Reader, client io.Closer, s *Stream, enforce bool) *tailReader {
+	b.pooled = nil
 	t := &tailReader{s: s, enforce: enforce, client: client, buf: make([]byte, 32<<10)}
 	src := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(b.raw), rest), 32<<10)
 	t.gate = &gate{src: src}

@@ -452,7 +452,7 @@ func (h *Handler) inspect(r *http.Request, x *exchange, dec policy.Decision) *ht
 		return nil
 	}
 	x.dlp = out
-	rec.DLPProfile, rec.DLPReport = out.Profile, out.Report
+	rec.DLPProfile, rec.DLPReport, rec.DLPICAP = out.Profile, out.Report, out.ICAP
 	rec.Findings = out.Findings
 	switch out.Action {
 	case dlp.Block:
