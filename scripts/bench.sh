@@ -38,7 +38,7 @@
 #   BENCH_LOGS=DIR        the proxies' logs (default /dev/shm/egressd-bench-logs when /dev/shm is a
 #                         tmpfs, else $BENCH_SCRATCH/logs); each session's logs replace the last's
 #   BENCH_DNS=IP:53       the load tool's DNS server (default 127.0.0.153:53; Squid only takes port 53)
-#   BENCH_DEADLINE=S      start no new session after S seconds (default 900, quick 300)
+#   BENCH_DEADLINE=S      start no new session after S seconds (default 1200, quick 300)
 #   BENCH_NO_INSTALL=1    use what is installed; skip a peer that is missing
 #   BENCH_RESULTS=DIR     raw results (default results/bench, git-ignored)
 #   BENCH_DOCS=DIR        where benchmarks.md and benchmarks.svg go (default docs)
@@ -67,7 +67,7 @@ if [[ $QUICK == 1 ]]; then
 	RUN_BOUND=90
 else
 	RUNS=${BENCH_RUNS:-3}
-	DEADLINE=${BENCH_DEADLINE:-900}
+	DEADLINE=${BENCH_DEADLINE:-1200}
 	PPROF=${BENCH_PPROF:-1}
 	QUICKFLAG=
 	RUN_BOUND=240
