@@ -2,8 +2,8 @@
 # Benchmark egressd against direct (no proxy), Squid, smokescreen and Dante
 # (SOCKS5), and write docs/benchmarks.md and docs/benchmarks.svg.
 #
-#   make bench                   full run, about 6-8 minutes (3 runs)
-#   BENCH_QUICK=1 make bench     about 2-3 minutes, smaller counts
+#   make bench                   full run, about 18-20 minutes (3 runs)
+#   BENCH_QUICK=1 make bench     about 5-6 minutes, smaller counts
 #
 # What it does, all on loopback:
 #   - installs what it needs: Debian's squid and dante-server (apt-get, as
