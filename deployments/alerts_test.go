@@ -13,10 +13,7 @@ import (
 // rules) and their unit tests pass (promtool test rules): each alert fires
 // on the series of an instance in trouble and not on a healthy one.
 func TestAlertRulesPromtool(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Fatalf("promtool not found (scripts/setup.sh installs Debian's prometheus package): %v", err)
-	}
+	promtool := lookTool(t, "promtool") // Debian's prometheus package
 	for _, args := range [][]string{
 		{"check", "rules", "egressd.rules.yaml"},
 		{"test", "rules", "egressd.rules.test.yaml"},

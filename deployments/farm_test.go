@@ -70,16 +70,11 @@ func TestHAProxyTemplate(t *testing.T) {
 			t.Errorf("health checks go to the admin port, which takes no PROXY header")
 		}
 
-		haproxy, err := exec.LookPath("haproxy")
-		if err != nil {
-			t.Log("haproxy is not installed: configuration check skipped")
-			continue
-		}
 		path := filepath.Join(dir, "haproxy.cfg")
 		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if out, err := exec.Command(haproxy, "-c", "-q", "-f", path).CombinedOutput(); err != nil {
+		if out, err := exec.Command(lookTool(t, "haproxy"), "-c", "-q", "-f", path).CombinedOutput(); err != nil {
 			t.Errorf("haproxy -c (send-proxy %q): %v\n%s", sendProxy, err, out)
 		}
 	}

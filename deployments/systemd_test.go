@@ -257,10 +257,7 @@ func TestSystemdUnitsPackaged(t *testing.T) {
 // TestSystemdAnalyzeVerify runs systemd-analyze verify on the units (with
 // the programs replaced, since they are not installed here).
 func TestSystemdAnalyzeVerify(t *testing.T) {
-	sa, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Skip("systemd-analyze is not installed")
-	}
+	sa := lookTool(t, "systemd-analyze")
 	dir := t.TempDir()
 	paths, _ := filepath.Glob("systemd/egressd*.service")
 	timers, _ := filepath.Glob("systemd/*.timer")

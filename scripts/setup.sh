@@ -4,10 +4,10 @@
 # namespace tests), haproxy (the farm's load balancer), logrotate (the
 # packaged access-log rotation), nftables (the in-line gateway's ruleset,
 # loaded by the tests inside namespaces of their own), promtool (Debian's
-# prometheus package: the alert rules), chromium (the headless browser
-# that drives the status page test) and c-icap with its content-filtering
-# module (the real ICAP service of the DLP tests). Safe to run repeatedly;
-# does nothing when all exist.
+# prometheus package: the alert rules), systemd-analyze (verifies the
+# units), chromium (the headless browser that drives the status page test)
+# and c-icap with its content-filtering module (the real ICAP service of
+# the DLP tests). Safe to run repeatedly; does nothing when all exist.
 set -euo pipefail
 
 missing=()
@@ -26,6 +26,8 @@ command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
 # starting (it would take port 9090, egressd's default admin port).
 need_promtool=0
 command -v promtool >/dev/null 2>&1 || { missing+=(prometheus); need_promtool=1; }
+# systemd-analyze verify checks deployments/systemd's units (nothing is started).
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # Debian's chromium (/usr/bin/chromium), run headless by test/status_page_test.go.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 # c-icap is the real ICAP service of the DLP tests (run by the tests on
