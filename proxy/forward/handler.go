@@ -607,6 +607,7 @@ type respWriter struct {
 	err     error         // the first write error
 	dl      deadliner     // the server's own response writer; nil in tests
 	idle    *atomic.Int64 // timeouts.idle
+	wd      idleDeadline  // the client connection's write deadline armed
 }
 
 // deadliner is what net/http's response writer offers (as
@@ -631,7 +632,9 @@ func (w *respWriter) Write(p []byte) (int, error) {
 		// A client that stopped reading holds the response for at most
 		// timeouts.idle without progress.
 		if d := time.Duration(w.idle.Load()); d > 0 {
-			w.dl.SetWriteDeadline(time.Now().Add(d))
+			if t, ok := w.wd.next(d); ok {
+				w.dl.SetWriteDeadline(t)
+			}
 		}
 	}
 	n, err := w.ResponseWriter.Write(p)
@@ -691,6 +694,7 @@ type countingBody struct {
 	first    [1]byte // read by prefetch, not yet returned by Read
 	hasFirst bool
 	firstErr error
+	rd       idleDeadline // the client connection's read deadline armed
 }
 
 // prefetch waits for the body's first byte, and reports whether it timed
@@ -723,6 +727,7 @@ func (b *countingBody) read(p []byte) (int, error) {
 		// The body is over: net/http's own reads (its check for a client
 		// that went away, the next request) set theirs.
 		b.dl.SetReadDeadline(time.Time{})
+		b.rd.forget()
 	case err != nil && isTimeout(err):
 		b.f.clientTimeout.Store(true)
 	}
@@ -739,7 +744,9 @@ func (b *countingBody) Close() error {
 func (b *countingBody) setDeadline() {
 	if b.dl != nil {
 		if d := time.Duration(b.idle.Load()); d > 0 {
-			b.dl.SetReadDeadline(time.Now().Add(d))
+			if t, ok := b.rd.next(d); ok {
+				b.dl.SetReadDeadline(t)
+			}
 		}
 	}
 }

@@ -164,11 +164,15 @@ type upstreamConn struct {
 	idle    *atomic.Int64  // timeouts.idle, reloadable
 	written atomic.Int64   // bytes sent to the origin
 	timeout atomic.Bool    // a read or write ended on the idle timeout
+
+	rd, wd idleDeadline // the read and write deadlines armed
 }
 
 func (c *upstreamConn) Read(p []byte) (int, error) {
 	if d := time.Duration(c.idle.Load()); d > 0 {
-		c.c.SetReadDeadline(time.Now().Add(d))
+		if t, ok := c.rd.next(d); ok {
+			c.c.SetReadDeadline(t)
+		}
 	}
 	n, err := c.c.Read(p)
 	if err != nil && isTimeout(err) {
@@ -179,8 +183,13 @@ func (c *upstreamConn) Read(p []byte) (int, error) {
 
 func (c *upstreamConn) Write(p []byte) (int, error) {
 	if d := time.Duration(c.idle.Load()); d > 0 {
+		if t, ok := c.wd.next(d); ok {
+			c.c.SetWriteDeadline(t)
+		}
 		// Sending counts as progress for the response too.
-		c.c.SetDeadline(time.Now().Add(d))
+		if t, ok := c.rd.next(d); ok {
+			c.c.SetReadDeadline(t)
+		}
 	}
 	n, err := c.c.Write(p)
 	c.written.Add(int64(n))
@@ -190,9 +199,25 @@ func (c *upstreamConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (c *upstreamConn) Close() error                       { return c.c.Close() }
-func (c *upstreamConn) LocalAddr() net.Addr                { return c.c.LocalAddr() }
-func (c *upstreamConn) RemoteAddr() net.Addr               { return c.c.RemoteAddr() }
-func (c *upstreamConn) SetDeadline(t time.Time) error      { return c.c.SetDeadline(t) }
-func (c *upstreamConn) SetReadDeadline(t time.Time) error  { return c.c.SetReadDeadline(t) }
-func (c *upstreamConn) SetWriteDeadline(t time.Time) error { return c.c.SetWriteDeadline(t) }
+func (c *upstreamConn) Close() error         { return c.c.Close() }
+func (c *upstreamConn) LocalAddr() net.Addr  { return c.c.LocalAddr() }
+func (c *upstreamConn) RemoteAddr() net.Addr { return c.c.RemoteAddr() }
+
+// Deadlines set from outside (crypto/tls during a handshake) replace ours:
+// the next read or write arms ours again.
+
+func (c *upstreamConn) SetDeadline(t time.Time) error {
+	c.rd.forget()
+	c.wd.forget()
+	return c.c.SetDeadline(t)
+}
+
+func (c *upstreamConn) SetReadDeadline(t time.Time) error {
+	c.rd.forget()
+	return c.c.SetReadDeadline(t)
+}
+
+func (c *upstreamConn) SetWriteDeadline(t time.Time) error {
+	c.wd.forget()
+	return c.c.SetWriteDeadline(t)
+}
