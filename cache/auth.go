@@ -7,11 +7,12 @@ import (
 	"time"
 )
 
-// AuthCache remembers credential verifications (bcrypt checks are
-// deliberately slow) for a bounded time: it is a set of keys, and the
-// caller decides what being in it means (proxy/auth keeps successes and
-// failures in two). It stores only a salted SHA-256 of the user name and
-// the key, never the secret itself.
+// AuthCache remembers credential checks (bcrypt is deliberately slow) for
+// a bounded time. It is a set of (user, key) pairs, and the caller decides
+// what being in it means: proxy/auth keys a check by the stored hash and
+// the password, and keeps the successes in one AuthCache and the failures
+// in another. It stores only a salted SHA-256 of the user name and the
+// key, never the password itself.
 //
 // A nil *AuthCache is valid and caches nothing.
 type AuthCache struct {
@@ -32,35 +33,33 @@ func NewAuthCache(size int, ttl time.Duration) *AuthCache {
 	return a
 }
 
-// key hashes the salt and the length-prefixed user name, then the password,
-// so that ("ab", "c") and ("a", "bc") differ.
-func (a *AuthCache) key(user, pass string) [sha256.Size]byte {
+// hash hashes the salt and the length-prefixed user name, then the key, so
+// that ("ab", "c") and ("a", "bc") differ.
+func (a *AuthCache) hash(user, key string) [sha256.Size]byte {
 	h := sha256.New()
 	h.Write(a.salt[:])
 	var n [binary.MaxVarintLen64]byte
 	h.Write(n[:binary.PutUvarint(n[:], uint64(len(user)))])
 	h.Write([]byte(user))
-	h.Write([]byte(pass))
+	h.Write([]byte(key))
 	var k [sha256.Size]byte
 	h.Sum(k[:0])
 	return k
 }
 
-// Seen reports whether user and pass were verified successfully within the
-// cache's TTL.
-func (a *AuthCache) Seen(user, pass string) bool {
+// Seen reports whether key was added for user within the cache's TTL.
+func (a *AuthCache) Seen(user, key string) bool {
 	if a == nil {
 		return false
 	}
-	_, ok := a.c.Get(a.key(user, pass))
+	_, ok := a.c.Get(a.hash(user, key))
 	return ok
 }
 
-// Add records that user and pass were verified successfully. Call it only
-// after a successful check.
-func (a *AuthCache) Add(user, pass string) {
+// Add remembers key for user for the cache's TTL.
+func (a *AuthCache) Add(user, key string) {
 	if a == nil {
 		return
 	}
-	a.c.Add(a.key(user, pass), struct{}{}, a.ttl)
+	a.c.Add(a.hash(user, key), struct{}{}, a.ttl)
 }

@@ -40,7 +40,7 @@ func TestAuthCache(t *testing.T) {
 
 func TestAuthCacheKeysAreSalted(t *testing.T) {
 	a, b := NewAuthCache(1, time.Minute), NewAuthCache(1, time.Minute)
-	if a.key("u", "p") == b.key("u", "p") {
+	if a.hash("u", "p") == b.hash("u", "p") {
 		t.Errorf("two caches derive the same key: the salt is missing")
 	}
 }

@@ -1,7 +1,9 @@
 // Package cache owns egressd's caches: a generic size-bounded cache whose
 // entries each carry their own expiry ([TTL]), the caching DNS [Resolver]
 // that the policy layer uses to turn allowed names into addresses, and the
-// [AuthCache] of credential verifications.
+// [AuthCache] that remembers credential checks (proxy/auth keeps one for
+// successes and one for failures; it stores salted hashes, never a
+// password).
 //
 // The shared HTTP response cache is its own package, cache/httpcache.
 //

@@ -4,7 +4,7 @@
 // It lives in its own Go module (deployments/package/go.mod) because nfpm
 // brings about forty modules (go-git, ProtonMail crypto, sprig, ...) that the
 // proxy itself never uses; keeping them out of the main go.mod keeps the
-// proxy's dependency list to what STYLE.md allows. The directory also holds
+// proxy's module to the libraries the binary runs. The directory also holds
 // the package's maintainer scripts (postinstall.sh, preremove.sh,
 // postremove.sh), which nfpm.yaml references.
 //

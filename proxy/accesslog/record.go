@@ -48,9 +48,11 @@ const (
 	CacheRevalidated = "revalidated"
 )
 
-// Record is the state of one request or tunnel. Fields are set by the goroutine
-// that owns the exchange; BytesUp/BytesDown may be updated concurrently by the
-// relay and are atomics for that reason.
+// Record is the state of one request or tunnel, written out once by Finish.
+// Fields are set by the goroutine that owns the request; Up and Down are
+// atomics because the relay's two goroutines count them while a tunnel
+// runs. A Record is what happened, for the log line and the metrics: no
+// code reads a field back to decide what to answer.
 type Record struct {
 	Start    time.Time
 	Listener policy.Listener
@@ -65,9 +67,12 @@ type Record struct {
 	IP       netip.AddrPort // the address actually dialed
 	Decision policy.Decision
 	Reason   policy.Reason // overrides Decision.Reason when set (SNI, DLP, dial failures)
-	Status   int           // HTTP status, SOCKS reply code, or 0
-	Up       atomic.Int64  // client to origin
-	Down     atomic.Int64  // origin to client
+	// Status is the answer the client got: the HTTP status, or for SOCKS5
+	// the reply code (RFC 1928), the RFC 1929 status of a failed password
+	// (1) or the method selection 0xFF; 0 when it got none.
+	Status int
+	Up     atomic.Int64 // client to origin
+	Down   atomic.Int64 // origin to client
 
 	// DLP: the profile that inspected the request ("" when none) and its
 	// findings, as detector and location only (never the matched bytes).
@@ -80,7 +85,7 @@ type Record struct {
 	once sync.Once
 }
 
-// Verdict returns the final verdict: a later SNI or DLP denial overrides the
+// verdict is the final verdict: a later SNI or DLP denial overrides the
 // policy's first decision.
 func (r *Record) Verdict() policy.Verdict { return r.Decision.Verdict }
 

@@ -2,11 +2,11 @@ package auth
 
 import (
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/egressd/egressd/cache"
 )
@@ -35,21 +35,15 @@ type Authenticator struct {
 
 	limit atomic.Pointer[checkLimit] // nil: bcrypt checks are not capped
 
-	// flights holds the bcrypt checks running now, by user, password and
-	// hash: a client that opens many connections at once with credentials
-	// not (or no longer) in the cache, as every client does after a
-	// restart, a reload or a cache expiry, costs one check, not one per
-	// connection.
-	mu      sync.Mutex
-	flights map[string]*flight
-}
-
-// flight is one bcrypt check that concurrent identical verifications wait
-// for.
-type flight struct {
-	done    chan struct{}
-	res     result
-	waiters int // guarded by Authenticator.mu; read by tests
+	// flights collapses identical bcrypt checks running at once (by user,
+	// password and hash): a client that opens many connections at once
+	// with credentials not (or no longer) in the cache, as every client
+	// does after a restart, a reload or a cache expiry, costs one check,
+	// not one per connection.
+	flights singleflight.Group
+	// joinHook, when set (tests), is called once a check has joined its
+	// flight.
+	joinHook func()
 }
 
 // result is a check's outcome, named as egressd_auth_checks_total's result
@@ -102,7 +96,7 @@ func (l *checkLimit) release() { <-l.slots }
 // password after a rotation costs one bcrypt check (62 ms of CPU at cost
 // 10) per TTL, not one per connection.
 func New(users *Users, ok, failed *cache.AuthCache) *Authenticator {
-	a := &Authenticator{cache: ok, failed: failed, compare: bcrypt.CompareHashAndPassword, flights: map[string]*flight{}}
+	a := &Authenticator{cache: ok, failed: failed, compare: bcrypt.CompareHashAndPassword}
 	a.users.Store(users)
 	return a
 }
@@ -198,42 +192,31 @@ func (a *Authenticator) observe(source string, ok bool) {
 }
 
 // check runs bcrypt for user's pass against hash (ran is true), within the
-// cap of SetCheckLimit, or waits for the same check already running and
-// takes its result. key is Verify's hash+pass. Nothing outlives the
-// flight; Verify remembers the answer.
+// cap of SetCheckLimit, or joins the same check already running and takes
+// its result. key is Verify's hash+pass. Nothing outlives the flight;
+// Verify remembers the answer.
 func (a *Authenticator) check(user, key string, hash []byte, pass string) (res result, ran bool) {
 	// The user name is length-prefixed and bcrypt hashes have a fixed
 	// length, so no two (user, hash, pass) share a flight.
 	k := strconv.Itoa(len(user)) + ":" + user + key
-	a.mu.Lock()
-	if f, ok := a.flights[k]; ok {
-		f.waiters++
-		a.mu.Unlock()
-		<-f.done
-		return f.res, false
-	}
-	f := &flight{done: make(chan struct{})}
-	a.flights[k] = f
-	a.mu.Unlock()
-	defer func() {
-		// Deferred, so that waiters are released whatever happens.
-		a.mu.Lock()
-		delete(a.flights, k)
-		a.mu.Unlock()
-		close(f.done)
-	}()
-	if l := a.limit.Load(); l != nil {
-		if !l.acquire() {
-			f.res = resultOverload
-			return f.res, true
+	ch := a.flights.DoChan(k, func() (any, error) {
+		ran = true // only the caller whose function runs; seen after the receive below
+		if l := a.limit.Load(); l != nil {
+			if !l.acquire() {
+				return resultOverload, nil
+			}
+			defer l.release()
 		}
-		defer l.release()
+		if a.compare(hash, []byte(pass)) == nil {
+			return resultOK, nil
+		}
+		return resultFail, nil
+	})
+	if a.joinHook != nil {
+		a.joinHook()
 	}
-	f.res = resultFail
-	if a.compare(hash, []byte(pass)) == nil {
-		f.res = resultOK
-	}
-	return f.res, true
+	r := <-ch
+	return r.Val.(result), ran
 }
 
 // VerifyHeader checks a Proxy-Authorization header value (Basic scheme)

@@ -161,6 +161,8 @@ func TestConcurrentChecksShareOneBcrypt(t *testing.T) {
 				}
 				gate := make(chan struct{})
 				n := countBcrypt(a, gate)
+				var joined atomic.Int64
+				a.joinHook = func() { joined.Add(1) }
 				const conns = 20
 				results := make(chan bool, conns)
 				for range conns {
@@ -169,7 +171,9 @@ func TestConcurrentChecksShareOneBcrypt(t *testing.T) {
 				// bob's check is not held up by alice's flight.
 				other := make(chan bool)
 				go func() { other <- a.Verify("bob", "builder") }()
-				waitFor(t, func() bool { return waiters(a) == conns-1 && n.Load() == 2 })
+				// Every check has joined a flight, and two run bcrypt
+				// (held at the gate): alice's and bob's.
+				waitFor(t, func() bool { return joined.Load() == conns+1 && n.Load() == 2 })
 				close(gate)
 				for range conns {
 					if got := <-results; got != tc.want {
@@ -249,17 +253,6 @@ func TestFailuresRemembered(t *testing.T) {
 			}
 		})
 	}
-}
-
-// waiters counts the verifications waiting for a flight.
-func waiters(a *Authenticator) int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	n := 0
-	for _, f := range a.flights {
-		n += f.waiters
-	}
-	return n
 }
 
 // waitFor polls cond until it holds, failing after 10 s (a guard against

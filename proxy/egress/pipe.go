@@ -24,8 +24,8 @@ type PipePool struct {
 var DefaultPipePool = &PipePool{}
 
 // DefaultPipeSize is the pipe capacity asked for when PipePool.Size is zero:
-// 1 MiB, as Go's own splice uses. It measured about 15% less CPU per GiB
-// than 256 KiB and 64 KiB pipes. The pages are only allocated while bytes
+// 1 MiB, as Go's own splice uses: fewer splices per GiB than smaller pipes
+// (docs/benchmarks-notes.md has the A/B). The pages are only allocated while bytes
 // sit in the pipe, but Linux charges the capacity to the user: past
 // fs.pipe-user-pages-soft (64 MiB by default) an unprivileged process gets
 // small pipes (still correct, more syscalls) until some are closed.

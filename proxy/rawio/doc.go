@@ -7,8 +7,8 @@
 // os/net Read or Write goes through syscall.Syscall) wakes the runtime's
 // sysmon thread, which then polls every 20 µs until the process is idle
 // again; on a proxy pinned to one core each of those wake-ups is a context
-// switch away from the work. perf on new TLS tunnels put sysmon at 28% of
-// egressd's CPU. The calls here are non-blocking (the sockets are, and
+// switch away from the work (perf's figures: docs/benchmarks-notes.md). The
+// calls here are non-blocking (the sockets are, and
 // RawConn waits for readiness on the runtime's poller), so they need no
 // bookkeeping: a burst that moves bytes only through rawio and the splice
 // relay never wakes sysmon, and a long call is never mistaken for a blocked
