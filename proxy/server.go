@@ -10,7 +10,6 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"net/netip"
 	"runtime"
 	"slices"
 	"sync"
@@ -23,6 +22,7 @@ import (
 	"github.com/egressd/egressd/cache"
 	"github.com/egressd/egressd/cache/httpcache"
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/accept"
 	"github.com/egressd/egressd/proxy/accesslog"
 	"github.com/egressd/egressd/proxy/admin"
 	"github.com/egressd/egressd/proxy/auth"
@@ -31,7 +31,6 @@ import (
 	"github.com/egressd/egressd/proxy/egress"
 	"github.com/egressd/egressd/proxy/forward"
 	"github.com/egressd/egressd/proxy/limits"
-	"github.com/egressd/egressd/proxy/proxyproto"
 	"github.com/egressd/egressd/proxy/socks"
 	"github.com/egressd/egressd/proxy/tunnel"
 )
@@ -63,9 +62,8 @@ type Server struct {
 	dlp      *dlp.Engine
 	limits   *limits.Limiter // client connection limits and counts (HTTP and SOCKS5 listeners)
 
-	auth    *auth.Authenticator  // nil: auth.users_file unset
-	cache   *httpcache.Cache     // nil: cache.http.max_bytes is 0
-	socksPP *proxyproto.Listener // nil: listen.proxy_protocol off
+	auth  *auth.Authenticator // nil: auth.users_file unset
+	cache *httpcache.Cache    // nil: cache.http.max_bytes is 0
 
 	// The status page's state (nil stats: listen.admin unset).
 	version    string
@@ -81,13 +79,13 @@ type Server struct {
 	listening atomic.Bool
 	draining  atomic.Bool
 
-	httpSrv  *http.Server
-	adminSrv *http.Server
-	httpLn   net.Listener
-	httpFast *forward.Listener // wraps httpLn; the http.Server accepts from it
-	socksLn  net.Listener
-	adminLn  net.Listener
-	wg       sync.WaitGroup
+	// The listeners' accept pipelines, each handing its connections to
+	// its front end (nil: listener not configured).
+	httpAcc, socksAcc *accept.Server
+	adminSrv          *http.Server
+	httpLn, socksLn   net.Listener
+	adminLn           net.Listener
+	wg                sync.WaitGroup
 }
 
 // New builds a server from a validated config and its compiled policy.
@@ -140,11 +138,7 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 	s.cfg.Store(cfg)
 	s.setConfig(raw)
 	s.metrics.SetRules(ruleNames(cfg))
-	s.limits = limits.New(limits.Options{
-		Limits:        connLimits(cfg),
-		Log:           s.access,
-		RefuseTimeout: min(cfg.Timeouts.Handshake, 2*time.Second),
-	})
+	s.limits = limits.New(connLimits(cfg), s.metrics)
 
 	s.runner = &tunnel.Runner{
 		Registry:  s.tunnels,
@@ -160,7 +154,6 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 	if cfg.Auth.UsersFile != "" {
 		users, err := auth.Load(cfg.Auth.UsersFile)
 		if err != nil {
-			s.limits.Close()
 			s.resolver.Close()
 			return nil, fmt.Errorf("auth: %w", err)
 		}
@@ -171,7 +164,7 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 	}
 	rules, err := dlp.Compile(cfg.DLP.Rules())
 	if err != nil {
-		s.limits.Close()
+		s.resolver.Close()
 		return nil, fmt.Errorf("dlp: %w", err)
 	}
 	s.dlp = dlp.NewEngine(rules)
@@ -183,16 +176,18 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 		s.diag.Warn("dlp: the ICAP service fails; dlp.icap.failure decides until it answers again", zap.Error(err))
 	}
 	s.metrics.SetDLPDetectors(rules.Detectors())
+	// A connection past a limit is refused within this, at each step.
+	refuse := min(cfg.Timeouts.Handshake, 2*time.Second)
 	s.socks = socks.New(socks.Options{
-		Decider:      s.engine,
-		Dialer:       s.dialer,
-		Log:          s.access,
-		Runner:       s.runner,
-		Diag:         o.Diag.Named("socks5"),
-		Handshake:    cfg.Timeouts.Handshake,
-		Auth:         verify,
-		AuthRequired: cfg.Auth.Required,
-		ClientAddr:   s.socksClient,
+		Decider:       s.engine,
+		Dialer:        s.dialer,
+		Log:           s.access,
+		Runner:        s.runner,
+		Diag:          o.Diag.Named("socks5"),
+		Handshake:     cfg.Timeouts.Handshake,
+		RefuseTimeout: refuse,
+		Auth:          verify,
+		AuthRequired:  cfg.Auth.Required,
 	})
 	if hc := cfg.Cache.HTTP; hc.MaxBytes > 0 {
 		s.cache = httpcache.New(httpcache.Options{
@@ -203,17 +198,19 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 		})
 	}
 	s.forward = forward.New(forward.Options{
-		Decider:      s.engine,
-		Dialer:       s.dialer,
-		Log:          s.access,
-		Diag:         o.Diag.Named("http"),
-		Runner:       s.runner,
-		Handshake:    cfg.Timeouts.Handshake,
-		Idle:         cfg.Timeouts.Idle,
-		Auth:         verifyHeader,
-		AuthRequired: cfg.Auth.Required,
-		DLP:          s.dlp,
-		Cache:        s.cache,
+		Decider:        s.engine,
+		Dialer:         s.dialer,
+		Log:            s.access,
+		Diag:           o.Diag.Named("http"),
+		Runner:         s.runner,
+		Handshake:      cfg.Timeouts.Handshake,
+		RefuseTimeout:  refuse,
+		MaxHeaderBytes: int(cfg.Limits.MaxHeaderBytes),
+		Idle:           cfg.Timeouts.Idle,
+		Auth:           verifyHeader,
+		AuthRequired:   cfg.Auth.Required,
+		DLP:            s.dlp,
+		Cache:          s.cache,
 	})
 	return s, nil
 }
@@ -232,25 +229,19 @@ func authCheckLimit(cfg *config.Config) int {
 	return runtime.GOMAXPROCS(0)
 }
 
-// socksClient is the SOCKS5 front end's client address: the PROXY header's
-// source when listen.proxy_protocol is on (a nil listener gives the socket
-// peer).
-func (s *Server) socksClient(c net.Conn) netip.Addr { return s.socksPP.Client(c) }
-
-// proxyListener puts ln behind PROXY protocol handling (listen.proxy_protocol).
-// The limiter admitted each conn at accept, counting it only against
-// limits.max_connections (its peer is the load balancer); once the header
-// names the client, the conn counts against that client's
-// limits.max_connections_per_client, and is refused past it.
-func (s *Server) proxyListener(ln net.Listener, cfg *config.Config, name string, protocol policy.Listener) *proxyproto.Listener {
-	return proxyproto.NewListener(ln, proxyproto.Options{
-		Trusted: cfg.Listen.TrustedProxies,
-		Timeout: cfg.Timeouts.Handshake,
-		Diag:    s.diag.Named(name).Named("proxy-protocol"),
-		Admit: func(c *net.TCPConn, client netip.Addr) bool {
-			return s.limits.AdmitClient(c, client, protocol)
-		},
-	})
+// acceptOptions are a listener's accept pipeline: the shared limits, and
+// PROXY headers from listen.trusted_proxies when listen.proxy_protocol is
+// on.
+func (s *Server) acceptOptions(cfg *config.Config, name string, socket policy.Listener) accept.Options {
+	return accept.Options{
+		Listener:      socket,
+		Limits:        s.limits,
+		ProxyProtocol: cfg.Listen.ProxyProtocol,
+		Trusted:       cfg.Listen.TrustedProxies,
+		HeaderTimeout: cfg.Timeouts.Handshake,
+		Diag:          s.diag.Named(name),
+		OnPanic:       s.metrics.CountPanic,
+	}
 }
 
 func connLimits(cfg *config.Config) limits.Limits {
@@ -342,69 +333,22 @@ func (s *Server) Start() error {
 			return fmt.Errorf("listen.admin: %w", err)
 		}
 	}
-	// The limiter wraps the TCP listeners directly (anything that reads
-	// from a connection, such as a PROXY-header parser, goes outside it) and
-	// hands on the *net.TCPConn itself, which the splice relay needs.
+	// Each proxy listener runs one accept pipeline (limits, PROXY header)
+	// that hands its connections to the listener's front end; the admin
+	// listener is plain net/http (load balancer health checks carry no
+	// PROXY header).
 	if s.httpLn != nil {
-		s.httpLn = s.limits.Listener(s.httpLn, limits.ListenerConfig{
-			Protocol: policy.ListenerHTTP, PeerIsProxy: cfg.Listen.ProxyProtocol})
-	}
-	if s.socksLn != nil {
-		s.socksLn = s.limits.Listener(s.socksLn, limits.ListenerConfig{
-			Protocol: policy.ListenerSOCKS5, PeerIsProxy: cfg.Listen.ProxyProtocol})
-	}
-	// With listen.proxy_protocol the proxy listeners read PROXY headers,
-	// outside the limiter; the admin listener never does (load balancer
-	// health checks carry none). Closing the wrapper closes the socket.
-	var httpPP *proxyproto.Listener
-	if cfg.Listen.ProxyProtocol {
-		if s.httpLn != nil {
-			httpPP = s.proxyListener(s.httpLn, cfg, "http", policy.ListenerHTTP)
-			s.httpLn = httpPP
-		}
-		if s.socksLn != nil {
-			s.socksPP = s.proxyListener(s.socksLn, cfg, "socks5", policy.ListenerSOCKS5)
-			s.socksLn = s.socksPP
-		}
-	}
-	errLog := zap.NewStdLog(s.diag.Named("http-server"))
-	if s.httpLn != nil {
-		s.httpSrv = &http.Server{
-			Handler: s.forward,
-			ConnState: func(c net.Conn, st http.ConnState) {
-				s.forward.ConnState(c, st)
-				s.limits.ConnState(c, st)
-			},
-			ReadHeaderTimeout: cfg.Timeouts.Handshake,
-			IdleTimeout:       cfg.Timeouts.Idle,
-			MaxHeaderBytes:    int(cfg.Limits.MaxHeaderBytes),
-			ErrorLog:          errLog,
-		}
-		// New tunnels take the fast path where they can (forward.Listener);
-		// the http.Server gets every other connection untouched.
-		lo := forward.ListenerOptions{
-			MaxHeaderBytes: int(cfg.Limits.MaxHeaderBytes),
-			OnPanic:        s.metrics.CountPanic,
-		}
-		if httpPP != nil {
-			lo.Client = httpPP.Client
-			// ConnContext runs once per conn, right after Accept: the
-			// client address goes into every request's context.
-			s.httpSrv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
-				return forward.WithClientAddr(ctx, s.httpFast.Client(c))
-			}
-		}
-		s.httpFast = s.forward.Listener(s.httpLn, lo)
-		s.serve(s.httpSrv, s.httpFast)
-	}
-	if s.socksLn != nil {
+		s.httpAcc = accept.Serve(s.httpLn, s.forward, s.acceptOptions(cfg, "http", policy.ListenerHTTP))
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			if err := s.socks.Serve(s.socksLn); err != nil {
-				s.diag.Error("socks5 listener stopped", zap.Error(err))
+			if err := s.forward.Run(); err != nil {
+				s.diag.Error("http server stopped", zap.Error(err))
 			}
 		}()
+	}
+	if s.socksLn != nil {
+		s.socksAcc = accept.Serve(s.socksLn, s.socks, s.acceptOptions(cfg, "socks5", policy.ListenerSOCKS5))
 	}
 	for _, l := range []struct {
 		name string
@@ -414,6 +358,7 @@ func (s *Server) Start() error {
 			s.listeners = append(s.listeners, admin.Listener{Name: l.name, Addr: l.ln.Addr().String()})
 		}
 	}
+	errLog := zap.NewStdLog(s.diag.Named("http-server"))
 	if s.adminLn != nil {
 		s.adminSrv = &http.Server{
 			Handler: admin.Handler(admin.Options{
@@ -540,32 +485,28 @@ func (s *Server) Drain(ctx context.Context) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, cfg.Timeouts.Drain)
 	defer cancel()
+	// Stop accepting; let requests, handshakes and tunnels finish. Every
+	// client connection is released by whoever ends it (net/http, a front
+	// end, the relay), which is what the accept pipelines wait for;
+	// http.Server.Shutdown also closes idle keep-alive connections.
 	var wg sync.WaitGroup
-	if s.httpSrv != nil {
+	wait := func(f func(context.Context) error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := s.httpSrv.Shutdown(dctx); err != nil {
-				s.httpSrv.Close()
-			}
+			f(dctx)
 		}()
 	}
-	if s.socksLn != nil {
-		// Connections still in their handshake may finish it (it is
-		// bounded by timeouts.handshake): the limiter waits for them below.
-		s.socksLn.Close()
+	if s.httpAcc != nil {
+		wait(s.forward.Shutdown)
+		wait(s.httpAcc.Shutdown)
 	}
-	// In-flight work is over when every client connection has been closed:
-	// the limiter sees hijacked CONNECT tunnels and SOCKS5 connections
-	// close, which http.Server.Shutdown does not wait for.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.limits.Wait(dctx)
-		s.tunnels.Wait(dctx)
-	}()
+	if s.socksAcc != nil {
+		wait(s.socksAcc.Shutdown)
+	}
+	wait(s.tunnels.Wait)
 	wg.Wait()
-	if n, c := s.tunnels.Len(), s.limits.Open(); n > 0 || c > 0 {
+	if n, c := s.tunnels.Len(), s.openConns(); n > 0 || c > 0 {
 		s.diag.Warn("drain time over: cutting what is left", zap.Int("tunnels", n), zap.Int("client_connections", c))
 	}
 	s.Close()
@@ -575,46 +516,51 @@ func (s *Server) Drain(ctx context.Context) {
 func (s *Server) Close() {
 	s.draining.Store(true)
 	s.metrics.SetDraining(true)
-	if s.httpSrv != nil {
-		s.httpSrv.Close()
-	}
 	if s.adminSrv != nil {
 		s.adminSrv.Close()
 	}
-	s.closeListeners()
-	if s.httpFast != nil {
-		s.httpFast.Close()
-		s.httpFast.Abort()
+	// net/http first: a connection on its way to it must not wait for an
+	// Accept that will not come.
+	s.forward.Close()
+	for _, a := range []*accept.Server{s.httpAcc, s.socksAcc} {
+		if a != nil {
+			a.Close()
+		}
 	}
-	s.socks.Shutdown(context.Background())
+	if s.adminLn != nil {
+		s.adminLn.Close()
+	}
 	s.tunnels.CloseAll()
-	if s.httpFast != nil {
-		s.httpFast.Wait()
-	}
 	s.stopOnce.Do(func() { close(s.stop) })
 	s.wg.Wait()
 	if s.cache != nil {
 		s.cache.Close() // background revalidations are bounded
 	}
 	s.dlp.Close()
-	s.limits.Close()
 	s.resolver.Close()
+}
+
+// openConns is the client connections not yet released.
+func (s *Server) openConns() int {
+	n := 0
+	for _, a := range []*accept.Server{s.httpAcc, s.socksAcc} {
+		if a != nil {
+			n += a.Open()
+		}
+	}
+	return n
 }
 
 // abortStart releases what New set up when Start fails.
 func (s *Server) abortStart() {
-	s.closeListeners()
-	s.dlp.Close()
-	s.limits.Close()
-	s.resolver.Close()
-}
-
-func (s *Server) closeListeners() {
 	for _, ln := range []net.Listener{s.httpLn, s.socksLn, s.adminLn} {
 		if ln != nil {
 			ln.Close()
 		}
 	}
+	s.forward.Close()
+	s.dlp.Close()
+	s.resolver.Close()
 }
 
 // restartOnly lists the keys that differ between a and b and are read only

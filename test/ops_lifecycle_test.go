@@ -468,7 +468,7 @@ func TestReloadTimeoutsAndLogLevel(t *testing.T) {
 	p := f.start(t, o)
 	target := fmt.Sprintf("raw.test:%d", f.ports.raw)
 
-	// At info, go-socks5's complaint about a garbage handshake is not logged.
+	// At info, the complaint about a garbage SOCKS5 handshake is not logged.
 	garbageSOCKS := func() {
 		t.Helper()
 		c, err := net.DialTimeout("tcp", f.socksAddr, 5*time.Second)

@@ -6,7 +6,7 @@ import (
 )
 
 // connectHead is a CONNECT request head as the fast path reads it (see
-// Listener): only what egressd acts on.
+// Handler.Serve): only what egressd acts on.
 type connectHead struct {
 	authority string // the request target, as sent ("host:port")
 	proxyAuth string // the Proxy-Authorization value, trimmed; "" if none
@@ -30,7 +30,8 @@ const (
 // change what any request means. Everything unusual (another method or
 // version, folded or non-ASCII headers, a body, a target that URL parsing
 // would rewrite, repeated Host or Proxy-Authorization) is declined and goes
-// the general way, through net/http and goproxy.
+// the general way: net/http reads it (and ServeHTTP hands a CONNECT to the
+// same serveConnect).
 func parseConnectHead(b []byte) (connectHead, headVerdict) {
 	const method = "CONNECT "
 	if len(b) < len(method) {

@@ -1,25 +1,45 @@
-// Package forward is egressd's HTTP front end: absolute-URI forward proxying
-// and CONNECT tunnels, built on github.com/elazarl/goproxy. It is the only
-// package that imports goproxy.
+// Package forward is egressd's HTTP front end: CONNECT tunnels and
+// absolute-URI forward proxying. It is the only package that imports
+// github.com/elazarl/goproxy.
 //
-// forward makes no policy choice of its own: it builds a policy.Request from
-// what the client asked for, asks the shared Decider, and dials only the
-// addresses the decision pinned (proxy/egress). CONNECT tunnels are relayed by
-// egressd's own splice relay (goproxy's ConnectHijack), after the TLS
-// ClientHello has been checked against the CONNECT host.
+// One file per step:
 //
-// With Options.Cache set, an allowed absolute-URI request goes through the
-// HTTP cache (cache/httpcache) on its way to the Transport: the decision
-// comes first, so a stored response reaches only clients the policy allows
-// that host now. Interim responses (1xx) from the origin are forwarded.
+//   - serve.go: Serve takes each connection of the HTTP listener from the
+//     accept pipeline (package accept) and peeks at its first bytes. A
+//     plain CONNECT head (connecthead.go, fuzzed against http.ReadRequest)
+//     goes straight to serveConnect; every other connection goes, untouched,
+//     to the Handler's own http.Server. A connection past a limit gets
+//     503 limit here.
+//   - connect.go: serveConnect, the one CONNECT handler, whichever parser
+//     read the head (a CONNECT net/http read is hijacked to it by
+//     ServeHTTP): credentials once, the policy once, one answer (407, 400,
+//     403, 502, or 200), the pinned dial, then the tunnel (proxy/tunnel:
+//     SNI guard, splice relay, access line).
+//   - answer.go: egressd's own answers (X-Egress-Denied, X-Egress-Error),
+//     one description written three ways: on a raw connection, as goproxy's
+//     *http.Response, through a ResponseWriter.
+//   - handler.go: absolute-URI requests, through goproxy: decide, DLP
+//     (proxy/dlp), the HTTP cache (cache/httpcache), then out through
+//     forwarded.go and upstream.go. upgrade.go forwards a WebSocket
+//     handshake itself, and the upgraded connection becomes one of
+//     egressd's tunnels; goproxy never relays one.
 //
-// Forwarded requests go out through one http.Transport per set of pinned
-// addresses (upstream.go), so a pooled origin connection only ever carries
-// requests whose own decision allows its address; a reload retires them
-// all. timeouts.idle bounds every wait of a forwarded request (the client's
-// body, the origin's answer, a client that stopped reading). A WebSocket
-// handshake is forwarded by egressd itself (upgrade.go), and the upgraded
-// connection becomes one of its tunnels; goproxy never relays one.
+// forward makes no policy choice of its own: it builds a policy.Request
+// from what the client asked for, asks the shared Decider, and dials only
+// the addresses the decision pinned (proxy/egress). Forwarded requests go
+// out through one http.Transport per set of pinned addresses (upstream.go),
+// so a pooled origin connection only ever carries requests whose own
+// decision allows its address; a reload retires them all. timeouts.idle
+// bounds every wait of a forwarded request (the client's body, the
+// origin's answer, a client that stopped reading). With Options.Cache set,
+// an allowed absolute-URI request goes through the HTTP cache on its way
+// out: the decision comes first, so a stored response reaches only clients
+// the policy allows that host now. Interim responses (1xx) from the origin
+// are forwarded.
+//
+// TLS inspection of CONNECT tunnels (issue 18) takes its place in
+// serveConnect after the 200, instead of the relay: its inner requests go
+// to the same chain as absolute-URI requests.
 //
 // It does not own the policy, the dialer, the relay or the access line
 // (policy, proxy/egress, proxy/tunnel, proxy/accesslog).

@@ -146,15 +146,12 @@ func (h *Handler) failed(r *http.Request, x *exchange) *http.Response {
 			x.abort, x.aborting = true, true
 			panic(http.ErrAbortHandler)
 		}
-		resp := errorResponse(r, http.StatusRequestTimeout, policy.ReasonTimeout)
-		resp.Header.Set("Connection", "close")
-		resp.Close = true
-		return resp
+		return answer{status: http.StatusRequestTimeout, kind: upstreamError, reason: policy.ReasonTimeout, close: true}.response(r)
 	case x.forwarding && f.up != nil && f.up.timeout.Load():
 		// The origin took our request but sent no response head within
 		// timeouts.idle (or stopped taking our request).
 		x.rec.Reason = policy.ReasonTimeout
-		return errorResponse(r, http.StatusGatewayTimeout, policy.ReasonTimeout)
+		return answer{status: http.StatusGatewayTimeout, kind: upstreamError, reason: policy.ReasonTimeout}.response(r)
 	}
 	if f.misrouted {
 		h.o.Diag.Error("forward: a pooled connection outside the decision's pinned addresses was offered; refused",
@@ -162,7 +159,7 @@ func (h *Handler) failed(r *http.Request, x *exchange) *http.Response {
 	}
 	// No pinned address answered, or the origin failed before a response.
 	x.rec.Reason = policy.ReasonDialError
-	return errorResponse(r, http.StatusBadGateway, policy.ReasonDialError)
+	return answer{status: http.StatusBadGateway, kind: upstreamError, reason: policy.ReasonDialError}.response(r)
 }
 
 // finishForwarded runs when goproxy is done with a forwarded request: a

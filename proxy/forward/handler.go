@@ -2,16 +2,18 @@ package forward
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptrace"
-	"net/netip"
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 
 	"github.com/egressd/egressd/cache/httpcache"
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/accept"
 	"github.com/egressd/egressd/proxy/accesslog"
 	"github.com/egressd/egressd/proxy/dlp"
 	"github.com/egressd/egressd/proxy/egress"
@@ -35,11 +38,19 @@ type Options struct {
 	Diag *zap.Logger
 	// Runner runs allowed tunnels (guard, relay, drain tracking). Required.
 	Runner *tunnel.Runner
-	// Handshake bounds writes of the tunnel's status line to the client.
+	// Handshake (timeouts.handshake) bounds the wait for a request head
+	// and the writes of egressd's answer to a CONNECT.
 	Handshake time.Duration
+	// RefuseTimeout bounds each step of refusing a connection past a
+	// limit, and the wait for a client to take a CONNECT refusal. Zero: 2s.
+	RefuseTimeout time.Duration
+	// MaxHeaderBytes is limits.max_header_bytes: the longest request head
+	// net/http reads (431 past it). Zero: net/http's default.
+	MaxHeaderBytes int
 	// Idle (timeouts.idle) bounds every wait without progress of a
 	// forwarded request: for the client's body, for the origin's response
-	// and body, for a client to take the response. Zero: unbounded.
+	// and body, for a client to take the response; and it closes
+	// keep-alive client connections idle this long. Zero: unbounded.
 	Idle time.Duration
 	// Auth checks a Proxy-Authorization header value and returns the user.
 	// Nil: no authentication; every client is anonymous.
@@ -56,14 +67,22 @@ type Options struct {
 	Cache *httpcache.Cache
 }
 
-// Handler is the HTTP front end: an http.Handler serving absolute-URI
-// requests and CONNECT.
+// Handler is the HTTP front end. Serve (serve.go) takes the listener's
+// connections from the accept pipeline; CONNECTs go to serveConnect
+// (connect.go), absolute-URI requests through its http.Server to
+// ServeHTTP and goproxy.
 type Handler struct {
-	o    Options
-	gp   *goproxy.ProxyHttpServer
-	ups  *upstreams           // origin connections, pooled by pinned address set
-	idle *atomic.Int64        // Options.Idle, replaced on reload
-	rt   goproxy.RoundTripper // the HTTP cache in front of the pools, or the pools
+	o       Options
+	gp      *goproxy.ProxyHttpServer
+	ups     *upstreams           // origin connections, pooled by pinned address set
+	idle    *atomic.Int64        // Options.Idle, replaced on reload
+	rt      goproxy.RoundTripper // the HTTP cache in front of the pools, or the pools
+	srv     *http.Server
+	maxHead int // the longest CONNECT head the fast path answers
+
+	handoff  chan *accept.Conn // from Serve to the http.Server (httpListener)
+	stopped  chan struct{}     // closed when the http.Server stops taking connections
+	stopOnce sync.Once
 }
 
 // New builds a Handler. goproxy's defaults are treated as hostile and
@@ -74,9 +93,25 @@ func New(o Options) *Handler {
 	if o.Diag == nil {
 		o.Diag = zap.NewNop()
 	}
-	h := &Handler{o: o, idle: new(atomic.Int64)}
+	if o.RefuseTimeout <= 0 {
+		o.RefuseTimeout = 2 * time.Second
+	}
+	h := &Handler{o: o, idle: new(atomic.Int64), handoff: make(chan *accept.Conn), stopped: make(chan struct{})}
 	h.idle.Store(int64(o.Idle))
 	h.ups = newUpstreams(h.newTransport)
+	h.maxHead = headBufSize
+	if o.MaxHeaderBytes > 0 && o.MaxHeaderBytes < headBufSize {
+		h.maxHead = o.MaxHeaderBytes
+	}
+	h.srv = &http.Server{
+		Handler:           h,
+		ConnContext:       connContext,
+		ConnState:         h.connState,
+		ReadHeaderTimeout: o.Handshake,
+		IdleTimeout:       o.Idle,
+		MaxHeaderBytes:    o.MaxHeaderBytes,
+		ErrorLog:          zap.NewStdLog(o.Diag.Named("http-server")),
+	}
 	gp := goproxy.NewProxyHttpServer()
 	// goproxy v1.9.3 proxy.go: NewProxyHttpServer sets ConnectDial from
 	// HTTPS_PROXY in the environment and Tr.Proxy to ProxyFromEnvironment.
@@ -92,8 +127,12 @@ func New(o Options) *Handler {
 	gp.KeepAcceptEncoding = true
 	gp.AllowHTTP2 = false
 	gp.NonproxyHandler = http.HandlerFunc(h.serveNonProxy)
-	// One CONNECT handler that always answers: goproxy's default is OkConnect.
-	gp.OnRequest().HandleConnectFunc(h.onConnect)
+	// ServeHTTP hands goproxy no CONNECT (serveConnect answers them all).
+	// Should one ever reach it, it is refused: goproxy's default with no
+	// CONNECT handler is OkConnect, a tunnel nobody decided.
+	gp.OnRequest().HandleConnectFunc(func(host string, _ *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
+		return goproxy.RejectConnect, host
+	})
 	gp.OnRequest().DoFunc(h.onRequest)
 	gp.OnResponse().DoFunc(h.onResponse)
 	h.gp = gp
@@ -132,9 +171,9 @@ func (h *Handler) Reload(idle time.Duration) {
 	h.ups.retireAll()
 }
 
-// ConnState is an http.Server ConnState hook: between requests a client
+// connState is the http.Server's ConnState hook: between requests a client
 // connection keeps no write deadline of a response that is over.
-func (h *Handler) ConnState(c net.Conn, s http.ConnState) {
+func (h *Handler) connState(c net.Conn, s http.ConnState) {
 	if s == http.StateIdle {
 		c.SetWriteDeadline(time.Time{})
 	}
@@ -147,9 +186,8 @@ type exchange struct {
 	// synthesized: the response is egressd's own (a refusal or an error
 	// from onRequest), not an origin's.
 	synthesized bool
-	prefix      []byte       // bytes the HTTP server had buffered past the CONNECT request
+	prefix      []byte       // bytes the HTTP server had buffered past the request (Hijack)
 	tunnel      bool         // the tunnel owns the record from now on
-	status      int          // status written on a hijacked conn (CONNECT refusals)
 	dlp         *dlp.Outcome // the DLP chain's answer for a forwarded request
 	w           *respWriter  // the client's response writer (absolute-URI requests)
 	trace       httptrace.ClientTrace
@@ -168,9 +206,8 @@ type exchange struct {
 
 // preDecision is an answer of decide, kept for onRequest.
 type preDecision struct {
-	dec    policy.Decision
-	status int
-	reason policy.Reason
+	dec policy.Decision
+	a   *answer // nil: the request goes on
 }
 
 type exchangeKey struct{}
@@ -182,21 +219,22 @@ func exchangeFrom(ctx context.Context) *exchange {
 	return &exchange{rec: accesslog.FromContext(ctx)}
 }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler for the requests net/http reads:
+// absolute-URI requests go to goproxy; a CONNECT whose head the fast path
+// declined is taken off net/http and answered by serveConnect, as every
+// CONNECT is.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	listener := policy.ListenerHTTP
 	if r.Method == http.MethodConnect {
-		listener = policy.ListenerConnect
+		h.hijackConnect(w, r)
+		return
 	}
-	rec := h.o.Log.NewRecord(listener, clientAddr(r))
-	if listener == policy.ListenerHTTP {
-		rec.Method = r.Method
-	}
+	rec := h.o.Log.NewRecord(policy.ListenerHTTP, clientAddr(r))
+	rec.Method = r.Method
 	x := &exchange{rec: rec}
 	cw := &respWriter{ResponseWriter: w, x: x, idle: h.idle}
 	cw.dl, _ = w.(deadliner)
 	x.dl = cw.dl
-	if listener == policy.ListenerHTTP && r.ProtoAtLeast(1, 1) {
+	if r.ProtoAtLeast(1, 1) {
 		x.w = cw
 	}
 	defer func() {
@@ -214,9 +252,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 			rec.Status = cw.status
-			if x.status != 0 {
-				rec.Status = x.status
-			}
 			rec.Down.Store(cw.written)
 			rec.Finish()
 		}
@@ -234,18 +269,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else if h.o.AuthRequired || r.Header.Get("Proxy-Authorization") != "" {
 			rec.Host = r.URL.Hostname()
 			rec.Deny(policy.ReasonAuthRequired)
-			cw.Header().Set("Proxy-Authenticate", `Basic realm="egressd"`)
-			writeDenied(cw, http.StatusProxyAuthRequired, policy.ReasonAuthRequired)
+			answer{status: http.StatusProxyAuthRequired, kind: denied, reason: policy.ReasonAuthRequired, authenticate: true}.serve(cw)
 			return
 		}
 	}
 	ctx := context.WithValue(r.Context(), exchangeKey{}, x)
 	ctx = accesslog.WithRecord(ctx, rec)
-	if listener == policy.ListenerHTTP && wantsWebSocket(r) {
+	if wantsWebSocket(r) {
 		h.serveUpgrade(cw, r.WithContext(ctx), x)
 		return
 	}
-	if h.o.Cache != nil && listener == policy.ListenerHTTP && h.serveStored(cw, r, x) {
+	if h.o.Cache != nil && h.serveStored(cw, r, x) {
 		return
 	}
 	h.gp.ServeHTTP(cw, r.WithContext(ctx))
@@ -270,9 +304,9 @@ func (h *Handler) serveStored(w *respWriter, r *http.Request, x *exchange) bool 
 	default:
 		return false
 	}
-	dec, status, reason := h.decide(r.Context(), x, policy.ListenerHTTP, r.URL.Host, defPort)
-	x.pre = &preDecision{dec: dec, status: status, reason: reason}
-	if status != 0 || h.o.DLP != nil && h.o.DLP.Active(dec.DLP) {
+	dec, a := h.decide(r.Context(), x.rec, policy.ListenerHTTP, r.URL.Host, defPort)
+	x.pre = &preDecision{dec: dec, a: a}
+	if a != nil || h.o.DLP != nil && h.o.DLP.Active(dec.DLP) {
 		return false
 	}
 	u := *r.URL
@@ -315,15 +349,17 @@ func (h *Handler) serveNonProxy(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, "egressd: this is a forward proxy; send absolute-URI requests or CONNECT\n")
 }
 
-// decide asks the policy and records the outcome. It returns ok=false with
-// the response to send when the request must not go on.
-func (h *Handler) decide(ctx context.Context, x *exchange, listener policy.Listener, hostport, defPort string) (policy.Decision, int, policy.Reason) {
-	rec := x.rec
+// decide asks the policy about hostport (defPort when it has none) and
+// records the outcome in rec. It returns the answer to send instead when
+// the request must not go on: 400 for a malformed target, 403 for a
+// denial, 502 when the name did not resolve. Every forwarded request and
+// every CONNECT is decided here, once.
+func (h *Handler) decide(ctx context.Context, rec *accesslog.Record, listener policy.Listener, hostport, defPort string) (policy.Decision, *answer) {
 	host, port, ok := splitHostPort(hostport, defPort)
 	rec.Host, rec.Port = host, port
 	if !ok {
 		rec.Deny(policy.ReasonBadRequest)
-		return policy.Decision{}, http.StatusBadRequest, policy.ReasonBadRequest
+		return policy.Decision{}, &answer{status: http.StatusBadRequest, kind: denied, reason: policy.ReasonBadRequest, close: true}
 	}
 	dec, err := h.o.Decider.Decide(ctx, policy.Request{
 		Listener: listener,
@@ -338,7 +374,7 @@ func (h *Handler) decide(ctx context.Context, x *exchange, listener policy.Liste
 		// The policy could not read the host as a name or an IP (bad
 		// IDNA, an empty label): the request is malformed, not denied.
 		rec.Deny(policy.ReasonBadRequest)
-		return dec, http.StatusBadRequest, policy.ReasonBadRequest
+		return dec, &answer{status: http.StatusBadRequest, kind: denied, reason: policy.ReasonBadRequest, close: true}
 	}
 	if err != nil {
 		reason := dec.Reason
@@ -347,12 +383,12 @@ func (h *Handler) decide(ctx context.Context, x *exchange, listener policy.Liste
 		}
 		rec.Reason = reason
 		h.o.Diag.Debug("decision failed", zap.String("host", host), zap.Error(err))
-		return dec, http.StatusBadGateway, reason
+		return dec, &answer{status: http.StatusBadGateway, kind: upstreamError, reason: reason}
 	}
 	if !dec.Verdict.Passes() {
-		return dec, http.StatusForbidden, dec.Reason
+		return dec, &answer{status: http.StatusForbidden, kind: denied, reason: dec.Reason, close: true}
 	}
-	return dec, 0, ""
+	return dec, nil
 }
 
 // onRequest handles absolute-URI requests.
@@ -365,23 +401,18 @@ func (h *Handler) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 		x.rec.Host = r.URL.Host
 		x.rec.Deny(policy.ReasonBadRequest)
 		x.synthesized = true
-		return r, deniedResponse(r, http.StatusBadRequest, policy.ReasonBadRequest)
+		return r, answer{status: http.StatusBadRequest, kind: denied, reason: policy.ReasonBadRequest, close: true}.response(r)
 	}
 	var dec policy.Decision
-	var status int
-	var reason policy.Reason
+	var a *answer
 	if p := x.pre; p != nil {
-		dec, status, reason = p.dec, p.status, p.reason // serveStored asked already
+		dec, a = p.dec, p.a // serveStored asked already
 	} else {
-		dec, status, reason = h.decide(r.Context(), x, policy.ListenerHTTP, r.URL.Host, defPort)
+		dec, a = h.decide(r.Context(), x.rec, policy.ListenerHTTP, r.URL.Host, defPort)
 	}
-	if status == http.StatusBadGateway {
+	if a != nil {
 		x.synthesized = true
-		return r, errorResponse(r, status, reason)
-	}
-	if status != 0 {
-		x.synthesized = true
-		return r, deniedResponse(r, status, reason)
+		return r, a.response(r)
 	}
 	// The request goes on under the host's one normalized spelling (IDNA
 	// to punycode, an IP literal in canonical form): what the Transport
@@ -407,10 +438,7 @@ func (h *Handler) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 		if !strings.EqualFold(r.Header.Get("Expect"), "100-continue") && b.prefetch() {
 			x.rec.Reason = policy.ReasonTimeout
 			x.synthesized = true
-			resp := errorResponse(r, http.StatusRequestTimeout, policy.ReasonTimeout)
-			resp.Header.Set("Connection", "close")
-			resp.Close = true
-			return r, resp
+			return r, answer{status: http.StatusRequestTimeout, kind: upstreamError, reason: policy.ReasonTimeout, close: true}.response(r)
 		}
 	}
 	if h.o.DLP != nil && h.o.DLP.Active(dec.DLP) {
@@ -465,10 +493,10 @@ func (h *Handler) inspect(r *http.Request, x *exchange, dec policy.Decision) *ht
 			resp.Close = true
 			return resp
 		}
-		return deniedResponse(r, http.StatusForbidden, policy.ReasonDLP)
+		return answer{status: http.StatusForbidden, kind: denied, reason: policy.ReasonDLP, close: true}.response(r)
 	case dlp.Unavailable:
 		rec.Deny(policy.ReasonDLPUnavailable)
-		return deniedResponse(r, http.StatusServiceUnavailable, policy.ReasonDLPUnavailable)
+		return answer{status: http.StatusServiceUnavailable, kind: denied, reason: policy.ReasonDLPUnavailable, close: true}.response(r)
 	}
 	if len(out.Findings) > 0 && rec.Decision.Verdict == policy.Allow {
 		rec.Decision.Verdict = policy.Report // report mode: logged, forwarded
@@ -497,7 +525,7 @@ func (h *Handler) onResponse(resp *http.Response, pctx *goproxy.ProxyCtx) *http.
 			// The streamed body had a finding past dlp.max_scan_bytes:
 			// the upload was cut, the origin saw it abort.
 			x.rec.Deny(policy.ReasonDLP)
-			return deniedResponse(pctx.Req, http.StatusForbidden, policy.ReasonDLP)
+			return answer{status: http.StatusForbidden, kind: denied, reason: policy.ReasonDLP, close: true}.response(pctx.Req)
 		}
 		if pctx.Error != nil {
 			h.o.Diag.Debug("upstream failed", zap.String("host", x.rec.Host), zap.Error(pctx.Error))
@@ -513,7 +541,7 @@ func (h *Handler) onResponse(resp *http.Response, pctx *goproxy.ProxyCtx) *http.
 		// relayed. goproxy closes the body, the origin connection.
 		x.rec.Reason = policy.ReasonDialError
 		h.o.Diag.Debug("origin switched protocols unasked", zap.String("host", x.rec.Host))
-		return errorResponse(pctx.Req, http.StatusBadGateway, policy.ReasonDialError)
+		return answer{status: http.StatusBadGateway, kind: upstreamError, reason: policy.ReasonDialError}.response(pctx.Req)
 	}
 	// An origin's headers never steer egressd or pass as its own: hop-by-hop
 	// headers stop here (RFC 9110 section 7.6.1), and so does any
@@ -550,27 +578,34 @@ func cacheResult(v string) string {
 	return ""
 }
 
-// onConnect decides a CONNECT. Denials answer 403 (or 502 when the name did
-// not resolve); allowed tunnels are run by egressd's own relay.
-func (h *Handler) onConnect(hostport string, pctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
-	x := exchangeFrom(pctx.Req.Context())
-	dec, status, reason := h.decide(pctx.Req.Context(), x, policy.ListenerConnect, hostport, "")
-	if status != 0 {
-		x.status = status
-		if status == http.StatusBadGateway {
-			pctx.Resp = errorResponse(pctx.Req, status, reason)
-		} else {
-			pctx.Resp = deniedResponse(pctx.Req, status, reason)
-		}
-		return goproxy.RejectConnect, hostport
+// hijackConnect takes a CONNECT whose head net/http read (the fast path
+// declined it) away from net/http before any answer, and hands it to
+// serveConnect with the bytes net/http had buffered past the head.
+func (h *Handler) hijackConnect(w http.ResponseWriter, r *http.Request) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		h.o.Diag.Error("connect: response writer cannot hijack")
+		return
 	}
-	x.tunnel = true
-	return &goproxy.ConnectAction{
-		Action: goproxy.ConnectHijack,
-		Hijack: func(req *http.Request, client net.Conn, _ *goproxy.ProxyCtx) {
-			h.tunnel(client, x, dec)
-		},
-	}, hostport
+	conn, rw, err := hj.Hijack()
+	if err != nil {
+		h.o.Diag.Debug("connect: hijack failed", zap.Error(err))
+		return
+	}
+	c, ok := conn.(*accept.Conn)
+	if !ok {
+		// Every connection comes through the accept pipeline; anything
+		// else is a wiring bug.
+		h.o.Diag.Error("connect: client conn did not come from the accept pipeline", zap.String("type", fmt.Sprintf("%T", conn)))
+		conn.Close()
+		return
+	}
+	var prefix []byte
+	if n := rw.Reader.Buffered(); n > 0 {
+		buf, _ := rw.Reader.Peek(n)
+		prefix = bytes.Clone(buf)
+	}
+	h.serveConnect(c, connectRequest{authority: r.URL.Host, proxyAuth: r.Header.Get("Proxy-Authorization")}, prefix)
 }
 
 // forward1xx writes an interim response from the origin to the client. The
@@ -647,9 +682,8 @@ func (w *respWriter) Write(p []byte) (int, error) {
 
 // ReadFrom copies a response body through a pooled buffer. goproxy copies
 // every forwarded body with io.Copy, which allocates a fresh 32 KiB buffer
-// per call unless the writer is an io.ReaderFrom: without this, that buffer
-// was 80% of the bytes egressd allocated per forwarded request (pprof), and
-// the garbage collection it caused a tenth of the CPU.
+// per call unless the writer is an io.ReaderFrom, most of what a forwarded
+// request would allocate (docs/benchmarks-notes.md).
 func (w *respWriter) ReadFrom(r io.Reader) (int64, error) {
 	return egress.CopyPooled(writeOnly{w}, r)
 }
@@ -811,29 +845,6 @@ func normalizedAuthority(authority string, dec policy.Decision) string {
 	return dec.Host
 }
 
-func deniedResponse(r *http.Request, status int, reason policy.Reason) *http.Response {
-	resp := goproxy.NewResponse(r, "text/plain; charset=utf-8", status,
-		"egressd: denied: "+string(reason)+"\n")
-	resp.Header.Set("X-Egress-Denied", string(reason))
-	resp.Header.Set("Connection", "close")
-	resp.Close = true
-	return resp
-}
-
-func errorResponse(r *http.Request, status int, reason policy.Reason) *http.Response {
-	resp := goproxy.NewResponse(r, "text/plain; charset=utf-8", status,
-		"egressd: upstream error: "+string(reason)+"\n")
-	resp.Header.Set("X-Egress-Error", string(reason))
-	return resp
-}
-
-func writeDenied(w http.ResponseWriter, status int, reason policy.Reason) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("X-Egress-Denied", string(reason))
-	w.WriteHeader(status)
-	io.WriteString(w, "egressd: denied: "+string(reason)+"\n")
-}
-
 // splitHostPort splits a request authority. Hosts are returned raw: the
 // policy normalizes them.
 func splitHostPort(hostport, defPort string) (string, uint16, bool) {
@@ -852,32 +863,6 @@ func splitHostPort(hostport, defPort string) (string, uint16, bool) {
 		return host, 0, false
 	}
 	return host, uint16(p), true
-}
-
-type clientAddrKey struct{}
-
-// WithClientAddr returns ctx carrying the address of the client on whose
-// connection requests arrive, for connections whose socket peer is not the
-// client: a PROXY protocol header named it. Set it from http.Server's
-// ConnContext; requests without it use their RemoteAddr.
-func WithClientAddr(ctx context.Context, a netip.Addr) context.Context {
-	return context.WithValue(ctx, clientAddrKey{}, a)
-}
-
-// clientAddr is the client of r: from WithClientAddr, else the socket peer.
-func clientAddr(r *http.Request) netip.Addr {
-	if a, ok := r.Context().Value(clientAddrKey{}).(netip.Addr); ok {
-		return a
-	}
-	return remoteAddr(r.RemoteAddr)
-}
-
-func remoteAddr(s string) netip.Addr {
-	ap, err := netip.ParseAddrPort(s)
-	if err != nil {
-		return netip.Addr{}
-	}
-	return ap.Addr().Unmap()
 }
 
 // zapPrintf adapts goproxy's Printf logger to zap at Debug.

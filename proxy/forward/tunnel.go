@@ -3,69 +3,12 @@ package forward
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
-	"net/http"
-	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/egressd/egressd/policy"
-	"github.com/egressd/egressd/proxy/rawio"
 )
-
-const established = "HTTP/1.1 200 Connection established\r\n\r\n"
-
-const dialFailed = "HTTP/1.1 502 Bad Gateway\r\nX-Egress-Error: dial_error\r\n" +
-	"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 36\r\nConnection: close\r\n\r\n" +
-	"egressd: upstream error: dial_error\n"
-
-// tunnel runs an allowed CONNECT: dial the pinned address (502 on failure),
-// confirm, check the first bytes against the policy for TLS ports, then
-// relay with splice. It owns x.rec from here on and finishes it.
-func (h *Handler) tunnel(c net.Conn, x *exchange, dec policy.Decision) {
-	rec := x.rec
-	client, ok := c.(*net.TCPConn)
-	if !ok {
-		// Our listeners only produce TCP conns; anything else is a wiring bug.
-		h.o.Diag.Error("connect: client conn is not TCP", zap.String("type", fmt.Sprintf("%T", c)))
-		c.Close()
-		rec.Status = http.StatusInternalServerError
-		rec.Finish()
-		return
-	}
-	upstream, err := h.dial(context.Background(), x, dec)
-	if err != nil {
-		rec.Status = http.StatusBadGateway
-		rec.Reason = policy.ReasonDialError
-		client.SetWriteDeadline(time.Now().Add(h.o.Handshake))
-		rawio.Write(client, []byte(dialFailed))
-		client.Close()
-		rec.Finish()
-		return
-	}
-	rec.Status = http.StatusOK
-	client.SetWriteDeadline(time.Now().Add(h.o.Handshake))
-	if _, err := rawio.Write(client, []byte(established)); err != nil {
-		client.Close()
-		upstream.Close()
-		rec.Finish()
-		return
-	}
-	client.SetWriteDeadline(time.Time{})
-
-	first, ok := h.o.Runner.Check(client, x.prefix, dec, rec)
-	x.prefix = nil
-	if !ok {
-		client.Close()
-		upstream.Close()
-		rec.Finish()
-		return
-	}
-	// The relay runs on goroutines of its own, so the HTTP server's
-	// connection goroutine (its grown stack and buffers) can exit now.
-	h.o.Runner.Start(client, upstream, first, rec)
-}
 
 // dial connects to the decision's pinned addresses and records which one answered.
 func (h *Handler) dial(ctx context.Context, x *exchange, dec policy.Decision) (*net.TCPConn, error) {

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/accept"
 	"github.com/egressd/egressd/proxy/egress"
 	"github.com/egressd/egressd/proxy/rawio"
 )
@@ -34,20 +35,15 @@ func wantsWebSocket(r *http.Request) bool {
 // counts, one access line). Any other answer is relayed as a response.
 func (h *Handler) serveUpgrade(cw *respWriter, r *http.Request, x *exchange) {
 	rec := x.rec
-	dec, status, reason := h.decide(r.Context(), x, policy.ListenerHTTP, r.URL.Host, "80")
+	dec, a := h.decide(r.Context(), rec, policy.ListenerHTTP, r.URL.Host, "80")
 	switch {
-	case status == http.StatusBadGateway:
-		writeError(cw, status, reason)
-		return
-	case status != 0:
-		cw.Header().Set("Connection", "close")
-		writeDenied(cw, status, reason)
+	case a != nil:
+		a.serve(cw)
 		return
 	case r.ContentLength != 0 || len(r.TransferEncoding) > 0:
 		// A handshake has no body; one that has is not a handshake.
 		rec.Deny(policy.ReasonBadRequest)
-		cw.Header().Set("Connection", "close")
-		writeDenied(cw, http.StatusBadRequest, policy.ReasonBadRequest)
+		answer{status: http.StatusBadRequest, kind: denied, reason: policy.ReasonBadRequest, close: true}.serve(cw)
 		return
 	}
 	upgrade := r.Header["Upgrade"] // a DLP replacement drops hop-by-hop headers
@@ -62,7 +58,7 @@ func (h *Handler) serveUpgrade(cw *respWriter, r *http.Request, x *exchange) {
 	if err != nil {
 		h.o.Diag.Debug("dial failed", zap.String("host", dec.Host), zap.Error(err))
 		rec.Reason = policy.ReasonDialError
-		writeError(cw, http.StatusBadGateway, policy.ReasonDialError)
+		answer{status: http.StatusBadGateway, kind: upstreamError, reason: policy.ReasonDialError}.serve(cw)
 		return
 	}
 	rec.IP = remote
@@ -79,11 +75,11 @@ func (h *Handler) serveUpgrade(cw *respWriter, r *http.Request, x *exchange) {
 		h.o.Diag.Debug("upgrade: upstream failed", zap.String("host", dec.Host), zap.Error(err))
 		if up.timeout.Load() {
 			rec.Reason = policy.ReasonTimeout
-			writeError(cw, http.StatusGatewayTimeout, policy.ReasonTimeout)
+			answer{status: http.StatusGatewayTimeout, kind: upstreamError, reason: policy.ReasonTimeout}.serve(cw)
 			return
 		}
 		rec.Reason = policy.ReasonDialError
-		writeError(cw, http.StatusBadGateway, policy.ReasonDialError)
+		answer{status: http.StatusBadGateway, kind: upstreamError, reason: policy.ReasonDialError}.serve(cw)
 		return
 	}
 	defer resp.Body.Close()
@@ -92,7 +88,7 @@ func (h *Handler) serveUpgrade(cw *respWriter, r *http.Request, x *exchange) {
 		httpguts.HeaderValuesContainsToken(resp.Header["Connection"], "upgrade")) {
 		// Switched to something the client did not ask for.
 		rec.Reason = policy.ReasonDialError
-		writeError(cw, http.StatusBadGateway, policy.ReasonDialError)
+		answer{status: http.StatusBadGateway, kind: upstreamError, reason: policy.ReasonDialError}.serve(cw)
 		return
 	}
 	removeHopByHop(resp.Header)
@@ -161,9 +157,9 @@ func (h *Handler) switchProtocols(cw *respWriter, x *exchange, upstream *net.TCP
 		return false
 	}
 	x.tunnel = true // the record is finished here or by the tunnel
-	client, ok := c.(*net.TCPConn)
+	client, ok := c.(*accept.Conn)
 	if !ok {
-		h.o.Diag.Error("upgrade: client conn is not TCP", zap.String("type", fmt.Sprintf("%T", c)))
+		h.o.Diag.Error("upgrade: client conn did not come from the accept pipeline", zap.String("type", fmt.Sprintf("%T", c)))
 		c.Close()
 		rec.Status = http.StatusInternalServerError
 		rec.Finish()
@@ -173,11 +169,11 @@ func (h *Handler) switchProtocols(cw *respWriter, x *exchange, upstream *net.TCP
 	client.SetDeadline(time.Time{})
 	upstream.SetDeadline(time.Time{})
 	client.SetWriteDeadline(time.Now().Add(h.o.Handshake))
-	_, err = rawio.Write(client, head.Bytes())
+	_, err = rawio.Write(client.TCPConn, head.Bytes())
 	client.SetWriteDeadline(time.Time{})
 	if err != nil {
-		client.Close()
 		rec.Finish()
+		client.Close()
 		return false
 	}
 	first := x.prefix
@@ -197,11 +193,4 @@ func writeResponse(cw *respWriter, resp *http.Response) {
 		egress.CopyPooled(writeOnly{cw}, resp.Body)
 		resp.Body.Close()
 	}
-}
-
-func writeError(w http.ResponseWriter, status int, reason policy.Reason) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("X-Egress-Error", string(reason))
-	w.WriteHeader(status)
-	fmt.Fprintf(w, "egressd: upstream error: %s\n", reason)
 }

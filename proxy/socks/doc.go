@@ -1,34 +1,27 @@
-// Package socks is egressd's SOCKS5 front end (RFC 1928 CONNECT, RFC 1929
-// username/password), built on github.com/armon/go-socks5. It is the only
-// package that imports go-socks5.
+// Package socks is egressd's SOCKS5 front end: RFC 1928 CONNECT, with RFC
+// 1929 username and password when users are configured. One state machine
+// (session.go) serves every connection the accept pipeline hands it, from
+// the greeting to the relay, refusals included: no acceptable method
+// (0xFF), a failed password (RFC 1929 status 1), commands other than
+// CONNECT (0x07), unknown address types (0x08), a policy denial (0x02), a
+// name that did not resolve (0x04), a failed dial (its reply read from the
+// syscall error: 0x05 refused, 0x03 network unreachable, 0x04 host
+// unreachable, 0x01 otherwise), and the general failure (0x01) of a
+// connection past a limit.
 //
-// go-socks5 has been unmaintained since 2016 and its defaults are hostile to
-// an egress proxy: it resolves names before its RuleSet runs, permits all,
-// has no deadlines, and Server.Serve returns on the first Accept error. So
-// this package runs its own accept loop with handshake deadlines, builds one
-// go-socks5 Server per connection whose hooks close over that connection's
-// access-log record, passes names through its Resolver unresolved so the
-// policy decides on the name, dials only the decision's pinned addresses,
-// and takes the relay over from go-socks5 (through the io.WriterTo its copy
-// loops call) so SOCKS5 tunnels get the same SNI guard and splice relay as
-// CONNECT.
+// It makes no policy choice: it asks the shared Decider once per request
+// with the name as sent (no DNS lookup before the policy has matched it),
+// dials only the decision's pinned addresses, and hands the connection to
+// tunnel.Runner, which runs the same SNI guard, splice relay and access line
+// as CONNECT.
 //
-// go-socks5 also picks the authentication method in the client's order of
-// preference, and clients with credentials (curl, golang.org/x/net/proxy)
-// offer "no authentication" first; with optional authentication the server
-// reorders the offered methods so that username/password wins and the user's
-// groups apply. The client address comes from Options.ClientAddr, which a
-// PROXY-protocol listener (package proxyproto) feeds from the header.
-//
-// A fast path (fast.go) serves the common exchange itself (a greeting, RFC
-// 1929 credentials when users are configured, then a CONNECT) through the
-// same credential check, decide, dial, guard and relay code, without
-// go-socks5's per-connection server, buffer and goroutines. It also refuses
-// every other version 5 request itself (BIND and UDP ASSOCIATE 0x07, with an
-// access line; unknown commands 0x07; unknown address types 0x08), so no
-// go-socks5 version can turn a command on. Anything else (a greeting it
-// does not serve, a request that is not version 5) is handed to go-socks5
-// with the bytes read so far replayed. A
-// differential test and fuzz target hold both paths to the same bytes on
-// the wire and the same access lines, with and without users.
+// github.com/armon/go-socks5 is the reference this package is held to:
+// the server uses its exported wire constants, and the tests run its Server
+// (built only in _test.go files) beside the state machine on the same bytes
+// (TestStateMachineMatchesLibrary, FuzzStateMachineMatchesLibrary) and its
+// request parser beside ours (FuzzParseRequest). Where go-socks5 is hostile
+// to an egress proxy (it resolves names before its RuleSet runs, permits
+// all, has no deadlines, takes the client's order of methods), the state
+// machine does what this package says, and the oracle in the tests is
+// configured to agree.
 package socks

@@ -13,13 +13,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/accept"
 	"github.com/egressd/egressd/proxy/accesslog"
 	"github.com/egressd/egressd/proxy/egress"
+	"github.com/egressd/egressd/proxy/limits"
 	"github.com/egressd/egressd/proxy/tunnel"
 )
 
@@ -99,7 +102,8 @@ type envOptions struct {
 	auth         func(user, pass string) bool
 	authRequired bool
 	idle         time.Duration // tunnel idle timeout; zero: 5s
-	libraryOnly  bool          // fast path off: go-socks5 serves every conn
+	library      bool          // go-socks5's Server serves every conn (the oracle, oracle_test.go)
+	maxConns     int           // limits.max_connections; zero: none
 	// share serves the same origin and refused port as another env (whose
 	// close stops the origin), so two servers can answer identical bytes.
 	share *env
@@ -110,14 +114,16 @@ type envOptions struct {
 type env struct {
 	t       testing.TB
 	srv     *Server
+	acc     *accept.Server // the state machine's accept pipeline; nil for the oracle
+	lib     *library       // the oracle; nil for the state machine
 	ln      net.Listener
-	served  chan error
 	origin  *echoOrigin
 	refused uint16 // refused.test's port: nothing listens there
 	// sharedOrigin: the origin belongs to another env, which closes it.
 	sharedOrigin bool
 	access       *observer.ObservedLogs
 	diag         *observer.ObservedLogs
+	metrics      *accesslog.Metrics
 	tunnels      *egress.Registry
 	closed       sync.Once
 }
@@ -128,7 +134,7 @@ type env struct {
 // where nothing listens.
 func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
-	e := &env{t: t, served: make(chan error, 1)}
+	e := &env{t: t}
 	var err error
 	if o.share != nil {
 		e.origin, e.refused, e.sharedOrigin = o.share.origin, o.share.refused, true
@@ -174,22 +180,31 @@ func newEnv(t testing.TB, o envOptions) *env {
 	diagCore, diag := observer.New(zapcore.DebugLevel)
 	e.access, e.diag = access, diag
 	e.tunnels = egress.NewRegistry()
+	dialer := &egress.Dialer{Timeout: 2 * time.Second}
+	e.metrics = accesslog.NewMetrics(prometheus.NewRegistry())
 	e.srv = New(Options{
 		Decider:      decider,
-		Dialer:       &egress.Dialer{Timeout: 2 * time.Second},
-		Log:          accesslog.NewLogger(zap.New(accessCore), nil),
+		Dialer:       dialer,
+		Log:          accesslog.NewLogger(zap.New(accessCore), e.metrics),
 		Runner:       &tunnel.Runner{Registry: e.tunnels, Handshake: 2 * time.Second, Idle: cmp.Or(o.idle, 5*time.Second)},
 		Diag:         zap.New(diagCore),
 		Handshake:    2 * time.Second,
 		Auth:         o.auth,
 		AuthRequired: o.authRequired,
 	})
-	e.srv.libraryOnly = o.libraryOnly
 	e.ln, err = net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { e.served <- e.srv.Serve(e.ln) }()
+	if o.library {
+		e.lib = serveLibrary(e.ln, decider, dialer, o.auth, o.authRequired)
+	} else {
+		e.acc = accept.Serve(e.ln, e.srv, accept.Options{
+			Listener: policy.ListenerSOCKS5,
+			Limits:   limits.New(limits.Limits{MaxConnections: o.maxConns}, e.metrics),
+			Diag:     zap.New(diagCore),
+		})
+	}
 	t.Cleanup(e.close)
 	return e
 }
@@ -201,11 +216,12 @@ func newEnv(t testing.TB, o envOptions) *env {
 func (e *env) close() { e.closed.Do(e.doClose) }
 
 func (e *env) doClose() {
-	e.ln.Close()
-	if err := <-e.served; err != nil {
-		e.t.Errorf("Serve: %v", err)
+	if e.lib != nil {
+		e.lib.close()
+	} else {
+		e.waitIdle()
+		e.acc.Close()
 	}
-	e.waitIdle()
 	// Tunnels run on the relay's goroutines; the registry sees them end
 	// (both conns closed).
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -214,7 +230,6 @@ func (e *env) doClose() {
 		e.t.Errorf("%d tunnels still open 10s after their clients left", e.tunnels.Len())
 		e.tunnels.CloseAll()
 	}
-	e.srv.Shutdown(context.Background())
 	if !e.sharedOrigin {
 		e.origin.close()
 	}
@@ -223,20 +238,14 @@ func (e *env) doClose() {
 	}
 }
 
-// waitIdle waits until every connection goroutine has returned, without
+// waitIdle stops accepting and waits until every connection has been
+// released (its session, and the tunnel it became, ended), without
 // closing anything.
 func (e *env) waitIdle() {
-	done := make(chan struct{})
-	go func() {
-		e.srv.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		e.t.Errorf("a socks5 connection goroutine is still running 10s after its client left")
-		e.srv.Shutdown(context.Background())
-		<-done
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.acc.Shutdown(ctx); err != nil {
+		e.t.Errorf("%d socks5 connections still open 10s after their clients left", e.acc.Open())
 	}
 }
 

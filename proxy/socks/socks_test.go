@@ -2,12 +2,25 @@ package socks
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
 	"net/netip"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/net/proxy"
+
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/accesslog"
+	"github.com/egressd/egressd/proxy/egress"
 )
 
 // Wire helpers: RFC 1928 and 1929 messages, built by hand so tests control
@@ -38,12 +51,6 @@ func reqIP(cmd byte, ip string, port uint16) []byte {
 }
 
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
-
-const (
-	cmdConnect   = 1
-	cmdBind      = 2
-	cmdAssociate = 3
-)
 
 // replyOf returns the first reply's code from a server's output after a
 // no-auth method selection, or -1 when there is none.
@@ -126,8 +133,7 @@ func TestReplies(t *testing.T) {
 	}
 }
 
-// TestAuth: RFC 1929 through go-socks5's UserPassAuthenticator and our
-// credentials adapter; users drive group membership.
+// TestAuth: RFC 1929 username and password; users drive group membership.
 func TestAuth(t *testing.T) {
 	check := func(user, pass string) bool {
 		return user == "alice" && pass == "secret" || user == "bob" && pass == "builder"
@@ -257,35 +263,6 @@ func TestGarbageLeavesNothing(t *testing.T) {
 	}
 }
 
-func TestPreferUserPass(t *testing.T) {
-	cases := []struct {
-		name    string
-		in, out []byte
-	}{
-		{"no auth only", []byte{5, 1, 0}, []byte{5, 1, 0}},
-		{"curl with credentials", []byte{5, 2, 0, 2}, []byte{5, 2, 2, 0}},
-		{"curl with gssapi", []byte{5, 3, 0, 1, 2}, []byte{5, 3, 2, 0, 1}},
-		{"already first", []byte{5, 2, 2, 0}, []byte{5, 2, 2, 0}},
-		{"no methods", []byte{5, 0}, []byte{5, 0}},
-		{"socks4", []byte{4, 1, 0, 80}, []byte{4, 1}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			r := bytes.NewReader(append(tc.in, "rest"...))
-			got, err := preferUserPass(r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if diff := cmp.Diff(tc.out, got); diff != "" {
-				t.Errorf("greeting (-want +got):\n%s", diff)
-			}
-		})
-	}
-	if _, err := preferUserPass(bytes.NewReader([]byte{5, 3, 0})); err == nil {
-		t.Error("truncated greeting accepted")
-	}
-}
-
 // matchLines pairs each wanted field set with a distinct access line that
 // has those fields, and returns the wanted sets left without one.
 func matchLines(lines []map[string]string, want []map[string]string) (missing []map[string]string) {
@@ -310,4 +287,104 @@ func matchLines(lines []map[string]string, want []map[string]string) (missing []
 		}
 	}
 	return missing
+}
+
+// TestLimitRefusal: a connection past a limit is refused in SOCKS5 itself:
+// a client that offers "no authentication" gets it, then the general
+// failure (0x01) for its request (golang.org/x/net/proxy reports "general
+// SOCKS server failure"); one that does not gets 0xFF; a greeting that is
+// not SOCKS5 gets nothing. Each is logged and counted once, with reason
+// limit, and nothing is dialed.
+func TestLimitRefusal(t *testing.T) {
+	e := newEnv(t, envOptions{maxConns: 1, auth: aliceOnly, authRequired: true})
+	held := e.dial() // takes the one slot
+	defer held.Close()
+	waitUntil(t, func() bool { return e.acc.Open() == 1 })
+
+	d, err := proxy.SOCKS5("tcp", e.ln.Addr().String(), nil, &net.Dialer{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Dial("tcp", fmt.Sprintf("allowed.test:%d", e.origin.addr().Port())); err == nil ||
+		!strings.Contains(err.Error(), "general SOCKS server failure") {
+		t.Fatalf("x/net/proxy through a full server: %v", err)
+	}
+	if out := e.exchange(greeting(2)); !bytes.Equal(out, []byte{5, 0xFF}) {
+		t.Fatalf("username/password only: % x", out)
+	}
+	if out := e.exchange([]byte("GET / HTTP/1.1\r\n\r\n")); len(out) != 0 {
+		t.Fatalf("not SOCKS5: % x", out)
+	}
+	held.Close()
+	e.close()
+	lines := e.accessLines()
+	want := []map[string]string{
+		{"reason": "limit", "decision": "deny", "host": "allowed.test", "status": "1"},
+		{"reason": "limit", "decision": "deny", "host": "", "status": "0"},
+		{"reason": "limit", "decision": "deny", "host": "", "status": "0"},
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("access lines %v, want %d", lines, len(want))
+	}
+	if missing := matchLines(lines, want); len(missing) > 0 {
+		t.Errorf("no access line for %v in:\n%v", missing, lines)
+	}
+	if n := testutil.ToFloat64(e.metrics.LimitRejects.WithLabelValues("socks5", accesslog.LimitMaxConnections)); n != 3 {
+		t.Errorf("egressd_limit_rejections_total{socks5,max_connections} %v, want 3", n)
+	}
+}
+
+// waitUntil polls cond for up to 10s, for state another goroutine changes.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	for start := time.Now(); !cond(); time.Sleep(time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("timed out")
+		}
+	}
+}
+
+// TestDialReply: a failed dial's reply comes from the syscall error the
+// dialer kept (RFC 1928 section 6), whichever attempt of several failed how.
+func TestDialReply(t *testing.T) {
+	opErr := func(err error) error {
+		return &net.OpError{Op: "dial", Net: "tcp4", Err: os.NewSyscallError("connect", err)}
+	}
+	// A real refused connection, through the real dialer.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().(*net.TCPAddr).AddrPort()
+	ln.Close()
+	_, _, refused := (&egress.Dialer{Timeout: 2 * time.Second}).Dial(context.Background(), policy.Decision{
+		Verdict: policy.Allow, Host: "refused.test", Port: closed.Port(), Addrs: []netip.AddrPort{closed},
+	})
+	if refused == nil {
+		t.Fatal("dial to a closed port succeeded")
+	}
+	cases := []struct {
+		name string
+		err  error
+		want replyCode
+	}{
+		{"connection refused (real)", refused, replyConnectionRefused},
+		{"connection refused", opErr(syscall.ECONNREFUSED), replyConnectionRefused},
+		{"network unreachable", opErr(syscall.ENETUNREACH), replyNetworkUnreachable},
+		{"network down", opErr(syscall.ENETDOWN), replyNetworkUnreachable},
+		{"host unreachable", opErr(syscall.EHOSTUNREACH), replyHostUnreachable},
+		{"connect timed out", opErr(syscall.ETIMEDOUT), replyHostUnreachable},
+		{"dial timeout", &net.OpError{Op: "dial", Net: "tcp4", Err: os.ErrDeadlineExceeded}, replyHostUnreachable},
+		{"context deadline", fmt.Errorf("dial a.test: %w", context.DeadlineExceeded), replyHostUnreachable},
+		{"refused after a timeout", fmt.Errorf("dial a.test: %w", errors.Join(opErr(syscall.ETIMEDOUT), opErr(syscall.ECONNREFUSED))), replyConnectionRefused},
+		{"out of descriptors", opErr(syscall.EMFILE), replyGeneralFailure},
+		{"no decision", egress.ErrNoDecision, replyGeneralFailure},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := dialReply(tc.err); got != tc.want {
+				t.Errorf("dialReply(%v) = %#x, want %#x", tc.err, got, tc.want)
+			}
+		})
+	}
 }

@@ -1,10 +1,14 @@
-// Package tunnel runs an allowed tunnel once both ends are connected: the
-// first-bytes guard (on policy.tls_ports, a ClientHello read whole, parsed
-// cleanly, whose SNI names the host that was asked for; anything it cannot
-// read is denied tls_hello_invalid and never relayed), drain tracking, the
-// active-tunnel gauge,
-// the splice relay and the one access-log line at the end. CONNECT and SOCKS5
-// both call Run, so a tunnel behaves the same whichever front end opened it.
+// Package tunnel runs an allowed tunnel once both ends are connected, the
+// same way whichever front end opened it (CONNECT, SOCKS5, and the
+// transparent listener and WebSocket upgrades that take the same steps):
+//
+//   - [Runner.GuardSNI], the first-bytes guard: on policy.tls_ports a
+//     ClientHello read whole, parsed cleanly, whose SNI names the host that
+//     was decided on; anything it cannot read is denied tls_hello_invalid
+//     and never relayed. Elsewhere the policy's protocol check.
+//   - [Runner.Start]: drain tracking, the active-tunnel gauge, the splice
+//     relay (package egress), and at the end the one access-log line and
+//     the release of the client connection (package accept).
 //
 // It does not dial and does not speak any proxy protocol: the front ends do
 // that, then hand over the two TCP connections.

@@ -147,7 +147,7 @@ func TestCheck(t *testing.T) {
 			t.Parallel()
 			rec := &accesslog.Record{Decision: tt.dec}
 			r := &Runner{Handshake: time.Minute}
-			first, ok := r.Check(eofConn{}, slices.Clone(tt.in), tt.dec, rec)
+			first, ok := r.GuardSNI(eofConn{}, slices.Clone(tt.in), tt.dec, rec)
 			if ok != tt.ok || rec.Decision.Verdict != tt.verdict || rec.FinalReason() != tt.reason || rec.SNI != tt.sni {
 				t.Fatalf("ok %v, verdict %v, reason %q, sni %q; want %v, %v, %q, %q",
 					ok, rec.Decision.Verdict, rec.FinalReason(), rec.SNI, tt.ok, tt.verdict, tt.reason, tt.sni)
@@ -179,7 +179,7 @@ func TestCheckSlowHello(t *testing.T) {
 		rec := &accesslog.Record{Decision: dec}
 		r := &Runner{Handshake: 10 * time.Second}
 		start := time.Now()
-		first, ok := r.Check(server, nil, dec, rec)
+		first, ok := r.GuardSNI(server, nil, dec, rec)
 		if ok || first != nil || rec.FinalReason() != policy.ReasonTLSHelloInvalid {
 			t.Fatalf("ok %v, %d bytes, reason %q; want a tls_hello_invalid denial", ok, len(first), rec.FinalReason())
 		}
@@ -257,7 +257,7 @@ func FuzzGuardRelaysOnlyWhatTLSReads(f *testing.F) {
 		}
 		rec := &accesslog.Record{Decision: dec}
 		r := &Runner{Handshake: time.Minute}
-		_, ok := r.Check(eofConn{}, slices.Clone(data), dec, rec)
+		_, ok := r.GuardSNI(eofConn{}, slices.Clone(data), dec, rec)
 		if !ok {
 			return
 		}

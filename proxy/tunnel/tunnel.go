@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/accept"
 	"github.com/egressd/egressd/proxy/accesslog"
 	"github.com/egressd/egressd/proxy/egress"
 	"github.com/egressd/egressd/proxy/sni"
@@ -49,11 +50,13 @@ func (r *Runner) timeouts() (idle, maxTunnel time.Duration) {
 	return r.Idle, r.MaxTunnel
 }
 
-// Check runs the first-bytes guard for a tunnel to a TLS port. It reads the
-// client's ClientHello (after prefix, bytes already received) and returns
+// GuardSNI is the first-bytes guard, run before any client byte goes
+// upstream. On a port in policy.tls_ports it reads the client's ClientHello
+// (after prefix, bytes already received) and judges its SNI against the
+// decision (judge); elsewhere it passes prefix through. It returns
 // everything read, to be replayed to the upstream first. ok is false when
 // the tunnel must be closed; rec then carries the denial.
-func (r *Runner) Check(client net.Conn, prefix []byte, dec policy.Decision, rec *accesslog.Record) (first []byte, ok bool) {
+func (r *Runner) GuardSNI(client net.Conn, prefix []byte, dec policy.Decision, rec *accesslog.Record) (first []byte, ok bool) {
 	if dec.Policy == nil || !dec.Policy.IsTLSPort(dec.Port) {
 		return prefix, true
 	}
@@ -97,37 +100,30 @@ func judge(dec policy.Decision, hello []byte, info sni.Info, err error) (policy.
 	}
 }
 
-// Relay tracks the tunnel, relays until both directions end (or a timeout
-// or drain cuts it), closes both conns and finishes rec. It blocks.
-func (r *Runner) Relay(client, upstream *net.TCPConn, first []byte, rec *accesslog.Record) {
-	done := make(chan struct{})
-	r.start(client, upstream, first, nil, rec, func() { close(done) })
-	<-done
-}
-
-// Start is Relay without blocking: the relay runs on its own two
-// goroutines, which finish rec at the end. A front end whose goroutine has
-// nothing left to do should use Start, so that no third goroutine (with a
-// grown stack) waits for every idle tunnel.
-func (r *Runner) Start(client, upstream *net.TCPConn, first []byte, rec *accesslog.Record) {
-	r.start(client, upstream, first, nil, rec, nil)
+// Start tracks the tunnel and relays it on the relay's own two goroutines
+// (first, what GuardSNI read, goes upstream first) until both directions
+// end or a timeout or drain cuts it. Then it closes both conns, writes the
+// access line and releases client: the tunnel owns all three from here on,
+// and the front end's goroutine can return.
+func (r *Runner) Start(client *accept.Conn, upstream *net.TCPConn, first []byte, rec *accesslog.Record) {
+	r.start(client, upstream, first, nil, rec)
 }
 
 // StartUpgraded is Start for a connection that switched protocols (an HTTP
 // upgrade, such as WebSocket): upstreamFirst, the bytes already read from
 // the upstream past its 101 response, go to the client first.
-func (r *Runner) StartUpgraded(client, upstream *net.TCPConn, first, upstreamFirst []byte, rec *accesslog.Record) {
-	r.start(client, upstream, first, upstreamFirst, rec, nil)
+func (r *Runner) StartUpgraded(client *accept.Conn, upstream *net.TCPConn, first, upstreamFirst []byte, rec *accesslog.Record) {
+	r.start(client, upstream, first, upstreamFirst, rec)
 }
 
-func (r *Runner) start(client, upstream *net.TCPConn, first, upstreamFirst []byte, rec *accesslog.Record, then func()) {
+func (r *Runner) start(client *accept.Conn, upstream *net.TCPConn, first, upstreamFirst []byte, rec *accesslog.Record) {
 	r.Metrics.TunnelOpened(rec.Listener)
 	var id uint64
 	if r.Registry != nil {
-		id = r.Registry.Add(client, upstream)
+		id = r.Registry.Add(client.TCPConn, upstream)
 	}
 	idle, maxTunnel := r.timeouts()
-	egress.Start(client, upstream, egress.RelayOptions{
+	egress.Start(client.TCPConn, upstream, egress.RelayOptions{
 		ClientPrefix:   first,
 		UpstreamPrefix: upstreamFirst,
 		Idle:           idle,
@@ -142,8 +138,6 @@ func (r *Runner) start(client, upstream *net.TCPConn, first, upstreamFirst []byt
 		if r.Registry != nil {
 			r.Registry.Remove(id)
 		}
-		if then != nil {
-			then()
-		}
+		client.Release()
 	})
 }

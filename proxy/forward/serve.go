@@ -1,0 +1,227 @@
+package forward
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/accept"
+)
+
+// Serve runs one connection of the HTTP listener; it is the Handler's
+// accept.FrontEnd. It peeks (MSG_PEEK: nothing is consumed) at what the
+// client sends first: a plain CONNECT head (parseConnectHead) is served
+// here, by serveConnect, without net/http; every other connection goes,
+// untouched, to the Handler's http.Server (Run), which serves
+// absolute-URI requests through goproxy, and CONNECTs whose
+// head is unusual through the same serveConnect. A connection past a limit
+// is refused (refuseLimit).
+//
+// Why the fast path: through net/http a tunnel costs the server's
+// per-connection state and buffers and the request's contexts, for a
+// request that is answered once and then relayed (docs/benchmarks-notes.md
+// has the figures).
+func (h *Handler) Serve(c *accept.Conn) {
+	if c.Limit != "" {
+		h.refuseLimit(c)
+		return
+	}
+	bp := headBufs.Get().(*[headBufSize]byte)
+	head, verdict, gone := h.peek(c.TCPConn, bp[:])
+	switch {
+	case gone:
+		// Closed, reset or silent past the handshake timeout before a
+		// whole head arrived: net/http would close it without an answer.
+		headBufs.Put(bp)
+		c.Close()
+		return
+	case verdict == headAccepted && head.size <= h.maxHead:
+		// Take the head off the socket. Whatever the client sent after
+		// it (often its TLS ClientHello) stays there for the guard.
+		_, err := io.ReadFull(c.TCPConn, bp[:head.size])
+		headBufs.Put(bp)
+		if err != nil {
+			c.Close()
+			return
+		}
+		h.serveConnect(c, connectRequest{authority: head.authority, proxyAuth: head.proxyAuth}, nil)
+		return
+	}
+	headBufs.Put(bp)
+	select {
+	case h.handoff <- c:
+	case <-h.stopped:
+		c.Close()
+	}
+}
+
+// headBufSize is the most the fast path peeks at; a longer head goes to
+// net/http.
+const headBufSize = 4096
+
+var headBufs = sync.Pool{New: func() any { return new([headBufSize]byte) }}
+
+// peek waits, up to the handshake timeout, until what c has sent is a
+// complete head or cannot become one the fast path takes. gone reports a
+// connection that closed, failed or timed out first.
+func (h *Handler) peek(c *net.TCPConn, buf []byte) (head connectHead, verdict headVerdict, gone bool) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return connectHead{}, headDeclined, false
+	}
+	if h.o.Handshake > 0 {
+		c.SetReadDeadline(time.Now().Add(h.o.Handshake))
+		defer c.SetReadDeadline(time.Time{})
+	}
+	seen := -1
+	err = rc.Read(func(fd uintptr) bool {
+		for {
+			n, _, err := unix.Recvfrom(int(fd), buf, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				return false
+			case err != nil || n == 0:
+				gone = true
+				return true
+			}
+			head, verdict = parseConnectHead(buf[:n])
+			if verdict != headIncomplete {
+				return true
+			}
+			if n == len(buf) || n == seen {
+				// Too long for the fast path, or woken by something
+				// other than new bytes (a FIN after a partial head):
+				// net/http reads it and answers as it always has.
+				verdict = headDeclined
+				return true
+			}
+			seen = n
+			return false
+		}
+	})
+	if err != nil {
+		return connectHead{}, headDeclined, true
+	}
+	return head, verdict, gone
+}
+
+// httpListener is the net.Listener the Handler's http.Server accepts
+// from: the connections Serve hands it.
+type httpListener struct{ h *Handler }
+
+func (l httpListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.h.handoff:
+		return c, nil
+	case <-l.h.stopped:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l httpListener) Close() error {
+	l.h.stopOnce.Do(func() { close(l.h.stopped) })
+	return nil
+}
+
+func (l httpListener) Addr() net.Addr { return handoffAddr{} }
+
+type handoffAddr struct{}
+
+func (handoffAddr) Network() string { return "tcp" }
+func (handoffAddr) String() string  { return "egressd-http-handoff" }
+
+// Run serves the connections Serve hands to net/http until Shutdown or
+// Close. It blocks.
+func (h *Handler) Run() error {
+	if err := h.srv.Serve(httpListener{h}); err != http.ErrServerClosed {
+		return err
+	}
+	return nil
+}
+
+// Shutdown stops taking connections and waits, up to ctx, for the requests
+// net/http is serving (http.Server.Shutdown); idle keep-alive connections
+// are closed. Tunnels are not net/http's: the accept pipeline and the
+// tunnel registry wait for them.
+func (h *Handler) Shutdown(ctx context.Context) error { return h.srv.Shutdown(ctx) }
+
+// Close cuts every connection net/http holds and stops taking more.
+func (h *Handler) Close() error {
+	httpListener{h}.Close()
+	return h.srv.Close()
+}
+
+type connKey struct{}
+
+// connContext is the http.Server's ConnContext: every request on a
+// connection carries it, for its client (clientAddr).
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if ac, ok := c.(*accept.Conn); ok {
+		return context.WithValue(ctx, connKey{}, ac)
+	}
+	return ctx
+}
+
+// clientAddr is the client of a request net/http serves: the one the
+// accept pipeline identified for its connection.
+func clientAddr(r *http.Request) netip.Addr {
+	if c, ok := r.Context().Value(connKey{}).(*accept.Conn); ok {
+		return c.Client.Addr()
+	}
+	return netip.Addr{}
+}
+
+// maxRefusalRead bounds what a refusal reads from the client.
+const maxRefusalRead = 16 << 10
+
+// refuseLimit refuses a connection past a limit: it reads the request head
+// (for the access line, and so that no unread bytes turn the close into a
+// reset that loses the answer), answers 503 with X-Egress-Error: limit,
+// then waits for the client to close. Each step is bounded by
+// Options.RefuseTimeout.
+func (h *Handler) refuseLimit(c *accept.Conn) {
+	rec := h.o.Log.NewRecord(policy.ListenerHTTP, c.Client.Addr())
+	rec.Deny(policy.ReasonLimit)
+	c.SetDeadline(time.Now().Add(h.o.RefuseTimeout))
+	br := bufio.NewReaderSize(io.LimitReader(c.TCPConn, maxRefusalRead), 4096)
+	if req, err := http.ReadRequest(br); err == nil {
+		if req.Method == http.MethodConnect {
+			rec.Listener = policy.ListenerConnect
+			rec.Host, rec.Port, _ = splitHostPort(req.RequestURI, "")
+		} else {
+			rec.Method = req.Method
+			def := "80"
+			if req.URL.Scheme == "https" {
+				def = "443"
+			}
+			rec.Host, rec.Port, _ = splitHostPort(req.URL.Host, def)
+		}
+	}
+	rec.Status = http.StatusServiceUnavailable
+	// A client that sent no request in time still gets the answer.
+	a := answer{status: http.StatusServiceUnavailable, kind: refused, reason: policy.ReasonLimit}
+	if a.write(c.TCPConn, h.o.RefuseTimeout) == nil {
+		c.SetReadDeadline(time.Now().Add(h.o.RefuseTimeout))
+		linger(c.TCPConn)
+	}
+	h.o.Log.Metrics().LimitRejected(rec.Listener, c.Limit)
+	rec.Finish()
+	c.Close()
+}
+
+// linger half-closes c and reads until the client closes (or c's read
+// deadline), so that an answer is delivered before the socket goes.
+func linger(c *net.TCPConn) {
+	c.CloseWrite()
+	io.Copy(io.Discard, io.LimitReader(c, maxRefusalRead))
+}
