@@ -366,6 +366,7 @@ func (s *Server) Start() error {
 				Ready:    s.ready,
 				Pprof:    func() bool { return s.cfg.Load().Admin.Pprof },
 				UI:       func() bool { return s.cfg.Load().Admin.UI },
+				UIHosts:  func() []string { return s.cfg.Load().Admin.UIHosts },
 				Stats:    s.stats,
 				Decider:  s.engine,
 				Status:   s.status,

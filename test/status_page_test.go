@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -60,6 +61,7 @@ func TestStatusPage(t *testing.T) {
 		dns.Set(name, 60, netip.MustParseAddr("127.0.0.1"))
 	}
 	cfg := statusPageConfig(t, dns.Addr(), origin.Port())
+	cfg.Admin.UIHosts = []string{"status.egressd.test"}
 	p := (&testenv.Egressd{}).StartConfig(t, cfg)
 
 	// Traffic before the page loads: allowed requests, denials, and a
@@ -265,6 +267,73 @@ func TestStatusPage(t *testing.T) {
 		}
 	}
 
+	// DNS rebinding: a site that points its own name at the admin address
+	// makes the browser send that name as Host, and its script reads the
+	// answers as same-origin. egressd refuses that Host: the site's page
+	// and its fetch of /api/denials get 403 and no client data. A name in
+	// admin.ui_hosts gets the page.
+	_, adminPort, err := net.SplitHostPort(p.AdminAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(b.ctx, chromedp.Navigate("http://rebind.attacker.test:"+adminPort+"/")); err != nil {
+		t.Fatalf("load the page by a rebound name: %v", err)
+	}
+	if text := inBrowser(t, b, chromedp.Evaluate[string](`document.body.innerText`)); !strings.Contains(text, "admin.ui_hosts") ||
+		strings.Contains(text, "pastebin") || strings.Contains(text, "127.0.0.1") {
+		t.Errorf("the page by a rebound name shows %q, want the 403 naming admin.ui_hosts and no client data", short(text))
+	}
+	stolen := inBrowser(t, b, chromedp.Evaluate[map[string]any](
+		`fetch("/api/denials", {cache: "no-store"}).then(async r => ({status: r.status, body: await r.text()}))`, chromedp.EvalAwaitPromise))
+	if stolen["status"] != float64(403) || strings.Contains(fmt.Sprint(stolen["body"]), "pastebin") {
+		t.Errorf("the rebound site's fetch of /api/denials: %v, want 403 and no denials", stolen)
+	}
+	if err := chromedp.Do(b.ctx, chromedp.Navigate("http://status.egressd.test:"+adminPort+"/"),
+		chromedp.WaitVisible(chromedp.ID("tester"))); err != nil {
+		t.Fatalf("load the page by its name in admin.ui_hosts: %v", err)
+	}
+	if r := find(inBrowser(t, b, denialRows()), "pastebin.test"); r == nil {
+		t.Errorf("the page by its name in admin.ui_hosts shows no pastebin.test denial")
+	}
+
+	// /api/check is rate-limited (it may ask the resolver): a script that
+	// floods it gets 429 with Retry-After. Bounded: at most 10 rounds of 40
+	// concurrent checks, far past 10 a second on any machine.
+	limited := func() (int, string, string) {
+		var wg sync.WaitGroup
+		type answer struct {
+			code        int
+			retry, body string
+		}
+		answers := make(chan answer, 40)
+		for range 40 {
+			wg.Go(func() {
+				resp, err := adminGet(p.AdminAddr, "/api/check?client=127.0.0.1&target=pastebin.test:443")
+				if err != nil {
+					t.Errorf("GET /api/check: %v", err)
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				answers <- answer{resp.StatusCode, resp.Header.Get("Retry-After"), string(b)}
+			})
+		}
+		wg.Wait()
+		close(answers)
+		for a := range answers {
+			if a.code != http.StatusOK {
+				return a.code, a.retry, a.body
+			}
+		}
+		return http.StatusOK, "", ""
+	}
+	code, retry, body := http.StatusOK, "", ""
+	for round := 0; round < 10 && code == http.StatusOK; round++ {
+		code, retry, body = limited()
+	}
+	if code != http.StatusTooManyRequests || retry == "" || !strings.Contains(body, "too many checks") {
+		t.Errorf("flooding /api/check: %d Retry-After %q %q, want 429 with Retry-After", code, retry, body)
+	}
+
 	// admin.ui: false turns the page and its API off, on reload.
 	cfg.Admin.UI = false
 	if err := os.WriteFile(p.ConfigPath, []byte(testenv.YAML(t, cfg)), 0o600); err != nil {
@@ -315,6 +384,9 @@ func newBrowser(t *testing.T) *browser {
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
+		// The names a test navigates to, all on loopback (a browser has no
+		// other way to send a name of the test's choosing as Host).
+		chromedp.Flag("host-resolver-rules", "MAP rebind.attacker.test 127.0.0.1, MAP status.egressd.test 127.0.0.1"),
 		chromedp.NoInheritEnv, chromedp.Env("HOME="+t.TempDir()),
 	)
 	ctx, cancelCtx := chromedp.NewContext(actx)
@@ -415,6 +487,9 @@ func waitLines(t *testing.T, p *testenv.Proc, n int, pred func(map[string]any) b
 		return seen >= n
 	})
 }
+
+// short keeps a body's start for a failure message.
+func short(s string) string { return s[:min(len(s), 200)] }
 
 // adminCode is the status of a GET of path on the admin listener.
 func adminCode(t *testing.T, p *testenv.Proc, path string) int {

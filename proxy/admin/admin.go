@@ -25,6 +25,12 @@ type Options struct {
 	// /api/denials) are served (admin.ui in the config). It is asked on
 	// every request, so a reload turns them on or off. Nil: never served.
 	UI func() bool
+	// UIHosts lists the names, besides IP literals and localhost, that the
+	// status page, its API and /debug/pprof/ answer to in the Host header
+	// (admin.ui_hosts, normalized as policy.NormalizeHost does); any other
+	// Host gets 403. It is asked on every such request, so a reload
+	// changes it. Nil: none.
+	UIHosts func() []string
 	// Stats feeds the page's recent denials, top hosts and request counts.
 	// Nil: the page shows none.
 	Stats *Stats
@@ -68,11 +74,11 @@ func Handler(o Options) http.Handler {
 			"/debug/pprof/symbol":  pprof.Symbol,
 			"/debug/pprof/trace":   pprof.Trace,
 		} {
-			mux.Handle(path, enabled(o.Pprof, h))
+			mux.Handle(path, enabled(o.Pprof, hostGuard(o.UIHosts, h)))
 		}
 	}
 	if o.UI != nil {
-		ui{o}.register(mux)
+		(&ui{o: o, checks: newTokenBucket(checkRate, checkBurst)}).register(mux)
 	}
 	return mux
 }

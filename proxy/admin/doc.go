@@ -12,5 +12,8 @@
 // comes from the metrics registry and the server's Status. Everything that
 // came off the wire is rendered as text: html/template on the server,
 // textContent in the page's script, and a Content-Security-Policy that
-// allows only the page's own embedded script and style.
+// allows only the page's own embedded script and style. The page, its API
+// and pprof answer only a Host that is an IP literal, localhost or a name in
+// admin.ui_hosts (hostGuard: DNS rebinding), and /api/check is rate-limited
+// (tokenBucket), since it can make egressd query its DNS servers.
 package admin

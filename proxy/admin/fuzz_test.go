@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/egressd/egressd/policy"
 )
 
 // FuzzCheckRequest: /api/check's parameters never panic the parser; what it
@@ -61,4 +63,50 @@ func FuzzClip(f *testing.F) {
 			t.Fatalf("clip broke UTF-8: %q", c)
 		}
 	})
+}
+
+// FuzzHostAllowed: the status page's Host check never panics; with no
+// admin.ui_hosts, no ASCII name whose last label has a letter that no IP
+// spelling uses (a name a web page could point at the admin address) gets
+// through unless it is localhost; and listing a name only ever adds that
+// name.
+func FuzzHostAllowed(f *testing.F) {
+	for _, s := range []string{"127.0.0.1:9090", "[::1]:9090", "[::1]", "localhost.", "LocalHost:80", "evil.example",
+		"evil.example:9090", "0x7f.1", "2130706433", "egressd.internal", "EGRESSD.internal.:443", "[fe80::1%25eth0]:80", ":80", ""} {
+		f.Add(s)
+	}
+	listed := func() []string { return []string{"egressd.internal"} }
+	f.Fuzz(func(t *testing.T, host string) {
+		plain := hostAllowed(host, nil)
+		withList := hostAllowed(host, listed)
+		if plain && !withList {
+			t.Fatalf("%q: allowed without admin.ui_hosts, refused with it", host)
+		}
+		part := host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			part = h
+		}
+		if withList && !plain {
+			if n, _, _, err := policy.NormalizeHost(part); err != nil || n != "egressd.internal" {
+				t.Fatalf("%q: allowed only by the list, but it is not egressd.internal", host)
+			}
+		}
+		if !plain || strings.ContainsAny(part, ":[") || !isASCII(part) {
+			return
+		}
+		name := strings.ToLower(strings.TrimSuffix(part, "."))
+		last := name[strings.LastIndexByte(name, '.')+1:]
+		if name != "localhost" && strings.ContainsAny(last, "ghijklmnopqrstuvwyz") {
+			t.Fatalf("%q: a name got through with no admin.ui_hosts", host)
+		}
+	})
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }

@@ -81,19 +81,22 @@ func securityHeaders(h http.Header) {
 }
 
 // ui serves the status page and its API.
-type ui struct{ o Options }
+type ui struct {
+	o      Options
+	checks *tokenBucket // /api/check's rate limit
+}
 
-func (u ui) register(mux *http.ServeMux) {
-	on := u.o.UI
-	mux.Handle("GET /{$}", enabled(on, http.HandlerFunc(u.servePage)))
+func (u *ui) register(mux *http.ServeMux) {
+	guarded := func(h http.HandlerFunc) http.Handler { return enabled(u.o.UI, hostGuard(u.o.UIHosts, h)) }
+	mux.Handle("GET /{$}", guarded(u.servePage))
 	for _, name := range staticFiles {
-		mux.Handle("GET /assets/"+name, enabled(on, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.Handle("GET /assets/"+name, guarded(func(w http.ResponseWriter, r *http.Request) {
 			securityHeaders(w.Header())
 			http.ServeFileFS(w, r, assets, "assets/"+name)
-		})))
+		}))
 	}
-	mux.Handle("GET /api/check", enabled(on, http.HandlerFunc(u.serveCheck)))
-	mux.Handle("GET /api/denials", enabled(on, http.HandlerFunc(u.serveDenials)))
+	mux.Handle("GET /api/check", guarded(u.serveCheck))
+	mux.Handle("GET /api/denials", guarded(u.serveDenials))
 }
 
 // CheckResult is the JSON answer of /api/check: the fields `egressd check`
@@ -112,7 +115,7 @@ type CheckResult struct {
 // checkTimeout bounds one /api/check, as `egressd check` bounds its run.
 const checkTimeout = 30 * time.Second
 
-func (u ui) serveCheck(w http.ResponseWriter, r *http.Request) {
+func (u *ui) serveCheck(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	req, err := checkRequest(q.Get("client"), q.Get("user"), q.Get("target"))
 	if err != nil {
@@ -121,6 +124,13 @@ func (u ui) serveCheck(w http.ResponseWriter, r *http.Request) {
 	}
 	if u.o.Decider == nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "no policy engine"})
+		return
+	}
+	// Only checks that reach the engine (and maybe the resolver) count.
+	if ok, wait := u.checks.take(time.Now()); !ok {
+		w.Header().Set("Retry-After", retryAfter(wait))
+		writeJSON(w, http.StatusTooManyRequests, map[string]string{
+			"error": "too many checks: at most " + strconv.Itoa(checkRate) + " a second"})
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), checkTimeout)
@@ -173,7 +183,7 @@ type errorString string
 
 func (e errorString) Error() string { return string(e) }
 
-func (u ui) serveDenials(w http.ResponseWriter, r *http.Request) {
+func (u *ui) serveDenials(w http.ResponseWriter, r *http.Request) {
 	limit := RecentDenials
 	if s := r.URL.Query().Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -235,7 +245,7 @@ type ruleRow struct {
 	Never bool
 }
 
-func (u ui) servePage(w http.ResponseWriter, r *http.Request) {
+func (u *ui) servePage(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	d := pageData{Now: now.UTC()}
 	if u.o.Status != nil {

@@ -33,6 +33,7 @@ func (n names) LookupNetIP(_ context.Context, host string) ([]netip.Addr, error)
 type uiFixture struct {
 	srv   *httptest.Server
 	on    *atomic.Bool
+	hosts *atomic.Pointer[[]string] // admin.ui_hosts
 	stats *Stats
 	log   *accesslog.Logger
 }
@@ -67,12 +68,20 @@ func newUIFixture(t *testing.T) *uiFixture {
 	log.SetObserver(stats)
 	on := new(atomic.Bool)
 	on.Store(true)
+	hosts := new(atomic.Pointer[[]string])
 	started := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	srv := httptest.NewServer(Handler(Options{
 		Gatherer: reg,
 		UI:       on.Load,
-		Stats:    stats,
-		Decider:  engine,
+		Pprof:    on.Load,
+		UIHosts: func() []string {
+			if h := hosts.Load(); h != nil {
+				return *h
+			}
+			return nil
+		},
+		Stats:   stats,
+		Decider: engine,
 		Status: func() Status {
 			return Status{
 				Version: "v1.2.3", Started: started, ConfigSHA: strings.Repeat("ab", 32), Loaded: started,
@@ -88,7 +97,7 @@ func newUIFixture(t *testing.T) *uiFixture {
 		srv.Client().CloseIdleConnections()
 		srv.Close()
 	})
-	return &uiFixture{srv: srv, on: on, stats: stats, log: log}
+	return &uiFixture{srv: srv, on: on, hosts: hosts, stats: stats, log: log}
 }
 
 // finish ends one exchange through the access log, as a front end does.

@@ -59,6 +59,11 @@ type Auth struct {
 type Admin struct {
 	Pprof bool `yaml:"pprof"` // serve /debug/pprof on the admin listener
 	UI    bool `yaml:"ui"`    // serve the status page (/) and /api/check, /api/denials
+	// UIHosts are the names, besides IP literals and localhost, that the
+	// status page, its API and pprof answer to in the Host header (DNS
+	// rebinding protection). Validation normalizes them (lowercase, no
+	// trailing dot, punycode).
+	UIHosts []string `yaml:"ui_hosts"`
 }
 
 // Limits bounds resource use. A zero connection limit means no limit.

@@ -133,6 +133,7 @@ cache:
     collapse_timeout: 3s
 admin:
   ui: false
+  ui_hosts: ["EgressD.Internal.", "status.example.com", "bücher.example"]
 `), "t.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -156,6 +157,7 @@ admin:
 	want.Log = Log{Level: "debug", Access: false}
 	want.Cache.HTTP = HTTPCache{MaxBytes: 512 << 20, MaxObjectBytes: 16 << 20, CollapseTimeout: 3 * time.Second}
 	want.Admin.UI = false
+	want.Admin.UIHosts = []string{"egressd.internal", "status.example.com", "xn--bcher-kva.example"}
 	if diff := cmp.Diff(&want, c, cmpopts.EquateEmpty(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
@@ -176,6 +178,10 @@ func TestParseErrors(t *testing.T) {
 		{"not a mapping", "listen: [a]\n", `egressd.yaml:1: listen: expected a mapping, got a list`},
 		{"not a list", "policy:\n  tls_ports: 443\n", `egressd.yaml:2: policy.tls_ports: expected a list, got "443"`},
 		{"bad bool", "admin:\n  pprof: yes\n", `egressd.yaml:2: admin.pprof: expected true or false, got "yes"`},
+		{"ui host wildcard", "admin:\n  ui_hosts:\n    - egressd.internal\n    - \"*.egressd.internal\"\n", `egressd.yaml:4: admin.ui_hosts[1]: "*.egressd.internal": want a host name without port or wildcard`},
+		{"ui host port", "admin:\n  ui_hosts: [\"egressd.internal:9090\"]\n", `egressd.yaml:2: admin.ui_hosts[0]: "egressd.internal:9090": want a host name without port or wildcard`},
+		{"ui host ip", "admin:\n  ui_hosts: [\"10.0.0.5\"]\n", `egressd.yaml:2: admin.ui_hosts[0]: "10.0.0.5": an IP address; IP addresses are always accepted, list names only`},
+		{"ui host bracketed ip", "admin:\n  ui_hosts: [\"[::1]\"]\n", `egressd.yaml:2: admin.ui_hosts[0]: "[::1]": an IP address`},
 		{"bad int", "dns:\n  cache_size: lots\n", `egressd.yaml:2: dns.cache_size: expected an integer, got "lots"`},
 		{"bad mode", "policy:\n  mode: audit\n", `egressd.yaml:2: policy.mode: "audit": must be enforce or report`},
 		{"bad cidr", "policy:\n  deny_ranges:\n    - default\n    - 10.0.0.0/33\n", `egressd.yaml:4: policy.deny_ranges[1]: "10.0.0.0/33": not a CIDR or IP address`},

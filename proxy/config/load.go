@@ -271,6 +271,18 @@ func (d *decoder) validate(c *Config) {
 	d.nonNegative("timeouts.max_tunnel", int64(c.Timeouts.MaxTunnel))
 	d.nonNegative("timeouts.drain", int64(c.Timeouts.Drain))
 	d.nonNegative("timeouts.drain_delay", int64(c.Timeouts.DrainDelay))
+	for i, h := range c.Admin.UIHosts {
+		path := fmt.Sprintf("admin.ui_hosts[%d]", i)
+		name, _, isIP, err := policy.NormalizeHost(h)
+		switch {
+		case err != nil:
+			d.errorf(d.line(path), path, "%q: want a host name without port or wildcard, e.g. \"egressd.internal\"", h)
+		case isIP:
+			d.errorf(d.line(path), path, "%q: an IP address; IP addresses are always accepted, list names only", h)
+		default:
+			c.Admin.UIHosts[i] = name
+		}
+	}
 	if c.Log.AccessFile != "" && !c.Log.Access {
 		d.errorf(d.line("log.access_file"), "log.access_file", "is set but log.access is false: nothing would be written")
 	}

@@ -49,9 +49,10 @@ var fieldDocs = map[string]string{
 	"auth.required":   "Clients without valid credentials are denied (407 on HTTP, auth_required).",
 	"auth.cache_ttl":  "How long a credential check (success or failure) is remembered.",
 
-	"admin":       "Admin listener extras.",
-	"admin.pprof": "Serve /debug/pprof on the admin listener.",
-	"admin.ui":    "Serve the status page on the admin listener: GET / (HTML: recent denials, top hosts, rule hits, a policy tester), GET /api/check?client=IP&user=NAME&target=HOST:PORT and GET /api/denials?limit=N (JSON). Reloads.",
+	"admin":          "Admin listener extras.",
+	"admin.pprof":    "Serve /debug/pprof on the admin listener.",
+	"admin.ui":       "Serve the status page on the admin listener: GET / (HTML: recent denials, top hosts, rule hits, a policy tester), GET /api/check?client=IP&user=NAME&target=HOST:PORT (at most 10 a second, then 429) and GET /api/denials?limit=N (JSON). Reloads.",
+	"admin.ui_hosts": "Names, besides IP addresses and localhost, that the status page, its API and /debug/pprof answer to in the Host header; any other Host gets 403 (DNS rebinding protection). /metrics, /healthz and /readyz answer any Host. Reloads.",
 
 	"limits":                            "Resource limits; 0 means no limit for the connection counts.",
 	"limits.max_connections":            "Client connections per instance; past it a connection is refused (503 X-Egress-Error: limit, SOCKS5 0x01).",
