@@ -87,6 +87,11 @@ func TestAWSExampleConfigMatchesFarmModule(t *testing.T) {
 	if c.Policy.Mode != "report" {
 		t.Errorf("policy.mode %q: the example starts a rollout in report mode", c.Policy.Mode)
 	}
+	// admin_cidrs admits the whole VPC to the admin port by default: the
+	// status page (clients' addresses and user names) ships off.
+	if c.Admin.UI || c.Admin.Pprof {
+		t.Errorf("admin.ui %v, admin.pprof %v: the example serves them to the whole VPC; ship them off", c.Admin.UI, c.Admin.Pprof)
+	}
 }
 
 // farmConfig composes a local farm instance's config the way scripts/farm.sh

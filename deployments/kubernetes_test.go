@@ -227,6 +227,11 @@ func TestKubernetesDeployment(t *testing.T) {
 	if host := strings.Split(cfg.Listen.Admin, ":")[0]; host != "0.0.0.0" {
 		t.Errorf("listen.admin %q: the kubelet probes the pod IP", cfg.Listen.Admin)
 	}
+	// The pod IP's admin port is open to every pod without a NetworkPolicy:
+	// the status page (clients' addresses and user names) ships off.
+	if cfg.Admin.UI || cfg.Admin.Pprof {
+		t.Errorf("admin.ui %v, admin.pprof %v: the shipped config serves them to every pod; ship them off", cfg.Admin.UI, cfg.Admin.Pprof)
+	}
 
 	// Probes on the admin listener.
 	probe := func(name string, p *k8sProbe, path string) {
