@@ -562,7 +562,14 @@ func (c *Cache) fetch(req *http.Request, rq *requestInfo, stale *object, fl *fli
 	if resp.StatusCode == http.StatusNotModified && stale != nil && out != req {
 		if fresh := c.refresh(stale, resp, requestTime, responseTime); fresh != nil {
 			drain(resp)
-			c.store.put(fresh, stale)
+			if keepable(fresh.header, fresh.cc, fresh.status) {
+				c.store.put(fresh, stale)
+			} else {
+				// The 304 made the response one a shared cache must not
+				// keep (it sets a cookie, or says private or no-store):
+				// this client gets it, nobody else.
+				c.store.remove(stale)
+			}
 			c.land(rq.key, fl, nil, nil)
 			return c.serve(rq, fresh, responseTime, Revalidated, nil), nil
 		}
@@ -648,21 +655,10 @@ func (c *Cache) newObject(rq *requestInfo, resp *http.Response, cc directives, r
 	if cc.mustUnderstand && !understoodStatus(code) {
 		return nil
 	}
-	if cc.noStore && !(cc.mustUnderstand && understoodStatus(code)) {
-		return nil
-	}
-	if cc.private {
-		return nil
-	}
-	if t := targetedDirectives(resp.Header); t.noStore || t.private {
+	if !keepable(resp.Header, cc, code) {
 		return nil
 	}
 	if rq.authorized && !sharedWithAuthorization(cc) {
-		return nil
-	}
-	// egressd's contract: a response that sets a cookie is one client's,
-	// whatever its Cache-Control says.
-	if len(resp.Header.Values("Set-Cookie")) > 0 || len(resp.Header.Values("Set-Cookie2")) > 0 {
 		return nil
 	}
 	names, star := varyNames(resp.Header)
@@ -693,6 +689,24 @@ func (c *Cache) newObject(rq *requestInfo, resp *http.Response, cc directives, r
 		return nil // it could never be used
 	}
 	return o
+}
+
+// keepable reports whether a response with these fields may be kept by a
+// shared cache at all: not no-store (unless must-understand with a status
+// the cache knows), not private, not forbidden by CDN-Cache-Control, and
+// without Set-Cookie: egressd's contract is that a response that sets a
+// cookie is one client's, whatever its Cache-Control says.
+func keepable(h http.Header, cc directives, code int) bool {
+	if cc.noStore && !(cc.mustUnderstand && understoodStatus(code)) {
+		return false
+	}
+	if cc.private {
+		return false
+	}
+	if t := targetedDirectives(h); t.noStore || t.private {
+		return false
+	}
+	return len(h.Values("Set-Cookie")) == 0 && len(h.Values("Set-Cookie2")) == 0
 }
 
 // setMeta derives the directives, date, age, lifetime and validators from

@@ -865,3 +865,39 @@ func TestFresh(t *testing.T) {
 		}
 	}
 }
+
+// TestRevalidationThatSetsACookie: a 304 that sets a cookie (or turns the
+// response private) refreshes the response for the client that asked, and
+// takes it out of storage: nobody else gets that cookie.
+func TestRevalidationThatSetsACookie(t *testing.T) {
+	t.Parallel()
+	for _, field := range []string{"Set-Cookie: session=alice", "Cache-Control: max-age=10, private"} {
+		t.Run(field, func(t *testing.T) {
+			t.Parallel()
+			k, v, _ := strings.Cut(field, ":")
+			e := newEnv(t, Options{}, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Cache-Control", "max-age=10")
+				w.Header().Set("ETag", `"c"`)
+				if r.Header.Get("If-None-Match") == `"c"` {
+					w.Header().Set(k, strings.TrimSpace(v))
+					w.WriteHeader(http.StatusNotModified)
+					return
+				}
+				io.WriteString(w, "body")
+			})
+			e.get("/c")
+			e.clock.Advance(20 * time.Second)
+			resp, body := e.get("/c")
+			e.expect(resp, Revalidated, 200, 2)
+			if body != "body" || resp.Header.Get(k) == "" {
+				t.Errorf("the revalidating client: %q, %s %q", body, k, resp.Header.Get(k))
+			}
+			// The next client is not answered from storage.
+			resp, _ = e.get("/c")
+			e.expect(resp, Miss, 200, 3)
+			if resp.Header.Get("Set-Cookie") != "" {
+				t.Errorf("the cookie reached another client")
+			}
+		})
+	}
+}
