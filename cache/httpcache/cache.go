@@ -241,6 +241,13 @@ func (h Stored) Age() int64 { return int64(max(0, h.o.age(h.now)) / time.Second)
 // Body is the stored body. It is shared: never modify it.
 func (h Stored) Body() []byte { return h.o.body }
 
+// ContentLength is the Content-Length field value of the stored body. It
+// is shared: never modify it.
+func (h Stored) ContentLength() []string { return h.o.contentLength }
+
+// HitValue is X-Cache: HIT as a field value, shared: never modify it.
+var HitValue = []string{string(Hit)}
+
 // requestInfo is what the cache reads from a request, once.
 type requestInfo struct {
 	req         *http.Request
@@ -381,13 +388,9 @@ func (c *Cache) invalidate(key string) {
 // selectVariant returns the most recently stored response for key whose
 // Vary matches the request, or nil.
 func (c *Cache) selectVariant(key string, h http.Header) *object {
-	vs := c.store.lookup(key)
-	for i := len(vs) - 1; i >= 0; i-- {
-		if varyKey(h, vs[i].vary) == vs[i].varyKey {
-			return vs[i]
-		}
-	}
-	return nil
+	return c.store.lookup(key, func(o *object) bool {
+		return len(o.vary) == 0 || varyKey(h, o.vary) == o.varyKey
+	})
 }
 
 // staleCandidate is a stored response the request could revalidate.
@@ -630,6 +633,7 @@ func (c *Cache) complete(key string, fl *flight, o *object, body []byte) {
 	stored := *o
 	stored.body = body
 	stored.length = int64(len(body))
+	stored.contentLength = []string{strconv.Itoa(len(body))}
 	stored.size = objectSize(&stored)
 	if stored.size > c.o.MaxBytes {
 		return

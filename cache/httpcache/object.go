@@ -17,6 +17,8 @@ type object struct {
 	header  http.Header // stored fields: hop-by-hop and excluded fields removed
 	body    []byte      // complete body; nil while it streams in (see fill)
 	length  int64       // body length, -1 while unknown
+	// contentLength is the Content-Length value of a complete body.
+	contentLength []string
 
 	requestTime  time.Time // when the request that got it was sent
 	responseTime time.Time // when its header fields arrived

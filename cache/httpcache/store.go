@@ -36,16 +36,22 @@ func newStore(maxBytes int64, obs Observer) *store {
 	return &store{lru: l, maxBytes: maxBytes, obs: obs}
 }
 
-// lookup returns the variants stored for key (a copy of the slice; the
-// objects are immutable) and marks the URL recently used.
-func (s *store) lookup(key string) []*object {
+// lookup returns the most recently stored variant for key that match
+// accepts, or nil, and marks the URL recently used. match runs under the
+// store's lock: it must not call back into the store.
+func (s *store) lookup(key string, match func(*object) bool) *object {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.lru.Get(key)
 	if !ok {
 		return nil
 	}
-	return append([]*object(nil), e.variants...)
+	for i := len(e.variants) - 1; i >= 0; i-- {
+		if match(e.variants[i]) {
+			return e.variants[i]
+		}
+	}
+	return nil
 }
 
 // put stores o, replacing old (the object it refreshes, or nil) and any

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"testing"
 
+	"github.com/egressd/egressd/cache/httpcache"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy/accesslog"
 	"github.com/egressd/egressd/proxy/egress"
@@ -61,6 +62,55 @@ func BenchmarkForwardGET(b *testing.B) {
 		resp.Body.Close()
 		if resp.StatusCode != 200 {
 			b.Fatal(resp.Status)
+		}
+	}
+}
+
+// BenchmarkForwardHit: as BenchmarkForwardGET, with the HTTP cache on and
+// the object stored: every request is a hit answered from storage.
+func BenchmarkForwardHit(b *testing.B) {
+	body := make([]byte, 1024)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1024")
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		w.Write(body)
+	}))
+	defer origin.Close()
+	oap := netip.MustParseAddrPort(origin.Listener.Addr().String())
+	cache := httpcache.New(httpcache.Options{MaxBytes: 1 << 20})
+	defer cache.Close()
+	h := New(Options{
+		Decider: staticDecider{policy.Decision{Verdict: policy.Allow, Host: "127.0.0.1", IsIP: true, Port: oap.Port(), Addrs: []netip.AddrPort{oap}}},
+		Dialer:  &egress.Dialer{},
+		Log:     accesslog.NewLogger(nil, nil),
+		Runner:  &tunnel.Runner{},
+		Cache:   cache,
+	})
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	defer srv.Close()
+	pu, _ := url.Parse("http://" + ln.Addr().String())
+	tr := &http.Transport{Proxy: http.ProxyURL(pu), MaxIdleConnsPerHost: 16}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr}
+	target := "http://" + oap.String() + "/x"
+	get := func() string {
+		resp, err := c.Get(target)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.Header.Get(httpcache.HeaderXCache)
+	}
+	get() // stores it
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if xc := get(); xc != string(httpcache.Hit) {
+			b.Fatalf("X-Cache %q", xc)
 		}
 	}
 }

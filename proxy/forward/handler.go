@@ -200,8 +200,9 @@ type exchange struct {
 	// relayed in part); aborting: the panic that cuts it is under way.
 	abort, aborting bool
 	// pre is the decision serveStored made, which onRequest takes
-	// instead of asking the policy again; nil when it made none.
-	pre *preDecision
+	// instead of asking the policy again (when hasPre).
+	pre    preDecision
+	hasPre bool
 }
 
 // preDecision is an answer of decide, kept for onRequest.
@@ -305,13 +306,17 @@ func (h *Handler) serveStored(w *respWriter, r *http.Request, x *exchange) bool 
 		return false
 	}
 	dec, a := h.decide(r.Context(), x.rec, policy.ListenerHTTP, r.URL.Host, defPort)
-	x.pre = &preDecision{dec: dec, a: a}
+	x.pre, x.hasPre = preDecision{dec: dec, a: a}, true
 	if a != nil || h.o.DLP != nil && h.o.DLP.Active(dec.DLP) {
 		return false
 	}
-	u := *r.URL
-	u.Host = normalizedAuthority(u.Host, dec)
-	st, ok := h.o.Cache.Fresh(r.Method, &u, r.Header)
+	u := r.URL
+	if host := normalizedAuthority(u.Host, dec); host != u.Host {
+		nu := *u
+		nu.Host = host
+		u = &nu
+	}
+	st, ok := h.o.Cache.Fresh(r.Method, u, r.Header)
 	if !ok {
 		return false
 	}
@@ -325,14 +330,13 @@ func (h *Handler) serveStored(w *respWriter, r *http.Request, x *exchange) bool 
 	for k, v := range stored {
 		wh[k] = v // shared, read only: net/http only reads it
 	}
-	body := st.Body()
 	wh["Age"] = []string{strconv.FormatInt(st.Age(), 10)}
-	wh["Content-Length"] = []string{strconv.Itoa(len(body))}
-	wh[httpcache.HeaderXCache] = []string{string(httpcache.Hit)}
+	wh["Content-Length"] = st.ContentLength()       // shared, read only
+	wh[httpcache.HeaderXCache] = httpcache.HitValue // shared, read only
 	x.rec.Cache = accesslog.CacheHit
 	w.WriteHeader(st.Status())
 	if r.Method == http.MethodGet {
-		w.Write(body)
+		w.Write(st.Body())
 	}
 	return true
 }
@@ -405,8 +409,8 @@ func (h *Handler) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 	}
 	var dec policy.Decision
 	var a *answer
-	if p := x.pre; p != nil {
-		dec, a = p.dec, p.a // serveStored asked already
+	if x.hasPre {
+		dec, a = x.pre.dec, x.pre.a // serveStored asked already
 	} else {
 		dec, a = h.decide(r.Context(), x.rec, policy.ListenerHTTP, r.URL.Host, defPort)
 	}
