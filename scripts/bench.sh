@@ -33,6 +33,9 @@
 #   BENCH_PROXIES="..."   peers and egressd to run (default: egressd egressd-sysdns squid smokescreen dante
 #                         egressd-dlp egressd-icap squid-icap)
 #   BENCH_KINDS="..."     client kinds to run (default: all: direct connect http socks5 cache)
+#   BENCH_SCENARIOS=a,b   only these scenarios in every session (default: each session's own; for
+#                         focused runs, e.g. BENCH_PROXIES="egressd egressd-dlp" BENCH_KINDS=http
+#                         BENCH_SCENARIOS=post_1k,post_1m)
 #   BENCH_PPROF=0|1       profile egressd after the runs (default 1; 0 with BENCH_QUICK)
 #   BENCH_SCRATCH=DIR     scratch directory (default /tmp/egressd-bench); must be outside the repo
 #   BENCH_LOGS=DIR        the proxies' logs (default /dev/shm/egressd-bench-logs when /dev/shm is a
@@ -562,6 +565,9 @@ session() { # name kind run
 		# Without its own resolv.conf Dante cannot resolve bench names.
 		local no_dns=idle,keepalive,tunnels,tunnels_paced,bulk_up_1,bulk_up_8,bulk_down_1,bulk_down_8
 		extra=(-scenarios "$no_dns")
+	fi
+	if [[ -n ${BENCH_SCENARIOS:-} ]]; then
+		extra=(-scenarios "$BENCH_SCENARIOS")
 	fi
 	start_proxy "$name" "$kind" || return 0
 	run_tool "$name" "$kind" "$run" "$PROXY_ADDR" "$PROXY_PID" "${extra[@]}"

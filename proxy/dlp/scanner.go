@@ -33,6 +33,8 @@ type Matcher struct {
 	ssn      bool // us_ssn enabled
 	digits   bool // cards || ssn
 	keepTail int  // bytes kept behind the scan position for keywords and digit runs that span writes
+	// vec, when set, scans instead of the samplers (vecscan.go).
+	vec *vecPlan
 	// streams keeps scanners (and their window buffers) between requests.
 	streams sync.Pool
 }
@@ -40,6 +42,16 @@ type Matcher struct {
 // newMatcher compiles detectors (keyword detectors; card numbers and SSNs
 // are switched on by cards and ssn).
 func newMatcher(dets []detector, cards, ssn bool) *Matcher {
+	var kernel func(*vecTables, []byte, int, int) (int, uint32, uint32)
+	if haveVecKernel {
+		kernel = vecKernel
+	}
+	return newMatcherKernel(dets, cards, ssn, kernel)
+}
+
+// newMatcherKernel compiles detectors to scan with the vector kernel, or
+// with the samplers when kernel is nil.
+func newMatcherKernel(dets []detector, cards, ssn bool, kernel func(*vecTables, []byte, int, int) (int, uint32, uint32)) *Matcher {
 	m := &Matcher{dets: dets, cards: cards, ssn: ssn, digits: cards || ssn, stride: 3}
 	var kws []string
 	for d, det := range dets {
@@ -65,6 +77,9 @@ func newMatcher(dets []detector, cards, ssn bool) *Matcher {
 	if m.digits {
 		// A sample not yet judged needs digitSpan bytes on each side.
 		m.keepTail = max(m.keepTail, 2*digitSpan+digitStride+2)
+	}
+	if kernel != nil {
+		m.vec = newVecPlan(kws, m.digits, kernel)
 	}
 	return m
 }
@@ -213,6 +228,7 @@ type Stream struct {
 
 	sample   int64 // next sampled offset
 	lastSpan int64 // start of the last digit stretch queued (-1: none)
+	vpos     int64 // the vector scan's next position (stream offset)
 }
 
 // NewStream starts scanning a stream whose findings are reported at part
@@ -231,7 +247,7 @@ func (s *Stream) Reset(part Part, header string) {
 	if part == PartHeader {
 		s.hdrN = len(header) + 2
 	}
-	s.sample, s.lastSpan = 0, -1
+	s.sample, s.lastSpan, s.vpos = 0, -1, 0
 }
 
 // Findings returns what the stream has found so far.
@@ -259,6 +275,11 @@ func (s *Stream) Write(p []byte) (int, error) {
 }
 
 func (s *Stream) scan() {
+	if s.m.vec != nil {
+		s.feedVec(false)
+		s.resolve(false)
+		return
+	}
 	if len(s.m.kwLen) > 0 {
 		s.feed()
 	}
@@ -270,7 +291,9 @@ func (s *Stream) scan() {
 
 // Close judges what is left as the end of the stream.
 func (s *Stream) Close() {
-	if s.m.digits {
+	if s.m.vec != nil {
+		s.feedVec(true)
+	} else if s.m.digits {
 		s.feedDigits(true)
 	}
 	s.resolve(true)
@@ -563,6 +586,9 @@ func (s *Stream) cut() int {
 	cut := len(s.win) - s.m.keepTail
 	for _, c := range s.pend {
 		cut = min(cut, int(c.start-s.base)-2) // the verifiers' lookbehind
+	}
+	if s.m.vec != nil { // positions not yet judged, their lookbehind and keywords' back
+		return max(min(cut, int(s.vpos-s.base)-s.m.keepTail), 0)
 	}
 	if s.m.digits { // samples not yet judged look digitSpan bytes back
 		cut = min(cut, int(s.sample-s.base)-digitSpan-2)
