@@ -20,6 +20,9 @@ type Body struct {
 
 	once   sync.Once
 	status bodyStatus
+	// plainness is plain's answer once known: 0 not yet, 1 yes, 2 no (a
+	// JSON body is searched for escapes once).
+	plainness uint8
 
 	pooled *[]byte // raw's buffer, from pool; nil when allocated for this body
 	pool   *sync.Pool
@@ -28,16 +31,13 @@ type Body struct {
 // plain reports whether the body needs no decoding: no content coding, no
 // form or multipart encoding, and (JSON) no escape.
 func (b *Body) plain() bool {
-	if !b.codingOK || len(b.codings) > 0 {
-		return false
+	if b.plainness == 0 {
+		b.plainness = 2
+		if b.codingOK && len(b.codings) == 0 && (b.media == mediaPlain || b.media == mediaJSON && bytes.IndexByte(b.raw, '\\') < 0) {
+			b.plainness = 1
+		}
 	}
-	switch b.media {
-	case mediaPlain:
-		return true
-	case mediaJSON:
-		return bytes.IndexByte(b.raw, '\\') < 0
-	}
-	return false
+	return b.plainness == 1
 }
 
 // release returns the held buffer to its pool. Nothing may read raw after.

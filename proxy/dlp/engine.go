@@ -269,13 +269,19 @@ func hold(body io.ReadCloser, rules *Rules, h http.Header, contentLength int64) 
 // from another goroutine): the held buffer goes back to its pool only when
 // no Read is copying from it.
 type heldBody struct {
-	mu     sync.Mutex
-	held   *Body
-	off    int
-	rest   io.Reader // nil: the held bytes are the whole body
-	c      io.Closer
-	closed bool
+	mu      sync.Mutex
+	held    *Body
+	off     int
+	rest    io.Reader // nil: the held bytes are the whole body
+	c       io.Closer
+	closed  bool
+	writing bool // WriteTo is writing from the held buffer
 }
+
+// heldWriteChunk bounds each write WriteTo makes from the held buffer:
+// the upstream connection moves its idle deadline at each write, so a
+// stalled origin is still noticed within timeouts.idle of a write.
+const heldWriteChunk = 256 << 10
 
 func (h *heldBody) Read(p []byte) (int, error) {
 	h.mu.Lock()
@@ -296,11 +302,53 @@ func (h *heldBody) Read(p []byte) (int, error) {
 	return h.rest.Read(p)
 }
 
+// WriteTo writes the held bytes to w from the held buffer itself (no copy
+// through a caller's buffer, a few large writes), then the rest. A Close
+// during a write stops it after that write; the buffer goes back to its
+// pool only when no write reads it.
+func (h *heldBody) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	for {
+		h.mu.Lock()
+		if h.closed {
+			h.mu.Unlock()
+			return n, errBodyClosed
+		}
+		raw := h.held.raw
+		if h.off >= len(raw) {
+			h.mu.Unlock()
+			break
+		}
+		p := raw[h.off:min(len(raw), h.off+heldWriteChunk)]
+		h.writing = true
+		h.mu.Unlock()
+		m, err := w.Write(p)
+		h.mu.Lock()
+		h.writing = false
+		h.off += m
+		if h.closed {
+			h.held.release()
+		}
+		h.mu.Unlock()
+		n += int64(m)
+		if err != nil {
+			return n, err
+		}
+	}
+	if h.rest == nil {
+		return n, nil
+	}
+	m, err := io.Copy(w, h.rest)
+	return n + m, err
+}
+
 func (h *heldBody) Close() error {
 	h.mu.Lock()
 	if !h.closed {
 		h.closed = true
-		h.held.release()
+		if !h.writing {
+			h.held.release()
+		}
 	}
 	h.mu.Unlock()
 	return h.c.Close()

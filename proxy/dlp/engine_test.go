@@ -341,3 +341,78 @@ func TestJSONEscapes(t *testing.T) {
 		})
 	}
 }
+
+// WriteTo (the forwarder's way to send a held body) writes exactly the
+// bytes the client sent: the held part in pieces, then any rest.
+func TestHeldBodyWriteTo(t *testing.T) {
+	body := make([]byte, 3*heldWriteChunk+12345)
+	for i := range body {
+		body[i] = "abcdefgh \n{}:,"[i*7%14]
+	}
+	for _, c := range []struct {
+		name     string
+		oversize string
+		max      int64
+	}{{"held whole", OversizeBlock, 1 << 20}, {"held and the rest", OversizeAllow, heldWriteChunk + 100}} {
+		t.Run(c.name, func(t *testing.T) {
+			e := testEngine(t, c.oversize, ModeEnforce, c.max)
+			out := inspect(t, e, "http://h.test/", nil, body)
+			wt, ok := out.Body.(io.WriterTo)
+			if out.Action != Forward || !ok {
+				t.Fatalf("action %v, body %T", out.Action, out.Body)
+			}
+			var got bytes.Buffer
+			n, err := wt.WriteTo(&got)
+			if err != nil || n != int64(len(body)) || !bytes.Equal(got.Bytes(), body) {
+				t.Fatalf("WriteTo: %d bytes, %v; equal %v", n, err, bytes.Equal(got.Bytes(), body))
+			}
+			out.Body.Close()
+		})
+	}
+}
+
+// blockedWriter holds its first Write until released.
+type blockedWriter struct {
+	started, release chan struct{}
+	got              bytes.Buffer
+}
+
+func (w *blockedWriter) Write(p []byte) (int, error) {
+	if w.started != nil {
+		close(w.started)
+		w.started = nil
+		<-w.release
+	}
+	return w.got.Write(p)
+}
+
+// A Close while WriteTo writes from the held buffer (http.Transport closes
+// bodies from another goroutine) stops it after that write, and the buffer
+// is not handed to another request while the write reads it.
+func TestHeldBodyCloseDuringWriteTo(t *testing.T) {
+	e := testEngine(t, OversizeBlock, ModeEnforce, 1<<20)
+	body := bytes.Repeat([]byte("payload "), 100000)
+	for range 10 {
+		out := inspect(t, e, "http://h.test/", nil, body)
+		w := &blockedWriter{started: make(chan struct{}), release: make(chan struct{})}
+		started := w.started
+		done := make(chan error)
+		go func() {
+			_, err := out.Body.(io.WriterTo).WriteTo(w)
+			done <- err
+		}()
+		<-started
+		out.Body.Close()
+		// Another request takes a pooled buffer and fills it: not the one
+		// being written from.
+		other := inspect(t, e, "http://h.test/", nil, bytes.Repeat([]byte("X"), 900000))
+		close(w.release)
+		if err := <-done; !errors.Is(err, errBodyClosed) {
+			t.Fatalf("WriteTo after Close: %v", err)
+		}
+		if w.got.Len() != heldWriteChunk || bytes.Contains(w.got.Bytes(), []byte("X")) {
+			t.Fatalf("wrote %d bytes, another request's bytes among them: %v", w.got.Len(), bytes.Contains(w.got.Bytes(), []byte("X")))
+		}
+		other.Body.Close()
+	}
+}

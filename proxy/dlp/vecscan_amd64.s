@@ -45,8 +45,18 @@ GLOBL dash<>(SB), RODATA|NOPTR, $32
 	VPOR Y1, Y2, Y1 \
 	VPMOVMSKB Y1, smask
 
-// One window byte: AND into Y4 the buckets allowed by the bytes at addr
-// (lo table lt, hi table ht). Clobbers Y0-Y2.
+// The buckets allowed by the bytes at addr as the window's first byte (lo
+// table lt, hi table ht), into Y4. Clobbers Y0-Y2.
+#define TEDDY0(addr, lt, ht) \
+	VMOVDQU addr, Y0 \
+	VPAND   Y15, Y0, Y1 \
+	VPSRLW  $4, Y0, Y2 \
+	VPAND   Y15, Y2, Y2 \
+	VPSHUFB Y1, lt, Y1 \
+	VPSHUFB Y2, ht, Y2 \
+	VPAND   Y1, Y2, Y4
+
+// The same for a later window byte, ANDed into Y4.
 #define TEDDY(addr, lt, ht) \
 	VMOVDQU addr, Y0 \
 	VPAND   Y15, Y0, Y1 \
@@ -90,8 +100,7 @@ loop:
 	LEAQ (SI)(AX*1), R8
 
 	// Keywords: the buckets surviving all three window bytes.
-	VPCMPEQB Y4, Y4, Y4
-	TEDDY((R8), Y10, Y7)
+	TEDDY0((R8), Y10, Y7)
 	TEDDY(1(R8), Y9, Y6)
 	TEDDY(2(R8), Y8, Y5)
 

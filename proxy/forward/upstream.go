@@ -1,6 +1,8 @@
 package forward
 
 import (
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -196,6 +198,48 @@ func (c *upstreamConn) Write(p []byte) (int, error) {
 	if err != nil && isTimeout(err) {
 		c.timeout.Store(true)
 	}
+	return n, err
+}
+
+// ReadFrom sends a request body (net/http's Transport hands it over in an
+// io.LimitedReader of the declared length). A body that holds its bytes,
+// an inspected one, writes them itself (io.WriterTo): no copy through a
+// buffer, a few large writes; it may not write past the declared length.
+// Any other body is copied as io.Copy would.
+func (c *upstreamConn) ReadFrom(r io.Reader) (int64, error) {
+	if lr, ok := r.(*io.LimitedReader); ok {
+		if wt, ok := lr.R.(io.WriterTo); ok {
+			lw := &limitedWriter{w: c, n: lr.N}
+			n, err := wt.WriteTo(lw)
+			lr.N -= n
+			return n, err
+		}
+	}
+	return io.Copy(writerOnly{c}, r)
+}
+
+// writerOnly hides upstreamConn's ReadFrom from io.Copy.
+type writerOnly struct{ io.Writer }
+
+// limitedWriter passes on at most n bytes and fails a write past them.
+type limitedWriter struct {
+	w io.Writer
+	n int64
+}
+
+var errBodyTooLong = errors.New("request body longer than its Content-Length")
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > l.n {
+		n, err := l.w.Write(p[:l.n])
+		l.n -= int64(n)
+		if err == nil {
+			err = errBodyTooLong
+		}
+		return n, err
+	}
+	n, err := l.w.Write(p)
+	l.n -= int64(n)
 	return n, err
 }
 

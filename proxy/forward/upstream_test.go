@@ -2,10 +2,13 @@ package forward
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/egressd/egressd/policy"
@@ -111,4 +114,73 @@ func FuzzNormalizedAuthority(f *testing.F) {
 			t.Fatalf("%q -> %q: stray brackets", authority, out)
 		}
 	})
+}
+
+// writerToBody is a request body that writes itself (as DLP's held bodies
+// do), recording the writes.
+type writerToBody struct {
+	data   []byte
+	writes int
+}
+
+func (b *writerToBody) Read(p []byte) (int, error) { panic("read instead of WriteTo") }
+
+func (b *writerToBody) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	for p := b.data; len(p) > 0; {
+		m, err := w.Write(p[:min(len(p), 1000)])
+		b.writes++
+		n += int64(m)
+		p = p[m:]
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// TestUpstreamReadFrom: a body that writes itself goes to the origin
+// through its own writes, never past the length net/http hands it over
+// with; any other body is copied.
+func TestUpstreamReadFrom(t *testing.T) {
+	var idle atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	read := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			read <- nil
+			return
+		}
+		b, _ := io.ReadAll(c)
+		c.Close()
+		read <- b
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := &upstreamConn{c: c.(*net.TCPConn), idle: &idle}
+	data := bytes.Repeat([]byte("0123456789"), 500)
+	body := &writerToBody{data: data}
+	if n, err := io.Copy(up, &io.LimitedReader{R: body, N: int64(len(data))}); err != nil || n != int64(len(data)) || body.writes != 5 {
+		t.Fatalf("held body: %d bytes, %v, %d writes", n, err, body.writes)
+	}
+	long := &writerToBody{data: data}
+	lr := &io.LimitedReader{R: long, N: 2500}
+	if n, err := io.Copy(up, lr); !errors.Is(err, errBodyTooLong) || n != 2500 || lr.N != 0 {
+		t.Fatalf("body past its length: %d bytes, %v, %d left", n, err, lr.N)
+	}
+	if n, err := io.Copy(up, &io.LimitedReader{R: struct{ io.Reader }{strings.NewReader("tail")}, N: 4}); err != nil || n != 4 {
+		t.Fatalf("plain body: %d, %v", n, err)
+	}
+	up.Close()
+	want := append(append(bytes.Clone(data), data[:2500]...), "tail"...)
+	if got := <-read; !bytes.Equal(got, want) {
+		t.Fatalf("the listener read %d bytes, want %d", len(got), len(want))
+	}
 }
