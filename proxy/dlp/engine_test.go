@@ -69,7 +69,17 @@ func gz(b []byte) []byte {
 	return buf.Bytes()
 }
 
+// TestInspectLocations runs with the scanner this CPU has and with the
+// fallback forced (what a CPU without AVX2, or not amd64, scans with).
 func TestInspectLocations(t *testing.T) {
+	t.Run("default", inspectLocations)
+	t.Run("fallback", func(t *testing.T) {
+		forceFallback(t)
+		inspectLocations(t)
+	})
+}
+
+func inspectLocations(t *testing.T) {
 	e := testEngine(t, OversizeBlock, ModeEnforce, 1<<20)
 	zl := func(b []byte) []byte {
 		var buf bytes.Buffer
