@@ -464,8 +464,11 @@ start_proxy() { # name kind -> PROXY_PID, PROXY_ADDR
 		PROXY_ADDR=127.0.0.1:$P_EG_HTTP
 		;;
 	egressd-dlp | egressd-icap)
-		record "taskset -c 0 $SCRATCH/bin/egressd serve --config $CONF/$name/egressd.yaml >>$logdir/$name-access.log"
-		taskset -c 0 "$SCRATCH/bin/egressd" serve --config "$CONF/$name/egressd.yaml" >>"$logdir/$name-access.log" 2>>"$logdir/$name-stderr.log" &
+		# The same runtime environment as egressd uninspected: the DLP
+		# tables compare the two.
+		record "env $EGRESSD_ENV taskset -c 0 $SCRATCH/bin/egressd serve --config $CONF/$name/egressd.yaml >>$logdir/$name-access.log"
+		# shellcheck disable=SC2086 # EGRESSD_ENV is a list of K=V words
+		env $EGRESSD_ENV taskset -c 0 "$SCRATCH/bin/egressd" serve --config "$CONF/$name/egressd.yaml" >>"$logdir/$name-access.log" 2>>"$logdir/$name-stderr.log" &
 		PROXY_PID=$!
 		PROXY_ADDR=127.0.0.1:$P_EG_HTTP
 		;;
