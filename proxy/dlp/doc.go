@@ -19,11 +19,15 @@
 // location (URL, header name, body offset) and never carry the matched
 // bytes, so nothing egressd writes can repeat a secret.
 //
-// The scanner is streaming and bounded: sampled bigrams (every third
-// byte, against each keyword's rarest 4-byte window) and sampled digits
-// (every 11th byte) find candidates, the keyword automaton (Aho-Corasick
-// over the detectors' literal prefixes) runs only around a sampled hit, and
-// each detector's verifier looks at a bounded window around one candidate,
-// so a match that spans two reads or two chunks is found exactly as in one
-// buffer, in memory that does not grow with the body.
+// The scanner is streaming and bounded: a prefilter finds candidates, the
+// keyword automaton (Aho-Corasick over the detectors' literal prefixes)
+// runs only around a keyword hit, and each detector's verifier looks at a
+// bounded window around one candidate, so a match that spans two reads or
+// two chunks is found exactly as in one buffer, in memory that does not
+// grow with the body. The prefilter is the vector scan (vecscan.go: a
+// Teddy-style keyword filter and digit-stretch masks, 32 bytes a step in
+// AVX2 assembly) where the CPU has AVX2, BMI1 and BMI2 on amd64; elsewhere
+// (other GOARCH, the purego tag, an older CPU) the portable samplers
+// (sampled bigrams every third byte, sampled digits every 11th). Both find
+// exactly what a brute-force scan finds (FuzzScanPaths, FuzzVecKernel).
 package dlp
