@@ -100,6 +100,7 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 	s.metrics = accesslog.NewMetrics(o.Registry)
 	s.metrics.SetBuild(s.version)
 	s.access = accesslog.NewLogger(o.Access, s.metrics)
+	s.access.SetTunnelOpen(cfg.Log.TunnelOpen)
 	if cfg.Listen.Admin != "" {
 		// The status page's recent denials and top hosts are fed by the
 		// access log's terminal event, like the metrics.
@@ -456,6 +457,7 @@ func (s *Server) Reload(cfg *config.Config, pol *policy.Policy, raw []byte) erro
 	s.limits.SetLimits(connLimits(cfg))
 	s.runner.SetTimeouts(cfg.Timeouts.Idle, cfg.Timeouts.MaxTunnel)
 	s.dialer.SetTimeout(cfg.Timeouts.Connect)
+	s.access.SetTunnelOpen(cfg.Log.TunnelOpen)
 	s.forward.Reload(cfg.Timeouts.Idle)
 	s.setConfig(raw)
 	s.metrics.SetRules(ruleNames(cfg))

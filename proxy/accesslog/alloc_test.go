@@ -33,8 +33,11 @@ func newTestLogger(w io.Writer) (*Logger, *zapcore.BufferedWriteSyncer) {
 
 func finishedRecord(l *Logger) *Record {
 	r := l.NewRecord(policy.ListenerConnect, netip.MustParseAddr("10.1.2.3"))
+	r.ClientPort = 50123
 	r.Host, r.Port, r.SNI = "api.example.com", 443, "api.example.com"
 	r.IP = netip.MustParseAddrPort("93.184.216.34:443")
+	r.EgressAddr = netip.MustParseAddrPort("10.0.1.5:41234")
+	r.TLSVersion, r.ALPN = 0x0304, []string{"h2", "http/1.1"}
 	r.Decision = policy.Decision{Verdict: policy.Allow, Rule: "bench", Group: "default"}
 	r.Status = 200
 	r.Up.Store(517)
@@ -55,19 +58,33 @@ func finishedRecord(l *Logger) *Record {
 // and the per-P lists they grow when the goroutine moves to another P) is
 // the pools' business, though it must stay rare (a pool that never gets its
 // buffer back refills on every line); anything else is a defect.
+//
+// The records are tunnels with every field set, half of them forwarded
+// HTTP requests, and log.tunnel_open is on: each tunnel writes its open
+// line too.
 func TestFinishAllocatesNothing(t *testing.T) {
 	var out bytes.Buffer
 	l, ws := newTestLogger(&out)
+	l.SetTunnelOpen(true)
 	const runs = 200
 	recs := make([]*Record, 0, runs+1)
-	for range runs + 1 {
-		recs = append(recs, finishedRecord(l))
+	for n := range runs + 1 {
+		if n%2 == 0 {
+			recs = append(recs, finishedRecord(l))
+		} else {
+			recs = append(recs, forwardedRecord(l))
+		}
 	}
 	recs[0].Finish() // the writer's buffer and flush loop start on the first line
-	i := 1
+	i, lines := 1, 1
 	sites := profileAllocs(t, runs, func() {
+		if recs[i].Listener != policy.ListenerHTTP {
+			recs[i].Opened()
+			lines++
+		}
 		recs[i].Finish()
 		i++
+		lines++
 	})
 	for _, s := range sites {
 		switch {
@@ -81,16 +98,41 @@ func TestFinishAllocatesNothing(t *testing.T) {
 	if err := ws.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
-	if len(lines) != i {
-		t.Fatalf("%d access lines for %d finished records", len(lines), i)
+	got := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(got) != lines {
+		t.Fatalf("%d access lines for %d finished records, want %d", len(got), i, lines)
 	}
-	for _, want := range []string{`"client":"10.1.2.3"`, `"ip":"93.184.216.34"`, `"host":"api.example.com"`,
-		`"decision":"allow"`, `"rule":"bench"`, `"bytes_up":517`, `"bytes_down":4096`} {
-		if !strings.Contains(lines[len(lines)-1], want) {
-			t.Fatalf("access line %s lacks %s", lines[len(lines)-1], want)
+	// The last two records: a forwarded request, then a tunnel (runs is
+	// even) with its open and close lines.
+	last := got[len(got)-3:]
+	for n, want := range [][]string{
+		{`"event":"close"`, `"listener":"http"`, `"method":"GET"`, `"path":"/v1/items"`, `"user_agent":"curl/8.14.1"`,
+			`"client_port":50124`, `"egress_addr":"10.0.1.5:41235"`},
+		{`"event":"open"`, `"listener":"connect"`, `"tls_version":"TLSv1.3"`},
+		{`"event":"close"`, `"client":"10.1.2.3"`, `"client_port":50123`, `"ip":"93.184.216.34"`, `"host":"api.example.com"`,
+			`"egress_addr":"10.0.1.5:41234"`, `"tls_version":"TLSv1.3"`, `"alpn":["h2","http/1.1"]`,
+			`"decision":"allow"`, `"rule":"bench"`, `"bytes_up":517`, `"bytes_down":4096`},
+	} {
+		for _, w := range want {
+			if !strings.Contains(last[n], w) {
+				t.Errorf("access line %s lacks %s", last[n], w)
+			}
 		}
 	}
+}
+
+func forwardedRecord(l *Logger) *Record {
+	r := l.NewRecord(policy.ListenerHTTP, netip.MustParseAddr("10.1.2.3"))
+	r.ClientPort = 50124
+	r.Method, r.Path, r.UserAgent = "GET", "/v1/items", "curl/8.14.1"
+	r.Host, r.Port = "api.example.com", 80
+	r.IP = netip.MustParseAddrPort("93.184.216.34:80")
+	r.EgressAddr = netip.MustParseAddrPort("10.0.1.5:41235")
+	r.Decision = policy.Decision{Verdict: policy.Allow, Rule: "bench", Group: "default"}
+	r.Status = 200
+	r.Up.Store(80)
+	r.Down.Store(4096)
+	return r
 }
 
 // allocSite is one call stack that allocated while profileAllocs watched.
@@ -192,6 +234,28 @@ func BenchmarkFinish(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		r := finishedRecord(l)
+		r.Finish()
+	}
+}
+
+// BenchmarkFinishTunnelOpen is a tunnel's two lines with log.tunnel_open.
+func BenchmarkFinishTunnelOpen(b *testing.B) {
+	l, _ := newTestLogger(io.Discard)
+	l.SetTunnelOpen(true)
+	b.ReportAllocs()
+	for b.Loop() {
+		r := finishedRecord(l)
+		r.Opened()
+		r.Finish()
+	}
+}
+
+// BenchmarkFinishForwarded is a forwarded HTTP request's line.
+func BenchmarkFinishForwarded(b *testing.B) {
+	l, _ := newTestLogger(io.Discard)
+	b.ReportAllocs()
+	for b.Loop() {
+		r := forwardedRecord(l)
 		r.Finish()
 	}
 }

@@ -1,8 +1,12 @@
 package accesslog
 
 import (
+	"context"
+	"errors"
+	"net"
 	"runtime"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,21 +42,25 @@ type Metrics struct {
 	Requests      *prometheus.CounterVec
 	ActiveTunnels *prometheus.GaugeVec
 	Bytes         *prometheus.CounterVec
-	DialDuration  prometheus.Histogram
-	DNSDuration   *prometheus.HistogramVec
-	DNSStale      prometheus.Counter
-	Reloads       *prometheus.CounterVec
-	ConfigInfo    *prometheus.GaugeVec
-	RuleMatches   *prometheus.CounterVec
-	LimitRejects  *prometheus.CounterVec
-	ClientConns   *prometheus.GaugeVec
-	ReloadTime    prometheus.Gauge
-	Panics        prometheus.Counter
-	AuthChecks    *prometheus.CounterVec
-	DLPFindings   *prometheus.CounterVec
-	BuildInfo     *prometheus.GaugeVec
-	Draining      prometheus.Gauge
-	DLPICAP       *prometheus.CounterVec
+	DialDuration  *prometheus.HistogramVec
+	// TunnelDuration is observed when a tunnel closes, HTTPDuration when a
+	// forwarded HTTP request ends (both from the access record).
+	TunnelDuration *prometheus.HistogramVec
+	HTTPDuration   prometheus.Histogram
+	DNSDuration    *prometheus.HistogramVec
+	DNSStale       prometheus.Counter
+	Reloads        *prometheus.CounterVec
+	ConfigInfo     *prometheus.GaugeVec
+	RuleMatches    *prometheus.CounterVec
+	LimitRejects   *prometheus.CounterVec
+	ClientConns    *prometheus.GaugeVec
+	ReloadTime     prometheus.Gauge
+	Panics         prometheus.Counter
+	AuthChecks     *prometheus.CounterVec
+	DLPFindings    *prometheus.CounterVec
+	BuildInfo      *prometheus.GaugeVec
+	Draining       prometheus.Gauge
+	DLPICAP        *prometheus.CounterVec
 
 	// The HTTP cache: requests by how it answered them and bytes it
 	// answered (both counted from the access record), and what its store
@@ -69,6 +77,8 @@ type Metrics struct {
 	requests           map[requestKey]prometheus.Counter
 	active             map[policy.Listener]prometheus.Gauge
 	dns                map[string]prometheus.Observer
+	dial               map[string]prometheus.Observer // result
+	tunnelDur          map[policy.Listener]prometheus.Observer
 	auth               map[[2]string]prometheus.Counter // source, result
 	cache              map[string]prometheus.Counter    // result
 
@@ -98,10 +108,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "egressd_bytes_total",
 			Help: "Bytes relayed; direction up is client to origin, down is origin to client.",
 		}, []string{"listener", "direction"}),
-		DialDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+		DialDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "egressd_dial_duration_seconds",
-			Help:    "Time to connect to the origin's pinned address.",
+			Help:    "Time to connect to the origin's pinned addresses (every attempt of one dial), by result: success, refused (an attempt was refused, none timed out), timeout (an attempt ran out of timeouts.connect), error (anything else: unreachable, reset, the client gone).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"result"}),
+		TunnelDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "egressd_tunnel_duration_seconds",
+			Help:    "How long tunnels lasted (CONNECT, SOCKS5, HTTP upgrades), by front end: observed at close, from the request's arrival, as the access line's duration_ms.",
+			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400},
+		}, []string{"listener"}),
+		HTTPDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "egressd_http_request_duration_seconds",
+			Help:    "How long forwarded HTTP requests (absolute-URI, allowed or reported, cache hits included) took, from the request's arrival to the end of the response, as the access line's duration_ms.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
 		}),
 		DNSDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "egressd_dns_duration_seconds",
@@ -190,10 +210,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		requests:  map[requestKey]prometheus.Counter{},
 		active:    map[policy.Listener]prometheus.Gauge{},
 		dns:       map[string]prometheus.Observer{},
+		dial:      map[string]prometheus.Observer{},
+		tunnelDur: map[policy.Listener]prometheus.Observer{},
 		auth:      map[[2]string]prometheus.Counter{},
 		cache:     map[string]prometheus.Counter{},
 	}
-	reg.MustRegister(m.Requests, m.ActiveTunnels, m.Bytes, m.DialDuration, m.DNSDuration, m.DNSStale,
+	reg.MustRegister(m.Requests, m.ActiveTunnels, m.Bytes, m.DialDuration, m.TunnelDuration, m.HTTPDuration, m.DNSDuration, m.DNSStale,
 		m.Reloads, m.ConfigInfo, m.RuleMatches, m.LimitRejects, m.ClientConns, m.ReloadTime, m.Panics, m.AuthChecks, m.DLPFindings, m.DLPICAP,
 		m.BuildInfo, m.Draining,
 		m.CacheRequests, m.CacheServedBytes, m.CacheCollapsed, m.CacheStoredBytes, m.CacheStoredObjects, m.CacheEvictions,
@@ -204,8 +226,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, res := range dlp.ICAPResults {
 		m.DLPICAP.WithLabelValues(res)
 	}
+	for _, r := range DialResults {
+		m.dial[r] = m.DialDuration.WithLabelValues(r)
+	}
 	for _, l := range knownListeners {
 		m.active[l] = m.ActiveTunnels.WithLabelValues(string(l))
+		m.tunnelDur[l] = m.TunnelDuration.WithLabelValues(string(l))
 		for _, lim := range knownLimits {
 			m.LimitRejects.WithLabelValues(string(l), lim)
 		}
@@ -315,12 +341,40 @@ func (m *Metrics) ObserveDNS(result string, d time.Duration) {
 	}
 }
 
-// ObserveDial records one dial.
-func (m *Metrics) ObserveDial(d time.Duration) {
+// Result label values of egressd_dial_duration_seconds.
+const (
+	DialSuccess = "success"
+	DialRefused = "refused"
+	DialTimeout = "timeout"
+	DialError   = "error"
+)
+
+// DialResults are the result label's values, in that order.
+var DialResults = []string{DialSuccess, DialRefused, DialTimeout, DialError}
+
+// ObserveDial records one dial (all of its attempts) and its error, nil on
+// success.
+func (m *Metrics) ObserveDial(d time.Duration, err error) {
 	if m == nil {
 		return
 	}
-	m.DialDuration.Observe(d.Seconds())
+	m.dial[DialResult(err)].Observe(d.Seconds())
+}
+
+// DialResult is the result label of a dial that returned err: DialTimeout
+// when an attempt timed out, else DialRefused when one was refused, else
+// DialError; DialSuccess for nil.
+func DialResult(err error) string {
+	var ne net.Error
+	switch {
+	case err == nil:
+		return DialSuccess
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return DialTimeout
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return DialRefused
+	}
+	return DialError
 }
 
 // TunnelOpened and TunnelClosed track egressd_active_tunnels.
@@ -412,6 +466,14 @@ func (m *Metrics) observe(r *Record) {
 		c = m.Requests.WithLabelValues(string(k.l), k.v.String(), string(k.r))
 	}
 	c.Inc()
+	switch {
+	case r.opened:
+		if o, ok := m.tunnelDur[r.Listener]; ok {
+			o.Observe(time.Since(r.Start).Seconds())
+		}
+	case r.Listener == policy.ListenerHTTP && r.Verdict().Passes():
+		m.HTTPDuration.Observe(time.Since(r.Start).Seconds())
+	}
 	if up := r.Up.Load(); up > 0 {
 		if c, ok := m.bytesUp[r.Listener]; ok {
 			c.Add(float64(up))

@@ -2,6 +2,10 @@ package accesslog
 
 import (
 	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -88,7 +92,9 @@ func TestMetricsFromStart(t *testing.T) {
 		"egressd_client_connections":                           2,
 		"egressd_rule_matches_total":                           2,
 		"egressd_config_info":                                  1,
-		"egressd_dial_duration_seconds":                        1,
+		"egressd_dial_duration_seconds":                        4,
+		"egressd_tunnel_duration_seconds":                      3,
+		"egressd_http_request_duration_seconds":                1,
 		"egressd_recovered_panics_total":                       1,
 		"egressd_auth_checks_total":                            8,
 		"go_goroutines":                                        1,
@@ -153,6 +159,17 @@ func TestRecordUpdatesMetrics(t *testing.T) {
 	deny := l.NewRecord(policy.ListenerHTTP, netip.MustParseAddr("10.1.2.3"))
 	deny.Deny(policy.ReasonLimit)
 	deny.Finish()
+	// A tunnel that was established counts its duration; a forwarded
+	// request its own; the tunnel above (never Opened: denied by the guard,
+	// say) and the denied request count in neither.
+	tun := l.NewRecord(policy.ListenerSOCKS5, netip.MustParseAddr("10.1.2.3"))
+	tun.Decision = policy.Decision{Verdict: policy.Allow}
+	tun.Opened()
+	tun.Finish()
+	fwd := l.NewRecord(policy.ListenerHTTP, netip.MustParseAddr("10.1.2.3"))
+	fwd.Decision = policy.Decision{Verdict: policy.Report, Reason: policy.ReasonNotAllowed}
+	fwd.Finish()
+	m.ObserveDial(time.Millisecond, nil)
 
 	fams := gather(t, reg)
 	checks := []struct {
@@ -164,6 +181,10 @@ func TestRecordUpdatesMetrics(t *testing.T) {
 		{"egressd_bytes_total", "direction=up,listener=connect", 517},
 		{"egressd_bytes_total", "direction=down,listener=connect", 4812},
 		{"egressd_rule_matches_total", "rule=github", 1},
+		{"egressd_tunnel_duration_seconds", "listener=socks5", 1},
+		{"egressd_tunnel_duration_seconds", "listener=connect", 0},
+		{"egressd_http_request_duration_seconds", "", 1},
+		{"egressd_dial_duration_seconds", "result=success", 1},
 	}
 	for _, c := range checks {
 		if got := series(fams[c.family])[c.series]; got != c.want {
@@ -277,5 +298,43 @@ func TestBuildInfoAndDraining(t *testing.T) {
 	m.SetDraining(false)
 	if got := series(gather(t, reg)["egressd_draining"]); !cmp.Equal(got, map[string]float64{"": 0}) {
 		t.Errorf("egressd_draining = %v, want 0", got)
+	}
+}
+
+// A dial's error picks its result label; a real refused connect and a real
+// connect timeout are told apart.
+func TestDialResult(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	_, refused := net.Dial("tcp", closed)
+	// A deadline already past: the dial times out before it connects.
+	_, timedOut := (&net.Dialer{Deadline: time.Now().Add(-time.Second)}).Dial("tcp", closed)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, canceled := (&net.Dialer{}).DialContext(ctx, "tcp", closed)
+	for _, c := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"success", nil, DialSuccess},
+		{"refused", refused, DialRefused},
+		{"refused among attempts", fmt.Errorf("dial a.test: %w", errors.Join(errors.New("no route"), refused)), DialRefused},
+		{"timeout", timedOut, DialTimeout},
+		{"timeout wins", errors.Join(refused, timedOut), DialTimeout},
+		{"deadline", fmt.Errorf("x: %w", context.DeadlineExceeded), DialTimeout},
+		{"client gone", canceled, DialError},
+		{"other", errors.New("network is unreachable"), DialError},
+	} {
+		if c.err == nil && c.name != "success" {
+			t.Fatalf("%s: the dial did not fail", c.name)
+		}
+		if got := DialResult(c.err); got != c.want {
+			t.Errorf("%s (%v): %q, want %q", c.name, c.err, got, c.want)
+		}
 	}
 }

@@ -2,6 +2,8 @@ package accesslog
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -12,13 +14,17 @@ import (
 
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy/dlp"
+	"github.com/egressd/egressd/proxy/sni"
 )
 
 // Contract keys of the access log line. Other tools parse these names.
 const (
 	KeyTS         = "ts"
+	KeyID         = "id"    // the exchange's id: its open and close lines share it
+	KeyEvent      = "event" // EventOpen or EventClose
 	KeyListener   = "listener"
 	KeyClient     = "client"
+	KeyClientPort = "client_port"
 	KeyUser       = "user"
 	KeyGroup      = "group"
 	KeyHost       = "host"
@@ -26,6 +32,9 @@ const (
 	KeySNI        = "sni"
 	KeyECH        = "ech"
 	KeyIP         = "ip"
+	KeyEgressAddr = "egress_addr" // the local address egressd dialed from, IP:port
+	KeyTLSVersion = "tls_version" // from the ClientHello of a tunnel to a TLS port
+	KeyALPN       = "alpn"        // the protocols that ClientHello offered
 	KeyDecision   = "decision"
 	KeyRule       = "rule"
 	KeyReason     = "reason"
@@ -33,11 +42,20 @@ const (
 	KeyBytesUp    = "bytes_up"
 	KeyBytesDown  = "bytes_down"
 	KeyDurationMS = "duration_ms"
-	KeyMethod     = "method"
+	KeyMethod     = "method"      // forwarded HTTP
+	KeyPath       = "path"        // forwarded HTTP: the URL's path, without the query
+	KeyUserAgent  = "user_agent"  // forwarded HTTP
 	KeyDLPProfile = "dlp_profile" // plain HTTP requests a DLP profile inspected
 	KeyDLP        = "dlp"         // their findings: [{"detector":..., "location":...}]
 	KeyDLPICAP    = "dlp_icap"    // what the ICAP service said: allow, modify, block, error
 	KeyCache      = "cache"
+)
+
+// Values of the event key: a tunnel's line when it is established
+// (log.tunnel_open) and every exchange's line at its end.
+const (
+	EventOpen  = "open"
+	EventClose = "close"
 )
 
 // Values of the cache key: how the HTTP cache answered a forwarded request
@@ -54,19 +72,30 @@ const (
 // runs. A Record is what happened, for the log line and the metrics: no
 // code reads a field back to decide what to answer.
 type Record struct {
-	Start    time.Time
-	Listener policy.Listener
-	Client   netip.Addr
-	User     string
-	Method   string // plain HTTP only
-	Cache    string // plain HTTP through the HTTP cache only: CacheHit, CacheMiss or CacheRevalidated
-	Host     string // normalized when a decision was made, raw otherwise
-	Port     uint16
-	SNI      string
-	ECH      bool
-	IP       netip.AddrPort // the address actually dialed
-	Decision policy.Decision
-	Reason   policy.Reason // overrides Decision.Reason when set (SNI, DLP, dial failures)
+	Start      time.Time
+	ID         uint64 // set by NewRecord; logged as 16 hex digits
+	Listener   policy.Listener
+	Client     netip.Addr
+	ClientPort uint16 // the client's source port (from the PROXY header behind a load balancer)
+	User       string
+	Method     string // forwarded HTTP only, as are Path and UserAgent
+	Path       string // the request URL's path as sent (escaped), never its query
+	UserAgent  string
+	Cache      string // plain HTTP through the HTTP cache only: CacheHit, CacheMiss or CacheRevalidated
+	Host       string // normalized when a decision was made, raw otherwise
+	Port       uint16
+	SNI        string
+	ECH        bool
+	IP         netip.AddrPort // the address actually dialed
+	// EgressAddr is the local address of the upstream connection: what the
+	// origin, VPC flow logs and NAT logs see before any translation.
+	EgressAddr netip.AddrPort
+	// TLSVersion (sni.Info.Version) and ALPN are what the client's
+	// ClientHello offered, on a tunnel whose hello the guard read.
+	TLSVersion uint16
+	ALPN       []string
+	Decision   policy.Decision
+	Reason     policy.Reason // overrides Decision.Reason when set (SNI, DLP, dial failures)
 	// Status is the answer the client got: the HTTP status, or for SOCKS5
 	// the reply code (RFC 1928), the RFC 1929 status of a failed password
 	// (1) or the method selection 0xFF; 0 when it got none.
@@ -81,8 +110,10 @@ type Record struct {
 	Findings   []dlp.Finding
 	DLPICAP    string // dlp.ICAPAllow, ...; "" when the ICAP service was not asked
 
-	log  *Logger
-	once sync.Once
+	log    *Logger
+	once   sync.Once
+	opened bool // the tunnel was established (Opened): its duration is a tunnel's
+	open   bool // the line being written is the open line
 }
 
 // verdict is the final verdict: a later SNI or DLP denial overrides the
@@ -111,12 +142,21 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	// allocation per line. Encoders copy AddByteString's bytes.
 	bp := addrBufs.Get().(*[64]byte)
 	defer addrBufs.Put(bp)
+	enc.AddByteString(KeyID, appendID(bp[:0], r.ID))
+	if r.open {
+		enc.AddString(KeyEvent, EventOpen)
+	} else {
+		enc.AddString(KeyEvent, EventClose)
+	}
 	enc.AddString(KeyListener, string(r.Listener))
 	enc.AddByteString(KeyClient, appendAddr(bp[:0], r.Client))
+	enc.AddUint16(KeyClientPort, r.ClientPort)
 	enc.AddString(KeyUser, r.User)
 	enc.AddString(KeyGroup, r.Decision.Group)
 	if r.Method != "" {
 		enc.AddString(KeyMethod, r.Method)
+		enc.AddString(KeyPath, r.Path)
+		enc.AddString(KeyUserAgent, r.UserAgent)
 	}
 	if r.Cache != "" {
 		enc.AddString(KeyCache, r.Cache)
@@ -128,6 +168,13 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		enc.AddBool(KeyECH, true)
 	}
 	enc.AddByteString(KeyIP, appendAddr(bp[:0], r.IP.Addr()))
+	enc.AddByteString(KeyEgressAddr, appendAddrPort(bp[:0], r.EgressAddr))
+	if r.TLSVersion != 0 {
+		enc.AddString(KeyTLSVersion, sni.VersionName(r.TLSVersion))
+		// A pointer in the interface: converting the slice itself would
+		// allocate its header on every line.
+		enc.AddArray(KeyALPN, (*protocols)(&r.ALPN))
+	}
 	enc.AddString(KeyDecision, r.Verdict().String())
 	enc.AddString(KeyRule, r.Decision.Rule)
 	enc.AddString(KeyReason, string(r.FinalReason()))
@@ -141,6 +188,16 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		if r.DLPICAP != "" {
 			enc.AddString(KeyDLPICAP, r.DLPICAP)
 		}
+	}
+	return nil
+}
+
+// protocols writes ALPN protocol names as a JSON array.
+type protocols []string
+
+func (ps *protocols) MarshalLogArray(enc zapcore.ArrayEncoder) error {
+	for _, p := range *ps {
+		enc.AppendString(p)
 	}
 	return nil
 }
@@ -179,6 +236,38 @@ func appendAddr(b []byte, a netip.Addr) []byte {
 	return a.AppendTo(b)
 }
 
+// appendAddrPort appends ap as IP:port ([IPv6]:port), nothing for the zero
+// AddrPort.
+func appendAddrPort(b []byte, ap netip.AddrPort) []byte {
+	if !ap.Addr().IsValid() {
+		return b
+	}
+	return ap.AppendTo(b)
+}
+
+// appendID appends id as 16 lower-case hex digits.
+func appendID(b []byte, id uint64) []byte {
+	const hex = "0123456789abcdef"
+	for shift := 60; shift >= 0; shift -= 4 {
+		b = append(b, hex[id>>uint(shift)&0xf])
+	}
+	return b
+}
+
+// Opened marks the record as an established tunnel: its end counts in
+// egressd_tunnel_duration_seconds, and with log.tunnel_open a line with
+// event "open" is written now. Call it once, from the goroutine that owns
+// the record, before the relay starts (the relay's byte counters are the
+// only fields that may change meanwhile).
+func (r *Record) Opened() {
+	r.opened = true
+	if r.log != nil && r.log.z != nil && r.log.tunnelOpen.Load() {
+		r.open = true
+		r.log.write(r)
+		r.open = false
+	}
+}
+
 // Finish emits the access line and updates the metrics. Only the first call
 // has an effect.
 func (r *Record) Finish() {
@@ -196,6 +285,9 @@ type Logger struct {
 	z   *zap.Logger // nil: access log off, metrics still updated
 	m   *Metrics    // may be nil
 	obs Observer    // may be nil
+
+	tunnelOpen atomic.Bool   // log.tunnel_open
+	ids        atomic.Uint64 // the last record id given out
 }
 
 // Observer is told of every finished record, after its line and its metrics
@@ -212,7 +304,19 @@ func (l *Logger) SetObserver(o Observer) { l.obs = o }
 
 // NewLogger returns a Logger writing to z (nil disables the line) and
 // updating m (nil disables metrics).
-func NewLogger(z *zap.Logger, m *Metrics) *Logger { return &Logger{z: z, m: m} }
+func NewLogger(z *zap.Logger, m *Metrics) *Logger {
+	l := &Logger{z: z, m: m}
+	// Ids count up from a random start, so two instances' lines (or one
+	// instance's before and after a restart) are unlikely to share one.
+	var seed [8]byte
+	rand.Read(seed[:])
+	l.ids.Store(binary.LittleEndian.Uint64(seed[:]))
+	return l
+}
+
+// SetTunnelOpen turns the open line of tunnels (log.tunnel_open) on or off
+// for tunnels established from now on. Safe for concurrent use.
+func (l *Logger) SetTunnelOpen(on bool) { l.tunnelOpen.Store(on) }
 
 // Metrics returns the metrics the logger updates (may be nil).
 func (l *Logger) Metrics() *Metrics {
@@ -224,16 +328,16 @@ func (l *Logger) Metrics() *Metrics {
 
 // NewRecord starts a record for one exchange.
 func (l *Logger) NewRecord(listener policy.Listener, client netip.Addr) *Record {
-	return &Record{Start: time.Now(), Listener: listener, Client: client, log: l}
+	r := &Record{Start: time.Now(), Listener: listener, Client: client, log: l}
+	if l != nil {
+		r.ID = l.ids.Add(1)
+	}
+	return r
 }
 
 func (l *Logger) finish(r *Record) {
 	if l.z != nil {
-		fs := fieldSlices.Get().(*[1]zap.Field)
-		fs[0] = zap.Inline(r)
-		l.z.Info("access", fs[:]...)
-		fs[0] = zap.Field{} // the pool must not keep the record alive
-		fieldSlices.Put(fs)
+		l.write(r)
 	}
 	if l.m != nil {
 		l.m.observe(r)
@@ -241,6 +345,15 @@ func (l *Logger) finish(r *Record) {
 	if l.obs != nil {
 		l.obs.Observe(r)
 	}
+}
+
+// write writes r's line.
+func (l *Logger) write(r *Record) {
+	fs := fieldSlices.Get().(*[1]zap.Field)
+	fs[0] = zap.Inline(r)
+	l.z.Info("access", fs[:]...)
+	fs[0] = zap.Field{} // the pool must not keep the record alive
+	fieldSlices.Put(fs)
 }
 
 type ctxKey struct{}

@@ -87,6 +87,7 @@ type Timeouts struct {
 type Log struct {
 	Access     bool   `yaml:"access"`      // JSON access log (on stdout, or to AccessFile)
 	AccessFile string `yaml:"access_file"` // path of the access log instead of stdout; reopened on SIGUSR1
+	TunnelOpen bool   `yaml:"tunnel_open"` // also a line (event "open") when a tunnel is established
 	Level      string `yaml:"level"`       // diagnostics on stderr: debug|info|warn|error
 }
 

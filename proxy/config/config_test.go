@@ -216,6 +216,7 @@ func TestParseErrors(t *testing.T) {
 		{"min ttl above max ttl", "dns:\n  max_ttl: 1m\n  min_ttl: 2m\n", `egressd.yaml:3: dns.min_ttl: 2m0s is more than dns.max_ttl (1m0s)`},
 		{"negative stale ttl", "dns:\n  stale_ttl: -1s\n", `egressd.yaml:2: dns.stale_ttl: must not be negative`},
 		{"bad log level", "log:\n  level: verbose\n", `egressd.yaml:2: log.level: "verbose": must be debug, info, warn or error`},
+		{"tunnel open without access log", "log:\n  access: false\n  tunnel_open: true\n", `egressd.yaml:3: log.tunnel_open: is true but log.access is false: nothing would be written`},
 		{"negative auth check cap", "auth:\n  max_concurrent_checks: -1\n", `egressd.yaml:2: auth.max_concurrent_checks: must not be negative`},
 		{"negative cache size", "cache:\n  http:\n    max_bytes: -1\n", `egressd.yaml:3: cache.http.max_bytes: "-1": want bytes`},
 		{"zero object bound", "cache:\n  http:\n    max_object_bytes: 0\n", `egressd.yaml:3: cache.http.max_object_bytes: must be greater than zero`},

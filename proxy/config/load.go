@@ -286,6 +286,9 @@ func (d *decoder) validate(c *Config) {
 	if c.Log.AccessFile != "" && !c.Log.Access {
 		d.errorf(d.line("log.access_file"), "log.access_file", "is set but log.access is false: nothing would be written")
 	}
+	if c.Log.TunnelOpen && !c.Log.Access {
+		d.errorf(d.line("log.tunnel_open"), "log.tunnel_open", "is true but log.access is false: nothing would be written")
+	}
 	d.nonNegative("cache.http.max_bytes", int64(c.Cache.HTTP.MaxBytes))
 	d.positive("cache.http.max_object_bytes", int64(c.Cache.HTTP.MaxObjectBytes))
 	d.positive("cache.http.collapse_timeout", int64(c.Cache.HTTP.CollapseTimeout))

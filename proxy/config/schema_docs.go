@@ -76,6 +76,7 @@ var fieldDocs = map[string]string{
 	"log":             "Logging.",
 	"log.access":      "One JSON access-log line per request or tunnel.",
 	"log.access_file": "Write the access log to this file instead of stdout; SIGUSR1 reopens it (logrotate). Empty: stdout.",
+	"log.tunnel_open": "Also write an access line (event \"open\", the same fields) when a tunnel is established; its end line has event \"close\". Long tunnels become visible before they end.",
 	"log.level":       "Diagnostics on stderr: debug, info, warn or error.",
 
 	"policy.ech":            "A ClientHello with Encrypted Client Hello: allow (judge its outer SNI like any other) or deny (ech_refused).",

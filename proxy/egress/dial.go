@@ -39,8 +39,9 @@ type Dialer struct {
 	// DefaultKeepAlive; negative: off.
 	KeepAlive time.Duration
 	// Observe, when set, receives how long each Dial took (all of its
-	// attempts), for the dial-duration metric.
-	Observe func(time.Duration)
+	// attempts) and its error (nil: connected), for the dial-duration
+	// metric.
+	Observe func(time.Duration, error)
 
 	timeout atomic.Pointer[time.Duration] // from SetTimeout; overrides Timeout
 }
@@ -72,12 +73,13 @@ func (d *Dialer) attemptTimeout() time.Duration {
 // When every address fails, the error wraps each attempt's error, keeping
 // its syscall error and text: errors.Is(err, syscall.ECONNREFUSED) works
 // and "connection refused" survives in the message.
-func (d *Dialer) Dial(ctx context.Context, dec policy.Decision) (*net.TCPConn, netip.AddrPort, error) {
+func (d *Dialer) Dial(ctx context.Context, dec policy.Decision) (_ *net.TCPConn, _ netip.AddrPort, err error) {
 	if !dec.Verdict.Passes() || len(dec.Addrs) == 0 {
 		return nil, netip.AddrPort{}, ErrNoDecision
 	}
 	if d.Observe != nil {
-		defer func(start time.Time) { d.Observe(time.Since(start)) }(time.Now())
+		start := time.Now()
+		defer func() { d.Observe(time.Since(start), err) }()
 	}
 	timeout, keepAlive := d.attemptTimeout(), d.KeepAlive
 	if keepAlive == 0 {

@@ -2,6 +2,7 @@ package sni
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -53,7 +54,7 @@ func TestPeekAcrossPrefixAndReads(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(Info{ServerName: "peek.example", HasSNI: true, ALPN: []string{"h2"}}, info); diff != "" {
+			if diff := cmp.Diff(Info{ServerName: "peek.example", HasSNI: true, ALPN: []string{"h2"}, Version: tls.VersionTLS13}, info); diff != "" {
 				t.Fatal(diff)
 			}
 			if !bytes.Equal(got, in.data) {

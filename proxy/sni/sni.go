@@ -13,6 +13,11 @@ type Info struct {
 	HasSNI     bool     // a server_name extension carried a host_name
 	ECH        bool     // an encrypted_client_hello extension (0xfe0d) was present: ServerName is the outer name
 	ALPN       []string // application_layer_protocol_negotiation protocols in client order; nil when absent
+	// Version is the highest TLS version the client offers: the largest
+	// supported_versions entry (RFC 8446 section 4.2.1) that is not a
+	// GREASE value (RFC 8701), else the hello's legacy_version (0x0303
+	// is TLS 1.2).
+	Version uint16
 }
 
 // Size limits. A handshake record carries at most MaxRecordLen bytes of
@@ -212,7 +217,8 @@ func parseClientHello(msg []byte) (Info, error) {
 		return Info{}, ErrMalformed
 	}
 	var sessionID, suites, compression cryptobyte.String
-	if !body.Skip(2+32) || // legacy_version, random
+	if !body.ReadUint16(&info.Version) || // legacy_version
+		!body.Skip(32) || // random
 		!body.ReadUint8LengthPrefixed(&sessionID) ||
 		!body.ReadUint16LengthPrefixed(&suites) || len(suites)%2 != 0 ||
 		!body.ReadUint8LengthPrefixed(&compression) {
@@ -248,6 +254,12 @@ func parseClientHello(msg []byte) (Info, error) {
 			info.ECH = true
 			if !validECH(data) {
 				err = ErrMalformed
+			}
+		case extSupportedVersions:
+			if !validExtension(typ, data) {
+				err = ErrMalformed
+			} else if v := maxVersion(data); v != 0 {
+				info.Version = v
 			}
 		case extPreSharedKey:
 			// RFC 8446 section 4.2.11: pre_shared_key comes last.
@@ -299,6 +311,45 @@ func validExtension(typ uint16, data cryptobyte.String) bool {
 		}
 	}
 	return true
+}
+
+// maxVersion returns the largest version in a supported_versions body that
+// validExtension accepted, GREASE values (0x?a?a) left out; 0 when none is
+// left.
+func maxVersion(data cryptobyte.String) uint16 {
+	var list cryptobyte.String
+	data.ReadUint8LengthPrefixed(&list)
+	var best uint16
+	for !list.Empty() {
+		var v uint16
+		list.ReadUint16(&v)
+		if v&0x0f0f != 0x0a0a && v > best {
+			best = v
+		}
+	}
+	return best
+}
+
+// VersionName is the conventional name of a TLS version (TLSv1.3, as
+// OpenSSL, nginx and Envoy log it), or its hex value when it is not a
+// known one; "" for 0.
+func VersionName(v uint16) string {
+	switch v {
+	case 0:
+		return ""
+	case 0x0300:
+		return "SSLv3"
+	case 0x0301:
+		return "TLSv1"
+	case 0x0302:
+		return "TLSv1.1"
+	case 0x0303:
+		return "TLSv1.2"
+	case 0x0304:
+		return "TLSv1.3"
+	}
+	const hex = "0123456789abcdef"
+	return string([]byte{'0', 'x', hex[v>>12], hex[v>>8&0xf], hex[v>>4&0xf], hex[v&0xf]})
 }
 
 // validPSK checks a pre_shared_key extension body (RFC 8446 section

@@ -148,7 +148,7 @@ func TestParse(t *testing.T) {
 		EncryptedClientHelloConfigList: echConfigList(t, "public.example"),
 		InsecureSkipVerify:             true,
 	})
-	exampleInfo := Info{ServerName: "example.com", HasSNI: true, ALPN: []string{"h2", "http/1.1"}}
+	exampleInfo := Info{ServerName: "example.com", HasSNI: true, ALPN: []string{"h2", "http/1.1"}, Version: tls.VersionTLS13}
 	big := withExtension(t, withSNI, append([]byte{0xff, 0xaa, 0x40, 0x00}, make([]byte, 0x4000)...))
 	cases := []struct {
 		name    string
@@ -157,18 +157,21 @@ func TestParse(t *testing.T) {
 		wantErr error
 	}{
 		{"sni and alpn", withSNI, exampleInfo, nil},
-		{"no sni", clientHello(""), Info{}, nil},
-		{"ip server name sends no sni", clientHello("192.0.2.1"), Info{}, nil},
-		{"single alpn", clientHello("a.example", "h2"), Info{ServerName: "a.example", HasSNI: true, ALPN: []string{"h2"}}, nil},
-		{"ech outer name", ech, Info{ServerName: "public.example", HasSNI: true, ECH: true}, nil},
-		{"tls 1.2 without extensions", bareHello(nil), Info{}, nil},
-		{"empty extension block", bareHello([]byte{}), Info{}, nil},
+		{"no sni", clientHello(""), Info{Version: tls.VersionTLS13}, nil},
+		{"ip server name sends no sni", clientHello("192.0.2.1"), Info{Version: tls.VersionTLS13}, nil},
+		{"single alpn", clientHello("a.example", "h2"), Info{ServerName: "a.example", HasSNI: true, ALPN: []string{"h2"}, Version: tls.VersionTLS13}, nil},
+		{"ech outer name", ech, Info{ServerName: "public.example", HasSNI: true, ECH: true, Version: tls.VersionTLS13}, nil},
+		{"tls 1.2 without extensions", bareHello(nil), Info{Version: tls.VersionTLS12}, nil},
+		{"tls 1.2 client", helloFrom(&tls.Config{ServerName: "a.example", MaxVersion: tls.VersionTLS12, InsecureSkipVerify: true}), Info{ServerName: "a.example", HasSNI: true, Version: tls.VersionTLS12}, nil},
+		{"supported_versions with grease", bareHello([]byte{0, 43, 0, 7, 6, 0x7a, 0x7a, 3, 4, 3, 3}), Info{Version: tls.VersionTLS13}, nil},
+		{"supported_versions only grease", bareHello([]byte{0, 43, 0, 3, 2, 0xaa, 0xaa}), Info{Version: tls.VersionTLS12}, nil},
+		{"empty extension block", bareHello([]byte{}), Info{Version: tls.VersionTLS12}, nil},
 		{"fragmented 100", fragment(withSNI, 100), exampleInfo, nil},
 		{"fragmented 1", fragment(withSNI, 1), exampleInfo, nil},
 		{"fragmented 3 (header split)", fragment(withSNI, 3), exampleInfo, nil},
 		{"fragmented 16K over 2 records", fragment(big, MaxRecordLen), exampleInfo, nil},
 		{"trailing bytes ignored", append(append([]byte{}, withSNI...), 0x17, 3, 3, 0, 1, 9), exampleInfo, nil},
-		{"non-hostname name type skipped", bareHello(sniExt(1, "x", 0, "b.example")), Info{ServerName: "b.example", HasSNI: true}, nil},
+		{"non-hostname name type skipped", bareHello(sniExt(1, "x", 0, "b.example")), Info{ServerName: "b.example", HasSNI: true, Version: tls.VersionTLS12}, nil},
 
 		{"http", []byte("GET / HTTP/1.1\r\n"), Info{}, ErrNotTLS},
 		{"ssh", []byte("SSH-2.0-OpenSSH_9.2\r\n"), Info{}, ErrNotTLS},
@@ -200,6 +203,7 @@ func TestParse(t *testing.T) {
 		{"empty server_name list", bareHello([]byte{0, 0, 0, 2, 0, 0}), Info{}, ErrMalformed},
 		{"empty alpn protocol", bareHello([]byte{0, 0x10, 0, 3, 0, 1, 0}), Info{}, ErrMalformed},
 		{"empty alpn list", bareHello([]byte{0, 0x10, 0, 2, 0, 0}), Info{}, ErrMalformed},
+		{"empty supported_versions", bareHello([]byte{0, 43, 0, 1, 0}), Info{}, ErrMalformed},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -245,7 +249,7 @@ func TestParseDoesNotAlias(t *testing.T) {
 		t.Fatal(err)
 	}
 	clear(hello)
-	if diff := cmp.Diff(Info{ServerName: "alias.example", HasSNI: true, ALPN: []string{"h2"}}, info); diff != "" {
+	if diff := cmp.Diff(Info{ServerName: "alias.example", HasSNI: true, ALPN: []string{"h2"}, Version: tls.VersionTLS13}, info); diff != "" {
 		t.Fatal(diff)
 	}
 }
@@ -392,3 +396,13 @@ func TestParseExtensionBodies(t *testing.T) {
 }
 
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+
+func TestVersionName(t *testing.T) {
+	t.Parallel()
+	for v, want := range map[uint16]string{0: "", tls.VersionTLS10: "TLSv1", tls.VersionTLS11: "TLSv1.1",
+		tls.VersionTLS12: "TLSv1.2", tls.VersionTLS13: "TLSv1.3", 0x0300: "SSLv3", 0x7f1c: "0x7f1c", 0xfeff: "0xfeff"} {
+		if got := VersionName(v); got != want {
+			t.Errorf("VersionName(%#04x) = %q, want %q", v, got, want)
+		}
+	}
+}

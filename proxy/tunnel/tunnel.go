@@ -118,6 +118,7 @@ func (r *Runner) StartUpgraded(client *accept.Conn, upstream *net.TCPConn, first
 
 func (r *Runner) start(client *accept.Conn, upstream *net.TCPConn, first, upstreamFirst []byte, rec *accesslog.Record) {
 	r.Metrics.TunnelOpened(rec.Listener)
+	rec.Opened() // the open line (log.tunnel_open), before the relay touches the counters
 	var id uint64
 	if r.Registry != nil {
 		id = r.Registry.Add(client.TCPConn, upstream)
