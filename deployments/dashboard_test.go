@@ -92,6 +92,8 @@ func TestDashboardCoversTheOperationsMetrics(t *testing.T) {
 		{"throughput", "sum by (listener, direction) (rate(egressd_bytes_total"},
 		{"dial latency", "histogram_quantile(0.99, sum by (le) (rate(egressd_dial_duration_seconds_bucket"},
 		{"dns latency", "histogram_quantile(0.99, sum by (le) (rate(egressd_dns_duration_seconds_bucket"},
+		{"tunnel duration", "histogram_quantile(0.99, sum by (le, listener) (rate(egressd_tunnel_duration_seconds_bucket"},
+		{"forwarded request latency", "histogram_quantile(0.99, sum by (le) (rate(egressd_http_request_duration_seconds_bucket"},
 		{"config reloads", "sum by (result) (increase(egressd_config_reloads_total"},
 		{"instances per config", "count by (sha256) (egressd_config_info"},
 		{"would be denied", `decision="report"`},

@@ -107,9 +107,12 @@ func TestShippedQueriesUseExportedMetrics(t *testing.T) {
 
 	// The families this issue added, with their labels.
 	for name, want := range map[string][]string{
-		"egressd_build_info":              {"goversion", "version"},
-		"egressd_draining":                nil,
-		"egressd_dns_stale_answers_total": nil,
+		"egressd_build_info":                    {"goversion", "version"},
+		"egressd_draining":                      nil,
+		"egressd_dns_stale_answers_total":       nil,
+		"egressd_dial_duration_seconds":         {"result"},
+		"egressd_tunnel_duration_seconds":       {"listener"},
+		"egressd_http_request_duration_seconds": nil,
 	} {
 		got := slices.Clone(labels[name])
 		slices.Sort(got)

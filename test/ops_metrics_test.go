@@ -40,6 +40,8 @@ func TestMetrics(t *testing.T) {
 		"egressd_active_tunnels":                               dto.MetricType_GAUGE,
 		"egressd_bytes_total":                                  dto.MetricType_COUNTER,
 		"egressd_dial_duration_seconds":                        dto.MetricType_HISTOGRAM,
+		"egressd_tunnel_duration_seconds":                      dto.MetricType_HISTOGRAM,
+		"egressd_http_request_duration_seconds":                dto.MetricType_HISTOGRAM,
 		"egressd_dns_duration_seconds":                         dto.MetricType_HISTOGRAM,
 		"egressd_dns_stale_answers_total":                      dto.MetricType_COUNTER,
 		"egressd_build_info":                                   dto.MetricType_GAUGE,
@@ -81,6 +83,7 @@ func TestMetrics(t *testing.T) {
 	}
 	for _, l := range opsListeners {
 		zero("egressd_active_tunnels", map[string]string{"listener": l})
+		zero("egressd_tunnel_duration_seconds", map[string]string{"listener": l})
 		for _, d := range []string{"up", "down"} {
 			zero("egressd_bytes_total", map[string]string{"listener": l, "direction": d})
 		}
@@ -118,7 +121,10 @@ func TestMetrics(t *testing.T) {
 		zero(name, map[string]string{})
 	}
 	zero("egressd_rule_matches_total", map[string]string{"rule": "origin"})
-	zero("egressd_dial_duration_seconds", map[string]string{})
+	for _, r := range []string{"success", "refused", "timeout", "error"} {
+		zero("egressd_dial_duration_seconds", map[string]string{"result": r})
+	}
+	zero("egressd_http_request_duration_seconds", map[string]string{})
 	zero("egressd_dns_stale_answers_total", map[string]string{})
 	zero("egressd_draining", map[string]string{})
 	// The test binary is built without -ldflags: main.version is "dev".
@@ -272,8 +278,16 @@ func TestMetrics(t *testing.T) {
 	if diff := cmp.Diff(map[string]float64{"rule=origin": 6}, delta("egressd_rule_matches_total")); diff != "" {
 		t.Errorf("egressd_rule_matches_total moved (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(map[string]float64{"": 6}, delta("egressd_dial_duration_seconds")); diff != "" {
+	if diff := cmp.Diff(map[string]float64{"result=success": 6}, delta("egressd_dial_duration_seconds")); diff != "" {
 		t.Errorf("dials observed (-want +got):\n%s", diff)
+	}
+	// Durations: each tunnel at its close, each allowed forwarded request
+	// (not the denied one).
+	if diff := cmp.Diff(map[string]float64{"listener=connect": 2, "listener=socks5": 2}, delta("egressd_tunnel_duration_seconds")); diff != "" {
+		t.Errorf("tunnel durations observed (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]float64{"": 2}, delta("egressd_http_request_duration_seconds")); diff != "" {
+		t.Errorf("forwarded request durations observed (-want +got):\n%s", diff)
 	}
 	if d := delta("egressd_dns_duration_seconds"); len(d) == 0 {
 		t.Error("no DNS resolution observed")
