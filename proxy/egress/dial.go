@@ -113,6 +113,18 @@ func (d *Dialer) Dial(ctx context.Context, dec policy.Decision) (_ *net.TCPConn,
 	return nil, netip.AddrPort{}, fmt.Errorf("dial %s: %w", dec.Host, errs)
 }
 
+// LocalAddrPort is the local address c was dialed from (IPv4-mapped IPv6
+// unmapped): the source address the origin, flow logs and NAT logs see.
+// The zero AddrPort when c has none.
+func LocalAddrPort(c *net.TCPConn) netip.AddrPort {
+	ta, ok := c.LocalAddr().(*net.TCPAddr)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	ap := ta.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
 // pinned returns a ControlContext hook that lets the socket connect only to
 // target, and only if target is one of allowed.
 func pinned(target netip.AddrPort, allowed []netip.AddrPort) func(context.Context, string, string, syscall.RawConn) error {

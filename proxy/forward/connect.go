@@ -10,6 +10,7 @@ import (
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy/accept"
 	"github.com/egressd/egressd/proxy/accesslog"
+	"github.com/egressd/egressd/proxy/egress"
 	"github.com/egressd/egressd/proxy/rawio"
 )
 
@@ -32,6 +33,7 @@ const established = "HTTP/1.1 200 Connection established\r\n\r\n"
 // it closes it, or the tunnel does.
 func (h *Handler) serveConnect(c *accept.Conn, req connectRequest, prefix []byte) {
 	rec := h.o.Log.NewRecord(policy.ListenerConnect, c.Client.Addr())
+	rec.ClientPort = c.Client.Port()
 	if h.o.Auth != nil {
 		user, ok := h.o.Auth(req.proxyAuth)
 		switch {
@@ -58,7 +60,7 @@ func (h *Handler) serveConnect(c *accept.Conn, req connectRequest, prefix []byte
 		h.refuseConnect(c, rec, answer{status: http.StatusBadGateway, kind: upstreamError, reason: policy.ReasonDialError, close: true})
 		return
 	}
-	rec.IP = addr
+	rec.IP, rec.EgressAddr = addr, egress.LocalAddrPort(upstream)
 	rec.Status = http.StatusOK
 	c.SetWriteDeadline(time.Now().Add(h.o.Handshake))
 	if _, err := rawio.Write(c.TCPConn, []byte(established)); err != nil {

@@ -113,7 +113,7 @@ func newConnectEnv(t *testing.T, auth func(string) (string, bool), required bool
 	registry := egress.NewRegistry()
 	h := New(Options{
 		Decider:      e.decider,
-		Dialer:       &egress.Dialer{Timeout: 2 * time.Second, Observe: func(time.Duration) { e.dials.Add(1) }},
+		Dialer:       &egress.Dialer{Timeout: 2 * time.Second, Observe: func(time.Duration, error) { e.dials.Add(1) }},
 		Log:          accesslog.NewLogger(zap.New(core), nil),
 		Runner:       &tunnel.Runner{Registry: registry, Handshake: 2 * time.Second},
 		Handshake:    2 * time.Second,

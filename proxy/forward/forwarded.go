@@ -48,7 +48,7 @@ func (f *forwarded) gotConn(info httptrace.GotConnInfo) {
 		return
 	}
 	f.up, f.upStart = up, up.written.Load()
-	f.x.rec.IP = up.remote
+	f.x.rec.IP, f.x.rec.EgressAddr = up.remote, up.local
 }
 
 func upstreamOf(c net.Conn) *upstreamConn {

@@ -229,8 +229,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.hijackConnect(w, r)
 		return
 	}
-	rec := h.o.Log.NewRecord(policy.ListenerHTTP, clientAddr(r))
-	rec.Method = r.Method
+	client := clientAddr(r)
+	rec := h.o.Log.NewRecord(policy.ListenerHTTP, client.Addr())
+	rec.ClientPort = client.Port()
+	rec.Method, rec.Path, rec.UserAgent = r.Method, r.URL.EscapedPath(), r.UserAgent()
 	x := &exchange{rec: rec}
 	cw := &respWriter{ResponseWriter: w, x: x, idle: h.idle}
 	cw.dl, _ = w.(deadliner)

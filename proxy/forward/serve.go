@@ -173,12 +173,12 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 }
 
 // clientAddr is the client of a request net/http serves: the one the
-// accept pipeline identified for its connection.
-func clientAddr(r *http.Request) netip.Addr {
+// accept pipeline identified for its connection (address and port).
+func clientAddr(r *http.Request) netip.AddrPort {
 	if c, ok := r.Context().Value(connKey{}).(*accept.Conn); ok {
-		return c.Client.Addr()
+		return c.Client
 	}
-	return netip.Addr{}
+	return netip.AddrPort{}
 }
 
 // maxRefusalRead bounds what a refusal reads from the client.
@@ -191,6 +191,7 @@ const maxRefusalRead = 16 << 10
 // Options.RefuseTimeout.
 func (h *Handler) refuseLimit(c *accept.Conn) {
 	rec := h.o.Log.NewRecord(policy.ListenerHTTP, c.Client.Addr())
+	rec.ClientPort = c.Client.Port()
 	rec.Deny(policy.ReasonLimit)
 	c.SetDeadline(time.Now().Add(h.o.RefuseTimeout))
 	br := bufio.NewReaderSize(io.LimitReader(c.TCPConn, maxRefusalRead), 4096)
@@ -199,7 +200,7 @@ func (h *Handler) refuseLimit(c *accept.Conn) {
 			rec.Listener = policy.ListenerConnect
 			rec.Host, rec.Port, _ = splitHostPort(req.RequestURI, "")
 		} else {
-			rec.Method = req.Method
+			rec.Method, rec.Path, rec.UserAgent = req.Method, req.URL.EscapedPath(), req.UserAgent()
 			def := "80"
 			if req.URL.Scheme == "https" {
 				def = "443"

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/egress"
 )
 
 // dial connects to the decision's pinned addresses and records which one answered.
@@ -67,7 +68,7 @@ func (h *Handler) dialFromContext(ctx context.Context, network, addr string) (ne
 		h.o.Diag.Debug("dial failed", zap.String("host", d.dec.Host), zap.Error(err))
 		return nil, err
 	}
-	return &upstreamConn{c: conn, remote: remote, idle: h.idle}, nil
+	return &upstreamConn{c: conn, remote: remote, local: egress.LocalAddrPort(conn), idle: h.idle}, nil
 }
 
 func sameAuthority(a, b string) bool {

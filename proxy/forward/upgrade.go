@@ -61,14 +61,15 @@ func (h *Handler) serveUpgrade(cw *respWriter, r *http.Request, x *exchange) {
 		answer{status: http.StatusBadGateway, kind: upstreamError, reason: policy.ReasonDialError}.serve(cw)
 		return
 	}
-	rec.IP = remote
+	local := egress.LocalAddrPort(conn)
+	rec.IP, rec.EgressAddr = remote, local
 	tunnel := false
 	defer func() {
 		if !tunnel {
 			conn.Close()
 		}
 	}()
-	up := &upstreamConn{c: conn, remote: remote, idle: h.idle}
+	up := &upstreamConn{c: conn, remote: remote, local: local, idle: h.idle}
 	br := bufio.NewReader(up)
 	resp, err := h.handshake(up, br, r, dec, upgrade)
 	if err != nil {

@@ -163,6 +163,7 @@ func setKey(b []byte, addrs []netip.AddrPort) []byte {
 type upstreamConn struct {
 	c       *net.TCPConn
 	remote  netip.AddrPort // the pinned address it was dialed to
+	local   netip.AddrPort // the address it was dialed from
 	idle    *atomic.Int64  // timeouts.idle, reloadable
 	written atomic.Int64   // bytes sent to the origin
 	timeout atomic.Bool    // a read or write ended on the idle timeout

@@ -16,6 +16,7 @@ import (
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy/accept"
 	"github.com/egressd/egressd/proxy/accesslog"
+	"github.com/egressd/egressd/proxy/egress"
 	"github.com/egressd/egressd/proxy/rawio"
 )
 
@@ -59,6 +60,7 @@ type session struct {
 
 func newSession(s *Server, c *accept.Conn) *session {
 	ss := &session{s: s, c: c, rec: s.o.Log.NewRecord(policy.ListenerSOCKS5, c.Client.Addr())}
+	ss.rec.ClientPort = c.Client.Port()
 	ss.buf = bufs.Get().(*[bufSize]byte)
 	ss.b = ss.buf[:0]
 	return ss
@@ -225,7 +227,7 @@ func (ss *session) connect(req request) bool {
 		ss.reply(dialReply(err), nil)
 		return false
 	}
-	rec.IP = addr
+	rec.IP, rec.EgressAddr = addr, egress.LocalAddrPort(up)
 	// The request is complete; from now on the tunnel's own timeouts apply.
 	ss.c.SetDeadline(time.Time{})
 	bind, _ := up.LocalAddr().(*net.TCPAddr)

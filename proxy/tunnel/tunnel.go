@@ -68,6 +68,7 @@ func (r *Runner) GuardSNI(client net.Conn, prefix []byte, dec policy.Decision, r
 	verdict, reason := judge(dec, hello, info, err)
 	if err == nil {
 		rec.SNI, rec.ECH = info.ServerName, info.ECH
+		rec.TLSVersion, rec.ALPN = info.Version, info.ALPN
 	}
 	switch verdict {
 	case policy.Deny:
