@@ -31,13 +31,17 @@ func newTestLogger(w io.Writer) (*Logger, *zapcore.BufferedWriteSyncer) {
 	return NewLogger(zap.New(zapcore.NewCore(enc, ws, zapcore.InfoLevel)), m), ws
 }
 
+// benchALPN is shared: in egressd the list comes from the ClientHello's
+// parse, not from the record.
+var benchALPN = []string{"h2", "http/1.1"}
+
 func finishedRecord(l *Logger) *Record {
 	r := l.NewRecord(policy.ListenerConnect, netip.MustParseAddr("10.1.2.3"))
 	r.ClientPort = 50123
 	r.Host, r.Port, r.SNI = "api.example.com", 443, "api.example.com"
 	r.IP = netip.MustParseAddrPort("93.184.216.34:443")
 	r.EgressAddr = netip.MustParseAddrPort("10.0.1.5:41234")
-	r.TLSVersion, r.ALPN = 0x0304, []string{"h2", "http/1.1"}
+	r.TLSVersion, r.ALPN = 0x0304, benchALPN
 	r.Decision = policy.Decision{Verdict: policy.Allow, Rule: "bench", Group: "default"}
 	r.Status = 200
 	r.Up.Store(517)

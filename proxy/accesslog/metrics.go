@@ -365,16 +365,22 @@ func (m *Metrics) ObserveDial(d time.Duration, err error) {
 // when an attempt timed out, else DialRefused when one was refused, else
 // DialError; DialSuccess for nil.
 func DialResult(err error) string {
-	var ne net.Error
 	switch {
 	case err == nil:
 		return DialSuccess
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+	case timedOut(err):
 		return DialTimeout
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return DialRefused
 	}
 	return DialError
+}
+
+// timedOut is apart from DialResult so that a success does not pay for the
+// heap-allocated target of errors.As.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
 // TunnelOpened and TunnelClosed track egressd_active_tunnels.
