@@ -359,3 +359,29 @@ func TestLearnSince(t *testing.T) {
 		t.Errorf("counts %+v, want 2 old (one without a readable ts) and 2 used", lr.Counts)
 	}
 }
+
+// With log.tunnel_open a tunnel writes two lines; learn counts the tunnel
+// once, from its close line.
+func TestLearnCountsTunnelsOnce(t *testing.T) {
+	var b bytes.Buffer
+	aw := newAccessWriter(&b, time.Minute)
+	aw.log.SetTunnelOpen(true)
+	for range 3 {
+		rec := aw.log.NewRecord(policy.ListenerConnect, netip.MustParseAddr(genWeb))
+		rec.Host, rec.Port = "tunnel.example.com", 443
+		rec.Decision = policy.Decision{Verdict: policy.Report, Reason: policy.ReasonNotAllowed, Host: rec.Host, Port: 443}
+		rec.Opened()
+		rec.Finish()
+	}
+	if n := strings.Count(b.String(), `"event":"open"`); n != 3 {
+		t.Fatalf("%d open lines in the log, want 3:\n%s", n, b.String())
+	}
+	lr := learnFrom(t, b.Bytes(), LearnOptions{Fold: 0}, false)
+	if lr.Counts.Access != 3 || lr.Counts.Other != 3 {
+		t.Errorf("counts %+v, want 3 used and the 3 open lines apart", lr.Counts)
+	}
+	entries := lr.collect().entries
+	if len(entries) != 1 || entries[0].pattern != "tunnel.example.com" || len(entries[0].ports) != 1 || entries[0].ports[0].count != 3 {
+		t.Errorf("entries %+v, want tunnel.example.com counted 3 times", entries)
+	}
+}

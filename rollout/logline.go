@@ -25,6 +25,7 @@ type Line struct {
 	Decision []byte
 	Rule     []byte
 	Reason   []byte
+	Event    []byte // "open" on a tunnel's line at its start (log.tunnel_open)
 }
 
 var (
@@ -88,6 +89,8 @@ func (l *Line) Parse(b []byte) error {
 			dst = &l.Rule
 		case accesslog.KeyReason:
 			dst = &l.Reason
+		case accesslog.KeyEvent:
+			dst = &l.Event
 		}
 		switch {
 		case string(key) == accesslog.KeyPort:

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"github.com/egressd/egressd/proxy/accesslog"
 )
 
 // maxLine bounds one log line; longer lines are not egressd's and are
@@ -20,7 +22,7 @@ type Counts struct {
 	Lines     int64 // lines read, every kind
 	Access    int64 // access lines used
 	Malformed int64 // not a JSON object, or too long
-	Other     int64 // JSON, but not an access line (no host or decision)
+	Other     int64 // JSON, but not an access line (no host or decision), or a tunnel's open line
 	Old       int64 // before --since, or without a readable ts when --since is set
 	Files     int
 }
@@ -133,7 +135,9 @@ func scanLines(br *bufio.Reader, l *Line, long *[]byte, c *Counts, fn func(*Line
 				} else {
 					c.Lines--
 				}
-			} else if len(l.Host) == 0 || !knownDecision(l.Decision) {
+			} else if len(l.Host) == 0 || !knownDecision(l.Decision) || string(l.Event) == accesslog.EventOpen {
+				// An open line (log.tunnel_open) is followed by its
+				// tunnel's close line, which is the one that counts.
 				c.Other++
 			} else {
 				fn(l)
