@@ -352,7 +352,10 @@ func (r *Resolver) resolve(ctx context.Context, name string) ([]netip.Addr, erro
 	case err4 != nil && !nf4 && a6.err != nil && !nf6,
 		err4 != nil && !nf4 && len(a6.addrs) == 0,
 		a6.err != nil && !nf6 && len(a4) == 0:
-		return nil, fmt.Errorf("lookup %s: %w", name, errors.Join(err4, a6.err))
+		// One family failed and the other gave nothing: a failure, not a
+		// not-found, even when the other said NODATA (an IPv4-only name
+		// whose A query timed out), so a stale answer can still be served.
+		return nil, fmt.Errorf("lookup %s: %w", name, errors.Join(failure(err4), failure(a6.err)))
 	}
 
 	addrs := dedupe(append(a4, a6.addrs...))
@@ -374,6 +377,15 @@ func (r *Resolver) resolve(ctx context.Context, name string) ([]netip.Addr, erro
 	}
 	r.store(name, addrs, ttl)
 	return addrs, nil
+}
+
+// failure is err with ErrNotFound no longer in its chain (its text kept),
+// for a lookup that failed as a whole.
+func failure(err error) error {
+	if errors.Is(err, ErrNotFound) {
+		return errors.New(err.Error())
+	}
+	return err
 }
 
 // query asks the servers for one record type until one gives an

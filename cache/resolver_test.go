@@ -533,18 +533,33 @@ func TestResolverMinTTL(t *testing.T) {
 // never hidden by a stale one; without StaleTTL the failure shows.
 func TestResolverServeStale(t *testing.T) {
 	srv := testenv.NewDNSServer(t)
-	r, clk, ml := newTestResolver(t, ResolverConfig{Servers: []string{srv.Addr()}, Timeout: 200 * time.Millisecond, StaleTTL: time.Minute})
+	r, clk, ml := newTestResolver(t, ResolverConfig{Servers: []string{srv.Addr()}, StaleTTL: time.Minute})
+	// Queries that must time out do so after 200 ms; those that must be
+	// answered get the default 5 s, however loaded the machine.
+	shortTimeout := func(t *testing.T) {
+		up := r.upstream.Load()
+		short := *up
+		short.timeout = 200 * time.Millisecond
+		r.upstream.Store(&short)
+		t.Cleanup(func() { r.upstream.Store(up) })
+	}
 
-	for _, fail := range []string{"servfail", "timeout"} {
+	for _, fail := range []string{"servfail", "timeout", "servfail-a-only"} {
 		t.Run(fail, func(t *testing.T) {
 			name := fail + ".test"
 			srv.Set(name, 10, ip1)
 			mustLookup(t, r, name)
 			clk.advance(10 * time.Second)
-			if fail == "servfail" {
+			switch fail {
+			case "servfail":
 				srv.SetRcode(name, dns.RcodeServerFailure)
-			} else {
+			case "timeout":
+				shortTimeout(t)
 				srv.SetSilent(name)
+			case "servfail-a-only":
+				// An IPv4-only name whose A refresh fails while AAAA
+				// still answers NODATA: a failure, not a not-found.
+				srv.SetRcode(name, dns.RcodeServerFailure, dns.TypeA)
 			}
 			before := len(ml.get())
 			if d := diff([]netip.Addr{ip1}, mustLookup(t, r, name)); d != "" {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 
@@ -32,6 +33,9 @@ type dnsEntry struct {
 	cname  string         // non-empty: answer with this CNAME (and the target's records)
 	rcode  int            // non-zero: answer with this rcode only
 	silent bool           // never answer
+	// failing limits rcode and silent to these query types; the others get
+	// NODATA. Empty: every type.
+	failing []uint16
 }
 
 // ListenDNS opens UDP and TCP on addr with listenPacket and listen (net's
@@ -124,14 +128,17 @@ func (s *DNSServer) SetCNAME(name string, ttl uint32, target string) {
 }
 
 // SetRcode makes name answer with rcode (dns.RcodeServerFailure, say) and
-// no records.
-func (s *DNSServer) SetRcode(name string, rcode int) {
-	s.put(name, &dnsEntry{rcode: rcode})
+// no records. With qtypes, only queries of those types fail; the others
+// get NODATA (an IPv4-only name whose A lookups fail, say).
+func (s *DNSServer) SetRcode(name string, rcode int, qtypes ...uint16) {
+	s.put(name, &dnsEntry{rcode: rcode, failing: qtypes})
 }
 
 // SetSilent makes the server never answer queries for name (timeouts).
-func (s *DNSServer) SetSilent(name string) {
-	s.put(name, &dnsEntry{silent: true})
+// With qtypes, only queries of those types go unanswered; the others get
+// NODATA.
+func (s *DNSServer) SetSilent(name string, qtypes ...uint16) {
+	s.put(name, &dnsEntry{silent: true, failing: qtypes})
 }
 
 // Delete removes name: it answers NXDOMAIN again.
@@ -224,12 +231,15 @@ func (s *DNSServer) answer(m *dns.Msg, name string, qtype uint16, depth int) (si
 		}
 		return false
 	}
+	fails := len(e.failing) == 0 || slices.Contains(e.failing, qtype)
 	switch {
-	case e.silent:
+	case e.silent && fails:
 		return true
-	case e.rcode != 0:
+	case e.rcode != 0 && fails:
 		m.Rcode = e.rcode
 		return false
+	case e.silent || e.rcode != 0:
+		return false // NODATA for the types that do not fail
 	case e.cname != "":
 		m.Answer = append(m.Answer, &dns.CNAME{
 			Hdr:    dns.RR_Header{Name: name, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: e.ttl},
