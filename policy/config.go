@@ -40,7 +40,11 @@ type Config struct {
 	AllowRanges []string `yaml:"allow_ranges"` // exceptions carved out of DenyRanges
 	RequireSNI  bool     `yaml:"require_sni"`  // tunnels to TLSPorts must send an SNI
 	TLSPorts    []int    `yaml:"tls_ports"`    // tunnels to these ports must carry TLS
-	ECH         string   `yaml:"ech"`          // allow | deny; "" means allow
+	// HTTPPorts are the in-line mode's HTTP ports: on a connection the
+	// transparent listener takes for one of them, each request's Host
+	// decides. A port is not both a TLS and an HTTP port.
+	HTTPPorts []int  `yaml:"http_ports"`
+	ECH       string `yaml:"ech"` // allow | deny; "" means allow
 	// NAT64Prefixes are IPv6 prefixes (RFC 6052 lengths) whose embedded
 	// IPv4 address is checked against the deny ranges too. 64:ff9b::/96
 	// is checked whether listed or not.
@@ -89,6 +93,7 @@ type Policy struct {
 	requireSNI bool
 	ech        string
 	tlsPorts   []uint16
+	httpPorts  []uint16
 
 	deny  prefixSet
 	allow prefixSet
@@ -157,6 +162,12 @@ func Compile(c Config) (*Policy, error) {
 		cc.errorf("ech", "%q: must be allow or deny", c.ECH)
 	}
 	p.tlsPorts = cc.ports("tls_ports", c.TLSPorts, false)
+	p.httpPorts = cc.ports("http_ports", c.HTTPPorts, false)
+	for i, v := range c.HTTPPorts {
+		if v >= 1 && v <= 65535 && p.IsTLSPort(uint16(v)) {
+			cc.errorf(fmt.Sprintf("http_ports[%d]", i), "%d: also in tls_ports; a port is either TLS (the SNI decides) or HTTP (the Host decides)", v)
+		}
+	}
 	p.nat64 = cc.nat64Prefixes(c.NAT64Prefixes)
 
 	var deny, allow []netip.Prefix

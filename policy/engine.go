@@ -192,6 +192,13 @@ func (p *Policy) IsTLSPort(port uint16) bool {
 	return ok
 }
 
+// IsHTTPPort reports whether port is in http_ports (the in-line mode's
+// HTTP ports).
+func (p *Policy) IsHTTPPort(port uint16) bool {
+	_, ok := slices.BinarySearch(p.httpPorts, port)
+	return ok
+}
+
 // TLSPorts returns the sorted tls_ports.
 func (p *Policy) TLSPorts() []uint16 { return slices.Clone(p.tlsPorts) }
 

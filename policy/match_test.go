@@ -150,6 +150,8 @@ func TestCompileErrors(t *testing.T) {
 		{"allow outside deny", Config{DenyRanges: []string{"10.0.0.0/8"}, AllowRanges: []string{"11.0.0.0/16"}}, "allow_ranges[0]", "not inside any deny range"},
 		{"allow tie", Config{DenyRanges: []string{"default"}, AllowRanges: []string{"127.0.0.0/8"}}, "allow_ranges[0]", "tie is denied"},
 		{"bad tls port", Config{TLSPorts: []int{70000}}, "tls_ports[0]", "port must be 1..65535"},
+		{"bad http port", Config{HTTPPorts: []int{0}}, "http_ports[0]", "port must be 1..65535"},
+		{"http port also tls", Config{TLSPorts: []int{443}, HTTPPorts: []int{80, 443}}, "http_ports[1]", "443: also in tls_ports"},
 		{"bad group cidr", Config{Groups: map[string]Group{"g": {CIDRs: []string{"x"}}}}, "groups.g.cidrs[0]", "not a CIDR"},
 		{"empty user", Config{Groups: map[string]Group{"g": {Users: []string{""}}}}, "groups.g.users[0]", "must not be empty"},
 		{"missing name", Config{Rules: []Rule{{Hosts: []string{"a.com"}, Ports: []int{1}}}}, "rules[0].name", "required"},

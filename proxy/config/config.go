@@ -29,6 +29,7 @@ type Listen struct {
 	HTTP           string         `yaml:"http"`            // HTTP forward proxy and CONNECT
 	SOCKS5         string         `yaml:"socks5"`          // SOCKS5
 	Admin          string         `yaml:"admin"`           // /metrics, /healthz, /readyz, the status page
+	Transparent    string         `yaml:"transparent"`     // in-line mode: TCP nftables redirects (or tproxies) here; "" disables
 	ProxyProtocol  bool           `yaml:"proxy_protocol"`  // require PROXY v1/v2 headers, from TrustedProxies only
 	TrustedProxies []netip.Prefix `yaml:"trusted_proxies"` // load balancers allowed to send PROXY headers (CIDRs or IPs)
 }
@@ -169,6 +170,7 @@ func defaults() Config {
 			DenyRanges:    []string{policy.DefaultRanges},
 			RequireSNI:    true,
 			TLSPorts:      []int{443},
+			HTTPPorts:     []int{80},
 			ECH:           policy.ECHAllow,
 			NAT64Prefixes: []string{"64:ff9b::/96"},
 		},

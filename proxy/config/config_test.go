@@ -94,6 +94,7 @@ func TestParseValues(t *testing.T) {
 	c, err := Parse([]byte(`
 listen:
   http: ":0"
+  transparent: "0.0.0.0:3130"
   socks5: ""
   admin: "[::1]:9090"
   proxy_protocol: true
@@ -114,6 +115,7 @@ policy:
   allow_ranges: ["127.0.0.1"]
   require_sni: false
   tls_ports: [443, 8443]
+  http_ports: [80, 8080]
   ech: deny
   nat64_prefixes: ["64:ff9b:1:abcd::/96", "2001:db8:64::/48"]
   groups:
@@ -139,7 +141,7 @@ admin:
 		t.Fatal(err)
 	}
 	want := defaults()
-	want.Listen = Listen{HTTP: ":0", SOCKS5: "", Admin: "[::1]:9090", ProxyProtocol: true,
+	want.Listen = Listen{HTTP: ":0", SOCKS5: "", Admin: "[::1]:9090", Transparent: "0.0.0.0:3130", ProxyProtocol: true,
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32")}}
 	want.DNS.Servers = []string{"10.0.0.2:53", "[2001:db8::53]:53"}
 	want.DNS.Timeout = 500 * time.Millisecond
@@ -149,7 +151,7 @@ admin:
 	want.Timeouts.Idle = 90 * time.Minute
 	want.Policy = policy.Config{
 		Mode: "report", DenyRanges: []string{"default", "8.8.4.4"}, AllowRanges: []string{"127.0.0.1"},
-		RequireSNI: false, TLSPorts: []int{443, 8443},
+		RequireSNI: false, TLSPorts: []int{443, 8443}, HTTPPorts: []int{80, 8080},
 		ECH: "deny", NAT64Prefixes: []string{"64:ff9b:1:abcd::/96", "2001:db8:64::/48"},
 		Groups: map[string]policy.Group{"web": {CIDRs: []string{"10.0.1.0/24"}, Users: []string{"bob", "1234"}}},
 		Rules:  []policy.Rule{{Name: "r1", Groups: []string{"web"}, Hosts: []string{"Example.COM.", "*.example.com"}, Ports: []int{443}}},
@@ -200,6 +202,10 @@ func TestParseErrors(t *testing.T) {
 		{"bad rule action", "policy:\n  rules:\n    - name: a\n      action: block\n      hosts: [a.com]\n      ports: [443]\n", `egressd.yaml:4: policy.rules[0].action: "block": must be allow or deny`},
 		{"deny rule allow_ranges", "policy:\n  rules:\n    - name: a\n      action: deny\n      hosts: [a.com]\n      allow_ranges: [\"10.1.0.0/16\"]\n", `egressd.yaml:6: policy.rules[0].allow_ranges: a deny rule allows nothing`},
 		{"bad tls port", "policy:\n  tls_ports: [0]\n", `egressd.yaml:2: policy.tls_ports[0]: 0: port must be 1..65535`},
+		{"bad http port", "policy:\n  http_ports: [80, 65536]\n", `egressd.yaml:2: policy.http_ports[1]: 65536: port must be 1..65535`},
+		{"http port also tls", "policy:\n  tls_ports: [443]\n  http_ports: [80, 443]\n", `egressd.yaml:3: policy.http_ports[1]: 443: also in tls_ports`},
+		{"transparent same address", "listen:\n  transparent: \"127.0.0.1:3128\"\n", `egressd.yaml:2: listen.transparent: "127.0.0.1:3128": same address as listen.http`},
+		{"bad transparent", "listen:\n  transparent: 3130\n", `egressd.yaml:2: listen.transparent: "3130": want host:port`},
 		{"bad size", "limits:\n  max_header_bytes: 64KiBs\n", `egressd.yaml:2: limits.max_header_bytes: "64KiBs": want bytes or a number with a unit`},
 		{"negative size", "limits:\n  max_header_bytes: -1\n", `egressd.yaml:2: limits.max_header_bytes: "-1": want bytes`},
 		{"bad duration", "timeouts:\n  idle: 5\n", `egressd.yaml:2: timeouts.idle: "5": want a Go duration`},

@@ -212,6 +212,7 @@ func (d *decoder) validate(c *Config) {
 		{"listen.http", c.Listen.HTTP},
 		{"listen.socks5", c.Listen.SOCKS5},
 		{"listen.admin", c.Listen.Admin},
+		{"listen.transparent", c.Listen.Transparent},
 	}
 	used := map[string]string{}
 	for _, l := range listeners {

@@ -12,6 +12,7 @@ var fieldDocs = map[string]string{
 	"listen.http":            "HTTP forward proxy (absolute-URI requests) and CONNECT.",
 	"listen.socks5":          "SOCKS5 (RFC 1928 CONNECT).",
 	"listen.admin":           "Admin listener: /metrics, /healthz, /readyz, the status page (with admin.ui) and /debug/pprof (with admin.pprof).",
+	"listen.transparent":     "In-line mode: the listener nftables hands redirected (or tproxied) client TCP to; the original destination, the TLS SNI or the HTTP Host decides. Empty: off.",
 	"listen.proxy_protocol":  "Require a PROXY v1/v2 header on every connection, accepted only from listen.trusted_proxies; its source address is the client.",
 	"listen.trusted_proxies": "CIDRs or IPs of the load balancers allowed to send PROXY headers.",
 
@@ -30,6 +31,7 @@ var fieldDocs = map[string]string{
 	"policy.allow_ranges":         "Exceptions carved out of deny_ranges for every rule; the most specific range wins, a tie denies.",
 	"policy.require_sni":          "Tunnels to a tls_ports port must send a TLS ClientHello whose SNI is the requested host.",
 	"policy.tls_ports":            "Ports whose tunnels must carry TLS (SNI check); other ports are raw TCP.",
+	"policy.http_ports":           "In-line mode: ports whose connections are HTTP, each request decided by its Host; not also in tls_ports.",
 	"policy.groups":               "Client groups by name, referenced by rules.",
 	"policy.groups.*":             "A client group: clients whose address is in cidrs or whose user is in users.",
 	"policy.groups.*.cidrs":       "Client addresses of the group (CIDRs or IPs).",
@@ -112,6 +114,7 @@ var fieldRules = map[string]map[string]any{
 	"policy.rules[].action":             {"enum": []string{"", "allow", "deny"}},
 	"policy.rules[].ports[]":            {"minimum": 1, "maximum": 65535},
 	"policy.tls_ports[]":                {"minimum": 1, "maximum": 65535},
+	"policy.http_ports[]":               {"minimum": 1, "maximum": 65535},
 	"log.level":                         {"enum": []string{"debug", "info", "warn", "error"}},
 	"dns.cache_size":                    {"minimum": 0},
 	"limits.max_connections":            {"minimum": 0},
