@@ -14,7 +14,10 @@ const (
 	ListenerHTTP    Listener = "http"
 	ListenerConnect Listener = "connect"
 	ListenerSOCKS5  Listener = "socks5"
-	ListenerCheck   Listener = "check" // egressd check
+	// ListenerTransparent is the in-line mode: connections nftables
+	// redirected, decided by their SNI, Host or original destination.
+	ListenerTransparent Listener = "transparent"
+	ListenerCheck       Listener = "check" // egressd check
 )
 
 // Verdict is the outcome of a decision.

@@ -10,10 +10,12 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,7 +33,9 @@ import (
 	"github.com/egressd/egressd/proxy/egress"
 	"github.com/egressd/egressd/proxy/forward"
 	"github.com/egressd/egressd/proxy/limits"
+	"github.com/egressd/egressd/proxy/origdst"
 	"github.com/egressd/egressd/proxy/socks"
+	"github.com/egressd/egressd/proxy/transparent"
 	"github.com/egressd/egressd/proxy/tunnel"
 )
 
@@ -82,8 +86,10 @@ type Server struct {
 	// The listeners' accept pipelines, each handing its connections to
 	// its front end (nil: listener not configured).
 	httpAcc, socksAcc *accept.Server
+	transparentAcc    *accept.Server
 	adminSrv          *http.Server
 	httpLn, socksLn   net.Listener
+	transparentLn     net.Listener // listen.transparent (in-line mode)
 	adminLn           net.Listener
 	wg                sync.WaitGroup
 }
@@ -334,12 +340,22 @@ func (s *Server) Start() error {
 			return fmt.Errorf("listen.admin: %w", err)
 		}
 	}
+	if cfg.Listen.Transparent != "" {
+		if s.transparentLn, err = s.listenTransparent(cfg.Listen.Transparent); err != nil {
+			s.abortStart()
+			return fmt.Errorf("listen.transparent: %w", err)
+		}
+	}
 	// Each proxy listener runs one accept pipeline (limits, PROXY header)
 	// that hands its connections to the listener's front end; the admin
 	// listener is plain net/http (load balancer health checks carry no
 	// PROXY header).
 	if s.httpLn != nil {
 		s.httpAcc = accept.Serve(s.httpLn, s.forward, s.acceptOptions(cfg, "http", policy.ListenerHTTP))
+	}
+	if s.httpLn != nil || s.transparentLn != nil {
+		// net/http serves the HTTP listener's absolute-URI requests and
+		// the in-line mode's http_ports connections.
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -351,10 +367,34 @@ func (s *Server) Start() error {
 	if s.socksLn != nil {
 		s.socksAcc = accept.Serve(s.socksLn, s.socks, s.acceptOptions(cfg, "socks5", policy.ListenerSOCKS5))
 	}
+	if s.transparentLn != nil {
+		var own []netip.AddrPort
+		for _, ln := range []net.Listener{s.httpLn, s.socksLn, s.adminLn, s.transparentLn} {
+			if ta, ok := ln.(*net.TCPListener); ok {
+				own = append(own, ta.Addr().(*net.TCPAddr).AddrPort())
+			}
+		}
+		fe := transparent.New(transparent.Options{
+			Decider:   s.engine,
+			Policy:    s.engine.Load,
+			Dialer:    s.dialer,
+			Log:       s.access,
+			Runner:    s.runner,
+			HTTP:      s.forward,
+			Own:       own,
+			Handshake: cfg.Timeouts.Handshake,
+			Diag:      s.diag.Named("transparent"),
+		})
+		o := s.acceptOptions(cfg, "transparent", policy.ListenerTransparent)
+		// Redirected clients send no PROXY header: the kernel hands their
+		// own connections over.
+		o.ProxyProtocol, o.Trusted = false, nil
+		s.transparentAcc = accept.Serve(s.transparentLn, fe, o)
+	}
 	for _, l := range []struct {
 		name string
 		ln   net.Listener
-	}{{"http", s.httpLn}, {"socks5", s.socksLn}, {"admin", s.adminLn}} {
+	}{{"http", s.httpLn}, {"socks5", s.socksLn}, {"transparent", s.transparentLn}, {"admin", s.adminLn}} {
 		if l.ln != nil {
 			s.listeners = append(s.listeners, admin.Listener{Name: l.name, Addr: l.ln.Addr().String()})
 		}
@@ -386,8 +426,25 @@ func (s *Server) Start() error {
 	s.listening.Store(true)
 	s.diag.Info("egressd serving",
 		zap.String("http", cfg.Listen.HTTP), zap.String("socks5", cfg.Listen.SOCKS5), zap.String("admin", cfg.Listen.Admin),
+		zap.String("transparent", cfg.Listen.Transparent),
 		zap.String("mode", s.engine.Load().Mode()))
 	return nil
+}
+
+// listenTransparent binds listen.transparent. The socket is made
+// IP_TRANSPARENT when egressd may (CAP_NET_RAW or CAP_NET_ADMIN), so that
+// it serves nftables tproxy as well as redirect; without the capability it
+// serves redirect only, which is the shipped rules' default.
+func (s *Server) listenTransparent(addr string) (net.Listener, error) {
+	ln, err := origdst.Listen(context.Background(), addr, true)
+	if errors.Is(err, syscall.EPERM) {
+		s.diag.Info("listen.transparent: no CAP_NET_RAW, so the listener serves nftables redirect only (not tproxy)")
+		ln, err = origdst.Listen(context.Background(), addr, false)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ln, nil
 }
 
 // listenTCP listens without TCP keep-alive on accepted conns: Go enables it
@@ -500,9 +557,14 @@ func (s *Server) Drain(ctx context.Context) {
 			f(dctx)
 		}()
 	}
-	if s.httpAcc != nil {
+	if s.httpAcc != nil || s.transparentAcc != nil {
 		wait(s.forward.Shutdown)
+	}
+	if s.httpAcc != nil {
 		wait(s.httpAcc.Shutdown)
+	}
+	if s.transparentAcc != nil {
+		wait(s.transparentAcc.Shutdown)
 	}
 	if s.socksAcc != nil {
 		wait(s.socksAcc.Shutdown)
@@ -525,7 +587,7 @@ func (s *Server) Close() {
 	// net/http first: a connection on its way to it must not wait for an
 	// Accept that will not come.
 	s.forward.Close()
-	for _, a := range []*accept.Server{s.httpAcc, s.socksAcc} {
+	for _, a := range []*accept.Server{s.httpAcc, s.socksAcc, s.transparentAcc} {
 		if a != nil {
 			a.Close()
 		}
@@ -546,7 +608,7 @@ func (s *Server) Close() {
 // openConns is the client connections not yet released.
 func (s *Server) openConns() int {
 	n := 0
-	for _, a := range []*accept.Server{s.httpAcc, s.socksAcc} {
+	for _, a := range []*accept.Server{s.httpAcc, s.socksAcc, s.transparentAcc} {
 		if a != nil {
 			n += a.Open()
 		}
@@ -556,7 +618,7 @@ func (s *Server) openConns() int {
 
 // abortStart releases what New set up when Start fails.
 func (s *Server) abortStart() {
-	for _, ln := range []net.Listener{s.httpLn, s.socksLn, s.adminLn} {
+	for _, ln := range []net.Listener{s.httpLn, s.socksLn, s.transparentLn, s.adminLn} {
 		if ln != nil {
 			ln.Close()
 		}
@@ -582,6 +644,7 @@ func restartOnly(a, b *config.Config) []string {
 	add(a.Listen.HTTP != b.Listen.HTTP, "listen.http")
 	add(a.Listen.SOCKS5 != b.Listen.SOCKS5, "listen.socks5")
 	add(a.Listen.Admin != b.Listen.Admin, "listen.admin")
+	add(a.Listen.Transparent != b.Listen.Transparent, "listen.transparent")
 	add(!sameListen(a.Listen, b.Listen) && a.Listen.HTTP == b.Listen.HTTP && a.Listen.SOCKS5 == b.Listen.SOCKS5 &&
 		a.Listen.Admin == b.Listen.Admin, "listen.proxy_protocol/trusted_proxies")
 	add(!slices.Equal(a.DNS.Servers, b.DNS.Servers) || a.DNS.Timeout != b.DNS.Timeout || a.DNS.CacheSize != b.DNS.CacheSize ||
@@ -600,6 +663,6 @@ func restartOnly(a, b *config.Config) []string {
 }
 
 func sameListen(a, b config.Listen) bool {
-	return a.HTTP == b.HTTP && a.SOCKS5 == b.SOCKS5 && a.Admin == b.Admin &&
+	return a.HTTP == b.HTTP && a.SOCKS5 == b.SOCKS5 && a.Admin == b.Admin && a.Transparent == b.Transparent &&
 		a.ProxyProtocol == b.ProxyProtocol && slices.Equal(a.TrustedProxies, b.TrustedProxies)
 }

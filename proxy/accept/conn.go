@@ -26,6 +26,11 @@ type Conn struct {
 	// the refusal. Empty: admitted.
 	Limit string
 
+	// OrigDst is the destination the client dialed, for a connection of
+	// the in-line mode's transparent listener (set by its front end before
+	// it hands the connection on); the zero value on other listeners.
+	OrigDst netip.AddrPort
+
 	srv      *Server
 	slot     limits.Slot // the place it holds under the limits
 	released atomic.Bool

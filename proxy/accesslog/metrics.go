@@ -19,13 +19,13 @@ import (
 // Listeners, decisions and reasons known in advance: their series exist from
 // start at zero so dashboards and alerts see them before the first event.
 var (
-	knownListeners = []policy.Listener{policy.ListenerHTTP, policy.ListenerConnect, policy.ListenerSOCKS5}
+	knownListeners = []policy.Listener{policy.ListenerHTTP, policy.ListenerConnect, policy.ListenerSOCKS5, policy.ListenerTransparent}
 	knownDecisions = []policy.Verdict{policy.Allow, policy.Deny, policy.Report}
 	knownReasons   = append([]policy.Reason{policy.ReasonNone}, append(append([]policy.Reason{}, policy.DenyReasons...),
 		policy.ReasonBadRequest, policy.ReasonDNSError, policy.ReasonDialError, policy.ReasonLimit, policy.ReasonDLPUnavailable,
 		policy.ReasonTimeout)...)
 	knownLimits  = []string{LimitMaxConnections, LimitMaxConnectionsPerClient}
-	knownSockets = []policy.Listener{policy.ListenerHTTP, policy.ListenerSOCKS5}
+	knownSockets = []policy.Listener{policy.ListenerHTTP, policy.ListenerSOCKS5, policy.ListenerTransparent}
 )
 
 // Limit label values of egressd_limit_rejections_total: the config keys of

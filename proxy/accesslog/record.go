@@ -49,6 +49,7 @@ const (
 	KeyDLP        = "dlp"         // their findings: [{"detector":..., "location":...}]
 	KeyDLPICAP    = "dlp_icap"    // what the ICAP service said: allow, modify, block, error
 	KeyCache      = "cache"
+	KeyOrigDst    = "orig_dst" // in-line mode: the address and port the client dialed
 )
 
 // Values of the event key: a tunnel's line when it is established
@@ -87,6 +88,7 @@ type Record struct {
 	SNI        string
 	ECH        bool
 	IP         netip.AddrPort // the address actually dialed
+	OrigDst    netip.AddrPort // in-line mode: the destination the client dialed (the zero value elsewhere)
 	// EgressAddr is the local address of the upstream connection: what the
 	// origin, VPC flow logs and NAT logs see before any translation.
 	EgressAddr netip.AddrPort
@@ -168,6 +170,9 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		enc.AddBool(KeyECH, true)
 	}
 	enc.AddByteString(KeyIP, appendAddr(bp[:0], r.IP.Addr()))
+	if r.OrigDst.IsValid() {
+		enc.AddByteString(KeyOrigDst, appendAddrPort(bp[:0], r.OrigDst))
+	}
 	enc.AddByteString(KeyEgressAddr, appendAddrPort(bp[:0], r.EgressAddr))
 	if r.TLSVersion != 0 {
 		enc.AddString(KeyTLSVersion, sni.VersionName(r.TLSVersion))

@@ -225,12 +225,17 @@ func exchangeFrom(ctx context.Context) *exchange {
 // declined is taken off net/http and answered by serveConnect, as every
 // CONNECT is.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodConnect {
+	inline := inlineConn(r)
+	if r.Method == http.MethodConnect && inline == nil {
 		h.hijackConnect(w, r)
 		return
 	}
+	listener := policy.ListenerHTTP
+	if inline != nil {
+		listener = policy.ListenerTransparent
+	}
 	client := clientAddr(r)
-	rec := h.o.Log.NewRecord(policy.ListenerHTTP, client.Addr())
+	rec := h.o.Log.NewRecord(listener, client.Addr())
 	rec.ClientPort = client.Port()
 	rec.Method, rec.Path, rec.UserAgent = r.Method, r.URL.EscapedPath(), r.UserAgent()
 	x := &exchange{rec: rec}
@@ -265,7 +270,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler)
 		}
 	}()
-	if h.o.Auth != nil {
+	if inline != nil {
+		rec.OrigDst = inline.OrigDst
+		if r.Method == http.MethodConnect || !inlineTarget(r, inline.OrigDst) {
+			rec.Host, rec.Port = r.Host, inline.OrigDst.Port()
+			rec.Deny(policy.ReasonBadRequest)
+			answer{status: http.StatusBadRequest, kind: denied, reason: policy.ReasonBadRequest, close: true}.serve(cw)
+			return
+		}
+	} else if h.o.Auth != nil {
 		user, ok := h.o.Auth(r.Header.Get("Proxy-Authorization"))
 		if ok {
 			rec.User = user
@@ -307,7 +320,7 @@ func (h *Handler) serveStored(w *respWriter, r *http.Request, x *exchange) bool 
 	default:
 		return false
 	}
-	dec, a := h.decide(r.Context(), x.rec, policy.ListenerHTTP, r.URL.Host, defPort)
+	dec, a := h.decide(r.Context(), x.rec, x.rec.Listener, r.URL.Host, defPort)
 	x.pre, x.hasPre = preDecision{dec: dec, a: a}, true
 	if a != nil || h.o.DLP != nil && h.o.DLP.Active(dec.DLP) {
 		return false
@@ -414,7 +427,7 @@ func (h *Handler) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 	if x.hasPre {
 		dec, a = x.pre.dec, x.pre.a // serveStored asked already
 	} else {
-		dec, a = h.decide(r.Context(), x.rec, policy.ListenerHTTP, r.URL.Host, defPort)
+		dec, a = h.decide(r.Context(), x.rec, x.rec.Listener, r.URL.Host, defPort)
 	}
 	if a != nil {
 		x.synthesized = true

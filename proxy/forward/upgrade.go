@@ -35,7 +35,7 @@ func wantsWebSocket(r *http.Request) bool {
 // counts, one access line). Any other answer is relayed as a response.
 func (h *Handler) serveUpgrade(cw *respWriter, r *http.Request, x *exchange) {
 	rec := x.rec
-	dec, a := h.decide(r.Context(), rec, policy.ListenerHTTP, r.URL.Host, "80")
+	dec, a := h.decide(r.Context(), rec, rec.Listener, r.URL.Host, "80")
 	switch {
 	case a != nil:
 		a.serve(cw)

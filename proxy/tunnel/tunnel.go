@@ -65,6 +65,18 @@ func (r *Runner) GuardSNI(client net.Conn, prefix []byte, dec policy.Decision, r
 		deadline = time.Now().Add(r.Handshake)
 	}
 	hello, info, err := sni.Peek(client, prefix, MaxHello, deadline)
+	if !JudgeHello(dec, hello, info, err, rec) {
+		return nil, false
+	}
+	return hello, true
+}
+
+// JudgeHello is the guard's verdict on a ClientHello already read with
+// sni.Peek (hello, info and err are what it returned), against the decision
+// dec for a tls_ports port: GuardSNI's second half, for a front end that
+// must read the hello before it can decide (the in-line mode decides on
+// the SNI). false: the tunnel must be closed; rec then carries the denial.
+func JudgeHello(dec policy.Decision, hello []byte, info sni.Info, err error, rec *accesslog.Record) bool {
 	verdict, reason := judge(dec, hello, info, err)
 	if err == nil {
 		rec.SNI, rec.ECH = info.ServerName, info.ECH
@@ -73,12 +85,12 @@ func (r *Runner) GuardSNI(client net.Conn, prefix []byte, dec policy.Decision, r
 	switch verdict {
 	case policy.Deny:
 		rec.Deny(reason)
-		return nil, false
+		return false
 	case policy.Report:
 		rec.Decision.Verdict = policy.Report
 		rec.Reason = reason
 	}
-	return hello, true
+	return true
 }
 
 // judge turns what sni.Peek read into the guard's verdict. Only a hello

@@ -63,8 +63,25 @@ func TLSOrigin(t testing.TB, ca *CA, ip string, names ...string) *Origin {
 // TLSOriginIn is [TLSOrigin] inside ns (nil: the host namespace).
 func TLSOriginIn(t testing.TB, ns *Netns, ca *CA, ip string, names ...string) *Origin {
 	t.Helper()
+	return startTLSOrigin(t, ns, ca, net.JoinHostPort(ip, "0"), names)
+}
+
+// TLSOriginAt is [TLSOriginIn] on addr ("ip:port"), for a namespace of the
+// test's own where the origin must be on its service's port (443 behind an
+// in-line gateway, which hands on the port the client dialed).
+func TLSOriginAt(t testing.TB, ns *Netns, ca *CA, addr string, names ...string) *Origin {
+	t.Helper()
+	return startTLSOrigin(t, ns, ca, addr, names)
+}
+
+func startTLSOrigin(t testing.TB, ns *Netns, ca *CA, addr string, names []string) *Origin {
+	t.Helper()
+	ip, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatalf("origin address %q: %v", addr, err)
+	}
 	cert := ca.Issue(append(append([]string(nil), names...), ip)...)
-	o := newOrigin(t, ns, ip, names)
+	o := newOrigin(t, ns, addr, names)
 	o.srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	o.srv.StartTLS()
 	o.URL = o.srv.URL
@@ -81,26 +98,39 @@ func HTTPOrigin(t testing.TB, ip, name string) *Origin {
 // HTTPOriginIn is [HTTPOrigin] inside ns (nil: the host namespace).
 func HTTPOriginIn(t testing.TB, ns *Netns, ip, name string) *Origin {
 	t.Helper()
+	return startHTTPOrigin(t, ns, net.JoinHostPort(ip, "0"), name)
+}
+
+// HTTPOriginAt is [HTTPOriginIn] on addr ("ip:port"); see [TLSOriginAt].
+func HTTPOriginAt(t testing.TB, ns *Netns, addr, name string) *Origin {
+	t.Helper()
+	return startHTTPOrigin(t, ns, addr, name)
+}
+
+func startHTTPOrigin(t testing.TB, ns *Netns, addr, name string) *Origin {
+	t.Helper()
 	var names []string
 	if name != "" {
 		names = []string{name}
 	}
-	o := newOrigin(t, ns, ip, names)
+	o := newOrigin(t, ns, addr, names)
 	o.srv.Start()
 	o.URL = o.srv.URL
 	t.Cleanup(o.srv.Close)
 	return o
 }
 
-func newOrigin(t testing.TB, ns *Netns, ip string, names []string) *Origin {
+// newOrigin listens on addr ("ip:port"); its Name is names[0], or the ip.
+func newOrigin(t testing.TB, ns *Netns, addr string, names []string) *Origin {
 	t.Helper()
+	ip, _, _ := net.SplitHostPort(addr)
 	o := &Origin{Name: ip}
 	if len(names) > 0 {
 		o.Name = names[0]
 	}
-	ln, err := ns.Listen("tcp", net.JoinHostPort(ip, "0"))
+	ln, err := ns.Listen("tcp", addr)
 	if err != nil {
-		t.Fatalf("origin listen on %s: %v", ip, err)
+		t.Fatalf("origin listen on %s: %v", addr, err)
 	}
 	o.srv = httptest.NewUnstartedServer(http.HandlerFunc(o.serve))
 	o.srv.Config.ErrorLog = log.New(errorSink{o}, "", 0)
