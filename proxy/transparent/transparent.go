@@ -119,6 +119,7 @@ func (f *FrontEnd) serveTLS(c *accept.Conn, dst netip.AddrPort, rec *accesslog.R
 	host := dst.Addr().String()
 	if err == nil && info.HasSNI && info.ServerName != "" {
 		host = info.ServerName
+		rec.SNI = host
 	}
 	dec, ok := f.decide(rec, host, dst.Port())
 	if !ok || !tunnel.JudgeHello(dec, hello, info, err, rec) {
