@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -53,8 +54,14 @@ func inlineTarget(r *http.Request, dst netip.AddrPort) bool {
 	} else {
 		host = trimBrackets(host)
 	}
-	if host == "" || strings.ContainsAny(host, "/?#@[]") {
+	if host == "" || strings.ContainsAny(host, "/?#@[]%") {
 		return false
+	}
+	if strings.IndexByte(host, ':') >= 0 {
+		// Only an IPv6 literal has colons (a zone never reaches an origin).
+		if a, err := netip.ParseAddr(host); err != nil || !a.Is6() || a.Zone() != "" {
+			return false
+		}
 	}
 	authority := host
 	switch {
@@ -62,6 +69,10 @@ func inlineTarget(r *http.Request, dst netip.AddrPort) bool {
 		authority = net.JoinHostPort(host, port)
 	case strings.IndexByte(host, ':') >= 0:
 		authority = "[" + host + "]"
+	}
+	// What goes on is a URL whose authority is exactly this one.
+	if u, err := url.Parse("http://" + authority + "/"); err != nil || u.Host != authority {
+		return false
 	}
 	r.URL.Scheme = "http"
 	r.URL.Host = authority
