@@ -16,7 +16,7 @@ import (
 )
 
 var (
-	opsListeners = []string{"http", "connect", "socks5"}
+	opsListeners = []string{"http", "connect", "socks5", "transparent"}
 	opsDecisions = []string{"allow", "deny", "report"}
 	opsReasons   = []string{"", "not_allowed", "port_not_allowed", "denied_by_rule", "private_range", "sni_mismatch", "sni_missing",
 		"tls_hello_invalid", "ech_refused", "protocol_mismatch", "auth_required", "dlp", "bad_request", "dns_error", "dial_error", "limit", "timeout"}
@@ -102,7 +102,7 @@ func TestMetrics(t *testing.T) {
 	for _, r := range []string{"hit", "negative_hit", "miss", "not_found", "stale", "error"} {
 		zero("egressd_dns_duration_seconds", map[string]string{"result": r})
 	}
-	for _, l := range []string{"http", "socks5"} {
+	for _, l := range []string{"http", "socks5", "transparent"} {
 		zero("egressd_client_connections", map[string]string{"listener": l})
 	}
 	for _, s := range []string{"cache", "bcrypt", "shared"} {

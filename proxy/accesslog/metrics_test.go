@@ -82,14 +82,14 @@ func TestMetricsFromStart(t *testing.T) {
 
 	wantCount := map[string]int{
 		"egressd_requests_total":                               len(knownListeners) * len(knownDecisions) * len(knownReasons),
-		"egressd_active_tunnels":                               3,
-		"egressd_bytes_total":                                  6,
+		"egressd_active_tunnels":                               len(knownListeners),
+		"egressd_bytes_total":                                  2 * len(knownListeners),
 		"egressd_config_reloads_total":                         2,
 		"egressd_dns_duration_seconds":                         6,
 		"egressd_dns_stale_answers_total":                      1,
 		"egressd_draining":                                     1,
-		"egressd_limit_rejections_total":                       6,
-		"egressd_client_connections":                           2,
+		"egressd_limit_rejections_total":                       len(knownListeners) * len(knownLimits),
+		"egressd_client_connections":                           len(knownSockets),
 		"egressd_rule_matches_total":                           2,
 		"egressd_config_info":                                  1,
 		"egressd_dial_duration_seconds":                        4,
