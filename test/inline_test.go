@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/proxy/config"
 	"github.com/egressd/egressd/test/testenv"
 )
 
@@ -91,9 +92,10 @@ func newInlineEnv(t *testing.T, ipv4, ipv6 string) *inlineEnv {
 	_, port, _ := net.SplitHostPort(cfg.Listen.Transparent)
 	fmt.Sscan(port, &e.port)
 	cfg.DNS.Servers = []string{netip.AddrPortFrom(inlineDNS, 53).String()}
+	cfg.DLP.Profiles = map[string]config.DLPProfile{"keys": {Mode: "enforce", Detectors: []string{"aws_access_key"}}}
 	cfg.Policy.Rules = []testenv.Rule{
 		// 203.0.113.0/24 is in the default deny ranges (TEST-NET-3).
-		{Name: "web", Hosts: []string{"allowed.test", "other.test"}, Ports: []int{80, 443}, AllowRanges: []string{"203.0.113.0/28"}},
+		{Name: "web", Hosts: []string{"allowed.test", "other.test"}, Ports: []int{80, 443}, AllowRanges: []string{"203.0.113.0/28"}, DLP: "keys"},
 		// Allowed names whose addresses are the metadata service and a
 		// private range: the ranges still deny them.
 		{Name: "traps", Hosts: []string{"meta.test", "private.test"}, Ports: []int{80, 443}},
@@ -200,6 +202,7 @@ func TestInline(t *testing.T) {
 			t.Run("denied names", e.testDenied)
 			t.Run("sni to another address", e.testSNIElsewhere)
 			t.Run("keep-alive host switch", e.testKeepAlive)
+			t.Run("dlp", e.testDLP)
 			t.Run("no sni", e.testNoSNI)
 			t.Run("metadata and private", e.testTraps)
 			t.Run("other ports", e.testOtherPorts)
@@ -341,6 +344,26 @@ func (e *inlineEnv) testKeepAlive(t *testing.T) {
 	e.line(t, dst, map[string]any{"host": "other.test", "decision": "allow", "status": 200})
 	e.line(t, dst, map[string]any{"host": "denied.test", "decision": "deny", "reason": "not_allowed", "status": 403})
 	e.hp.AssertNone(t)
+}
+
+// testDLP: in-line HTTP requests go through the rule's DLP profile as
+// forwarded requests do: a body with an AWS access key is refused before
+// any byte reaches the origin; a clean one goes through.
+func (e *inlineEnv) testDLP(t *testing.T) {
+	before := e.other.Count()
+	stdout, _, exit := e.curl(t, "-i", "--resolve", "other.test:80:"+inlineOther.String(),
+		"--data-binary", "key="+dlpAWS, "http://other.test/upload")
+	if exit != 0 || !strings.HasPrefix(stdout, "HTTP/1.1 403") || !strings.Contains(stdout, "X-Egress-Denied: dlp") {
+		t.Errorf("POST with a secret: exit %d\n%s", exit, stdout)
+	}
+	if e.other.Count() != before {
+		t.Errorf("the origin got the request with a secret")
+	}
+	e.line(t, netip.AddrPortFrom(inlineOther, 80), map[string]any{"method": "POST", "reason": "dlp", "dlp_profile": "keys"})
+	stdout, _, exit = e.curl(t, "--resolve", "other.test:80:"+inlineOther.String(), "--data-binary", "key=nothing", "http://other.test/upload")
+	if exit != 0 || echoOf(t, stdout).Method != "POST" || e.other.Count() != before+1 {
+		t.Errorf("clean POST: exit %d: %s", exit, stdout)
+	}
 }
 
 // testNoSNI: a ClientHello without SNI to an address no cidrs rule allows
