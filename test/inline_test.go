@@ -229,8 +229,14 @@ func (e *inlineEnv) testHTTPSAllowed(t *testing.T) {
 		if e.web.Count() != before+1 {
 			t.Errorf("origin requests %d, want %d", e.web.Count(), before+1)
 		}
-		e.line(t, netip.AddrPortFrom(dial, 443), map[string]any{"decision": "allow", "host": "allowed.test",
-			"sni": "allowed.test", "port": 443, "rule": "web", "ip": inlineWeb.String()})
+		l := e.line(t, netip.AddrPortFrom(dial, 443), map[string]any{"decision": "allow", "host": "allowed.test",
+			"sni": "allowed.test", "port": 443, "rule": "web", "ip": inlineWeb.String(), "event": "close"})
+		if ap, err := netip.ParseAddrPort(fmt.Sprint(l["egress_addr"])); err != nil || ap.Addr() != e.in.GatewayWAN4 {
+			t.Errorf("egress_addr %v, want the gateway's WAN address", l["egress_addr"])
+		}
+		if l["tls_version"] == "" || l["client_port"] == 0.0 {
+			t.Errorf("tls_version %v, client_port %v", l["tls_version"], l["client_port"])
+		}
 	}
 }
 

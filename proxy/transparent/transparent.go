@@ -73,6 +73,7 @@ func (f *FrontEnd) Serve(c *accept.Conn) {
 	}
 	c.OrigDst = dst
 	rec := f.o.Log.NewRecord(policy.ListenerTransparent, c.Client.Addr())
+	rec.ClientPort = c.Client.Port()
 	rec.OrigDst = dst
 	rec.Host, rec.Port = dst.Addr().String(), dst.Port()
 	switch {
@@ -168,7 +169,7 @@ func (f *FrontEnd) tunnel(c *accept.Conn, dec policy.Decision, first []byte, rec
 		f.refuse(c, rec)
 		return
 	}
-	rec.IP = addr
+	rec.IP, rec.EgressAddr = addr, egress.LocalAddrPort(up)
 	f.o.Runner.Start(c, up, first, rec)
 }
 
