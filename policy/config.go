@@ -73,7 +73,19 @@ type Rule struct {
 	CIDRs       []string `yaml:"cidrs"`        // IP-literal destinations; for allow rules also exceptions to deny ranges
 	Ports       []int    `yaml:"ports"`        // 1..65535; required for allow rules, omitted on a deny rule: every port
 	AllowRanges []string `yaml:"allow_ranges"` // deny-range exceptions for this rule's destinations (allow rules only)
-	DLP         string   `yaml:"dlp"`          // dlp profile for this rule's plain HTTP requests; "" = dlp.default_profile
+	DLP         string   `yaml:"dlp"`          // dlp profile for this rule's HTTP requests; "" = dlp.default_profile
+	// Inspect terminates this rule's tunnels (TLS with a leaf from
+	// tls_inspection's CA) so that their HTTP requests are checked like
+	// forwarded ones.
+	Inspect bool `yaml:"inspect"`
+	// Methods and Paths narrow the HTTP requests the rule allows (forwarded,
+	// or inside inspected tunnels); empty: any. They need Inspect.
+	Methods []string `yaml:"methods"`
+	Paths   []string `yaml:"paths"`
+	// RequestHeadersAdd sets these request header fields (replacing any the
+	// client sent), with {group}, {user}, {client}, {rule} and {host}
+	// filled in. Needs Inspect.
+	RequestHeadersAdd map[string]string `yaml:"request_headers_add"`
 }
 
 // FieldError is one validation error in a Config. Path is relative to the
@@ -115,9 +127,11 @@ type group struct {
 }
 
 type rule struct {
-	name   string
-	deny   bool
-	dlp    string
+	name    string
+	deny    bool
+	dlp     string
+	inspect bool
+	http    *HTTPRule // nil: no methods, paths or headers
 	groups []int
 	ports  []uint16       // sorted; empty on a deny rule means every port
 	allow  []netip.Prefix // allow_ranges and cidrs: exceptions to the deny ranges
@@ -297,6 +311,16 @@ func Compile(c Config) (*Policy, error) {
 			}
 		}
 		cr.ports = cc.ports(path+".ports", r.Ports, !cr.deny)
+		cr.inspect = r.Inspect
+		cr.http = cc.httpRule(path, r)
+		switch {
+		case cr.deny && r.Inspect:
+			cc.errorf(path+".inspect", "a deny rule lets nothing through to inspect")
+		case cr.deny && cr.http != nil:
+			cc.errorf(path, "a deny rule allows nothing: methods, paths and request_headers_add belong on allow rules")
+		case cr.http != nil && !r.Inspect:
+			cc.errorf(path+".inspect", "methods, paths and request_headers_add need inspect: true (without it the rule's tunnels are opaque, and they could not be checked there)")
+		}
 		p.rules = append(p.rules, cr)
 	}
 	if len(cc.errs) > 0 {

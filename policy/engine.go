@@ -76,6 +76,9 @@ func (p *Policy) decide(ctx context.Context, res Resolver, r Request) (Decision,
 		Port:    r.Port,
 		Policy:  p,
 	}
+	if m.Rule >= 0 && !p.rules[m.Rule].deny {
+		d.Inspect, d.HTTP = p.rules[m.Rule].inspect, p.rules[m.Rule].http
+	}
 	if m.Err != nil || r.Port == 0 {
 		d.Verdict, d.Reason = Deny, ReasonNotAllowed
 		return d, nil
@@ -138,11 +141,12 @@ func (p *Policy) decide(ctx context.Context, res Resolver, r Request) (Decision,
 }
 
 // waivable lists the reasons report mode turns into Verdict Report.
-// private_range, denied_by_rule, tls_hello_invalid, auth_required, dlp and
-// the failure reasons always deny.
+// private_range, denied_by_rule, tls_hello_invalid, auth_required, dlp,
+// upstream_tls and the failure reasons always deny.
 func waivable(r Reason) bool {
 	switch r {
-	case ReasonNotAllowed, ReasonPortNotAllowed, ReasonSNIMismatch, ReasonSNIMissing, ReasonECHRefused, ReasonProtocolMismatch:
+	case ReasonNotAllowed, ReasonPortNotAllowed, ReasonSNIMismatch, ReasonSNIMissing, ReasonECHRefused, ReasonProtocolMismatch,
+		ReasonHostMismatch:
 		return true
 	}
 	return false

@@ -268,7 +268,7 @@ func TestEnforce(t *testing.T) {
 	for _, r := range DenyReasons {
 		wantReport := Report
 		switch r {
-		case ReasonPrivateRange, ReasonDeniedByRule, ReasonTLSHelloInvalid, ReasonAuthRequired, ReasonDLP:
+		case ReasonPrivateRange, ReasonDeniedByRule, ReasonTLSHelloInvalid, ReasonAuthRequired, ReasonDLP, ReasonUpstreamTLS:
 			wantReport = Deny
 		}
 		if got := enforce(ModeReport, r); got != wantReport {
@@ -293,7 +293,7 @@ func TestEnforce(t *testing.T) {
 func TestDenyReasonsContract(t *testing.T) {
 	t.Parallel()
 	want := []Reason{"not_allowed", "port_not_allowed", "denied_by_rule", "private_range", "sni_mismatch", "sni_missing",
-		"tls_hello_invalid", "ech_refused", "protocol_mismatch", "auth_required", "dlp"}
+		"tls_hello_invalid", "ech_refused", "protocol_mismatch", "auth_required", "dlp", "host_mismatch", "upstream_tls"}
 	if diff := cmp.Diff(want, DenyReasons); diff != "" {
 		t.Error(diff)
 	}

@@ -109,3 +109,103 @@ func FuzzHostPattern(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCheckPath checks the paths matcher against a naive reference: decode
+// the path, refuse what has an escaped separator or a segment that origins
+// read differently, then compare each entry as a string.
+func FuzzCheckPath(f *testing.F) {
+	for _, s := range []string{
+		"/api/v2/x", "/api/v2/", "/api/v2", "/upload", "/api/v2/../admin", "/api/v2/%2e%2e/admin",
+		"/api/v2/x%2F..%2Fadmin", "/api//v2/x", "/api/v2/..\\admin", "/uplo%61d", "/%zz", "", "/",
+		"/api/v2/./x", "/api/v2/%00", "/api/v2/%",
+	} {
+		f.Add(s)
+	}
+	p, err := Compile(Config{Rules: []Rule{{
+		Name: "r", Hosts: []string{"example.com"}, Ports: []int{443}, Inspect: true,
+		Paths: []string{"/api/v2/*", "/upload", "/"},
+	}}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	d := Decision{Verdict: Allow, Policy: p, HTTP: p.rules[0].http}
+	f.Fuzz(func(t *testing.T, path string) {
+		_, r := p.CheckRequest(d, "GET", path)
+		if got, want := r == ReasonNone, naivePathAllowed(path); got != want {
+			t.Fatalf("CheckRequest(%q) allowed=%v, reference says %v", path, got, want)
+		}
+	})
+}
+
+func naivePathAllowed(path string) bool {
+	lower := strings.ToLower(path)
+	if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") {
+		return false
+	}
+	var b strings.Builder
+	for i := 0; i < len(path); i++ {
+		if path[i] != '%' {
+			b.WriteByte(path[i])
+			continue
+		}
+		if i+2 >= len(path) || !isHex(path[i+1]) || !isHex(path[i+2]) {
+			return false
+		}
+		b.WriteByte(unhex(path[i+1])<<4 | unhex(path[i+2]))
+		i += 2
+	}
+	dec := b.String()
+	if !strings.HasPrefix(dec, "/") {
+		return false
+	}
+	for _, c := range []byte(dec) {
+		if c < 0x20 || c == 0x7f || c == '\\' {
+			return false
+		}
+	}
+	segs := strings.Split(dec[1:], "/")
+	for i, s := range segs {
+		if s == "." || s == ".." || (s == "" && i < len(segs)-1) {
+			return false
+		}
+	}
+	return dec == "/upload" || dec == "/" || strings.HasPrefix(dec, "/api/v2/")
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c >= 'a':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
+}
+
+// FuzzHeaderTemplate: a request_headers_add value either fails to compile
+// or fills in to a value that net/http would send, whatever the client's
+// user name holds.
+func FuzzHeaderTemplate(f *testing.F) {
+	for _, s := range []string{"{group}", "{user}@{client}", "a{rule}b{host}c", "{", "}", "{grup}", "{{group}}", "x\ty", ""} {
+		f.Add(s, "alice")
+	}
+	f.Add("{user}", "a\r\nX-Evil: 1")
+	f.Fuzz(func(t *testing.T, tmpl, user string) {
+		p, err := Compile(Config{
+			Groups: map[string]Group{"web": {CIDRs: []string{"10.0.0.0/8"}}},
+			Rules: []Rule{{
+				Name: "r", Hosts: []string{"example.com"}, Ports: []int{443}, Inspect: true,
+				RequestHeadersAdd: map[string]string{"X-T": tmpl},
+			}},
+		})
+		if err != nil {
+			return
+		}
+		d := Decision{Group: "web", Rule: "r", Host: "example.com", HTTP: p.rules[0].http}
+		d.HTTP.SetHeaders(d, Client{User: user}, func(k, v string) {
+			if k != "X-T" || !validFieldText(v) {
+				t.Fatalf("set %q: %q", k, v)
+			}
+		})
+	})
+}

@@ -63,6 +63,13 @@ const (
 	ReasonProtocolMismatch Reason = "protocol_mismatch"
 	ReasonAuthRequired     Reason = "auth_required"
 	ReasonDLP              Reason = "dlp"
+	// ReasonHostMismatch: a request inside an inspected tunnel whose Host
+	// names another host than the tunnel's SNI (domain fronting).
+	ReasonHostMismatch Reason = "host_mismatch"
+	// ReasonUpstreamTLS: the origin of an inspected tunnel did not present
+	// a certificate valid for the name (or its TLS handshake failed); the
+	// client gets 502, never the origin's answer.
+	ReasonUpstreamTLS Reason = "upstream_tls"
 )
 
 // Failure reasons: not denials, but why an allowed request could not be served.
@@ -82,6 +89,7 @@ const (
 var DenyReasons = []Reason{
 	ReasonNotAllowed, ReasonPortNotAllowed, ReasonDeniedByRule, ReasonPrivateRange, ReasonSNIMismatch,
 	ReasonSNIMissing, ReasonTLSHelloInvalid, ReasonECHRefused, ReasonProtocolMismatch, ReasonAuthRequired, ReasonDLP,
+	ReasonHostMismatch, ReasonUpstreamTLS,
 }
 
 // Client identifies who is asking.
@@ -105,6 +113,8 @@ type Decision struct {
 	Reason  Reason           // "" when allowed by a rule
 	Rule    string           // matched rule name (an allow rule, or the deny rule that denied it), "" when none matched
 	DLP     string           // the matched rule's dlp profile, "" when it names none
+	Inspect bool             // the matched rule has inspect: its tunnels are terminated and their HTTP requests checked
+	HTTP    *HTTPRule        // the matched rule's methods, paths and request_headers_add; nil when it has none
 	Group   string           // the group the rule applied through; otherwise the client's group whose mode applied ("" when in none)
 	Mode    string           // the client's mode, ModeEnforce or ModeReport; "" means the policy's
 	Host    string           // normalized host (punycode, lowercase, no trailing dot; IPs in canonical form)
