@@ -132,9 +132,9 @@ type rule struct {
 	dlp     string
 	inspect bool
 	http    *HTTPRule // nil: no methods, paths or headers
-	groups []int
-	ports  []uint16       // sorted; empty on a deny rule means every port
-	allow  []netip.Prefix // allow_ranges and cidrs: exceptions to the deny ranges
+	groups  []int
+	ports   []uint16       // sorted; empty on a deny rule means every port
+	allow   []netip.Prefix // allow_ranges and cidrs: exceptions to the deny ranges
 }
 
 type cidrEntry struct {

@@ -268,7 +268,7 @@ func escapedSeparator(p string) bool {
 		if p[i] != '%' {
 			continue
 		}
-		switch p[i+1:i+3] {
+		switch p[i+1 : i+3] {
 		case "2f", "2F", "5c", "5C":
 			return true
 		}

@@ -149,13 +149,13 @@ func TestBypass(t *testing.T) {
 		t.Fatal(err)
 	}
 	for host, want := range map[string]bool{
-		"pinned.example.com":     true,
-		"a.pinned.example.com":   false,
-		"bank.example":           false,
-		"www.bank.example":       true,
-		"a.b.bank.example":       true,
-		"xn--bcher-kva.example":  true,
-		"other.example.com":      false,
+		"pinned.example.com":      true,
+		"a.pinned.example.com":    false,
+		"bank.example":            false,
+		"www.bank.example":        true,
+		"a.b.bank.example":        true,
+		"xn--bcher-kva.example":   true,
+		"other.example.com":       false,
 		"pinned.example.com.evil": false,
 	} {
 		if got := b.Matches(host); got != want {
