@@ -72,6 +72,11 @@ type Metrics struct {
 	CacheStoredObjects prometheus.Gauge
 	CacheEvictions     prometheus.Counter
 
+	// TLS inspection: leaf certificates issued, and client handshakes by
+	// result.
+	InspectLeaves     prometheus.Counter
+	InspectHandshakes *prometheus.CounterVec
+
 	// Cached children for the hot path: no label hashing per request.
 	bytesUp, bytesDown map[policy.Listener]prometheus.Counter
 	requests           map[requestKey]prometheus.Counter
@@ -204,6 +209,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "egressd_dlp_icap_requests_total",
 			Help: "Requests a DLP profile asked the ICAP service about, by result: allow (204 or unchanged), modify (forwarded as modified), block (the service's response went to the client), error (the service failed or timed out; dlp.icap.failure decided).",
 		}, []string{"result"}),
+		InspectLeaves: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "egressd_inspect_leaves_issued_total",
+			Help: "Leaf certificates issued for inspected tunnels (one per name per validity period; the rest come from the cache).",
+		}),
+		InspectHandshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "egressd_inspect_handshakes_total",
+			Help: "Client TLS handshakes of inspected tunnels, by result (ok, failed: most often a client that does not trust the CA, or pins certificates).",
+		}, []string{"result"}),
 		rules:     map[string]bool{},
 		bytesUp:   map[policy.Listener]prometheus.Counter{},
 		bytesDown: map[policy.Listener]prometheus.Counter{},
@@ -219,6 +232,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.Reloads, m.ConfigInfo, m.RuleMatches, m.LimitRejects, m.ClientConns, m.ReloadTime, m.Panics, m.AuthChecks, m.DLPFindings, m.DLPICAP,
 		m.BuildInfo, m.Draining,
 		m.CacheRequests, m.CacheServedBytes, m.CacheCollapsed, m.CacheStoredBytes, m.CacheStoredObjects, m.CacheEvictions,
+		m.InspectLeaves, m.InspectHandshakes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, l := range knownSockets {
 		m.ClientConns.WithLabelValues(string(l))
@@ -259,6 +273,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	for _, r := range []string{CacheHit, CacheMiss, CacheRevalidated} {
 		m.cache[r] = m.CacheRequests.WithLabelValues(r)
+	}
+	for _, r := range []string{"ok", "failed"} {
+		m.InspectHandshakes.WithLabelValues(r)
 	}
 	return m
 }
@@ -480,15 +497,10 @@ func (m *Metrics) observe(r *Record) {
 	case r.Listener == policy.ListenerHTTP && r.Verdict().Passes():
 		m.HTTPDuration.Observe(time.Since(r.Start).Seconds())
 	}
-	if up := r.Up.Load(); up > 0 {
-		if c, ok := m.bytesUp[r.Listener]; ok {
-			c.Add(float64(up))
-		}
-	}
-	if down := r.Down.Load(); down > 0 {
-		if c, ok := m.bytesDown[r.Listener]; ok {
-			c.Add(float64(down))
-		}
+	// A request inside an inspected tunnel: its bytes are counted with
+	// the tunnel's line (the TLS bytes), not twice.
+	if !r.Inspected {
+		m.countBytes(r)
 	}
 	if r.Decision.Rule != "" {
 		m.RuleMatches.WithLabelValues(r.Decision.Rule).Inc()
@@ -515,6 +527,19 @@ func (m *Metrics) observe(r *Record) {
 	}
 }
 
+func (m *Metrics) countBytes(r *Record) {
+	if up := r.Up.Load(); up > 0 {
+		if c, ok := m.bytesUp[r.Listener]; ok {
+			c.Add(float64(up))
+		}
+	}
+	if down := r.Down.Load(); down > 0 {
+		if c, ok := m.bytesDown[r.Listener]; ok {
+			c.Add(float64(down))
+		}
+	}
+}
+
 // SetDLPDetectors makes egressd_dlp_findings_total carry a series at zero
 // for each detector name a finding can have (both modes). Names come from
 // the config, so the label stays bounded.
@@ -525,5 +550,20 @@ func (m *Metrics) SetDLPDetectors(names []string) {
 	for _, n := range names {
 		m.DLPFindings.WithLabelValues(n, "enforce")
 		m.DLPFindings.WithLabelValues(n, "report")
+	}
+}
+
+// InspectLeafIssued counts a leaf certificate issued.
+func (m *Metrics) InspectLeafIssued() {
+	if m != nil {
+		m.InspectLeaves.Inc()
+	}
+}
+
+// InspectHandshake counts a client handshake of an inspected tunnel by
+// result (ok, failed).
+func (m *Metrics) InspectHandshake(result string) {
+	if m != nil {
+		m.InspectHandshakes.WithLabelValues(result).Inc()
 	}
 }

@@ -42,14 +42,15 @@ const (
 	KeyBytesUp    = "bytes_up"
 	KeyBytesDown  = "bytes_down"
 	KeyDurationMS = "duration_ms"
-	KeyMethod     = "method"      // forwarded HTTP
-	KeyPath       = "path"        // forwarded HTTP: the URL's path, without the query
-	KeyUserAgent  = "user_agent"  // forwarded HTTP
+	KeyMethod     = "method"      // HTTP requests (forwarded, or inside an inspected tunnel)
+	KeyPath       = "path"        // HTTP requests: the URL's path, without the query
+	KeyUserAgent  = "user_agent"  // HTTP requests
 	KeyDLPProfile = "dlp_profile" // plain HTTP requests a DLP profile inspected
 	KeyDLP        = "dlp"         // their findings: [{"detector":..., "location":...}]
 	KeyDLPICAP    = "dlp_icap"    // what the ICAP service said: allow, modify, block, error
 	KeyCache      = "cache"
-	KeyOrigDst    = "orig_dst" // in-line mode: the address and port the client dialed
+	KeyOrigDst    = "orig_dst"  // in-line mode: the address and port the client dialed
+	KeyInspected  = "inspected" // a request inside an inspected (terminated) tunnel
 )
 
 // Values of the event key: a tunnel's line when it is established
@@ -79,16 +80,19 @@ type Record struct {
 	Client     netip.Addr
 	ClientPort uint16 // the client's source port (from the PROXY header behind a load balancer)
 	User       string
-	Method     string // forwarded HTTP only, as are Path and UserAgent
-	Path       string // the request URL's path as sent (escaped), never its query
-	UserAgent  string
-	Cache      string // plain HTTP through the HTTP cache only: CacheHit, CacheMiss or CacheRevalidated
-	Host       string // normalized when a decision was made, raw otherwise
-	Port       uint16
-	SNI        string
-	ECH        bool
-	IP         netip.AddrPort // the address actually dialed
-	OrigDst    netip.AddrPort // in-line mode: the destination the client dialed (the zero value elsewhere)
+	Method     string // HTTP requests only (forwarded, or inside an inspected tunnel), as are Path and UserAgent
+	// Inspected marks a request inside an inspected tunnel. The tunnel
+	// has a line of its own.
+	Inspected bool
+	Path      string // the request URL's path as sent (escaped), never its query
+	UserAgent string
+	Cache     string // plain HTTP through the HTTP cache only: CacheHit, CacheMiss or CacheRevalidated
+	Host      string // normalized when a decision was made, raw otherwise
+	Port      uint16
+	SNI       string
+	ECH       bool
+	IP        netip.AddrPort // the address actually dialed
+	OrigDst   netip.AddrPort // in-line mode: the destination the client dialed (the zero value elsewhere)
 	// EgressAddr is the local address of the upstream connection: what the
 	// origin, VPC flow logs and NAT logs see before any translation.
 	EgressAddr netip.AddrPort
@@ -155,6 +159,9 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddUint16(KeyClientPort, r.ClientPort)
 	enc.AddString(KeyUser, r.User)
 	enc.AddString(KeyGroup, r.Decision.Group)
+	if r.Inspected {
+		enc.AddBool(KeyInspected, true)
+	}
 	if r.Method != "" {
 		enc.AddString(KeyMethod, r.Method)
 		enc.AddString(KeyPath, r.Path)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy/dlp"
+	"github.com/egressd/egressd/proxy/inspect"
 )
 
 // Config is the whole config file. Parse fills omitted keys with the defaults
@@ -21,6 +22,8 @@ type Config struct {
 	Log      Log           `yaml:"log"`
 	DLP      DLP           `yaml:"dlp"`
 	Cache    Cache         `yaml:"cache"`
+	// TLSInspection is the CA and settings of rules with inspect: true.
+	TLSInspection TLSInspection `yaml:"tls_inspection"`
 }
 
 // Listen holds the listener addresses ("host:port"; "" disables one). They
@@ -152,6 +155,20 @@ type HTTPCache struct {
 	MaxBytes        Size          `yaml:"max_bytes"`        // 0 = off
 	MaxObjectBytes  Size          `yaml:"max_object_bytes"` // larger responses stream through unbuffered
 	CollapseTimeout time.Duration `yaml:"collapse_timeout"` // a request waits this long for a concurrent fetch of its URL
+}
+
+// TLSInspection configures the termination of inspected tunnels
+// (proxy/inspect). The files are read at start and on every reload.
+type TLSInspection struct {
+	CACert         string   `yaml:"ca_cert"`          // PEM: the issuing CA certificate (an intermediate is fine), then its chain
+	CAKey          string   `yaml:"ca_key"`           // PEM: its private key; must not be readable by group or others
+	UpstreamCAFile string   `yaml:"upstream_ca_file"` // PEM roots added to the system's for origins; "" = the system's only
+	Bypass         []string `yaml:"bypass"`           // names never inspected, even when a rule says so
+}
+
+// Inspect returns the section in proxy/inspect's form.
+func (t TLSInspection) Inspect() inspect.Config {
+	return inspect.Config{CACert: t.CACert, CAKey: t.CAKey, UpstreamCAFile: t.UpstreamCAFile, Bypass: t.Bypass}
 }
 
 // defaults returns the values used for keys a file omits.

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/inspect"
 )
 
 func TestDefault(t *testing.T) {
@@ -237,6 +238,14 @@ func TestParseErrors(t *testing.T) {
 		{"allow tie", "policy:\n  allow_ranges: [\"10.0.0.0/8\"]\n", `egressd.yaml:2: policy.allow_ranges[0]: 10.0.0.0/8: equals a deny range`},
 		{"two documents", "log:\n  level: info\n---\nlog:\n  level: debug\n", `egressd.yaml:3: more than one YAML document`},
 		{"merge key", "base: &b {http: \":1\"}\nlisten:\n  <<: *b\n", `egressd.yaml:1: base: unknown key`},
+		{"inspect without a CA", "policy:\n  rules:\n    - name: up\n      hosts: [up.example.com]\n      ports: [443]\n      inspect: true\n", `egressd.yaml:6: policy.rules[0].inspect: needs tls_inspection.ca_cert and ca_key`},
+		{"ca cert without key", "tls_inspection:\n  ca_cert: /x.pem\n", `egressd.yaml:2: tls_inspection.ca_key: required with tls_inspection.ca_cert`},
+		{"ca key without cert", "tls_inspection:\n  ca_key: /x.key\n", `egressd.yaml:2: tls_inspection.ca_cert: required with tls_inspection.ca_key`},
+		{"upstream roots alone", "tls_inspection:\n  upstream_ca_file: /r.pem\n", `egressd.yaml:2: tls_inspection.upstream_ca_file: has no effect without`},
+		{"bad bypass", "tls_inspection:\n  bypass:\n    - ok.example\n    - a.*.example\n", `egressd.yaml:4: tls_inspection.bypass[1]: "a.*.example": wildcard only allowed as the leftmost label`},
+		{"methods without inspect", "policy:\n  rules:\n    - name: up\n      hosts: [up.example.com]\n      ports: [443]\n      methods: [GET]\n", `egressd.yaml:3: policy.rules[0].inspect: methods, paths and request_headers_add need inspect: true`},
+		{"bad path", "tls_inspection:\n  ca_cert: /x.pem\n  ca_key: /x.key\npolicy:\n  rules:\n    - name: up\n      hosts: [up.example.com]\n      ports: [443]\n      inspect: true\n      paths: [\"/a/../b\"]\n", `egressd.yaml:10: policy.rules[0].paths[0]: "/a/../b": not a canonical path`},
+		{"bad placeholder", "tls_inspection:\n  ca_cert: /x.pem\n  ca_key: /x.key\npolicy:\n  rules:\n    - name: up\n      hosts: [up.example.com]\n      ports: [443]\n      inspect: true\n      request_headers_add:\n        X-Group: \"{grup}\"\n", `egressd.yaml:11: policy.rules[0].request_headers_add.X-Group: {grup}: unknown placeholder`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -363,5 +372,34 @@ func TestMarshalRoundTrip(t *testing.T) {
 	}
 	if diff := cmp.Diff(c, c2, cmpopts.EquateEmpty(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("round trip (-first +second):\n%s", diff)
+	}
+}
+
+func TestTLSInspectionConfig(t *testing.T) {
+	t.Parallel()
+	c, err := Parse([]byte(`tls_inspection:
+  ca_cert: /etc/egressd/inspect-ca.pem
+  ca_key: /etc/egressd/inspect-ca.key
+  bypass: ["pinned.example.com"]
+policy:
+  rules:
+    - name: uploads
+      hosts: ["upload.example.com"]
+      ports: [443]
+      inspect: true
+      methods: [GET, POST]
+      paths: ["/api/v2/*", "/upload"]
+      request_headers_add: {"X-Egress-Client-Group": "{group}"}
+`), "egressd.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := inspect.Config{CACert: "/etc/egressd/inspect-ca.pem", CAKey: "/etc/egressd/inspect-ca.key", Bypass: []string{"pinned.example.com"}}
+	if diff := cmp.Diff(want, c.TLSInspection.Inspect()); diff != "" {
+		t.Fatal(diff)
+	}
+	r := c.Policy.Rules[0]
+	if !r.Inspect || len(r.Methods) != 2 || len(r.Paths) != 2 || r.RequestHeadersAdd["X-Egress-Client-Group"] != "{group}" {
+		t.Fatalf("rule %+v", r)
 	}
 }

@@ -125,6 +125,7 @@ func parse(data []byte, name string) (*Config, *policy.Policy, error) {
 		}
 	}
 	d.validateDLP(&c, decodeErrs)
+	d.validateInspection(&c)
 	if len(d.errs) > 0 {
 		slices.SortStableFunc(d.errs, func(a, b *Error) int { return lineKey(a.Line) - lineKey(b.Line) })
 		errs := make([]error, len(d.errs))
@@ -202,6 +203,37 @@ func (d *decoder) validateDLP(c *Config, decodeErrs int) {
 		if !ok {
 			path := fmt.Sprintf("policy.rules[%d].dlp", i)
 			d.errorf(d.line(path), path, "%q: no such profile in dlp.profiles", r.DLP)
+		}
+	}
+}
+
+// validateInspection checks tls_inspection against the rules that need
+// it. The files it names are read where they are used (proxy/inspect, at
+// start, on reload and by egressd validate), not here.
+func (d *decoder) validateInspection(c *Config) {
+	t := c.TLSInspection
+	switch {
+	case t.CACert != "" && t.CAKey == "":
+		d.errorf(d.line("tls_inspection.ca_cert"), "tls_inspection.ca_key", "required with tls_inspection.ca_cert")
+	case t.CAKey != "" && t.CACert == "":
+		d.errorf(d.line("tls_inspection.ca_key"), "tls_inspection.ca_cert", "required with tls_inspection.ca_key")
+	}
+	if t.UpstreamCAFile != "" && t.CACert == "" {
+		d.errorf(d.line("tls_inspection.upstream_ca_file"), "tls_inspection.upstream_ca_file", "has no effect without tls_inspection.ca_cert and ca_key")
+	}
+	for i, s := range t.Bypass {
+		path := fmt.Sprintf("tls_inspection.bypass[%d]", i)
+		if _, err := policy.ParseHostPattern(s); err != nil {
+			d.errorf(d.line(path), path, "%q: %v", s, err)
+		}
+	}
+	if t.CACert != "" {
+		return
+	}
+	for i, r := range c.Policy.Rules {
+		if r.Inspect {
+			path := fmt.Sprintf("policy.rules[%d].inspect", i)
+			d.errorf(d.line(path), path, "needs tls_inspection.ca_cert and ca_key: the CA that signs the certificates clients see")
 		}
 	}
 }

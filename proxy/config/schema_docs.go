@@ -83,7 +83,20 @@ var fieldDocs = map[string]string{
 
 	"policy.ech":            "A ClientHello with Encrypted Client Hello: allow (judge its outer SNI like any other) or deny (ech_refused).",
 	"policy.nat64_prefixes": "IPv6 NAT64 prefixes (RFC 6052 lengths) whose embedded IPv4 address is checked against the deny ranges too; 64:ff9b::/96 always is.",
-	"policy.rules[].dlp":    "DLP profile (dlp.profiles) for this rule's plain HTTP requests; empty: dlp.default_profile.",
+	"policy.rules[].dlp":    "DLP profile (dlp.profiles) for this rule's HTTP requests (forwarded, and inside inspected tunnels); empty: dlp.default_profile.",
+
+	"policy.rules[].inspect":             "Terminate this rule's CONNECT and SOCKS5 tunnels (TLS inspection, with a leaf from tls_inspection's CA on tls_ports ports; plain HTTP on others) so that every request inside is checked like a forwarded one: Host against the SNI, methods, paths, DLP. Names in tls_inspection.bypass are never inspected.",
+	"policy.rules[].methods":             "HTTP methods the rule allows (case-sensitive, e.g. GET, POST); empty: any. Others are denied not_allowed (403). Needs inspect.",
+	"policy.rules[].paths":               "Request paths the rule allows: exact (\"/upload\") or a prefix ending in \"/*\" (\"/api/v2/*\"), matched percent-decoded; a path with dot or empty segments, backslashes or an escaped slash matches none. Empty: any. Needs inspect.",
+	"policy.rules[].request_headers_add": "Request header fields set on every request the rule allows (replacing any the client sent), with {group}, {user}, {client}, {rule} and {host} filled in. Needs inspect.",
+
+	"policy.rules[].request_headers_add.*": "The field's value; {group}, {user}, {client}, {rule} and {host} are filled in, control characters in them replaced by \"?\".",
+
+	"tls_inspection":                  "TLS inspection of the tunnels of rules with inspect: true. The files are read at start and on every reload (a reload that cannot read them is refused).",
+	"tls_inspection.ca_cert":          "PEM file: the CA certificate that signs the leaves clients see (an intermediate is fine), then its chain, served after each leaf.",
+	"tls_inspection.ca_key":           "PEM file: the CA's private key (unencrypted). Refused when group or others can read it (chmod 600).",
+	"tls_inspection.upstream_ca_file": "PEM file of roots added to the system's for verifying origins of inspected tunnels; empty: the system's roots only.",
+	"tls_inspection.bypass":           "Names (exact or \"*.suffix\") never inspected, even when a rule says so: clients that pin certificates.",
 
 	"auth.max_concurrent_checks": "bcrypt checks running at once; 0: the CPUs egressd uses. A check past it waits up to timeouts.handshake, then is refused (overload).",
 
