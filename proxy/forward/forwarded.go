@@ -133,10 +133,16 @@ func (b *pooledBody) Close() error {
 	return err
 }
 
-// failed answers a forwarded request that got no response from the origin.
-func (h *Handler) failed(r *http.Request, x *exchange) *http.Response {
+// failed answers a forwarded request that got no response from the
+// origin; err is why.
+func (h *Handler) failed(r *http.Request, x *exchange, err error) *http.Response {
 	f := &x.fwd
 	switch {
+	case errors.Is(err, errUpstreamTLS):
+		// The origin's certificate is not valid for the name (or its TLS
+		// handshake failed): refused, never relayed.
+		x.rec.Deny(policy.ReasonUpstreamTLS)
+		return answer{status: http.StatusBadGateway, kind: denied, reason: policy.ReasonUpstreamTLS, close: true}.response(r)
 	case x.forwarding && f.clientTimeout.Load():
 		// The client's body stalled. If nothing of the request left
 		// egressd, the client gets its answer; otherwise the origin saw

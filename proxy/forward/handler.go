@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,7 @@ import (
 	"github.com/egressd/egressd/proxy/accesslog"
 	"github.com/egressd/egressd/proxy/dlp"
 	"github.com/egressd/egressd/proxy/egress"
+	"github.com/egressd/egressd/proxy/inspect"
 	"github.com/egressd/egressd/proxy/tunnel"
 )
 
@@ -65,6 +67,10 @@ type Options struct {
 	// may and stores what the origin sends; it sees a request only after
 	// the policy allowed it. Nil: no HTTP cache.
 	Cache *httpcache.Cache
+	// UpstreamTLS is the client TLS config of a connection to an https
+	// origin (requests inside inspected tunnels, https absolute URIs),
+	// verified for serverName. Nil: the system's roots, TLS 1.2 at least.
+	UpstreamTLS func(serverName string) *tls.Config
 }
 
 // Handler is the HTTP front end. Serve (serve.go) takes the listener's
@@ -153,6 +159,7 @@ func (h *Handler) newTransport() *http.Transport {
 	return &http.Transport{
 		Proxy:                 nil, // never chain to a proxy from our own environment
 		DialContext:           h.dialFromContext,
+		DialTLSContext:        h.dialTLSFromContext,
 		MaxIdleConns:          4096,
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       idleConnTimeout,
@@ -203,6 +210,9 @@ type exchange struct {
 	// instead of asking the policy again (when hasPre).
 	pre    preDecision
 	hasPre bool
+	// inner: a request inside an inspected tunnel (ServeInspected); nil
+	// for one the client sent to the proxy.
+	inner *inspect.Tunnel
 }
 
 // preDecision is an answer of decide, kept for onRequest.
@@ -245,31 +255,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoAtLeast(1, 1) {
 		x.w = cw
 	}
-	defer func() {
-		if x.forwarding {
-			h.finishForwarded(x, cw)
-		}
-		if !x.tunnel {
-			if x.dlp != nil {
-				// Findings in a streamed body's tail arrive while the
-				// request is sent.
-				rec.Findings = append(rec.Findings, x.dlp.TailFindings()...)
-				if len(rec.Findings) > 0 && rec.Decision.Verdict == policy.Allow {
-					rec.Decision.Verdict = policy.Report // report mode: logged, forwarded
-					rec.Reason = policy.ReasonDLP
-				}
-			}
-			rec.Status = cw.status
-			rec.Down.Store(cw.written)
-			rec.Finish()
-		}
-		if x.abort && !x.aborting {
-			// net/http cuts the connection without finishing the
-			// response: the client cannot take a part for the whole.
-			x.aborting = true
-			panic(http.ErrAbortHandler)
-		}
-	}()
+	defer h.finishExchange(x, cw)
 	if inline != nil {
 		rec.OrigDst = inline.OrigDst
 		if r.Method == http.MethodConnect || !inlineTarget(r, inline.OrigDst) {
@@ -322,7 +308,9 @@ func (h *Handler) serveStored(w *respWriter, r *http.Request, x *exchange) bool 
 	}
 	dec, a := h.decide(r.Context(), x.rec, x.rec.Listener, r.URL.Host, defPort)
 	x.pre, x.hasPre = preDecision{dec: dec, a: a}, true
-	if a != nil || h.o.DLP != nil && h.o.DLP.Active(dec.DLP) {
+	// A rule with methods, paths or headers to set (admit), or a DLP
+	// profile, goes the general way.
+	if a != nil || dec.HTTP != nil || h.o.DLP != nil && h.o.DLP.Active(dec.DLP) {
 		return false
 	}
 	u := r.URL
@@ -354,6 +342,37 @@ func (h *Handler) serveStored(w *respWriter, r *http.Request, x *exchange) bool 
 		w.Write(st.Body())
 	}
 	return true
+}
+
+// finishExchange ends an exchange that the tunnel did not take over:
+// findings of a streamed body's tail, the status and bytes, the access
+// line; and a response relayed only in part is cut (deferred by the
+// request's handler, whose panic net/http turns into a cut connection).
+func (h *Handler) finishExchange(x *exchange, cw *respWriter) {
+	rec := x.rec
+	if x.forwarding {
+		h.finishForwarded(x, cw)
+	}
+	if !x.tunnel {
+		if x.dlp != nil {
+			// Findings in a streamed body's tail arrive while the
+			// request is sent.
+			rec.Findings = append(rec.Findings, x.dlp.TailFindings()...)
+			if len(rec.Findings) > 0 && rec.Decision.Verdict == policy.Allow {
+				rec.Decision.Verdict = policy.Report // report mode: logged, forwarded
+				rec.Reason = policy.ReasonDLP
+			}
+		}
+		rec.Status = cw.status
+		rec.Down.Store(cw.written)
+		rec.Finish()
+	}
+	if x.abort && !x.aborting {
+		// net/http cuts the connection without finishing the
+		// response: the client cannot take a part for the whole.
+		x.aborting = true
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // serveNonProxy answers origin-form requests: a client that forgot it talks
@@ -433,6 +452,10 @@ func (h *Handler) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 		x.synthesized = true
 		return r, a.response(r)
 	}
+	if resp := h.admit(r, x, dec); resp != nil {
+		x.synthesized = true
+		return r, resp
+	}
 	// The request goes on under the host's one normalized spelling (IDNA
 	// to punycode, an IP literal in canonical form): what the Transport
 	// dials and pools by, and what the origin sees, is what was decided.
@@ -466,6 +489,9 @@ func (h *Handler) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 			return r, resp
 		}
 	}
+	// request_headers_add: set after DLP, so an inspector's replacement
+	// of the headers cannot drop them, and over any value the client sent.
+	dec.HTTP.SetHeaders(dec, policy.Client{Addr: x.rec.Client, User: x.rec.User}, r.Header.Set)
 	x.forwarding = true
 	ctx := withDecision(r.Context(), dec, r.URL.Host, defPort)
 	// The trace checks the connection the Transport picks before the
@@ -479,6 +505,34 @@ func (h *Handler) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 	ctx = httptrace.WithClientTrace(ctx, &x.trace)
 	pctx.RoundTripper = h.rt
 	return r.WithContext(ctx), nil
+}
+
+// admit applies what the decision's rule says of the HTTP request itself,
+// before anything of it goes upstream: inside an inspected tunnel its Host
+// must name the tunnel's host (host_mismatch), and its method and path
+// must be among the rule's methods and paths (not_allowed). It returns
+// the answer to send instead (403), or nil; in report mode a failed check
+// is logged and the request goes on.
+func (h *Handler) admit(r *http.Request, x *exchange, dec policy.Decision) *http.Response {
+	if dec.Policy == nil {
+		return nil
+	}
+	v, reason := policy.Allow, policy.ReasonNone
+	if x.inner != nil {
+		v, reason = dec.Policy.CheckHost(dec, r.Host)
+	}
+	if v == policy.Allow {
+		v, reason = dec.Policy.CheckRequest(dec, r.Method, r.URL.EscapedPath())
+	}
+	switch v {
+	case policy.Deny:
+		x.rec.Deny(reason)
+		return answer{status: http.StatusForbidden, kind: denied, reason: reason, close: true}.response(r)
+	case policy.Report:
+		x.rec.Decision.Verdict = policy.Report
+		x.rec.Reason = reason
+	}
+	return nil
 }
 
 // inspect runs the DLP chain of the request's profile. It returns the
@@ -549,7 +603,7 @@ func (h *Handler) onResponse(resp *http.Response, pctx *goproxy.ProxyCtx) *http.
 		if pctx.Error != nil {
 			h.o.Diag.Debug("upstream failed", zap.String("host", x.rec.Host), zap.Error(pctx.Error))
 		}
-		return h.failed(pctx.Req, x)
+		return h.failed(pctx.Req, x, pctx.Error)
 	}
 	if x.synthesized {
 		return resp // our own answer from onRequest

@@ -2,7 +2,9 @@ package forward
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 
 	"go.uber.org/zap"
@@ -69,6 +71,37 @@ func (h *Handler) dialFromContext(ctx context.Context, network, addr string) (ne
 		return nil, err
 	}
 	return &upstreamConn{c: conn, remote: remote, local: egress.LocalAddrPort(conn), idle: h.idle}, nil
+}
+
+// errUpstreamTLS marks a failed TLS handshake with an origin: a
+// certificate not valid for the name, or no TLS at all.
+var errUpstreamTLS = errors.New("upstream tls")
+
+// dialTLSFromContext is the Transport's way out to https origins: the
+// pinned dial of dialFromContext, then a TLS handshake verified for the
+// decided host (Options.UpstreamTLS), bounded by timeouts.idle per read
+// and write like every upstream wait.
+func (h *Handler) dialTLSFromContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := h.dialFromContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	tc := tls.Client(c, h.upstreamTLS(host))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		h.o.Diag.Debug("upstream tls failed", zap.String("host", host), zap.Error(err))
+		return nil, fmt.Errorf("%w: %s: %w", errUpstreamTLS, host, err)
+	}
+	return tc, nil
+}
+
+// upstreamTLS is the client config for an https origin named serverName.
+func (h *Handler) upstreamTLS(serverName string) *tls.Config {
+	if h.o.UpstreamTLS != nil {
+		return h.o.UpstreamTLS(serverName)
+	}
+	return &tls.Config{ServerName: serverName, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
 }
 
 func sameAuthority(a, b string) bool {
