@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -32,6 +33,7 @@ import (
 	"github.com/egressd/egressd/proxy/dlp"
 	"github.com/egressd/egressd/proxy/egress"
 	"github.com/egressd/egressd/proxy/forward"
+	"github.com/egressd/egressd/proxy/inspect"
 	"github.com/egressd/egressd/proxy/limits"
 	"github.com/egressd/egressd/proxy/origdst"
 	"github.com/egressd/egressd/proxy/socks"
@@ -61,6 +63,7 @@ type Server struct {
 	dialer   *egress.Dialer
 	tunnels  *egress.Registry
 	forward  *forward.Handler
+	inspect  *inspect.Server // terminates the tunnels of rules with inspect
 	socks    *socks.Server
 	runner   *tunnel.Runner
 	dlp      *dlp.Engine
@@ -174,6 +177,13 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 		s.resolver.Close()
 		return nil, fmt.Errorf("dlp: %w", err)
 	}
+	// The CA of inspected tunnels: its key file readable by its owner
+	// only, or egressd does not start (the error names the key).
+	material, err := inspect.Load(cfg.TLSInspection.Inspect(), s.metrics.InspectLeafIssued)
+	if err != nil {
+		s.resolver.Close()
+		return nil, err
+	}
 	s.dlp = dlp.NewEngine(rules)
 	s.dlp.OnICAPState = func(up bool, err error) {
 		if up {
@@ -218,7 +228,18 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 		AuthRequired:   cfg.Auth.Required,
 		DLP:            s.dlp,
 		Cache:          s.cache,
+		UpstreamTLS:    func(name string) *tls.Config { return s.inspect.UpstreamTLS(name) },
 	})
+	// Inspected tunnels: their requests take the forwarded chain.
+	s.inspect = inspect.New(material, inspect.Options{
+		Chain:           http.HandlerFunc(s.forward.ServeInspected),
+		Diag:            o.Diag.Named("inspect"),
+		Handshake:       cfg.Timeouts.Handshake,
+		Idle:            cfg.Timeouts.Idle,
+		MaxHeaderBytes:  int(cfg.Limits.MaxHeaderBytes),
+		HandshakeResult: s.metrics.InspectHandshake,
+	})
+	s.runner.Inspector = s.inspect
 	return s, nil
 }
 
@@ -349,7 +370,15 @@ func (s *Server) Start() error {
 	// Each proxy listener runs one accept pipeline (limits, PROXY header)
 	// that hands its connections to the listener's front end; the admin
 	// listener is plain net/http (load balancer health checks carry no
-	// PROXY header).
+	// PROXY header). Tunnels whose rule inspects them are served by the
+	// inspected tunnels' server, which runs before any client comes.
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.inspect.Run(); err != nil {
+			s.diag.Error("inspected tunnels' server stopped", zap.Error(err))
+		}
+	}()
 	if s.httpLn != nil {
 		s.httpAcc = accept.Serve(s.httpLn, s.forward, s.acceptOptions(cfg, "http", policy.ListenerHTTP))
 	}
@@ -498,6 +527,14 @@ func (s *Server) Reload(cfg *config.Config, pol *policy.Policy, raw []byte) erro
 		s.ReloadFailed()
 		return fmt.Errorf("dlp: %w", err)
 	}
+	// tls_inspection's files are read again: a CA key that became
+	// readable by others, or a file that does not load, refuses the
+	// reload.
+	material, err := inspect.Load(cfg.TLSInspection.Inspect(), s.metrics.InspectLeafIssued)
+	if err != nil {
+		s.ReloadFailed()
+		return err
+	}
 	if s.auth != nil && cfg.Auth.UsersFile != "" {
 		users, err := auth.Load(cfg.Auth.UsersFile)
 		if err != nil {
@@ -508,6 +545,7 @@ func (s *Server) Reload(cfg *config.Config, pol *policy.Policy, raw []byte) erro
 		s.auth.SetCheckLimit(authCheckLimit(cfg), s.runner.Handshake)
 	}
 	s.engine.Store(pol)
+	s.inspect.Store(material)
 	s.dlp.Store(rules)
 	s.metrics.SetDLPDetectors(rules.Detectors())
 	s.cfg.Store(cfg)
@@ -569,6 +607,14 @@ func (s *Server) Drain(ctx context.Context) {
 	if s.socksAcc != nil {
 		wait(s.socksAcc.Shutdown)
 	}
+	// Inspected tunnels idle between requests close now; requests in
+	// flight get the drain time, then are cut.
+	wait(func(ctx context.Context) error {
+		if err := s.inspect.Shutdown(ctx); err != nil {
+			s.inspect.Close()
+		}
+		return nil
+	})
 	wait(s.tunnels.Wait)
 	wg.Wait()
 	if n, c := s.tunnels.Len(), s.openConns(); n > 0 || c > 0 {
@@ -584,9 +630,10 @@ func (s *Server) Close() {
 	if s.adminSrv != nil {
 		s.adminSrv.Close()
 	}
-	// net/http first: a connection on its way to it must not wait for an
-	// Accept that will not come.
+	// net/http first, and the inspected tunnels' server: a connection on
+	// its way to either must not wait for an Accept that will not come.
 	s.forward.Close()
+	s.inspect.Close()
 	for _, a := range []*accept.Server{s.httpAcc, s.socksAcc, s.transparentAcc} {
 		if a != nil {
 			a.Close()

@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/egressd/egressd/proxy/auth"
+	"github.com/egressd/egressd/proxy/inspect"
 )
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
@@ -16,7 +17,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, `Usage: egressd validate --config FILE
 
 Parses, validates and compiles FILE exactly as "serve" and a reload would,
-and loads the auth.users_file it names.
+and loads the auth.users_file and the tls_inspection files it names.
 Exit 0 when it is valid; otherwise every error is printed, one per line, as
 FILE:LINE: key.path: message, and the exit status is 1.
 
@@ -42,6 +43,11 @@ Flags:
 			fmt.Fprintf(stderr, "auth.users_file: %v\n", err)
 			return 1
 		}
+	}
+	// So is tls_inspection's CA (its key's permissions too) and roots.
+	if _, err := inspect.Load(cfg.TLSInspection.Inspect(), nil); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", *path)
 	return 0

@@ -53,6 +53,10 @@ func (h *Handler) serveConnect(c *accept.Conn, req connectRequest, prefix []byte
 		h.refuseConnect(c, rec, *a)
 		return
 	}
+	if h.o.Runner.Inspects(dec) {
+		h.inspectConnect(c, dec, rec, prefix)
+		return
+	}
 	upstream, addr, err := h.o.Dialer.Dial(ctx, dec)
 	if err != nil {
 		h.o.Diag.Debug("dial failed", zap.String("host", dec.Host), zap.Error(err))
@@ -80,6 +84,28 @@ func (h *Handler) serveConnect(c *accept.Conn, req connectRequest, prefix []byte
 	// The relay runs on goroutines of its own, so this connection's
 	// goroutine (and, on the net/http path, its server's state) can end.
 	h.o.Runner.Start(c, upstream, first, rec)
+}
+
+// inspectConnect runs an allowed CONNECT whose rule inspects it: confirm,
+// run the guard, and hand the tunnel to the inspector, which terminates
+// it. Nothing is dialed now: each request inside is decided and dialed on
+// its own.
+func (h *Handler) inspectConnect(c *accept.Conn, dec policy.Decision, rec *accesslog.Record, prefix []byte) {
+	rec.Status = http.StatusOK
+	c.SetWriteDeadline(time.Now().Add(h.o.Handshake))
+	if _, err := rawio.Write(c.TCPConn, []byte(established)); err != nil {
+		rec.Finish()
+		c.Close()
+		return
+	}
+	c.SetWriteDeadline(time.Time{})
+	first, ok := h.o.Runner.GuardSNI(c.TCPConn, prefix, dec, rec)
+	if !ok {
+		rec.Finish()
+		c.Close()
+		return
+	}
+	h.o.Runner.Inspect(c, first, dec, rec)
 }
 
 // refuseConnect answers a CONNECT that goes no further with a, writes its

@@ -30,6 +30,7 @@ import (
 //	dial      egress.Dialer         the pinned addresses; a failure's reply from its syscall error (dialReply)
 //	reply     success, with the upstream socket's address
 //	tunnel    tunnel.Runner         the SNI guard on TLS ports, then the splice relay and the access line
+//	          (a rule with inspect: no dial; the guard, then proxy/inspect terminates the tunnel)
 //
 // A greeting or request that is not version 5, and one that ends (or times
 // out) before it is whole, is closed without a reply. These answers are
@@ -220,6 +221,9 @@ func (ss *session) connect(req request) bool {
 		ss.reply(replyNotAllowed, nil)
 		return false
 	}
+	if o.Runner.Inspects(dec) {
+		return ss.inspect(dec)
+	}
 	up, addr, err := o.Dialer.Dial(ctx, dec)
 	if err != nil {
 		rec.Reason = policy.ReasonDialError
@@ -242,6 +246,25 @@ func (ss *session) connect(req request) bool {
 		return false
 	}
 	o.Runner.Start(ss.c, up, first, rec)
+	return true
+}
+
+// inspect replies to a CONNECT whose rule inspects it, runs the guard and
+// hands the tunnel to the inspector, which terminates it. Nothing is
+// dialed now (the reply's bound address is zero): each request inside is
+// decided and dialed on its own.
+func (ss *session) inspect(dec policy.Decision) bool {
+	o := &ss.s.o
+	ss.c.SetDeadline(time.Time{})
+	if err := ss.reply(replySucceeded, nil); err != nil {
+		return false
+	}
+	first, ok := o.Runner.GuardSNI(ss.c.TCPConn, ss.pending, dec, ss.rec)
+	ss.pending = nil
+	if !ok {
+		return false
+	}
+	o.Runner.Inspect(ss.c, first, dec, ss.rec)
 	return true
 }
 

@@ -31,6 +31,9 @@ type Runner struct {
 	Idle time.Duration
 	// MaxTunnel closes any tunnel after this long (0: never).
 	MaxTunnel time.Duration
+	// Inspector terminates the tunnels of rules with inspect (Inspects,
+	// Inspect). Nil: every tunnel is relayed.
+	Inspector Inspector
 
 	reloaded atomic.Pointer[timeouts] // from SetTimeouts; overrides Idle and MaxTunnel
 }
