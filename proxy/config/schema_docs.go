@@ -100,7 +100,7 @@ var fieldDocs = map[string]string{
 
 	"auth.max_concurrent_checks": "bcrypt checks running at once; 0: the CPUs egressd uses. A check past it waits up to timeouts.handshake, then is refused (overload).",
 
-	"dlp":                             "Data-loss prevention on plain HTTP requests: profiles of detectors, patterns and an ICAP service.",
+	"dlp":                             "Data-loss prevention on HTTP requests (forwarded, and inside inspected tunnels): profiles of detectors, patterns and an ICAP service.",
 	"dlp.default_profile":             "Profile for rules that name none; empty: no inspection.",
 	"dlp.max_scan_bytes":              "Bytes of each request body inspected, after decoding: bytes, or a number with a unit (1MiB).",
 	"dlp.oversize":                    "A body past max_scan_bytes: block, allow (uninspected) or stream (the inspected part is held, the rest streamed).",

@@ -41,6 +41,13 @@
 // serveConnect after the 200, instead of the relay: its inner requests go
 // to the same chain as absolute-URI requests.
 //
+// The requests inside inspected tunnels (proxy/inspect) come to
+// ServeInspected, which sends them through the same chain as absolute-URI
+// requests (onRequest, goproxy, onResponse): decided again, Host against
+// the SNI, the rule's methods and paths (admit), DLP, request_headers_add,
+// the HTTP cache, the pools; https origins are dialed through
+// dialTLSFromContext and verified for the name (upstream_tls).
+//
 // It does not own the policy, the dialer, the relay or the access line
 // (policy, proxy/egress, proxy/tunnel, proxy/accesslog).
 package forward

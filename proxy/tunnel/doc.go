@@ -10,6 +10,10 @@
 //     relay (package egress), and at the end the one access-log line and
 //     the release of the client connection (package accept).
 //
+// A tunnel whose rule inspects it (Runner.Inspects) is not relayed: after
+// the guard, Runner.Inspect hands it to the Inspector (proxy/inspect),
+// with the same drain tracking, gauge and line.
+//
 // It does not dial and does not speak any proxy protocol: the front ends do
 // that, then hand over the two TCP connections.
 package tunnel
