@@ -15,7 +15,9 @@
 #   - runs each proxy RUNS times, alternating (direct, egressd, squid,
 #     smokescreen, dante, then again), a fresh proxy process per client kind,
 #     the proxy pinned to CPU 0 and the load tool to CPU 1 (taskset); the
-#     cache kind runs egressd and Squid with their memory caches on;
+#     cache kind runs egressd and Squid with their memory caches on; the
+#     inspect kind runs egressd with an inspect rule and Squid with ssl-bump
+#     (Debian's squid-openssl), both with the same inspection CA;
 #   - runs egressd a second time on its default DNS path (egressd-sysdns:
 #     dns.servers empty, in a mount namespace whose /etc/resolv.conf names
 #     the load tool's DNS server) for the TLS scenarios, whose tables report
@@ -32,7 +34,7 @@
 #   BENCH_RUNS=N          repetitions per proxy (default 3, quick 2)
 #   BENCH_PROXIES="..."   peers and egressd to run (default: egressd egressd-sysdns squid smokescreen dante
 #                         egressd-dlp egressd-icap squid-icap)
-#   BENCH_KINDS="..."     client kinds to run (default: all: direct connect http socks5 cache)
+#   BENCH_KINDS="..."     client kinds to run (default: all: direct connect http socks5 cache inspect)
 #   BENCH_SCENARIOS=a,b   only these scenarios in every session (default: each session's own; for
 #                         focused runs, e.g. BENCH_PROXIES="egressd egressd-dlp" BENCH_KINDS=http
 #                         BENCH_SCENARIOS=post_1k,post_1m)
@@ -146,7 +148,9 @@ apt_install() { # package
 }
 have_peer() { # name
 	case $1 in
-	squid) command -v squid >/dev/null || apt_install squid ;;
+	# squid-openssl: Debian's Squid built with OpenSSL (ssl-bump, for the
+	# inspect kind); it replaces the plain squid package.
+	squid) squid -v 2>/dev/null | grep -q -- --with-openssl || apt_install squid-openssl ;;
 	dante) command -v danted >/dev/null || apt_install dante-server ;;
 	smokescreen)
 		[[ -x $SCRATCH/bin/smokescreen ]] && return 0
@@ -208,7 +212,13 @@ fi
 CONF=$SCRATCH/conf
 rm -rf "$CONF"
 mkdir -p "$CONF/squid" "$CONF/squid-cache" "$CONF/dante" "$CONF/egressd" "$CONF/egressd-sysdns" "$CONF/egressd-cache" "$CONF/smokescreen" \
-	"$CONF/egressd-dlp" "$CONF/egressd-icap" "$CONF/squid-icap" "$CONF/c-icap"
+	"$CONF/egressd-dlp" "$CONF/egressd-icap" "$CONF/squid-icap" "$CONF/c-icap" "$CONF/egressd-inspect" "$CONF/squid-bump"
+# The certificates every run shares: the HTTPS origin's CA (proxies trust it
+# for their own TLS to the origin) and the inspection CA (egressd's
+# tls_inspection and Squid's ssl-bump sign with it; the inspect kind's
+# clients trust its root).
+PKI=$CONF/pki
+"$EB" pki -dir "$PKI" >/dev/null
 
 cat >"$CONF/egressd/egressd.yaml" <<EOF
 # egressd's real defaults (SNI check on, access log on, metrics on), with
@@ -252,6 +262,13 @@ EOF
 # tool's DNS server in egressd's own mount namespace).
 sed 's|^  servers: .*|  servers: []|' "$CONF/egressd/egressd.yaml" >"$CONF/egressd-sysdns/egressd.yaml"
 printf 'nameserver %s\n' "${DNS_ADDR%:*}" >"$CONF/egressd-sysdns/resolv.conf"
+
+# The inspect kind: an inspect rule for the TLS origin's name and port first,
+# tls_inspection with the bench's inspection CA, and the origin CA trusted.
+{
+	sed 's|^  rules:$|  rules:\n    - name: bench-inspect\n      hosts: ["origin.bench.test"]\n      allow_ranges: ["127.0.0.1/32"]\n      ports: ['"$P_TLS"']\n      inspect: true|' "$CONF/egressd/egressd.yaml"
+	printf 'tls_inspection:\n  ca_cert: %s\n  ca_key: %s\n  upstream_ca_file: %s\n' "$PKI/inspect-ca.pem" "$PKI/inspect-ca.key" "$PKI/origin-root.pem"
+} >"$CONF/egressd-inspect/egressd.yaml"
 
 # The cache kind: the same config with the HTTP cache on.
 {
@@ -354,7 +371,24 @@ icap_send_client_ip on
 icap_service dlp_req reqmod_precache bypass=0 icap://127.0.0.1:$P_ICAP/srv_cfg_filter
 adaptation_access dlp_req allow all
 EOF
-chown -R proxy:proxy "$CONF/squid" "$CONF/squid-cache" "$CONF/squid-icap" 2>/dev/null || true
+# The inspect kind: Squid with ssl-bump on the same port, peeking at the
+# ClientHello (step 1) and then bumping, with the same inspection CA and
+# the origin CA for its own TLS to the origin; certificates from
+# security_file_certgen, cached in memory.
+sed -e "s|$CONF/squid/|$CONF/squid-bump/|g" \
+	-e "s|^http_port 127.0.0.1:$P_SQUID\$|http_port 127.0.0.1:$P_SQUID ssl-bump tls-cert=$CONF/squid-bump/inspect-ca.pem tls-key=$CONF/squid-bump/inspect-ca.key generate-host-certificates=on dynamic_cert_mem_cache_size=16MB|" \
+	"$CONF/squid/squid.conf" >"$CONF/squid-bump/squid.conf"
+cat >>"$CONF/squid-bump/squid.conf" <<EOF
+sslcrtd_program /usr/lib/squid/security_file_certgen -s $CONF/squid-bump/ssl_db -M 16MB
+sslcrtd_children 8 startup=1 idle=1
+acl step1 at_step SslBump1
+ssl_bump peek step1
+ssl_bump bump all
+tls_outgoing_options cafile=$PKI/origin-root.pem
+EOF
+cp "$PKI/inspect-ca.pem" "$PKI/inspect-ca.key" "$CONF/squid-bump/"
+/usr/lib/squid/security_file_certgen -c -s "$CONF/squid-bump/ssl_db" -M 16MB >/dev/null
+chown -R proxy:proxy "$CONF/squid" "$CONF/squid-cache" "$CONF/squid-icap" "$CONF/squid-bump" 2>/dev/null || true
 mkdir -p "$LOGS"
 touch "$LOGS/squid-access.log" "$LOGS/squid-cache.log"
 chown proxy:proxy "$LOGS/squid-access.log" "$LOGS/squid-cache.log" 2>/dev/null || true
@@ -448,6 +482,7 @@ start_proxy() { # name kind -> PROXY_PID, PROXY_ADDR
 	egressd)
 		local conf=$CONF/egressd/egressd.yaml
 		[[ $kind == cache ]] && conf=$CONF/egressd-cache/egressd.yaml
+		[[ $kind == inspect ]] && conf=$CONF/egressd-inspect/egressd.yaml
 		record "env $EGRESSD_ENV taskset -c 0 $SCRATCH/bin/egressd serve --config $conf >>$logdir/egressd-access.log"
 		# shellcheck disable=SC2086 # EGRESSD_ENV is a list of K=V words
 		env $EGRESSD_ENV taskset -c 0 "$SCRATCH/bin/egressd" serve --config "$conf" >>"$logdir/egressd-access.log" 2>>"$logdir/egressd-stderr.log" &
@@ -482,6 +517,7 @@ start_proxy() { # name kind -> PROXY_PID, PROXY_ADDR
 	squid)
 		local sdir=$CONF/squid
 		[[ $kind == cache ]] && sdir=$CONF/squid-cache
+		[[ $kind == inspect ]] && sdir=$CONF/squid-bump
 		rm -f "$sdir/squid.pid"
 		record "taskset -c 0 squid -N -f $sdir/squid.conf"
 		taskset -c 0 squid -N -f "$sdir/squid.conf" >>"$logdir/squid-stdout.log" 2>&1 &
@@ -523,9 +559,9 @@ kinds_of() { # proxy
 }
 all_kinds_of() { # proxy
 	case $1 in
-	egressd) echo connect http socks5 cache ;;
+	egressd) echo connect http socks5 cache inspect ;;
 	egressd-sysdns) echo connect ;;
-	squid) echo connect http cache ;;
+	squid) echo connect http cache inspect ;;
 	smokescreen) echo connect http ;;
 	dante) echo socks5 ;;
 	egressd-dlp | egressd-icap | squid-icap) echo http ;;
@@ -536,7 +572,7 @@ run_tool() { # label kind run proxy-addr pid [extra flags...]
 	local label=$1 kind=$2 run=$3 addr=$4 pid=$5
 	shift 5
 	local args=(run -kind "$kind" -label "$label" -run "$run" -json "$RESULTS/$label-$kind.json"
-		-max-time "${RUN_BOUND}s" "${ORIGINS[@]}")
+		-max-time "${RUN_BOUND}s" -pki "$PKI" "${ORIGINS[@]}")
 	[[ -n $QUICKFLAG ]] && args+=("$QUICKFLAG")
 	[[ $kind != direct ]] && args+=(-proxy "$addr" -proxy-pid "$pid")
 	args+=("$@")
@@ -583,7 +619,7 @@ note "mode: $([[ $QUICK == 1 ]] && echo 'quick (BENCH_QUICK=1)' || echo full), $
 note "pinning: proxy on CPU 0 (taskset -c 0), load tool on CPU 1 (taskset -c 1)"
 note "go: $(go version)"
 note "egressd: $(git describe --always --dirty 2>/dev/null || echo unknown) (go build -trimpath), environment: ${EGRESSD_ENV:-(none added)}"
-command -v squid >/dev/null && note "squid: $(squid -v | head -1) (Debian package)"
+command -v squid >/dev/null && note "squid: $(squid -v | head -1) (Debian package $(dpkg-query -W -f '${Package} ${Version}' squid-openssl 2>/dev/null || echo squid))"
 [[ -x $SCRATCH/bin/smokescreen ]] && note "smokescreen: $SMOKESCREEN_VERSION (go install github.com/stripe/smokescreen@$SMOKESCREEN_VERSION)"
 command -v danted >/dev/null && note "dante: $(danted -v 2>&1 | head -1 | cut -d. -f1-3) (Debian dante-server; multi-process)"
 note "origins: bulk 127.0.0.1:$P_BULK, echo 127.0.0.1:$P_ECHO, http 127.0.0.1:$P_HTTP, tls origin.bench.test:$P_TLS; DNS $DNS_ADDR (in the load tool)"
@@ -629,7 +665,7 @@ profile_egressd() { # name kind scenarios [tool flags...]  (PROF_PROXY: the conf
 	STARTED+=("$curl_pid")
 	record "taskset -c 1 $EB run -kind $kind -scenarios $scen $* (under pprof)"
 	timeout --signal=INT 60 taskset -c 1 "$EB" run -kind "$kind" -label egressd-pprof -proxy "$PROXY_ADDR" \
-		-proxy-pid "$PROXY_PID" -scenarios "$scen" -max-time 30s "${ORIGINS[@]}" "$@" >>"$RESULTS/pprof-runs.log" 2>&1 || true
+		-proxy-pid "$PROXY_PID" -scenarios "$scen" -max-time 30s -pki "$PKI" "${ORIGINS[@]}" "$@" >>"$RESULTS/pprof-runs.log" 2>&1 || true
 	wait "$curl_pid" || true
 	stop_pid "$PROXY_PID"
 	if [[ -s $RESULTS/egressd-$name.pprof ]]; then
@@ -647,6 +683,7 @@ if [[ $PPROF == 1 ]] && [[ " ${ACTIVE[*]} " == *" egressd "* ]]; then
 	profile_egressd bulk connect bulk_down_1,bulk_up_8 -bulk-bytes 68719476736 -bulk-time 4500ms
 	profile_egressd forward http forward -fwd-requests 10000000 -fwd-time 9s
 	profile_egressd cache-hits cache cache_hit_1k -cache-requests 100000000 -cache-time 9s
+	profile_egressd inspect-sessions inspect inspect_sessions -inspect-sessions 1000000 -inspect-time 9s
 	if [[ " ${ACTIVE[*]} " == *" egressd-dlp "* ]]; then
 		PROF_PROXY=egressd-dlp profile_egressd dlp-post-1m http post_1m -post-requests-1m 1000000 -post-time 9s
 	fi
@@ -656,7 +693,8 @@ fi
 {
 	printf '\n# configs\n'
 	for f in "$CONF/egressd/egressd.yaml" "$CONF/egressd-sysdns/egressd.yaml" "$CONF/egressd-sysdns/resolv.conf" "$CONF/egressd-cache/egressd.yaml" "$CONF/squid/squid.conf" "$CONF/squid-cache/squid.conf" "$CONF/smokescreen/config.yaml" "$CONF/smokescreen/acl.yaml" "$CONF/dante/danted.conf" \
-		"$CONF/egressd-dlp/egressd.yaml" "$CONF/egressd-icap/egressd.yaml" "$CONF/squid-icap/squid.conf" "$CONF/c-icap/c-icap.conf"; do
+		"$CONF/egressd-dlp/egressd.yaml" "$CONF/egressd-icap/egressd.yaml" "$CONF/squid-icap/squid.conf" "$CONF/c-icap/c-icap.conf" \
+		"$CONF/egressd-inspect/egressd.yaml" "$CONF/squid-bump/squid.conf"; do
 		printf '\n# --- %s\n' "$f"
 		cat "$f"
 	done

@@ -23,7 +23,16 @@ const (
 	kindSOCKS5  = "socks5"  // SOCKS5 CONNECT (username/password with -proxy-auth)
 	kindHTTP    = "http"    // absolute-URI HTTP forwarding (tunnels use CONNECT on the same port)
 	kindCache   = "cache"   // absolute-URI HTTP to a proxy whose HTTP cache is on
+	kindInspect = "inspect" // CONNECT to a proxy that terminates TLS (TLS inspection) and reads the requests inside
 )
+
+// tunnelKind is how a kind opens its tunnels.
+func tunnelKind(kind string) string {
+	if kind == kindInspect {
+		return kindConnect
+	}
+	return kind
+}
 
 // target is one destination with its proxy handshakes built in advance, so
 // that the measured loops do not format strings.

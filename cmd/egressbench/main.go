@@ -34,8 +34,10 @@ func main() {
 		err = reportMain(args, os.Stdout)
 	case "ports":
 		err = portsMain(args, os.Stdout)
+	case "pki":
+		err = pkiMain(args, os.Stdout)
 	default:
-		err = fmt.Errorf("unknown subcommand %q (want run, report or ports)", cmd)
+		err = fmt.Errorf("unknown subcommand %q (want run, report, ports or pki)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "egressbench:", err)
@@ -54,6 +56,7 @@ type runConfig struct {
 	OriginIP                              string
 	BulkAddr, EchoAddr, HTTPAddr, TLSAddr string
 	DNSListen, Name                       string
+	PKI                                   string // directory written by the pki subcommand ("": a fresh origin CA)
 	originIP                              netip.Addr
 
 	Conc, MaxErrors                    int
@@ -75,6 +78,9 @@ type runConfig struct {
 	PacedConc                          int
 	IdleTunnels                        int
 	IdleTime, Settle, Timeout, MaxTime time.Duration
+	InspSessions, InspRequests         int
+	InspTime                           time.Duration
+	InspBulkBytes                      int64
 }
 
 // scenario names in the order they run. The idle figure is taken first, on
@@ -84,7 +90,11 @@ var allScenarios = []string{
 	"bulk_up_1", "bulk_up_8", "bulk_down_1", "bulk_down_8", "forward", "forward_paced",
 	"cache_hit_1k", "cache_hit_1m", "cache_miss_1k", "cache_miss_1m",
 	"dlp_held", "post_1k", "post_1m",
+	"inspect_sessions", "inspect_requests", "inspect_bulk",
 }
+
+// inspectScenarios are the scenarios of the inspect kind.
+var inspectScenarios = []string{"inspect_sessions", "inspect_requests", "inspect_bulk"}
 
 // cacheScenarios are the scenarios of the cache kind.
 var cacheScenarios = []string{"cache_hit_1k", "cache_hit_1m", "cache_miss_1k", "cache_miss_1m"}
@@ -100,13 +110,15 @@ func defaultScenarios(kind string) []string {
 		return []string{"forward", "forward_paced"}
 	case kindCache:
 		return slices.Clone(cacheScenarios)
+	case kindInspect:
+		return slices.Clone(inspectScenarios)
 	case kindDirect:
 		return slices.DeleteFunc(slices.Clone(allScenarios), func(s string) bool {
-			return s == "idle" || slices.Contains(cacheScenarios, s) || slices.Contains(postScenarios, s)
+			return s == "idle" || slices.Contains(cacheScenarios, s) || slices.Contains(postScenarios, s) || slices.Contains(inspectScenarios, s)
 		})
 	default:
 		return slices.DeleteFunc(slices.Clone(allScenarios), func(s string) bool {
-			return s == "forward" || s == "forward_paced" || slices.Contains(cacheScenarios, s) || slices.Contains(postScenarios, s)
+			return s == "forward" || s == "forward_paced" || slices.Contains(cacheScenarios, s) || slices.Contains(postScenarios, s) || slices.Contains(inspectScenarios, s)
 		})
 	}
 }
@@ -117,7 +129,7 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 	var c runConfig
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.Kind, "kind", kindConnect, "client kind: connect | http | socks5 | direct | cache (absolute-URI HTTP to a proxy with its HTTP cache on)")
+	fs.StringVar(&c.Kind, "kind", kindConnect, "client kind: connect | http | socks5 | direct | cache (absolute-URI HTTP to a proxy with its HTTP cache on) | inspect (CONNECT to a proxy that terminates TLS with the -pki inspection CA)")
 	fs.StringVar(&c.Proxy, "proxy", "", "proxy address host:port (loopback); not used with -kind direct")
 	fs.StringVar(&c.ProxyAuth, "proxy-auth", "", "USER:PASSWORD to present to the proxy: Basic on CONNECT and forwarded requests, RFC 1929 username/password on SOCKS5 (default: none)")
 	fs.IntVar(&c.ProxyPID, "proxy-pid", 0, "PID of the proxy: its CPU, RSS and fds (with descendants) are read from /proc")
@@ -134,6 +146,7 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 	fs.StringVar(&c.TLSAddr, "tls-addr", "", "HTTPS origin listen address")
 	fs.StringVar(&c.DNSListen, "dns-listen", "", "DNS server listen address, UDP and TCP (default: a free port on -origin-ip; printed at start)")
 	fs.StringVar(&c.Name, "name", "origin.bench.test", "host name of the HTTPS origin; must be under bench.test")
+	fs.StringVar(&c.PKI, "pki", "", "directory written by `egressbench pki`: the origin CA signs the HTTPS origin's certificate (so proxies can trust it across runs), and -kind inspect clients trust its inspection root (default: a fresh origin CA; no inspect kind)")
 
 	fs.IntVar(&c.Conc, "conc", 8, "concurrent workers for tunnels, tls_tunnels, forward and idle set-up")
 	fs.IntVar(&c.MaxErrors, "max-errors", 100, "a scenario stops after this many failed operations")
@@ -165,6 +178,10 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 	fs.DurationVar(&c.Settle, "settle", time.Second, "pause before reading the proxy's footprint in the idle scenario")
 	fs.DurationVar(&c.Timeout, "timeout", 10*time.Second, "bound on each operation (connect, handshake, request)")
 	fs.DurationVar(&c.MaxTime, "max-time", 5*time.Minute, "bound on the whole run")
+	fs.IntVar(&c.InspSessions, "inspect-sessions", 3000, "new inspected TLS sessions (CONNECT, handshake with the proxy, one request) in inspect_sessions")
+	fs.IntVar(&c.InspRequests, "inspect-requests", 50000, "requests over keep-alive inspected sessions in inspect_requests")
+	fs.DurationVar(&c.InspTime, "inspect-time", 10*time.Second, "time bound of each inspect scenario")
+	fs.Int64Var(&c.InspBulkBytes, "inspect-bulk-bytes", 2<<30, "response bytes downloaded through one inspected session in inspect_bulk")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the load tool's own CPU profile to this file")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -184,6 +201,8 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 			"cache-time":       "2s",
 			"post-requests-1k": "10000", "post-requests-1m": "1000", "post-time": "4s",
 			"held-uploads": "50",
+			"inspect-sessions": "1000", "inspect-requests": "15000", "inspect-time": "4s",
+			"inspect-bulk-bytes": "536870912",
 			"paced-time":   "2s",
 		}
 		for name, v := range quick {
@@ -205,7 +224,10 @@ func (c *runConfig) validate() error {
 		if c.ProxyAuth != "" {
 			errs = append(errs, errors.New("-proxy-auth: there is no proxy with -kind direct"))
 		}
-	case kindConnect, kindSOCKS5, kindHTTP, kindCache:
+	case kindConnect, kindSOCKS5, kindHTTP, kindCache, kindInspect:
+		if c.Kind == kindInspect && c.PKI == "" {
+			errs = append(errs, errors.New("-kind inspect needs -pki (the inspection CA its clients trust)"))
+		}
 		if err := loopbackOnly(c.Proxy); err != nil {
 			errs = append(errs, fmt.Errorf("-proxy: %w", err))
 		}
@@ -215,7 +237,7 @@ func (c *runConfig) validate() error {
 		}
 		c.auth = auth
 	default:
-		errs = append(errs, fmt.Errorf("-kind %q: want connect, http, socks5 or direct", c.Kind))
+		errs = append(errs, fmt.Errorf("-kind %q: want connect, http, socks5, cache, inspect or direct", c.Kind))
 	}
 	ip, err := netip.ParseAddr(c.OriginIP)
 	if err != nil || !ip.IsLoopback() {
@@ -240,6 +262,7 @@ func (c *runConfig) validate() error {
 		"-copy-buf": int64(c.CopyBuf), "-tunnels": int64(c.Tunnels), "-tls-tunnels": int64(c.TLSTunnels),
 		"-ka-requests": int64(c.KARequests), "-fwd-requests": int64(c.FwdRequests), "-idle-tunnels": int64(c.IdleTunnels),
 		"-post-requests-1k": int64(c.PostRequests1K), "-post-requests-1m": int64(c.PostRequests1M), "-held-uploads": int64(c.HeldUploads),
+		"-inspect-sessions": int64(c.InspSessions), "-inspect-requests": int64(c.InspRequests), "-inspect-bulk-bytes": c.InspBulkBytes,
 	} {
 		if v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))
@@ -276,10 +299,16 @@ func runMain(args []string, stdout, stderr io.Writer) error {
 	ctx, cancelT := context.WithTimeout(ctx, cfg.MaxTime)
 	defer cancelT()
 
+	var pki *benchPKI
+	if cfg.PKI != "" {
+		if pki, err = loadPKI(cfg.PKI); err != nil {
+			return err
+		}
+	}
 	o, err := startOrigins(originConfig{
 		IP: cfg.originIP, BulkAddr: cfg.BulkAddr, EchoAddr: cfg.EchoAddr, HTTPAddr: cfg.HTTPAddr,
 		TLSAddr: cfg.TLSAddr, DNSAddr: cfg.DNSListen, Name: cfg.Name,
-		copyBuf: cfg.CopyBuf, dnsTTL: 300, handshake: cfg.Timeout,
+		copyBuf: cfg.CopyBuf, dnsTTL: 300, handshake: cfg.Timeout, pki: pki,
 	})
 	if err != nil {
 		return err
@@ -298,7 +327,7 @@ func runMain(args []string, stdout, stderr io.Writer) error {
 	b := &bench{
 		cfg:  cfg,
 		o:    o,
-		d:    &dialer{kind: cfg.Kind, proxy: cfg.Proxy, timeout: cfg.Timeout, nd: net.Dialer{Timeout: cfg.Timeout}},
+		d:    &dialer{kind: tunnelKind(cfg.Kind), proxy: cfg.Proxy, timeout: cfg.Timeout, nd: net.Dialer{Timeout: cfg.Timeout}},
 		zero: make([]byte, 1<<20),
 		tls:  &tls.Config{ServerName: cfg.Name, RootCAs: o.CAPool, MinVersion: tls.VersionTLS12},
 		out: func(r *Result) error {
@@ -308,6 +337,11 @@ func runMain(args []string, stdout, stderr io.Writer) error {
 			}
 			return nil
 		},
+	}
+	if pki != nil {
+		// Inspected sessions: the proxy's leaves are trusted through the
+		// inspection root, as clients of a proxy that inspects are set up.
+		b.inspectTLS = &tls.Config{ServerName: cfg.Name, RootCAs: pki.inspectRoots, MinVersion: tls.VersionTLS12}
 	}
 	for range 8 {
 		b.bufs = append(b.bufs, make([]byte, cfg.CopyBuf))
@@ -341,13 +375,19 @@ func (b *bench) runScenario(ctx context.Context, s string) error {
 	case "keepalive":
 		return b.runKeepAlive(ctx)
 	case "tunnels":
-		return b.runTunnels(ctx, "tunnels", false, b.cfg.Tunnels, b.cfg.TunnelTime, b.cfg.Conc, 0)
+		return b.runTunnels(ctx, "tunnels", nil, b.cfg.Tunnels, b.cfg.TunnelTime, b.cfg.Conc, 0)
 	case "tunnels_paced":
-		return b.runTunnels(ctx, "tunnels_paced", false, paced(b.cfg.PacedTunnelRate, b.cfg.PacedTime), b.cfg.PacedTime+pacedSlack, b.cfg.PacedConc, b.cfg.PacedTunnelRate)
+		return b.runTunnels(ctx, "tunnels_paced", nil, paced(b.cfg.PacedTunnelRate, b.cfg.PacedTime), b.cfg.PacedTime+pacedSlack, b.cfg.PacedConc, b.cfg.PacedTunnelRate)
 	case "tls_tunnels":
-		return b.runTunnels(ctx, "tls_tunnels", true, b.cfg.TLSTunnels, b.cfg.TLSTime, b.cfg.Conc, 0)
+		return b.runTunnels(ctx, "tls_tunnels", b.tls, b.cfg.TLSTunnels, b.cfg.TLSTime, b.cfg.Conc, 0)
 	case "tls_tunnels_paced":
-		return b.runTunnels(ctx, "tls_tunnels_paced", true, paced(b.cfg.PacedTLSRate, b.cfg.PacedTime), b.cfg.PacedTime+pacedSlack, b.cfg.PacedConc, b.cfg.PacedTLSRate)
+		return b.runTunnels(ctx, "tls_tunnels_paced", b.tls, paced(b.cfg.PacedTLSRate, b.cfg.PacedTime), b.cfg.PacedTime+pacedSlack, b.cfg.PacedConc, b.cfg.PacedTLSRate)
+	case "inspect_sessions":
+		return b.runTunnels(ctx, s, b.inspectTLS, b.cfg.InspSessions, b.cfg.InspTime, b.cfg.Conc, 0)
+	case "inspect_requests":
+		return b.runInspectRequests(ctx)
+	case "inspect_bulk":
+		return b.runInspectBulk(ctx)
 	case "bulk_up_1":
 		return b.runBulk(ctx, true, 1)
 	case "bulk_up_8":

@@ -82,6 +82,7 @@ type originConfig struct {
 	copyBuf                               int           // bulk sink buffer size
 	dnsTTL                                uint32        // TTL of DNS answers, seconds
 	handshake                             time.Duration // bound on reading a request or header
+	pki                                   *benchPKI     // nil: a fresh origin CA
 }
 
 // origins are the servers the benchmark sends its traffic to. Each accepted
@@ -150,6 +151,20 @@ func startOrigins(cfg originConfig) (_ *origins, err error) {
 			return
 		}
 		hd := w.Header()
+		if n, ok := bulkBodyLen(r.URL.Path); ok {
+			// A large body (inspect_bulk), never cacheable.
+			hd["Content-Type"] = []string{"application/octet-stream"}
+			hd["Cache-Control"] = []string{"no-store"}
+			hd["Content-Length"] = []string{strconv.FormatInt(n, 10)}
+			for n > 0 {
+				k := min(n, int64(len(o.zero)))
+				if _, err := w.Write(o.zero[:k]); err != nil {
+					return
+				}
+				n -= k
+			}
+			return
+		}
 		if body, ok := cacheBody(r.URL.Path); ok {
 			// Cacheable for an hour by any shared cache (cache scenarios).
 			hd["Content-Type"] = []string{"application/octet-stream"}
@@ -174,7 +189,7 @@ func startOrigins(cfg originConfig) (_ *origins, err error) {
 	}
 	o.httpSrv = newServer()
 	o.tlsSrv = newServer()
-	tlsCfg, pool, err := newTestPKI(cfg.Name, cfg.IP)
+	tlsCfg, pool, err := newTestPKI(cfg.Name, cfg.IP, cfg.pki)
 	if err != nil {
 		return nil, err
 	}
@@ -370,7 +385,17 @@ func (o *origins) Close() {
 // newTestPKI creates a CA (testnet's, which the end-to-end tests use too)
 // and a leaf certificate for name, every name under bench.test and ip. It
 // returns the server's TLS config and a pool that trusts the CA.
-func newTestPKI(name string, ip netip.Addr) (*tls.Config, *x509.CertPool, error) {
+func newTestPKI(name string, ip netip.Addr, pki *benchPKI) (*tls.Config, *x509.CertPool, error) {
+	if pki != nil {
+		// The origin CA every run shares (-pki), which proxies trust.
+		leaf, err := pki.originLeaf(name, "*."+strings.TrimSuffix(benchDomain, "."), ip.String())
+		if err != nil {
+			return nil, nil, err
+		}
+		pool := x509.NewCertPool()
+		pool.AddCert(pki.originCA)
+		return &tls.Config{Certificates: []tls.Certificate{leaf}, MinVersion: tls.VersionTLS12}, pool, nil
+	}
 	ca, err := testnet.NewCA("egressbench test CA")
 	if err != nil {
 		return nil, nil, err

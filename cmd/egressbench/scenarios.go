@@ -24,6 +24,9 @@ type bench struct {
 	zero []byte   // read-only fallback upload source
 	bufs [][]byte // fallback read buffer per bulk stream
 	tls  *tls.Config
+	// inspectTLS trusts the inspection CA (-pki): the inspect kind's
+	// clients. Nil without -pki.
+	inspectTLS *tls.Config
 
 	httpIP, echoIP, bulkIP *target // plain scenarios address origins by IP literal
 	tlsName                *target // the TLS scenario addresses its origin by name
@@ -207,9 +210,11 @@ func (b *bench) finishLoop(r *Result, m *meter, lr *loopResult, conc int, rate f
 // a proxy that binds its outgoing sockets explicitly (Dante) would otherwise
 // run out of ephemeral ports over tens of thousands of tunnels, since the
 // kernel reuses TIME_WAIT ports only for connect()'s own port choice. With
-// useTLS the tunnel is opened by host name and carries a full TLS handshake
-// (SNI = that name, no session resumption) before the request.
-func (b *bench) runTunnels(ctx context.Context, scenario string, useTLS bool, count int, limit time.Duration, conc int, rate float64) error {
+// tlsCfg set the tunnel is opened by host name and carries a full TLS handshake
+// (SNI = that name, no session resumption) before the request: with the
+// origin, or with a proxy that inspects (tlsCfg trusting its CA).
+func (b *bench) runTunnels(ctx context.Context, scenario string, tlsCfg *tls.Config, count int, limit time.Duration, conc int, rate float64) error {
+	useTLS := tlsCfg != nil
 	t := b.httpIP
 	if useTLS {
 		t = b.tlsName
@@ -226,7 +231,7 @@ func (b *bench) runTunnels(ctx context.Context, scenario string, useTLS bool, co
 			_ = c.SetDeadline(time.Now().Add(b.cfg.Timeout))
 			var rw io.ReadWriter = c
 			if useTLS {
-				tc := tls.Client(c, b.tls)
+				tc := tls.Client(c, tlsCfg)
 				if err := tc.Handshake(); err != nil {
 					return fmt.Errorf("tls handshake: %w", err)
 				}

@@ -68,6 +68,10 @@ func (h *Handler) ServeInspected(w http.ResponseWriter, r *http.Request) {
 	}
 	r.URL.Host = tunnelAuthority(t.Name, t.Port, defPort)
 	r.URL.User = nil
+	// Connection: close is the client's, hop by hop: net/http's server
+	// has read it for the client's connection; the pooled origin
+	// connection stays open for the next request.
+	r.Close = false
 	ctx := context.WithValue(r.Context(), exchangeKey{}, x)
 	ctx = accesslog.WithRecord(ctx, rec)
 	h.gp.ServeHTTP(cw, r.WithContext(ctx))
