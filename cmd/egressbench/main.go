@@ -200,10 +200,10 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 			"fwd-requests": "15000", "fwd-time": "4s",
 			"cache-time":       "2s",
 			"post-requests-1k": "10000", "post-requests-1m": "1000", "post-time": "4s",
-			"held-uploads": "50",
+			"held-uploads":     "50",
 			"inspect-sessions": "1000", "inspect-requests": "15000", "inspect-time": "4s",
 			"inspect-bulk-bytes": "536870912",
-			"paced-time":   "2s",
+			"paced-time":         "2s",
 		}
 		for name, v := range quick {
 			if !set[name] {
