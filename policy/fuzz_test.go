@@ -209,3 +209,35 @@ func FuzzHeaderTemplate(f *testing.F) {
 		})
 	})
 }
+
+// FuzzCheckHost: a Host value is allowed only when it names the decided
+// host (and port, if it has one), never panics.
+func FuzzCheckHost(f *testing.F) {
+	for _, s := range []string{"upload.test", "upload.test:443", "UPLOAD.test.", "[::1]:443", "[::1]", "::1", "upload.test:", ":443", "a:b:c", "[x]y", "upload.test:0443", ""} {
+		f.Add(s)
+	}
+	p, err := Compile(Config{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	names := []Decision{
+		{Host: "upload.test", Port: 443, Policy: p},
+		{Host: "::1", IsIP: true, Port: 443, Policy: p},
+	}
+	f.Fuzz(func(t *testing.T, hostport string) {
+		for _, d := range names {
+			v, _ := p.CheckHost(d, hostport)
+			if v != Allow || hostport == "" {
+				continue
+			}
+			host, port, ok := splitHostHeader(hostport)
+			if !ok || port != "" && port != "443" {
+				t.Fatalf("%q allowed for %s:%d", hostport, d.Host, d.Port)
+			}
+			norm, addr, isIP, err := NormalizeHost(host)
+			if err != nil || isIP != d.IsIP || (!isIP && norm != d.Host) || (isIP && addr.Unmap().String() != d.Host) {
+				t.Fatalf("%q allowed for %s", hostport, d.Host)
+			}
+		}
+	})
+}
