@@ -259,6 +259,9 @@ func (s *Server) Serve(conn *net.TCPConn, first []byte, dec policy.Decision, rec
 		Port:     dec.Port,
 		Record:   rec,
 	}
+	// Deadlines of the front end's handshake (a SOCKS5 greeting, an HTTP
+	// head) end here: the TLS handshake and net/http set their own.
+	conn.SetDeadline(time.Time{})
 	cc := &clientConn{tc: conn, prefix: first, rec: rec, name: name}
 	var c net.Conn = cc
 	if dec.Policy != nil && dec.Policy.IsTLSPort(dec.Port) {
