@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +33,10 @@ type harness struct {
 
 	mu       sync.Mutex
 	failures int // client handshakes that failed
+
+	// frontEndDeadline, when set, is a deadline the front end left on the
+	// connection before handing it over.
+	frontEndDeadline atomic.Int64
 }
 
 func startHarness(t *testing.T, dec policy.Decision, sni string) *harness {
@@ -85,6 +90,9 @@ func startHarness(t *testing.T, dec policy.Decision, sni string) *harness {
 			h.wg.Add(1)
 			go func() {
 				defer h.wg.Done()
+				if d := time.Duration(h.frontEndDeadline.Load()); d > 0 {
+					c.SetDeadline(time.Now().Add(d))
+				}
 				h.s.Serve(c.(*net.TCPConn), nil, dec, rec, 0, func() { h.lines <- rec })
 			}()
 		}
@@ -161,6 +169,29 @@ func TestServeHTTP1AndHTTP2(t *testing.T) {
 	}
 	if n := h.s.Material().Issuer().Issued(); n != 1 {
 		t.Fatalf("issued %d leaves for one name over two tunnels, want 1", n)
+	}
+}
+
+// TestServeOutlivesFrontEndDeadline: a deadline the front end set for its
+// own handshake does not cut the inspected session later.
+func TestServeOutlivesFrontEndDeadline(t *testing.T) {
+	h := startHarness(t, decision(t, "upload.example.com", 443), "upload.example.com")
+	const deadline = 100 * time.Millisecond
+	h.frontEndDeadline.Store(int64(deadline))
+	c := h.client("upload.example.com", true, false)
+	get(t, c, "https://upload.example.com/first")
+	time.Sleep(3 * deadline) // past the front end's deadline, on one kept-alive connection
+	if got := get(t, c, "https://upload.example.com/second"); !strings.HasSuffix(got, "GET /second name=upload.example.com port=443 tls=true listener=connect") {
+		t.Fatalf("second request: %q", got)
+	}
+	c.Transport.(*http.Transport).CloseIdleConnections()
+	if rec := <-h.lines; rec.Up.Load() == 0 {
+		t.Fatal("no tunnel line")
+	}
+	select {
+	case rec := <-h.lines:
+		t.Fatalf("a second tunnel (the first was cut): %+v", rec)
+	default:
 	}
 }
 
