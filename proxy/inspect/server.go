@@ -332,22 +332,24 @@ func (s *Server) connState(c net.Conn, st http.ConnState) {
 // Run serves the connections Serve hands over until Shutdown or Close. It
 // blocks.
 func (s *Server) Run() error {
-	if err := s.srv.Serve(handoffListener{s}); err != http.ErrServerClosed {
-		return err
+	err := s.srv.Serve(handoffListener{s})
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
 	}
-	return nil
+	return err
 }
 
 // Shutdown stops taking tunnels, closes idle inspected connections and
-// waits, up to ctx, for the requests in flight (http.Server.Shutdown).
+// waits, up to ctx, for the requests in flight (http.Server.Shutdown,
+// which closes the handoff listener first).
 func (s *Server) Shutdown(ctx context.Context) error {
-	handoffListener{s}.Close()
+	defer handoffListener{s}.Close() // in case Run never started
 	return s.srv.Shutdown(ctx)
 }
 
 // Close cuts every inspected connection and stops taking more.
 func (s *Server) Close() error {
-	handoffListener{s}.Close()
+	defer handoffListener{s}.Close()
 	return s.srv.Close()
 }
 
