@@ -37,15 +37,14 @@
 // the policy allows that host now. Interim responses (1xx) from the origin
 // are forwarded.
 //
-// TLS inspection of CONNECT tunnels (issue 18) takes its place in
-// serveConnect after the 200, instead of the relay: its inner requests go
-// to the same chain as absolute-URI requests.
-//
-// The requests inside inspected tunnels (proxy/inspect) come to
-// ServeInspected, which sends them through the same chain as absolute-URI
-// requests (onRequest, goproxy, onResponse): decided again, Host against
-// the SNI, the rule's methods and paths (admit), DLP, request_headers_add,
-// the HTTP cache, the pools; https origins are dialed through
+// A CONNECT whose rule inspects it (tunnel.Runner.Inspects) is not
+// dialed: serveConnect answers 200, runs the guard and hands the tunnel to
+// proxy/inspect (inspectConnect) instead of the relay. The requests inside
+// inspected tunnels, from CONNECT or SOCKS5, come to ServeInspected,
+// which sends them through the same chain as absolute-URI requests
+// (onRequest, goproxy, onResponse): decided again, Host against the SNI,
+// the rule's methods and paths (admit), DLP, request_headers_add, the
+// HTTP cache, the pools; https origins are dialed through
 // dialTLSFromContext and verified for the name (upstream_tls).
 //
 // It does not own the policy, the dialer, the relay or the access line

@@ -13,7 +13,9 @@
 // with the name as sent (no DNS lookup before the policy has matched it),
 // dials only the decision's pinned addresses, and hands the connection to
 // tunnel.Runner, which runs the same SNI guard, splice relay and access line
-// as CONNECT.
+// as CONNECT. A request whose rule inspects it (tunnel.Runner.Inspects) is
+// not dialed: after the success reply (bound address zero) and the guard,
+// tunnel.Runner.Inspect hands it to proxy/inspect.
 //
 // github.com/armon/go-socks5 is the reference this package is held to:
 // the server uses its exported wire constants, and the tests run its Server
