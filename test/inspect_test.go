@@ -29,8 +29,9 @@ type inspectFarm struct {
 // with no constraint; evil.test is inspected by its rule but in
 // tls_inspection.bypass; the farm's own rule (a.b.c.wild.test and the
 // rest) is spliced. With upstreamCA the origins' test CA is trusted for
-// upstreams (upstream_ca_file).
-func newInspectFarm(t *testing.T, upstreamCA bool) *inspectFarm {
+// upstreams (upstream_ca_file). configure, when given, changes the config
+// last.
+func newInspectFarm(t *testing.T, upstreamCA bool, configure ...func(*testenv.Config)) *inspectFarm {
 	t.Helper()
 	ca, err := inspecttest.WriteCA(t.TempDir(), "inspect")
 	if err != nil {
@@ -48,6 +49,9 @@ func newInspectFarm(t *testing.T, upstreamCA bool) *inspectFarm {
 				RequestHeadersAdd: map[string]string{"X-Egress-Client-Group": "{group}", "X-Egress-Rule": "{rule}"}},
 			{Name: "inspect-open", Hosts: []string{"a.wild.test", "evil.test"}, Ports: f.ports(), AllowRanges: []string{"127.0.0.0/24"}, Inspect: true},
 		}, c.Policy.Rules...)
+		for _, fn := range configure {
+			fn(c)
+		}
 	})
 	return &inspectFarm{farm: f, ca: ca}
 }
@@ -314,5 +318,53 @@ func waitFarmReloads(t *testing.T, f *farm, result string, n int) {
 		case <-ctx.Done():
 			t.Fatalf("egressd did not count %d %s reloads:\n%s", n, result, f.proc.Stderr())
 		}
+	}
+}
+
+// TestInspectDrain: on SIGTERM, inspected tunnels idle between requests
+// (HTTP/1.1 and HTTP/2 keep-alive, through CONNECT and SOCKS5) are closed
+// at once (HTTP/2 after its GOAWAY), with their tunnel lines: the drain
+// does not wait out timeouts.drain for them, and egressd exits cleanly.
+func TestInspectDrain(t *testing.T) {
+	f := newInspectFarm(t, true, func(c *testenv.Config) { c.Timeouts.Drain = 15 * time.Second })
+	d, err := proxy.SOCKS5("tcp", f.proc.SOCKSAddr, nil, nsDialer{f.ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	transports := map[string]*http.Transport{
+		"connect-h1": {Proxy: http.ProxyURL(f.proc.ProxyURL()), DialContext: f.ns.DialContext, TLSClientConfig: &tls.Config{RootCAs: f.ca.Pool}},
+		"connect-h2": {Proxy: http.ProxyURL(f.proc.ProxyURL()), DialContext: f.ns.DialContext, TLSClientConfig: &tls.Config{RootCAs: f.ca.Pool}, ForceAttemptHTTP2: true},
+		"socks5-h1":  {DialContext: d.(proxy.ContextDialer).DialContext, TLSClientConfig: &tls.Config{RootCAs: f.ca.Pool}},
+	}
+	for name, tr := range transports {
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Get(f.url("a.wild.test", "/drain-"+name))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close() // the connection stays open, idle
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %s", name, resp.Status)
+		}
+		f.waitLog(t, map[string]any{"inspected": true, "path": "/drain-" + name, "status": 200.0})
+	}
+	if err := f.proc.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := f.proc.Wait(t, 25*time.Second); code != 0 {
+		t.Fatalf("egressd exit %d after SIGTERM:\n%s", code, f.proc.Stderr())
+	}
+	if strings.Contains(f.proc.Stderr(), "drain time over") {
+		t.Fatalf("the drain waited out timeouts.drain for idle inspected tunnels:\n%s", f.proc.Stderr())
+	}
+	tunnels := 0
+	for _, l := range f.proc.AccessLines() {
+		if l["host"] == "a.wild.test" && l["inspected"] == nil {
+			tunnels++
+		}
+	}
+	if tunnels != len(transports) {
+		t.Fatalf("%d tunnel lines, want %d:\n%v", tunnels, len(transports), f.proc.AccessLines())
 	}
 }
