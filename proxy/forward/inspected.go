@@ -38,7 +38,8 @@ func (h *Handler) ServeInspected(w http.ResponseWriter, r *http.Request) {
 	rec.User = t.Client.User
 	rec.Method = r.Method
 	rec.Inspected = true
-	rec.Path = r.URL.EscapedPath()
+	rec.Path, rec.UserAgent = r.URL.EscapedPath(), r.UserAgent()
+	rec.ClientPort = t.Record.ClientPort
 	rec.SNI = t.Record.SNI
 	x := &exchange{rec: rec, inner: t}
 	cw := &respWriter{ResponseWriter: w, x: x, idle: h.idle}

@@ -36,6 +36,7 @@ func (r *Runner) Inspects(dec policy.Decision) bool {
 // from here on.
 func (r *Runner) Inspect(client *accept.Conn, first []byte, dec policy.Decision, rec *accesslog.Record) {
 	r.Metrics.TunnelOpened(rec.Listener)
+	rec.Opened() // the open line (log.tunnel_open), before the handshake
 	var id uint64
 	if r.Registry != nil {
 		// Closing the socket under the TLS session ends it: both halves
