@@ -114,11 +114,17 @@ func TestInspectCurl(t *testing.T) {
 			if got := e.Header.Get("X-Egress-Rule"); got != "uploads" {
 				t.Errorf("origin got X-Egress-Rule %q", got)
 			}
-			f.waitLog(t, map[string]any{"inspected": true, "listener": via.listener, "method": "POST", "path": path,
+			inner := f.waitLog(t, map[string]any{"inspected": true, "listener": via.listener, "method": "POST", "path": path,
 				"status": 200.0, "host": "allowed.test", "sni": "allowed.test", "rule": "uploads", "decision": "allow"})
 			tun := f.waitLog(t, map[string]any{"listener": via.listener, "host": "allowed.test", "sni": "allowed.test", "rule": "uploads"})
 			if _, ok := tun["inspected"]; ok && tun["method"] == nil {
 				t.Errorf("the tunnel's line is marked inspected: %v", tun)
+			}
+			if ua, _ := inner["user_agent"].(string); !strings.HasPrefix(ua, "curl/") {
+				t.Errorf("inner line's user_agent %q, want curl's", ua)
+			}
+			if port, _ := inner["client_port"].(float64); port == 0 || port != tun["client_port"] {
+				t.Errorf("inner line's client_port %v, the tunnel's %v", inner["client_port"], tun["client_port"])
 			}
 		})
 	}
@@ -323,10 +329,14 @@ func waitFarmReloads(t *testing.T, f *farm, result string, n int) {
 
 // TestInspectDrain: on SIGTERM, inspected tunnels idle between requests
 // (HTTP/1.1 and HTTP/2 keep-alive, through CONNECT and SOCKS5) are closed
-// at once (HTTP/2 after its GOAWAY), with their tunnel lines: the drain
-// does not wait out timeouts.drain for them, and egressd exits cleanly.
+// at once (HTTP/2 after its GOAWAY), with their tunnel lines (open, with
+// log.tunnel_open, and close): the drain does not wait out timeouts.drain
+// for them, and egressd exits cleanly.
 func TestInspectDrain(t *testing.T) {
-	f := newInspectFarm(t, true, func(c *testenv.Config) { c.Timeouts.Drain = 15 * time.Second })
+	f := newInspectFarm(t, true, func(c *testenv.Config) {
+		c.Timeouts.Drain = 15 * time.Second
+		c.Log.TunnelOpen = true
+	})
 	d, err := proxy.SOCKS5("tcp", f.proc.SOCKSAddr, nil, nsDialer{f.ns})
 	if err != nil {
 		t.Fatal(err)
@@ -358,13 +368,14 @@ func TestInspectDrain(t *testing.T) {
 	if strings.Contains(f.proc.Stderr(), "drain time over") {
 		t.Fatalf("the drain waited out timeouts.drain for idle inspected tunnels:\n%s", f.proc.Stderr())
 	}
-	tunnels := 0
+	// Each tunnel wrote its open line (log.tunnel_open) and its close line.
+	events := map[any]int{}
 	for _, l := range f.proc.AccessLines() {
 		if l["host"] == "a.wild.test" && l["inspected"] == nil {
-			tunnels++
+			events[l["event"]]++
 		}
 	}
-	if tunnels != len(transports) {
-		t.Fatalf("%d tunnel lines, want %d:\n%v", tunnels, len(transports), f.proc.AccessLines())
+	if events["open"] != len(transports) || events["close"] != len(transports) {
+		t.Fatalf("tunnel lines by event %v, want %d open and %d close:\n%v", events, len(transports), len(transports), f.proc.AccessLines())
 	}
 }
