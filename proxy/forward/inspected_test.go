@@ -117,7 +117,7 @@ const inspectPolicy = `
   inspect: true
 `
 
-func newInspectEnv(t *testing.T, mode string, originCert func(*inspecttest.CA) tls.Certificate, cache *httpcache.Cache) *inspectEnv {
+func newInspectEnv(t *testing.T, mode string, originCert func(*inspecttest.CA) tls.Certificate, cache *httpcache.Cache, originTLS ...func(*tls.Config)) *inspectEnv {
 	t.Helper()
 	ca, err := inspecttest.WriteCA(t.TempDir(), "inspect")
 	if err != nil {
@@ -138,6 +138,9 @@ func newInspectEnv(t *testing.T, mode string, originCert func(*inspecttest.CA) t
 		io.WriteString(w, "origin saw "+r.Method+" "+r.Host+" "+r.URL.RequestURI()+" body="+string(body))
 	}))
 	e.origin.TLS = &tls.Config{Certificates: []tls.Certificate{originCert(originCA)}}
+	for _, f := range originTLS {
+		f(e.origin.TLS)
+	}
 	e.origin.Config.ErrorLog = log.New(io.Discard, "", 0) // egressd's refused handshakes
 	e.origin.StartTLS()
 	t.Cleanup(e.origin.Close)
@@ -428,8 +431,8 @@ func TestInspectedReportMode(t *testing.T) {
 }
 
 // TestInspectedUpstreamCertificate: an origin whose certificate is not
-// valid for the name gets the client a 502 upstream_tls inside TLS,
-// never the origin's answer.
+// valid for the name, or that speaks nothing newer than TLS 1.1, gets the
+// client a 502 upstream_tls inside TLS, never the origin's answer.
 func TestInspectedUpstreamCertificate(t *testing.T) {
 	for name, cert := range map[string]func(*inspecttest.CA) tls.Certificate{
 		"self-signed": func(*inspecttest.CA) tls.Certificate {
@@ -440,9 +443,14 @@ func TestInspectedUpstreamCertificate(t *testing.T) {
 			return c
 		},
 		"other name": originLeaf("elsewhere.test"),
+		"TLS 1.1":    originLeaf("badcert.test"), // a valid certificate: only the version is refused
 	} {
 		t.Run(name, func(t *testing.T) {
-			e := newInspectEnv(t, policy.ModeEnforce, cert, nil)
+			e := newInspectEnv(t, policy.ModeEnforce, cert, nil, func(c *tls.Config) {
+				if name == "TLS 1.1" {
+					c.MinVersion, c.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
+				}
+			})
 			got := do(t, e.client("badcert.test", false), newReq(t, "GET", e.url("badcert.test", "/x"), ""))
 			if got.status != http.StatusBadGateway || got.denied != "upstream_tls" {
 				t.Fatalf("%+v, want 502 upstream_tls", got)
