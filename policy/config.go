@@ -48,9 +48,13 @@ type Config struct {
 	// NAT64Prefixes are IPv6 prefixes (RFC 6052 lengths) whose embedded
 	// IPv4 address is checked against the deny ranges too. 64:ff9b::/96
 	// is checked whether listed or not.
-	NAT64Prefixes []string         `yaml:"nat64_prefixes"`
-	Groups        map[string]Group `yaml:"groups"` // client groups by name
-	Rules         []Rule           `yaml:"rules"`  // first match wins
+	NAT64Prefixes []string `yaml:"nat64_prefixes"`
+	// DefaultVia names the upstream proxy (a key of the config's
+	// upstream_proxies) for every passing request whose rule names none,
+	// report-mode requests no rule matched included; "" means direct.
+	DefaultVia string           `yaml:"default_via"`
+	Groups     map[string]Group `yaml:"groups"` // client groups by name
+	Rules      []Rule           `yaml:"rules"`  // first match wins
 }
 
 // Group is a set of clients: a client belongs to it when its address is in
@@ -86,6 +90,9 @@ type Rule struct {
 	// client sent), with {group}, {user}, {client}, {rule} and {host}
 	// filled in. Needs Inspect.
 	RequestHeadersAdd map[string]string `yaml:"request_headers_add"`
+	// Via names the parent proxy (upstream_proxies) this rule's allowed
+	// requests go through; "" = policy.default_via (allow rules only).
+	Via string `yaml:"via"`
 }
 
 // FieldError is one validation error in a Config. Path is relative to the
@@ -106,6 +113,7 @@ type Policy struct {
 	ech        string
 	tlsPorts   []uint16
 	httpPorts  []uint16
+	defaultVia string
 
 	deny  prefixSet
 	allow prefixSet
@@ -131,6 +139,7 @@ type rule struct {
 	deny    bool
 	dlp     string
 	inspect bool
+	via     string    // "" = the policy's defaultVia
 	http    *HTTPRule // nil: no methods, paths or headers
 	groups  []int
 	ports   []uint16       // sorted; empty on a deny rule means every port
@@ -157,6 +166,7 @@ func Compile(c Config) (*Policy, error) {
 	p := &Policy{
 		mode:       c.Mode,
 		requireSNI: c.RequireSNI,
+		defaultVia: c.DefaultVia,
 		exact:      make(map[string][]int32),
 		wildcard:   make(map[string][]int32),
 	}
@@ -246,7 +256,7 @@ func Compile(c Config) (*Policy, error) {
 	for i, r := range c.Rules {
 		path := fmt.Sprintf("rules[%d]", i)
 		idx := int32(i)
-		cr := rule{name: r.Name, dlp: r.DLP}
+		cr := rule{name: r.Name, dlp: r.DLP, via: r.Via}
 		switch r.Action {
 		case "", ActionAllow:
 		case ActionDeny:
@@ -298,6 +308,9 @@ func Compile(c Config) (*Policy, error) {
 					cr.allow = append(cr.allow, pr)
 				}
 			}
+		}
+		if cr.deny && r.Via != "" {
+			cc.errorf(path+".via", "a deny rule sends nothing anywhere: via belongs on allow rules")
 		}
 		if cr.deny && len(r.AllowRanges) > 0 {
 			cc.errorf(path+".allow_ranges", "a deny rule allows nothing: allow_ranges belong on allow rules")

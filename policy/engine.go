@@ -52,6 +52,12 @@ var (
 //     check with the matched rule's exceptions;
 //  4. if none pass, Deny with ReasonPrivateRange, in every mode.
 //
+// A passing request whose rule names an upstream proxy (via, else
+// default_via) is not resolved: Decision.Via names the parent, which
+// resolves the name and applies its own policy. An IP literal is still
+// range-checked first (private_range), since the parent would dial it as
+// given.
+//
 // A resolver failure returns a Decision with ReasonDNSError (Verdict Deny) and
 // the wrapped error. Decide allocates only the Addrs slice for normalized hosts.
 func (e *Engine) Decide(ctx context.Context, r Request) (Decision, error) {
@@ -89,12 +95,21 @@ func (p *Policy) decide(ctx context.Context, res Resolver, r Request) (Decision,
 			return d, nil
 		}
 	}
+	via := p.via(m.Rule)
 	if m.IsIP {
-		if p.AddrAllowed(m.Addr, m.Rule) {
-			d.Addrs = []netip.AddrPort{netip.AddrPortFrom(m.Addr, r.Port)}
+		if !p.AddrAllowed(m.Addr, m.Rule) {
+			d.Verdict, d.Reason = Deny, ReasonPrivateRange
 			return d, nil
 		}
-		d.Verdict, d.Reason = Deny, ReasonPrivateRange
+		if via != "" {
+			d.Via = via
+			return d, nil
+		}
+		d.Addrs = []netip.AddrPort{netip.AddrPortFrom(m.Addr, r.Port)}
+		return d, nil
+	}
+	if via != "" {
+		d.Via = via
 		return d, nil
 	}
 	if res == nil {
@@ -211,6 +226,31 @@ func (p *Policy) RuleNames() []string {
 	out := make([]string, len(p.rules))
 	for i := range p.rules {
 		out[i] = p.rules[i].name
+	}
+	return out
+}
+
+// via is the upstream proxy of a request decided by rule i (-1: no rule
+// matched, report mode): the rule's via, else default_via.
+func (p *Policy) via(i int) string {
+	if i >= 0 && i < len(p.rules) && p.rules[i].via != "" {
+		return p.rules[i].via
+	}
+	return p.defaultVia
+}
+
+// Vias returns the upstream proxy names the policy refers to (rules' via
+// and default_via), each once, in order of first mention.
+func (p *Policy) Vias() []string {
+	var out []string
+	add := func(v string) {
+		if v != "" && !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	add(p.defaultVia)
+	for i := range p.rules {
+		add(p.rules[i].via)
 	}
 	return out
 }

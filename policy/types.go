@@ -120,8 +120,13 @@ type Decision struct {
 	Host    string           // normalized host (punycode, lowercase, no trailing dot; IPs in canonical form)
 	IsIP    bool             // Host is an IP literal
 	Port    uint16           //
-	Addrs   []netip.AddrPort // pinned, range-checked addresses to dial; empty when Verdict is Deny
-	Policy  *Policy          // the snapshot this decision was made with (SNI checks use it too)
+	Addrs   []netip.AddrPort // pinned, range-checked addresses to dial; empty when Verdict is Deny or Via is set
+	// Via names the upstream proxy (a key of upstream_proxies) that
+	// carries a passing request instead of a direct dial: the rule's via,
+	// else policy.default_via. With Via the host is not resolved (the
+	// parent resolves it) and Addrs is empty; "" means direct.
+	Via    string
+	Policy *Policy // the snapshot this decision was made with (SNI checks use it too)
 }
 
 // Resolver looks up the addresses of a host name. cache.Resolver satisfies it.

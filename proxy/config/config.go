@@ -12,16 +12,19 @@ import (
 // Config is the whole config file. Parse fills omitted keys with the defaults
 // documented in docs/config-schema.md.
 type Config struct {
-	Listen   Listen        `yaml:"listen"`
-	DNS      DNS           `yaml:"dns"`
-	Policy   policy.Config `yaml:"policy"`
-	Auth     Auth          `yaml:"auth"`
-	Admin    Admin         `yaml:"admin"`
-	Limits   Limits        `yaml:"limits"`
-	Timeouts Timeouts      `yaml:"timeouts"`
-	Log      Log           `yaml:"log"`
-	DLP      DLP           `yaml:"dlp"`
-	Cache    Cache         `yaml:"cache"`
+	Listen Listen `yaml:"listen"`
+	DNS    DNS    `yaml:"dns"`
+	// UpstreamProxies are parent proxies by name, for rules with via
+	// and policy.default_via.
+	UpstreamProxies map[string]UpstreamProxy `yaml:"upstream_proxies"`
+	Policy          policy.Config            `yaml:"policy"`
+	Auth            Auth                     `yaml:"auth"`
+	Admin           Admin                    `yaml:"admin"`
+	Limits          Limits                   `yaml:"limits"`
+	Timeouts        Timeouts                 `yaml:"timeouts"`
+	Log             Log                      `yaml:"log"`
+	DLP             DLP                      `yaml:"dlp"`
+	Cache           Cache                    `yaml:"cache"`
 	// TLSInspection is the CA and settings of rules with inspect: true.
 	TLSInspection TLSInspection `yaml:"tls_inspection"`
 }

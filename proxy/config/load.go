@@ -125,6 +125,7 @@ func parse(data []byte, name string) (*Config, *policy.Policy, error) {
 		}
 	}
 	d.validateDLP(&c, decodeErrs)
+	d.validateUpstream(&c, decodeErrs)
 	d.validateInspection(&c)
 	if len(d.errs) > 0 {
 		slices.SortStableFunc(d.errs, func(a, b *Error) int { return lineKey(a.Line) - lineKey(b.Line) })

@@ -98,6 +98,15 @@ var fieldDocs = map[string]string{
 	"tls_inspection.upstream_ca_file": "PEM file of roots added to the system's for verifying origins of inspected tunnels; empty: the system's roots only.",
 	"tls_inspection.bypass":           "Names (exact or \"*.suffix\") never inspected, even when a rule says so: clients that pin certificates.",
 
+	"upstream_proxies":                   "Parent proxies by name (a corporate proxy): rules with via: NAME, or policy.default_via, hand their allowed connections to one instead of dialing the destination. Reloads with the config.",
+	"upstream_proxies.*":                 "One parent proxy, spoken to in HTTP: CONNECT host:port for tunnels, absolute-URI requests for forwarded HTTP.",
+	"upstream_proxies.*.urls":            "The parent's addresses, \"http://host:port\" (IPs or names; private addresses are fine: this is trusted configuration), tried in order when one does not accept the connection.",
+	"upstream_proxies.*.username":        "User of the Basic credentials sent in Proxy-Authorization; needs password_file.",
+	"upstream_proxies.*.password_file":   "File holding the password (one line); it must not be readable by group or others, or egressd refuses the config. Read at start and on every reload; never logged.",
+	"upstream_proxies.*.connect_timeout": "Time bound of the TCP connect to each URL (default 5s); past it the next URL is tried.",
+	"policy.default_via":                 "Parent (upstream_proxies) for every allowed or reported request whose rule names none; empty: direct.",
+	"policy.rules[].via":                 "Parent (upstream_proxies) that carries this rule's requests: egressd decides, then asks the parent for the destination by name (not resolving it itself). Empty: policy.default_via. Allow rules only.",
+
 	"auth.max_concurrent_checks": "bcrypt checks running at once; 0: the CPUs egressd uses. A check past it waits up to timeouts.handshake, then is refused (overload).",
 
 	"dlp":                             "Data-loss prevention on HTTP requests (forwarded, and inside inspected tunnels): profiles of detectors, patterns and an ICAP service.",
