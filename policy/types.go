@@ -78,7 +78,10 @@ const (
 	ReasonBadRequest Reason = "bad_request" // malformed destination
 	ReasonDNSError   Reason = "dns_error"   // the name did not resolve
 	ReasonDialError  Reason = "dial_error"  // no pinned address answered
-	ReasonLimit      Reason = "limit"       // a connection limit refused it
+	// ReasonUpstreamProxy: the parent proxy of a rule's via could not be
+	// reached (no URL accepted the connection) or refused the request.
+	ReasonUpstreamProxy Reason = "upstream_proxy"
+	ReasonLimit         Reason = "limit" // a connection limit refused it
 	// ReasonDLPUnavailable: a DLP inspector (the ICAP service) could not
 	// judge the request and dlp.icap.failure is closed (503).
 	ReasonDLPUnavailable Reason = "dlp_unavailable"

@@ -39,6 +39,7 @@ import (
 	"github.com/egressd/egressd/proxy/socks"
 	"github.com/egressd/egressd/proxy/transparent"
 	"github.com/egressd/egressd/proxy/tunnel"
+	"github.com/egressd/egressd/proxy/upstream"
 )
 
 // Options are what main hands the server besides the config.
@@ -61,6 +62,7 @@ type Server struct {
 	engine   *policy.Engine
 	resolver *cache.Resolver
 	dialer   *egress.Dialer
+	parents  *upstream.Dialer // upstream_proxies
 	tunnels  *egress.Registry
 	forward  *forward.Handler
 	inspect  *inspect.Server // terminates the tunnels of rules with inspect
@@ -143,7 +145,10 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 	s.engine = policy.NewEngine(pol, s.resolver)
 	// No TCP keep-alive upstream either (see listenTCP): timeouts.idle
 	// ends tunnels whose peer vanished.
-	s.dialer = &egress.Dialer{Timeout: cfg.Timeouts.Connect, KeepAlive: -1, Observe: s.metrics.ObserveDial}
+	s.parents = &upstream.Dialer{Resolver: s.resolver, Observe: s.metrics.ObserveUpstream}
+	s.parents.Store(upstreamSet(cfg))
+	s.metrics.SetUpstreamProxies(upstreamNames(cfg))
+	s.dialer = &egress.Dialer{Timeout: cfg.Timeouts.Connect, KeepAlive: -1, Observe: s.metrics.ObserveDial, Upstream: s.parents}
 	s.tunnels = egress.NewRegistry()
 	s.cfg.Store(cfg)
 	s.setConfig(raw)
@@ -277,6 +282,31 @@ func connLimits(cfg *config.Config) limits.Limits {
 		MaxConnections:          cfg.Limits.MaxConnections,
 		MaxConnectionsPerClient: cfg.Limits.MaxConnectionsPerClient,
 	}
+}
+
+// upstreamSet is the config's parent proxies, ready to dial. The config
+// was validated: every URL parses.
+func upstreamSet(cfg *config.Config) *upstream.Set {
+	ps := make([]upstream.Parent, 0, len(cfg.UpstreamProxies))
+	for name, u := range cfg.UpstreamProxies {
+		p := upstream.Parent{Name: name, Username: u.Username, Password: u.Password(), ConnectTimeout: u.ConnectTimeout}
+		for _, raw := range u.URLs {
+			if hp, err := config.ParseUpstreamURL(raw); err == nil {
+				p.Addrs = append(p.Addrs, hp)
+			}
+		}
+		ps = append(ps, p)
+	}
+	return upstream.NewSet(ps)
+}
+
+func upstreamNames(cfg *config.Config) []string {
+	names := make([]string, 0, len(cfg.UpstreamProxies))
+	for name := range cfg.UpstreamProxies {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
 }
 
 func ruleNames(cfg *config.Config) []string {
@@ -544,6 +574,10 @@ func (s *Server) Reload(cfg *config.Config, pol *policy.Policy, raw []byte) erro
 		s.auth.SetUsers(users)
 		s.auth.SetCheckLimit(authCheckLimit(cfg), s.runner.Handshake)
 	}
+	// The parents first: a request decided under the new policy must find
+	// the parent its rule names.
+	s.parents.Store(upstreamSet(cfg))
+	s.metrics.SetUpstreamProxies(upstreamNames(cfg))
 	s.engine.Store(pol)
 	s.inspect.Store(material)
 	s.dlp.Store(rules)

@@ -33,7 +33,10 @@ Runs the same decision engine as "egressd serve" (including DNS resolution
 through dns.servers, or the name servers of /etc/resolv.conf, and the range
 checks) for one destination, and prints the
 decision, the rule and the reason. Exit status: 0 allow (or report), 1 deny,
-2 usage, config or resolution error.
+2 usage, config or resolution error. When the rule (or policy.default_via)
+sends the destination through a parent proxy, it prints "via: NAME" and the
+parent's URLs ("parent: URL") in the order egressd tries them, and no
+address: egressd does not resolve such a destination, the parent does.
 
 With --replay, it decides the destination (client, user, host, port) of
 every line of egressd access logs with FILE and reports the lines whose
@@ -114,6 +117,12 @@ Flags:
 	}
 	for _, a := range dec.Addrs {
 		fmt.Fprintf(stdout, "address: %s\n", a)
+	}
+	if dec.Via != "" {
+		fmt.Fprintf(stdout, "via: %s\n", dec.Via)
+		for _, u := range cfg.UpstreamProxies[dec.Via].URLs {
+			fmt.Fprintf(stdout, "parent: %s\n", u)
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "egressd check: %v\n", err)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,8 +23,8 @@ var (
 	knownListeners = []policy.Listener{policy.ListenerHTTP, policy.ListenerConnect, policy.ListenerSOCKS5, policy.ListenerTransparent}
 	knownDecisions = []policy.Verdict{policy.Allow, policy.Deny, policy.Report}
 	knownReasons   = append([]policy.Reason{policy.ReasonNone}, append(append([]policy.Reason{}, policy.DenyReasons...),
-		policy.ReasonBadRequest, policy.ReasonDNSError, policy.ReasonDialError, policy.ReasonLimit, policy.ReasonDLPUnavailable,
-		policy.ReasonTimeout)...)
+		policy.ReasonBadRequest, policy.ReasonDNSError, policy.ReasonDialError, policy.ReasonUpstreamProxy, policy.ReasonLimit,
+		policy.ReasonDLPUnavailable, policy.ReasonTimeout)...)
 	knownLimits  = []string{LimitMaxConnections, LimitMaxConnectionsPerClient}
 	knownSockets = []policy.Listener{policy.ListenerHTTP, policy.ListenerSOCKS5, policy.ListenerTransparent}
 )
@@ -61,6 +62,7 @@ type Metrics struct {
 	BuildInfo      *prometheus.GaugeVec
 	Draining       prometheus.Gauge
 	DLPICAP        *prometheus.CounterVec
+	Upstream       *prometheus.CounterVec
 
 	// The HTTP cache: requests by how it answered them and bytes it
 	// answered (both counted from the access record), and what its store
@@ -89,6 +91,10 @@ type Metrics struct {
 
 	rulesMu sync.Mutex
 	rules   map[string]bool // rule series that exist (see SetRules)
+
+	upstreamMu  sync.Mutex
+	upstream    map[string]bool                                  // parent proxies with series (see SetUpstreamProxies)
+	upstreamHot atomic.Pointer[map[[2]string]prometheus.Counter] // their children, by proxy and result
 }
 
 type requestKey struct {
@@ -209,6 +215,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "egressd_dlp_icap_requests_total",
 			Help: "Requests a DLP profile asked the ICAP service about, by result: allow (204 or unchanged), modify (forwarded as modified), block (the service's response went to the client), error (the service failed or timed out; dlp.icap.failure decided).",
 		}, []string{"result"}),
+		Upstream: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "egressd_upstream_proxy_requests_total",
+			Help: "Connections through parent proxies (upstream_proxies), by parent and result: ok (a tunnel, or a connection for forwarded requests), down (one URL did not accept the connection; the next was tried), unavailable (none did), refused (the parent answered with a status that is no success), error (it gave no usable answer).",
+		}, []string{"proxy", "result"}),
 		InspectLeaves: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "egressd_inspect_leaves_issued_total",
 			Help: "Leaf certificates issued for inspected tunnels (one per name per validity period; the rest come from the cache).",
@@ -227,10 +237,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		tunnelDur: map[policy.Listener]prometheus.Observer{},
 		auth:      map[[2]string]prometheus.Counter{},
 		cache:     map[string]prometheus.Counter{},
+		upstream:  map[string]bool{},
 	}
 	reg.MustRegister(m.Requests, m.ActiveTunnels, m.Bytes, m.DialDuration, m.TunnelDuration, m.HTTPDuration, m.DNSDuration, m.DNSStale,
 		m.Reloads, m.ConfigInfo, m.RuleMatches, m.LimitRejects, m.ClientConns, m.ReloadTime, m.Panics, m.AuthChecks, m.DLPFindings, m.DLPICAP,
-		m.BuildInfo, m.Draining,
+		m.BuildInfo, m.Draining, m.Upstream,
 		m.CacheRequests, m.CacheServedBytes, m.CacheCollapsed, m.CacheStoredBytes, m.CacheStoredObjects, m.CacheEvictions,
 		m.InspectLeaves, m.InspectHandshakes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -464,6 +475,58 @@ func (m *Metrics) SetRules(names []string) {
 		}
 	}
 	m.rules = keep
+}
+
+// UpstreamResults are the result label values of
+// egressd_upstream_proxy_requests_total (upstream.Results).
+var UpstreamResults = []string{"ok", "down", "unavailable", "refused", "error"}
+
+// SetUpstreamProxies makes egressd_upstream_proxy_requests_total carry a
+// series at zero for each result of each parent of the config in force,
+// and drops the series of parents a reload removed. Names come from the
+// config, so the label stays bounded.
+func (m *Metrics) SetUpstreamProxies(names []string) {
+	if m == nil {
+		return
+	}
+	m.upstreamMu.Lock()
+	defer m.upstreamMu.Unlock()
+	keep := make(map[string]bool, len(names))
+	for _, n := range names {
+		keep[n] = true
+		for _, r := range UpstreamResults {
+			m.Upstream.WithLabelValues(n, r)
+		}
+	}
+	for n := range m.upstream {
+		if !keep[n] {
+			for _, r := range UpstreamResults {
+				m.Upstream.DeleteLabelValues(n, r)
+			}
+		}
+	}
+	m.upstream = keep
+	hot := make(map[[2]string]prometheus.Counter, len(names)*len(UpstreamResults))
+	for n := range keep {
+		for _, r := range UpstreamResults {
+			hot[[2]string{n, r}] = m.Upstream.WithLabelValues(n, r)
+		}
+	}
+	m.upstreamHot.Store(&hot)
+}
+
+// ObserveUpstream counts one outcome of a connection through parent proxy.
+func (m *Metrics) ObserveUpstream(proxy, result string) {
+	if m == nil {
+		return
+	}
+	if hot := m.upstreamHot.Load(); hot != nil {
+		if c, ok := (*hot)[[2]string{proxy, result}]; ok {
+			c.Inc()
+			return
+		}
+	}
+	m.Upstream.WithLabelValues(proxy, result).Inc()
 }
 
 // LimitRejected counts one connection refused by limit (LimitMaxConnections

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -48,6 +49,9 @@ const (
 	KeyDLPProfile = "dlp_profile" // plain HTTP requests a DLP profile inspected
 	KeyDLP        = "dlp"         // their findings: [{"detector":..., "location":...}]
 	KeyDLPICAP    = "dlp_icap"    // what the ICAP service said: allow, modify, block, error
+	KeyVia        = "via"         // the parent proxy (upstream_proxies) that carried it
+	KeyViaAddr    = "via_addr"    // the parent address (IP:port) egressd connected to
+	KeyViaStatus  = "via_status"  // the parent's status when it refused
 	KeyCache      = "cache"
 	KeyOrigDst    = "orig_dst"  // in-line mode: the address and port the client dialed
 	KeyInspected  = "inspected" // a request inside an inspected (terminated) tunnel
@@ -91,7 +95,7 @@ type Record struct {
 	Port      uint16
 	SNI       string
 	ECH       bool
-	IP        netip.AddrPort // the address actually dialed
+	IP        netip.AddrPort // the address actually dialed: the parent's when Decision.Via is set
 	OrigDst   netip.AddrPort // in-line mode: the destination the client dialed (the zero value elsewhere)
 	// EgressAddr is the local address of the upstream connection: what the
 	// origin, VPC flow logs and NAT logs see before any translation.
@@ -106,8 +110,11 @@ type Record struct {
 	// the reply code (RFC 1928), the RFC 1929 status of a failed password
 	// (1) or the method selection 0xFF; 0 when it got none.
 	Status int
-	Up     atomic.Int64 // client to origin
-	Down   atomic.Int64 // origin to client
+	// ViaStatus is the parent proxy's status when it refused the request
+	// (Decision.Via set); 0 otherwise.
+	ViaStatus int
+	Up        atomic.Int64 // client to origin
+	Down      atomic.Int64 // origin to client
 
 	// DLP: the profile that inspected the request ("" when none) and its
 	// findings, as detector and location only (never the matched bytes).
@@ -131,6 +138,24 @@ func (r *Record) Verdict() policy.Verdict { return r.Decision.Verdict }
 func (r *Record) Deny(reason policy.Reason) {
 	r.Decision.Verdict = policy.Deny
 	r.Reason = reason
+}
+
+// DialFailed records a failed dial: reason dial_error, or upstream_proxy
+// when err came from a parent proxy (an error in its chain with a
+// Parent() (netip.AddrPort, int) method, such as *upstream.Error), with
+// the parent address that answered and its status.
+func (r *Record) DialFailed(err error) {
+	r.Reason = policy.ReasonDialError
+	var pe parentError
+	if errors.As(err, &pe) {
+		r.Reason = policy.ReasonUpstreamProxy
+		r.IP, r.ViaStatus = pe.Parent()
+	}
+}
+
+type parentError interface {
+	error
+	Parent() (netip.AddrPort, int)
 }
 
 // FinalReason is the reason written to the log.
@@ -176,7 +201,17 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	if r.ECH {
 		enc.AddBool(KeyECH, true)
 	}
-	enc.AddByteString(KeyIP, appendAddr(bp[:0], r.IP.Addr()))
+	if via := r.Decision.Via; via != "" {
+		// egressd dialed the parent, not the destination: no ip.
+		enc.AddString(KeyIP, "")
+		enc.AddString(KeyVia, via)
+		enc.AddByteString(KeyViaAddr, appendAddrPort(bp[:0], r.IP))
+		if r.ViaStatus != 0 {
+			enc.AddInt(KeyViaStatus, r.ViaStatus)
+		}
+	} else {
+		enc.AddByteString(KeyIP, appendAddr(bp[:0], r.IP.Addr()))
+	}
 	if r.OrigDst.IsValid() {
 		enc.AddByteString(KeyOrigDst, appendAddrPort(bp[:0], r.OrigDst))
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/upstream"
 )
 
 // ErrNoDecision is returned when Dial is called without a decision that
@@ -42,6 +43,9 @@ type Dialer struct {
 	// attempts) and its error (nil: connected), for the dial-duration
 	// metric.
 	Observe func(time.Duration, error)
+	// Upstream carries decisions with a Via through that parent proxy
+	// instead of dialing their destination. Nil: such decisions fail.
+	Upstream *upstream.Dialer
 
 	timeout atomic.Pointer[time.Duration] // from SetTimeout; overrides Timeout
 }
@@ -73,13 +77,21 @@ func (d *Dialer) attemptTimeout() time.Duration {
 // When every address fails, the error wraps each attempt's error, keeping
 // its syscall error and text: errors.Is(err, syscall.ECONNREFUSED) works
 // and "connection refused" survives in the message.
+//
+// A decision with a Via is not dialed: its parent proxy is asked for a
+// tunnel to dec.Host:dec.Port (upstream.Dialer.Connect, its answer awaited
+// up to Timeout), and the address returned is the parent's. Its failures
+// are *upstream.Error.
 func (d *Dialer) Dial(ctx context.Context, dec policy.Decision) (_ *net.TCPConn, _ netip.AddrPort, err error) {
-	if !dec.Verdict.Passes() || len(dec.Addrs) == 0 {
+	if !dec.Verdict.Passes() || len(dec.Addrs) == 0 && dec.Via == "" {
 		return nil, netip.AddrPort{}, ErrNoDecision
 	}
 	if d.Observe != nil {
 		start := time.Now()
 		defer func() { d.Observe(time.Since(start), err) }()
+	}
+	if dec.Via != "" {
+		return d.Upstream.Connect(ctx, dec.Via, dec.Host, dec.Port, d.attemptTimeout())
 	}
 	timeout, keepAlive := d.attemptTimeout(), d.KeepAlive
 	if keepAlive == 0 {
@@ -111,6 +123,22 @@ func (d *Dialer) Dial(ctx context.Context, dec policy.Decision) (_ *net.TCPConn,
 		}
 	}
 	return nil, netip.AddrPort{}, fmt.Errorf("dial %s: %w", dec.Host, errs)
+}
+
+// DialParent connects to the parent proxy of a decision with a Via, for a
+// forwarded request that goes to it in absolute form (with the header
+// upstream.Dialer.Auth gives). It returns the connection and the parent
+// address. It refuses (ErrNoDecision) a decision that does not pass or has
+// no Via.
+func (d *Dialer) DialParent(ctx context.Context, dec policy.Decision) (_ *net.TCPConn, _ netip.AddrPort, err error) {
+	if !dec.Verdict.Passes() || dec.Via == "" {
+		return nil, netip.AddrPort{}, ErrNoDecision
+	}
+	if d.Observe != nil {
+		start := time.Now()
+		defer func() { d.Observe(time.Since(start), err) }()
+	}
+	return d.Upstream.Dial(ctx, dec.Via)
 }
 
 // LocalAddrPort is the local address c was dialed from (IPv4-mapped IPv6

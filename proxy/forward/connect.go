@@ -59,9 +59,11 @@ func (h *Handler) serveConnect(c *accept.Conn, req connectRequest, prefix []byte
 	}
 	upstream, addr, err := h.o.Dialer.Dial(ctx, dec)
 	if err != nil {
-		h.o.Diag.Debug("dial failed", zap.String("host", dec.Host), zap.Error(err))
-		rec.Reason = policy.ReasonDialError
-		h.refuseConnect(c, rec, answer{status: http.StatusBadGateway, kind: upstreamError, reason: policy.ReasonDialError, close: true})
+		h.o.Diag.Debug("dial failed", zap.String("host", dec.Host), zap.String("via", dec.Via), zap.Error(err))
+		// dial_error, or upstream_proxy when the decision's parent proxy
+		// was down or refused the tunnel.
+		rec.DialFailed(err)
+		h.refuseConnect(c, rec, answer{status: http.StatusBadGateway, kind: upstreamError, reason: rec.Reason, close: true})
 		return
 	}
 	rec.IP, rec.EgressAddr = addr, egress.LocalAddrPort(upstream)

@@ -22,6 +22,7 @@ import (
 type forwarded struct {
 	x     *exchange
 	addrs []netip.AddrPort // the decision's pinned addresses
+	via   string           // the decision's parent proxy; "" direct
 
 	// Set on the request's goroutine (gotConn runs in the Transport's
 	// getConn, before the request is written).
@@ -37,12 +38,14 @@ type forwarded struct {
 }
 
 // gotConn checks the connection the Transport chose before the request is
-// written on it: its address must be one the decision pinned. One pool per
-// pinned set makes that so; if it ever were not, the connection is closed
-// and the request fails rather than go where the policy did not allow.
+// written on it: its address must be one the decision pinned, or, for a
+// decision with a parent proxy, it must be that parent's. One pool per
+// pinned set (and per parent) makes that so; if it ever were not, the
+// connection is closed and the request fails rather than go where the
+// policy did not allow.
 func (f *forwarded) gotConn(info httptrace.GotConnInfo) {
 	up := upstreamOf(info.Conn)
-	if up == nil || !pinnedIn(up, f.addrs) {
+	if up == nil || up.via != f.via || f.via == "" && !pinnedIn(up, f.addrs) {
 		info.Conn.Close()
 		f.misrouted = true
 		return
@@ -88,7 +91,20 @@ func (h *Handler) roundTrip(r *http.Request) (*http.Response, error) {
 	if !ok {
 		return nil, errNoDecision
 	}
-	p := h.ups.get(d.dec.Addrs)
+	var p *pool
+	if via := d.dec.Via; via != "" {
+		p = h.ups.getVia(via)
+		if auth := h.o.Dialer.Upstream.Auth(via); auth != "" && r.URL.Scheme == "http" {
+			// Only in absolute form to the parent: inside an https
+			// tunnel this header would reach the origin.
+			r2 := *r
+			r2.Header = r.Header.Clone()
+			r2.Header.Set("Proxy-Authorization", auth)
+			r = &r2
+		}
+	} else {
+		p = h.ups.get(d.dec.Addrs)
+	}
 	resp, err := p.tr.RoundTrip(r)
 	if err != nil {
 		h.ups.release(p)
@@ -163,9 +179,10 @@ func (h *Handler) failed(r *http.Request, x *exchange, err error) *http.Response
 		h.o.Diag.Error("forward: a pooled connection outside the decision's pinned addresses was offered; refused",
 			zap.String("host", x.rec.Host))
 	}
-	// No pinned address answered, or the origin failed before a response.
-	x.rec.Reason = policy.ReasonDialError
-	return answer{status: http.StatusBadGateway, kind: upstreamError, reason: policy.ReasonDialError}.response(r)
+	// No pinned address answered, or the origin failed before a response;
+	// or the parent proxy was down or refused (upstream_proxy).
+	x.rec.DialFailed(err)
+	return answer{status: http.StatusBadGateway, kind: upstreamError, reason: x.rec.Reason}.response(r)
 }
 
 // finishForwarded runs when goproxy is done with a forwarded request: a

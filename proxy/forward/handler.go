@@ -155,8 +155,10 @@ func New(o Options) *Handler {
 // idleConnTimeout closes origin connections unused this long.
 const idleConnTimeout = 90 * time.Second
 
-func (h *Handler) newTransport() *http.Transport {
-	return &http.Transport{
+// newTransport builds a pool's Transport: of an address set, or of parent
+// proxy via.
+func (h *Handler) newTransport(via string) *http.Transport {
+	tr := &http.Transport{
 		Proxy:                 nil, // never chain to a proxy from our own environment
 		DialContext:           h.dialFromContext,
 		DialTLSContext:        h.dialTLSFromContext,
@@ -168,6 +170,13 @@ func (h *Handler) newTransport() *http.Transport {
 		DisableCompression:    true, // stay transparent: never add Accept-Encoding
 		ForceAttemptHTTP2:     false,
 	}
+	if via != "" {
+		// A parent's pool: http URLs go to the parent in absolute form
+		// (the Transport's proxy mode; dialFromContext connects to the
+		// parent for parentHost), https URLs through its tunnel.
+		tr.Proxy = parentProxy
+	}
+	return tr
 }
 
 // Reload applies a new config: no pooled origin connection approved under
@@ -467,7 +476,7 @@ func (h *Handler) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 	r.Header.Del("Host")
 	removeHopByHop(r.Header)
 	f := &x.fwd
-	f.x, f.addrs = x, dec.Addrs
+	f.x, f.addrs, f.via = x, dec.Addrs, dec.Via
 	if r.Body != nil && r.Body != http.NoBody {
 		// Every read of the client's body, DLP's included, is counted and
 		// bounded by timeouts.idle.
@@ -607,6 +616,13 @@ func (h *Handler) onResponse(resp *http.Response, pctx *goproxy.ProxyCtx) *http.
 	}
 	if x.synthesized {
 		return resp // our own answer from onRequest
+	}
+	if via := x.rec.Decision.Via; via != "" && resp.StatusCode == http.StatusProxyAuthRequired && pctx.Req.URL.Scheme == "http" {
+		// The parent refused egressd's credentials. Its 407 must not
+		// reach the client, which would take it for egressd's own.
+		// goproxy closes the body.
+		x.rec.DialFailed(h.o.Dialer.Upstream.Refused(via, x.rec.IP, resp.StatusCode))
+		return answer{status: http.StatusBadGateway, kind: upstreamError, reason: x.rec.Reason}.response(pctx.Req)
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		// No upgrade was asked for on this path (handshakes go through

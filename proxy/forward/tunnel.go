@@ -56,21 +56,37 @@ func detach(ctx context.Context) context.Context {
 
 // dialFromContext is the Transport's only way out: it dials the pinned
 // addresses of the decision made for this very authority, and refuses
-// anything else, so no code path can reach an undecided destination.
+// anything else, so no code path can reach an undecided destination. A
+// decision with a parent proxy is dialed through it: a tunnel to the
+// authority (https URLs), or, when a parent's pool asks for its proxy
+// (parentHost, http URLs), a connection to the parent itself. Either is
+// marked as that parent's, so only requests decided for it take it.
+//
+// The Transport may hand the conn to another request of the same pool:
+// the record of the request that uses it learns its address
+// (forwarded.gotConn), and the request whose dial failed its error.
 func (h *Handler) dialFromContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	d, ok := ctx.Value(decisionKey{}).(decided)
-	if !ok || !d.dec.Verdict.Passes() || !sameAuthority(d.addr, addr) {
+	if !ok || !d.dec.Verdict.Passes() {
 		return nil, errNoDecision
 	}
-	// The Transport may hand the conn to another request of the same
-	// pool: the record of the request that uses it learns its address
-	// (forwarded.gotConn), not this one.
+	if addr == parentHost && d.dec.Via != "" {
+		conn, remote, err := h.o.Dialer.DialParent(ctx, d.dec)
+		if err != nil {
+			h.o.Diag.Debug("upstream proxy failed", zap.String("via", d.dec.Via), zap.Error(err))
+			return nil, err
+		}
+		return &upstreamConn{c: conn, remote: remote, idle: h.idle, via: d.dec.Via}, nil
+	}
+	if !sameAuthority(d.addr, addr) {
+		return nil, errNoDecision
+	}
 	conn, remote, err := h.o.Dialer.Dial(ctx, d.dec)
 	if err != nil {
-		h.o.Diag.Debug("dial failed", zap.String("host", d.dec.Host), zap.Error(err))
+		h.o.Diag.Debug("dial failed", zap.String("host", d.dec.Host), zap.String("via", d.dec.Via), zap.Error(err))
 		return nil, err
 	}
-	return &upstreamConn{c: conn, remote: remote, local: egress.LocalAddrPort(conn), idle: h.idle}, nil
+	return &upstreamConn{c: conn, remote: remote, local: egress.LocalAddrPort(conn), idle: h.idle, via: d.dec.Via}, nil
 }
 
 // errUpstreamTLS marks a failed TLS handshake with an origin: a

@@ -21,21 +21,28 @@ import (
 // set, and a request only ever takes one from the pool of its own
 // decision's set. The same set in another order is the same pool.
 //
+// Requests through a parent proxy (a decision's Via) have a pool per
+// parent instead: its connections are to that parent, never handed to a
+// request that goes direct or through another parent.
+//
 // A reload retires every pool: idle connections close at once, busy ones
 // when their request is over, and no later request can reach them.
 type upstreams struct {
-	// build makes the Transport of a new pool.
-	build func() *http.Transport
+	// build makes the Transport of a new pool; via names the parent
+	// proxy of a parent's pool, "" for an address set's.
+	build func(via string) *http.Transport
 
 	mu    sync.Mutex // pool creation, sweeps, retirement
 	cur   atomic.Pointer[poolSet]
 	swept time.Time
 }
 
-// poolSet is one policy generation's pools, by key (see setKey).
+// poolSet is one policy generation's pools, by key (see setKey), and the
+// parents' pools by name.
 type poolSet struct {
-	mu sync.RWMutex
-	m  map[string]*pool
+	mu  sync.RWMutex
+	m   map[string]*pool
+	via map[string]*pool
 }
 
 // pool is one Transport and the requests using it.
@@ -53,11 +60,13 @@ const (
 	poolIdle   = 2 * idleConnTimeout
 )
 
-func newUpstreams(build func() *http.Transport) *upstreams {
+func newUpstreams(build func(via string) *http.Transport) *upstreams {
 	u := &upstreams{build: build}
-	u.cur.Store(&poolSet{m: map[string]*pool{}})
+	u.cur.Store(newPoolSet())
 	return u
 }
+
+func newPoolSet() *poolSet { return &poolSet{m: map[string]*pool{}, via: map[string]*pool{}} }
 
 // get returns the pool for addrs, counted busy until release.
 func (u *upstreams) get(addrs []netip.AddrPort) *pool {
@@ -74,16 +83,38 @@ func (u *upstreams) get(addrs []netip.AddrPort) *pool {
 		}
 		u.release(p) // retired since: build one in the current set
 	}
-	return u.create(string(key))
+	return u.create(string(key), "")
 }
 
-func (u *upstreams) create(key string) *pool {
+// getVia returns the pool of parent proxy via, counted busy until release.
+func (u *upstreams) getVia(via string) *pool {
+	set := u.cur.Load()
+	set.mu.RLock()
+	p := set.via[via]
+	set.mu.RUnlock()
+	if p != nil {
+		p.inflight.Add(1)
+		if !p.retired.Load() {
+			return p
+		}
+		u.release(p)
+	}
+	return u.create("", via)
+}
+
+// create returns the pool of address-set key, or of parent via when via is
+// set, building it when the current set has none.
+func (u *upstreams) create(key, via string) *pool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	set := u.cur.Load()
 	set.mu.Lock()
 	defer set.mu.Unlock()
-	if p := set.m[key]; p != nil {
+	m := set.m
+	if via != "" {
+		m, key = set.via, via
+	}
+	if p := m[key]; p != nil {
 		p.inflight.Add(1)
 		return p
 	}
@@ -96,10 +127,10 @@ func (u *upstreams) create(key string) *pool {
 			}
 		}
 	}
-	p := &pool{tr: u.build()}
+	p := &pool{tr: u.build(via)}
 	p.used.Store(time.Now().UnixNano())
 	p.inflight.Add(1)
-	set.m[key] = p
+	m[key] = p
 	return p
 }
 
@@ -115,11 +146,14 @@ func (u *upstreams) release(p *pool) {
 // retireAll starts a new generation: every existing pool is retired.
 func (u *upstreams) retireAll() {
 	u.mu.Lock()
-	old := u.cur.Swap(&poolSet{m: map[string]*pool{}})
+	old := u.cur.Swap(newPoolSet())
 	u.mu.Unlock()
 	old.mu.Lock()
 	defer old.mu.Unlock()
 	for _, p := range old.m {
+		retire(p)
+	}
+	for _, p := range old.via {
 		retire(p)
 	}
 }
@@ -162,8 +196,9 @@ func setKey(b []byte, addrs []netip.AddrPort) []byte {
 // timeouts.idle without a byte either way.
 type upstreamConn struct {
 	c       *net.TCPConn
-	remote  netip.AddrPort // the pinned address it was dialed to
+	remote  netip.AddrPort // the pinned address it was dialed to (a parent's, with via)
 	local   netip.AddrPort // the address it was dialed from
+	via     string         // the parent proxy it goes through; "" direct
 	idle    *atomic.Int64  // timeouts.idle, reloadable
 	written atomic.Int64   // bytes sent to the origin
 	timeout atomic.Bool    // a read or write ended on the idle timeout

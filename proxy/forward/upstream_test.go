@@ -59,7 +59,7 @@ func TestSetKey(t *testing.T) {
 // TestUpstreams: one pool per set; a retired pool serves no new request.
 func TestUpstreams(t *testing.T) {
 	built := 0
-	u := newUpstreams(func() *http.Transport { built++; return &http.Transport{} })
+	u := newUpstreams(func(string) *http.Transport { built++; return &http.Transport{} })
 	a, b := aps("10.0.0.1:80", "10.0.0.2:80"), aps("10.0.0.2:80")
 	p1 := u.get(a)
 	p2 := u.get(aps("10.0.0.2:80", "10.0.0.1:80"))

@@ -18,6 +18,7 @@ import (
 	"github.com/egressd/egressd/proxy/accesslog"
 	"github.com/egressd/egressd/proxy/egress"
 	"github.com/egressd/egressd/proxy/rawio"
+	"github.com/egressd/egressd/proxy/upstream"
 )
 
 // A SOCKS5 connection goes through these steps, each on the bytes read so
@@ -226,8 +227,8 @@ func (ss *session) connect(req request) bool {
 	}
 	up, addr, err := o.Dialer.Dial(ctx, dec)
 	if err != nil {
-		rec.Reason = policy.ReasonDialError
-		ss.s.diag.Debug("socks5 dial failed", zap.String("host", dec.Host), zap.Error(err))
+		rec.DialFailed(err)
+		ss.s.diag.Debug("socks5 dial failed", zap.String("host", dec.Host), zap.String("via", dec.Via), zap.Error(err))
 		ss.reply(dialReply(err), nil)
 		return false
 	}
@@ -372,7 +373,14 @@ func (ss *session) end() {
 
 // dialReply is the reply to a failed dial (RFC 1928 section 6), read from
 // the syscall errors the dialer keeps (egress.Dialer wraps every attempt's).
+// A parent proxy's failure has replies of its own (parentReply), whatever
+// syscall error it wraps: a parent that refused the connection is not the
+// destination refusing it.
 func dialReply(err error) replyCode {
+	var pe *upstream.Error
+	if errors.As(err, &pe) {
+		return parentReply(pe)
+	}
 	var ne net.Error
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
@@ -382,6 +390,21 @@ func dialReply(err error) replyCode {
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.EHOSTDOWN),
 		errors.Is(err, syscall.ETIMEDOUT), errors.Is(err, os.ErrDeadlineExceeded),
 		errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return replyHostUnreachable
+	}
+	return replyGeneralFailure
+}
+
+// parentReply is the reply when the parent proxy of a rule's via failed:
+// its refusal (403) is "not allowed by ruleset", its gateway errors (502,
+// 503, 504: it could not reach the destination) "host unreachable", and
+// anything else, a parent down or its credentials refused included, a
+// "general SOCKS server failure": the client's request was fine.
+func parentReply(pe *upstream.Error) replyCode {
+	switch pe.Status {
+	case 403:
+		return replyNotAllowed
+	case 502, 503, 504:
 		return replyHostUnreachable
 	}
 	return replyGeneralFailure

@@ -1,0 +1,342 @@
+package upstream
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/egressd/egressd/proxy/rawio"
+)
+
+// Results of egressd_upstream_proxy_requests_total, by the label result.
+const (
+	ResultOK          = "ok"          // a tunnel, or a connection for forwarded requests, through the parent
+	ResultDown        = "down"        // one URL did not accept the connection; the next is tried
+	ResultUnavailable = "unavailable" // no URL accepted it
+	ResultRefused     = "refused"     // the parent answered with a status that is no success
+	ResultError       = "error"       // the parent accepted, then gave no usable answer (closed, timeout, not HTTP)
+)
+
+// Results lists every result label value.
+var Results = []string{ResultOK, ResultDown, ResultUnavailable, ResultRefused, ResultError}
+
+// DefaultConnectTimeout bounds the TCP connect to one URL when a Parent
+// sets none.
+const DefaultConnectTimeout = 5 * time.Second
+
+// DefaultReplyTimeout bounds the wait for a parent's answer to CONNECT
+// when the caller gives none.
+const DefaultReplyTimeout = 10 * time.Second
+
+// Parent is one parent proxy as configured (upstream_proxies.NAME).
+type Parent struct {
+	Name  string
+	Addrs []string // host:port of each URL, tried in order; host an IP or a name
+	// Username and Password are sent as Basic credentials in
+	// Proxy-Authorization; none when Username is empty.
+	Username, Password string
+	ConnectTimeout     time.Duration // per URL; zero: DefaultConnectTimeout
+}
+
+// parent is a Parent ready for use: the header it sends is built once.
+type parent struct {
+	name    string
+	addrs   []string
+	auth    string // "Basic ...", "" without credentials
+	timeout time.Duration
+}
+
+// Set is the parents of one config generation, by name. Build it once per
+// config with NewSet; it is immutable.
+type Set struct {
+	byName map[string]*parent
+}
+
+// NewSet builds the set of parents ps.
+func NewSet(ps []Parent) *Set {
+	s := &Set{byName: make(map[string]*parent, len(ps))}
+	for _, p := range ps {
+		cp := &parent{name: p.Name, addrs: append([]string(nil), p.Addrs...), timeout: p.ConnectTimeout}
+		if cp.timeout <= 0 {
+			cp.timeout = DefaultConnectTimeout
+		}
+		if p.Username != "" {
+			cp.auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(p.Username+":"+p.Password))
+		}
+		s.byName[p.Name] = cp
+	}
+	return s
+}
+
+// Names returns the parents' names.
+func (s *Set) Names() []string {
+	out := make([]string, 0, len(s.byName))
+	for n := range s.byName {
+		out = append(out, n)
+	}
+	return out
+}
+
+// Resolver looks up the addresses of a parent given by name.
+// cache.Resolver satisfies it.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, host string) ([]netip.Addr, error)
+}
+
+// Dialer connects through the parents of the current Set. The zero value,
+// and a nil *Dialer, have no parents: every call fails with an *Error.
+type Dialer struct {
+	// Resolver resolves parents given by name. Nil: only parents given by
+	// IP address can be reached.
+	Resolver Resolver
+	// Observe, when set, counts each outcome (see the Result constants)
+	// by the parent's name.
+	Observe func(proxy, result string)
+
+	set atomic.Pointer[Set]
+}
+
+// Store makes s the parents of calls from now on (a config reload).
+// Calls under way keep the parent they started with.
+func (d *Dialer) Store(s *Set) { d.set.Store(s) }
+
+// Error is a failure to reach a destination through a parent. Its text
+// names the parent and what happened; never credentials.
+type Error struct {
+	Proxy  string         // the parent's name
+	Addr   netip.AddrPort // the parent address that answered; zero when none did
+	Status int            // the parent's HTTP status, when it refused; 0 otherwise
+	Result string         // the outcome counted (ResultUnavailable, ResultRefused, ResultError)
+	Err    error          // the cause
+}
+
+func (e *Error) Error() string {
+	switch {
+	case e.Status != 0:
+		return fmt.Sprintf("upstream proxy %s (%s) refused: %v", e.Proxy, e.Addr, e.Err)
+	case e.Addr.IsValid():
+		return fmt.Sprintf("upstream proxy %s (%s): %v", e.Proxy, e.Addr, e.Err)
+	}
+	return fmt.Sprintf("upstream proxy %s: %v", e.Proxy, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Parent returns the parent address that answered and its status, for the
+// access log (accesslog.Record.DialFailed).
+func (e *Error) Parent() (netip.AddrPort, int) { return e.Addr, e.Status }
+
+var (
+	errNoParent = errors.New("no such parent in upstream_proxies")
+	errNoURL    = errors.New("no URL accepted the connection")
+)
+
+func (d *Dialer) lookup(name string) (*parent, error) {
+	if d == nil {
+		return nil, &Error{Proxy: name, Result: ResultUnavailable, Err: errNoParent}
+	}
+	if s := d.set.Load(); s != nil {
+		if p := s.byName[name]; p != nil {
+			return p, nil
+		}
+	}
+	d.observe(name, ResultUnavailable)
+	return nil, &Error{Proxy: name, Result: ResultUnavailable, Err: errNoParent}
+}
+
+func (d *Dialer) observe(name, result string) {
+	if d.Observe != nil {
+		d.Observe(name, result)
+	}
+}
+
+// Connect opens a tunnel to host:port through the parent named via: it
+// connects to the parent's first URL that accepts (each within its
+// connect_timeout; every one that does not is counted down), sends
+// CONNECT host:port with the credentials, and waits up to replyTimeout
+// (zero: DefaultReplyTimeout) for a success status. It returns the parent
+// connection, positioned at the first byte of the tunnel (nothing the
+// parent sent after its answer is consumed), and the parent address it
+// reached. host goes to the parent as given: by name, for the parent to
+// resolve and judge.
+func (d *Dialer) Connect(ctx context.Context, via, host string, port uint16, replyTimeout time.Duration) (*net.TCPConn, netip.AddrPort, error) {
+	p, err := d.lookup(via)
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	c, addr, err := d.dial(ctx, p)
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	if replyTimeout <= 0 {
+		replyTimeout = DefaultReplyTimeout
+	}
+	deadline := time.Now().Add(replyTimeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	status, err := connect(c, p, net.JoinHostPort(host, strconv.Itoa(int(port))), deadline)
+	if err != nil {
+		c.Close()
+		e := &Error{Proxy: p.name, Addr: addr, Status: status, Result: ResultError, Err: err}
+		if status != 0 {
+			e.Result = ResultRefused
+		}
+		d.observe(p.name, e.Result)
+		return nil, netip.AddrPort{}, e
+	}
+	d.observe(p.name, ResultOK)
+	return c, addr, nil
+}
+
+// Dial connects to the parent named via (its first URL that accepts) for
+// forwarded requests, which go to it in absolute form with the
+// Proxy-Authorization value Auth gives. It returns the connection and the
+// address reached.
+func (d *Dialer) Dial(ctx context.Context, via string) (*net.TCPConn, netip.AddrPort, error) {
+	p, err := d.lookup(via)
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	c, addr, err := d.dial(ctx, p)
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	d.observe(p.name, ResultOK)
+	return c, addr, nil
+}
+
+// Auth returns the Proxy-Authorization value of parent via: "Basic ..."
+// with its credentials, "" without (or with no such parent).
+func (d *Dialer) Auth(via string) string {
+	if d == nil {
+		return ""
+	}
+	if s := d.set.Load(); s != nil {
+		if p := s.byName[via]; p != nil {
+			return p.auth
+		}
+	}
+	return ""
+}
+
+// Refused counts a parent's refusal of a forwarded request (its 407: the
+// credentials egressd sent are wrong) and returns it as an *Error.
+func (d *Dialer) Refused(via string, addr netip.AddrPort, status int) error {
+	d.observe(via, ResultRefused)
+	return &Error{Proxy: via, Addr: addr, Status: status, Result: ResultRefused, Err: fmt.Errorf("status %d", status)}
+}
+
+// dial connects to p's URLs in order and returns the first connection.
+func (d *Dialer) dial(ctx context.Context, p *parent) (*net.TCPConn, netip.AddrPort, error) {
+	var errs []string
+	for _, hp := range p.addrs {
+		c, addr, err := d.dialURL(ctx, p, hp)
+		if err == nil {
+			return c, addr, nil
+		}
+		d.observe(p.name, ResultDown)
+		errs = append(errs, err.Error())
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	d.observe(p.name, ResultUnavailable)
+	return nil, netip.AddrPort{}, &Error{Proxy: p.name, Result: ResultUnavailable,
+		Err: fmt.Errorf("%w: %s", errNoURL, strings.Join(errs, "; "))}
+}
+
+// dialURL connects to one URL's host:port: an IP as it is, a name through
+// the Resolver, its addresses in order. The whole URL gets the parent's
+// connect timeout. Parent addresses are configuration, not client input:
+// they are not checked against the deny ranges (a corporate proxy is
+// usually on a private address).
+func (d *Dialer) dialURL(ctx context.Context, p *parent, hostport string) (*net.TCPConn, netip.AddrPort, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	host, portStr, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	var addrs []netip.Addr
+	if a, err := netip.ParseAddr(host); err == nil {
+		addrs = []netip.Addr{a}
+	} else if d.Resolver == nil {
+		return nil, netip.AddrPort{}, fmt.Errorf("resolve %s: no resolver", host)
+	} else if addrs, err = d.Resolver.LookupNetIP(ctx, host); err != nil {
+		return nil, netip.AddrPort{}, fmt.Errorf("resolve %s: %w", host, err)
+	} else if len(addrs) == 0 {
+		return nil, netip.AddrPort{}, fmt.Errorf("resolve %s: no addresses", host)
+	}
+	var errs []string
+	for _, a := range addrs {
+		target := netip.AddrPortFrom(a.Unmap(), uint16(port))
+		nd := net.Dialer{KeepAlive: -1, ControlContext: only(target)}
+		c, err := nd.DialContext(ctx, "tcp", target.String())
+		if err == nil {
+			return c.(*net.TCPConn), target, nil
+		}
+		errs = append(errs, err.Error())
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, netip.AddrPort{}, errors.New(strings.Join(errs, "; "))
+}
+
+// only lets a socket connect to target alone.
+func only(target netip.AddrPort) func(context.Context, string, string, syscall.RawConn) error {
+	return func(_ context.Context, _, address string, _ syscall.RawConn) error {
+		got, err := netip.ParseAddrPort(address)
+		if err != nil || netip.AddrPortFrom(got.Addr().Unmap(), got.Port()) != target {
+			return fmt.Errorf("%s: not the parent address being dialed", address)
+		}
+		return nil
+	}
+}
+
+// connect sends CONNECT authority and reads the parent's answer head. It
+// returns the parent's status when it is no success (with an error), 0
+// and an error when there was no usable answer.
+func connect(c *net.TCPConn, p *parent, authority string, deadline time.Time) (int, error) {
+	req := make([]byte, 0, 128+len(p.auth))
+	req = append(req, "CONNECT "...)
+	req = append(req, authority...)
+	req = append(req, " HTTP/1.1\r\nHost: "...)
+	req = append(req, authority...)
+	if p.auth != "" {
+		req = append(req, "\r\nProxy-Authorization: "...)
+		req = append(req, p.auth...)
+	}
+	req = append(req, "\r\n\r\n"...)
+	c.SetDeadline(deadline)
+	defer c.SetDeadline(time.Time{})
+	if _, err := rawio.Write(c, req); err != nil {
+		return 0, fmt.Errorf("send CONNECT: %w", err)
+	}
+	var buf [maxHead]byte
+	head, err := readHead(c, buf[:])
+	if err != nil {
+		return 0, fmt.Errorf("read the answer to CONNECT: %w", err)
+	}
+	status, err := ParseStatus(head)
+	if err != nil {
+		return 0, err
+	}
+	if status < 200 || status > 299 {
+		return status, fmt.Errorf("status %d", status)
+	}
+	return status, nil
+}

@@ -1,0 +1,382 @@
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// fakeParent is a parent proxy on loopback that reads one CONNECT per
+// connection and answers with whatever answer returns (written in the
+// given pieces), then echoes the tunnel.
+type fakeParent struct {
+	ln   net.Listener
+	addr netip.AddrPort
+	wg   sync.WaitGroup
+
+	mu   sync.Mutex
+	reqs []*http.Request
+}
+
+func newFakeParent(t *testing.T, answer func(r *http.Request) []string) *fakeParent {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &fakeParent{ln: ln, addr: ln.Addr().(*net.TCPAddr).AddrPort()}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				defer c.Close()
+				br := bufio.NewReader(c)
+				r, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				p.mu.Lock()
+				p.reqs = append(p.reqs, r)
+				p.mu.Unlock()
+				for _, piece := range answer(r) {
+					if piece == "" {
+						return // close without (more of) an answer
+					}
+					if _, err := io.WriteString(c, piece); err != nil {
+						return
+					}
+				}
+				io.Copy(c, br) // the tunnel: echo
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *fakeParent) requests() []*http.Request {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]*http.Request(nil), p.reqs...)
+}
+
+// deadAddr is a loopback port nothing listens on.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := ln.Addr().String()
+	ln.Close()
+	return a
+}
+
+type counts struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+func (c *counts) observe(proxy, result string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]int{}
+	}
+	c.m[proxy+" "+result]++
+}
+
+func (c *counts) get() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range c.m {
+		out[k] = v
+	}
+	return out
+}
+
+func newDialer(ps ...Parent) (*Dialer, *counts) {
+	var c counts
+	d := &Dialer{Observe: c.observe}
+	d.Store(NewSet(ps))
+	return d, &c
+}
+
+const established = "HTTP/1.1 200 Connection established\r\n\r\n"
+
+func TestConnect(t *testing.T) {
+	// The answer and the parent's first tunnel bytes in one write: none
+	// of them may be lost to egressd's reading of the answer.
+	parent := newFakeParent(t, func(*http.Request) []string { return []string{established + "SSH-2.0-banner\r\n"} })
+	d, c := newDialer(Parent{Name: "corp", Addrs: []string{parent.addr.String()}, Username: "egress", Password: "s3cret"})
+	conn, addr, err := d.Connect(context.Background(), "corp", "app.partner.example", 443, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if addr != parent.addr {
+		t.Errorf("addr %v, want %v", addr, parent.addr)
+	}
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	banner := make([]byte, len("SSH-2.0-banner\r\n"))
+	if _, err := io.ReadFull(conn, banner); err != nil || string(banner) != "SSH-2.0-banner\r\n" {
+		t.Fatalf("first tunnel bytes %q, %v", banner, err)
+	}
+	io.WriteString(conn, "ping")
+	echo := make([]byte, 4)
+	if _, err := io.ReadFull(conn, echo); err != nil || string(echo) != "ping" {
+		t.Fatalf("echo %q, %v", echo, err)
+	}
+	reqs := parent.requests()
+	if len(reqs) != 1 {
+		t.Fatalf("%d requests", len(reqs))
+	}
+	r := reqs[0]
+	if r.Method != http.MethodConnect || r.RequestURI != "app.partner.example:443" || r.Host != "app.partner.example:443" {
+		t.Errorf("request %s %s Host %s", r.Method, r.RequestURI, r.Host)
+	}
+	if got := r.Header.Get("Proxy-Authorization"); got != "Basic ZWdyZXNzOnMzY3JldA==" {
+		t.Errorf("Proxy-Authorization %q", got)
+	}
+	if diff := cmp.Diff(map[string]int{"corp ok": 1}, c.get()); diff != "" {
+		t.Error(diff)
+	}
+}
+
+func TestConnectIPv6AndNoCredentials(t *testing.T) {
+	parent := newFakeParent(t, func(*http.Request) []string { return []string{"HTTP/1.0 200\r\n\r\n"} })
+	d, _ := newDialer(Parent{Name: "corp", Addrs: []string{parent.addr.String()}})
+	conn, _, err := d.Connect(context.Background(), "corp", "2001:db8::1", 8443, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	r := parent.requests()[0]
+	if r.RequestURI != "[2001:db8::1]:8443" || r.Header.Get("Proxy-Authorization") != "" {
+		t.Errorf("request %s, Proxy-Authorization %q", r.RequestURI, r.Header.Get("Proxy-Authorization"))
+	}
+}
+
+// TestConnectAnswerInPieces: an answer that arrives a few bytes at a time
+// (the end split across writes) is read whole and nothing past it.
+func TestConnectAnswerInPieces(t *testing.T) {
+	for _, pieces := range [][]string{
+		{"HTTP/1.1 200 OK\r\n", "Via: 1.1 corp\r\n\r", "\nfirst"},
+		{"HTTP/1.1 200 OK\r\nVia: x\r\n", "\r\n", "first"},
+		{"HTTP/1.1 200 OK\n", "\nfirst"},
+		{"H", "TTP/1.1 2", "00 OK\r\n\r\nfirst"},
+	} {
+		pieces := pieces
+		// Each piece is its own write (TCP_NODELAY: its own segment);
+		// the reader may see them apart or together.
+		parent := newFakeParent(t, func(*http.Request) []string { return pieces })
+		d, _ := newDialer(Parent{Name: "corp", Addrs: []string{parent.addr.String()}})
+		conn, _, err := d.Connect(context.Background(), "corp", "a.example", 443, 2*time.Second)
+		if err != nil {
+			t.Fatalf("%q: %v", pieces, err)
+		}
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		first := make([]byte, 5)
+		if _, err := io.ReadFull(conn, first); err != nil || string(first) != "first" {
+			t.Errorf("%q: tunnel starts %q, %v", pieces, first, err)
+		}
+		conn.Close()
+	}
+}
+
+func TestConnectRefused(t *testing.T) {
+	parent := newFakeParent(t, func(*http.Request) []string {
+		return []string{"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"}
+	})
+	d, c := newDialer(Parent{Name: "corp", Addrs: []string{parent.addr.String()}, Username: "egress", Password: "s3cret"})
+	_, _, err := d.Connect(context.Background(), "corp", "blocked.example", 443, time.Second)
+	var pe *Error
+	if !errors.As(err, &pe) || pe.Status != 403 || pe.Addr != parent.addr || pe.Result != ResultRefused || pe.Proxy != "corp" {
+		t.Fatalf("err %#v", err)
+	}
+	if strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "ZWdyZXNz") {
+		t.Errorf("error shows credentials: %v", err)
+	}
+	if diff := cmp.Diff(map[string]int{"corp refused": 1}, c.get()); diff != "" {
+		t.Error(diff)
+	}
+}
+
+func TestConnectFailover(t *testing.T) {
+	parent := newFakeParent(t, func(*http.Request) []string { return []string{established} })
+	dead1, dead2 := deadAddr(t), deadAddr(t)
+	d, c := newDialer(Parent{Name: "corp", Addrs: []string{dead1, dead2, parent.addr.String()}, ConnectTimeout: time.Second})
+	conn, addr, err := d.Connect(context.Background(), "corp", "a.example", 443, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if addr != parent.addr {
+		t.Errorf("addr %v", addr)
+	}
+	if diff := cmp.Diff(map[string]int{"corp down": 2, "corp ok": 1}, c.get()); diff != "" {
+		t.Error(diff)
+	}
+}
+
+func TestConnectAllDown(t *testing.T) {
+	d, c := newDialer(Parent{Name: "corp", Addrs: []string{deadAddr(t), deadAddr(t)}, ConnectTimeout: time.Second})
+	_, _, err := d.Connect(context.Background(), "corp", "a.example", 443, time.Second)
+	var pe *Error
+	if !errors.As(err, &pe) || pe.Result != ResultUnavailable || pe.Addr.IsValid() || pe.Status != 0 {
+		t.Fatalf("err %#v", err)
+	}
+	if !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("error %q does not say why", err)
+	}
+	if diff := cmp.Diff(map[string]int{"corp down": 2, "corp unavailable": 1}, c.get()); diff != "" {
+		t.Error(diff)
+	}
+}
+
+func TestConnectNoUsableAnswer(t *testing.T) {
+	tests := []struct {
+		name   string
+		answer []string
+		want   string
+	}{
+		{"closed", []string{""}, "EOF"},
+		{"not HTTP", []string{"SSH-2.0-OpenSSH\r\n\r\n"}, "not an HTTP/1.x status line"},
+		{"too large", []string{"HTTP/1.1 200 OK\r\nX: " + strings.Repeat("a", maxHead) + "\r\n\r\n"}, "larger than 8 KiB"},
+		{"cut short", []string{"HTTP/1.1 200 OK\r\n", ""}, "EOF"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			parent := newFakeParent(t, func(*http.Request) []string { return tt.answer })
+			d, c := newDialer(Parent{Name: "corp", Addrs: []string{parent.addr.String()}})
+			_, _, err := d.Connect(context.Background(), "corp", "a.example", 443, 2*time.Second)
+			var pe *Error
+			if !errors.As(err, &pe) || pe.Result != ResultError || pe.Status != 0 || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err %v, want %q", err, tt.want)
+			}
+			if diff := cmp.Diff(map[string]int{"corp error": 1}, c.get()); diff != "" {
+				t.Error(diff)
+			}
+		})
+	}
+}
+
+func TestConnectReplyTimeout(t *testing.T) {
+	release := make(chan struct{})
+	parent := newFakeParent(t, func(*http.Request) []string {
+		<-release
+		return []string{""}
+	})
+	defer close(release)
+	d, _ := newDialer(Parent{Name: "corp", Addrs: []string{parent.addr.String()}})
+	_, _, err := d.Connect(context.Background(), "corp", "a.example", 443, 100*time.Millisecond)
+	var pe *Error
+	if !errors.As(err, &pe) || pe.Result != ResultError || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("err %v", err)
+	}
+}
+
+func TestUnknownParent(t *testing.T) {
+	d, c := newDialer()
+	_, _, err := d.Connect(context.Background(), "gone", "a.example", 443, time.Second)
+	var pe *Error
+	if !errors.As(err, &pe) || pe.Result != ResultUnavailable || !errors.Is(err, errNoParent) {
+		t.Fatalf("err %v", err)
+	}
+	var zero Dialer
+	if _, _, err := zero.Dial(context.Background(), "gone"); !errors.As(err, &pe) {
+		t.Fatalf("zero Dialer: %v", err)
+	}
+	if diff := cmp.Diff(map[string]int{"gone unavailable": 1}, c.get()); diff != "" {
+		t.Error(diff)
+	}
+}
+
+type fakeResolver map[string][]netip.Addr
+
+func (f fakeResolver) LookupNetIP(_ context.Context, host string) ([]netip.Addr, error) {
+	if a, ok := f[host]; ok {
+		return a, nil
+	}
+	return nil, errors.New("no such host")
+}
+
+// TestParentByName: a URL by name is resolved through the Resolver, its
+// addresses tried in order (a private address is fine: parents are
+// configuration).
+func TestParentByName(t *testing.T) {
+	parent := newFakeParent(t, func(*http.Request) []string { return []string{established} })
+	// 127.0.0.2 on the parent's port: nothing listens there.
+	d, c := newDialer(Parent{Name: "corp", Addrs: []string{"nx.corp.example:3128", net.JoinHostPort("proxy.corp.example", strconv.Itoa(int(parent.addr.Port())))}})
+	d.Resolver = fakeResolver{"proxy.corp.example": {netip.MustParseAddr("127.0.0.2"), parent.addr.Addr()}}
+	conn, addr, err := d.Dial(context.Background(), "corp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if addr != parent.addr || d.Auth("corp") != "" {
+		t.Errorf("addr %v auth %q", addr, d.Auth("corp"))
+	}
+	if diff := cmp.Diff(map[string]int{"corp down": 1, "corp ok": 1}, c.get()); diff != "" {
+		t.Error(diff)
+	}
+}
+
+func TestDialAuth(t *testing.T) {
+	parent := newFakeParent(t, func(*http.Request) []string { return nil })
+	d, _ := newDialer(Parent{Name: "corp", Addrs: []string{parent.addr.String()}, Username: "egress", Password: "s3cret"})
+	conn, _, err := d.Dial(context.Background(), "corp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if auth := d.Auth("corp"); auth != "Basic ZWdyZXNzOnMzY3JldA==" {
+		t.Errorf("auth %q", auth)
+	}
+	if d.Auth("other") != "" || (*Dialer)(nil).Auth("corp") != "" {
+		t.Error("auth of no parent")
+	}
+}
+
+func TestParseStatus(t *testing.T) {
+	for in, want := range map[string]int{
+		"HTTP/1.1 200 Connection established\r\n": 200,
+		"HTTP/1.0 200\r\n":                        200,
+		"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n\r\n": 407,
+		"HTTP/1.1 200 OK":      200,
+		"HTTP/2 200\r\n":       0,
+		"HTTP/1.1 20 OK\r\n":   0,
+		"HTTP/1.1 2000 OK\r\n": 0,
+		"HTTP/1.1 099 x\r\n":   0,
+		"http/1.1 200 OK\r\n":  0,
+		"":                     0,
+	} {
+		got, err := ParseStatus([]byte(in))
+		if got != want || (want == 0) != (err != nil) {
+			t.Errorf("%q: %d, %v; want %d", in, got, err, want)
+		}
+	}
+}
