@@ -29,6 +29,12 @@
 // mode, or the policy's; a client in several groups is in report mode only
 // when every one of them is. Decision.Mode carries it to the later SNI and
 // protocol checks.
+// A passing request whose rule names an upstream proxy (via, else the
+// policy's default_via; report-mode requests no rule matched take
+// default_via) is decided as any other but not resolved: Decision.Via names
+// the parent, which resolves the name and applies its own policy. An IP
+// literal is range-checked first all the same. Deny rules take no via.
+//
 // A host that cannot be normalized is denied with not_allowed in every mode:
 // no rule can name it and there is nothing safe to dial.
 //

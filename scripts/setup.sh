@@ -5,9 +5,11 @@
 # packaged access-log rotation), nftables (the in-line gateway's ruleset,
 # loaded by the tests inside namespaces of their own), promtool (Debian's
 # prometheus package: the alert rules), systemd-analyze (verifies the
-# units), chromium (the headless browser that drives the status page test)
-# and c-icap with its content-filtering module (the real ICAP service of
-# the DLP tests). Safe to run repeatedly; does nothing when all exist.
+# units), chromium (the headless browser that drives the status page test),
+# c-icap with its content-filtering module (the real ICAP service of the DLP
+# tests), squid (a real parent proxy for the upstream_proxies tests) and
+# openssl (its test password hash). Safe to run repeatedly; does nothing
+# when all exist.
 set -euo pipefail
 
 missing=()
@@ -34,6 +36,12 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # loopback with a generated config; the Debian service is not used).
 command -v c-icap >/dev/null 2>&1 || missing+=(c-icap)
 compgen -G '/usr/lib/*/c_icap/srv_content_filtering.so' >/dev/null || missing+=(libc-icap-mod-contentfiltering)
+# Squid is the real parent proxy of the upstream-proxy tests, run by the
+# tests as a child process on a port of its own; its service is kept from
+# starting like prometheus's.
+need_squid=0
+command -v squid >/dev/null 2>&1 || [ -x /usr/sbin/squid ] || { missing+=(squid); need_squid=1; }
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 
 if [ "${#missing[@]}" -eq 0 ]; then
 	exit 0
@@ -45,7 +53,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "setup: installing ${missing[*]}" >&2
 $SUDO apt-get update
-if [ "$need_promtool" -eq 1 ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+if { [ "$need_promtool" -eq 1 ] || [ "$need_squid" -eq 1 ]; } && [ ! -e /usr/sbin/policy-rc.d ]; then
 	# policy-rc.d exit 101: invoke-rc.d starts no service during the install.
 	printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
 	$SUDO chmod 0755 /usr/sbin/policy-rc.d
@@ -54,4 +62,7 @@ fi
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
 if [ "$need_promtool" -eq 1 ] && command -v systemctl >/dev/null 2>&1; then
 	$SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
+if [ "$need_squid" -eq 1 ] && command -v systemctl >/dev/null 2>&1; then
+	$SUDO systemctl disable --now squid >/dev/null 2>&1 || true
 fi

@@ -6,7 +6,9 @@
 //   - Dialer: connects only to the addresses a policy.Decision pinned, in
 //     order, each with its own timeout, never resolving a name, and checks
 //     again at the socket (ControlContext) that the address is in the
-//     decision. A dialer given no passing decision refuses.
+//     decision. A dialer given no passing decision refuses. A decision
+//     with a parent proxy (Via) is not dialed: the parent is asked for a
+//     tunnel to the destination by name (proxy/upstream).
 //   - Relay: carries a tunnel's bytes between two *net.TCPConn. On Linux it
 //     splices socket to pipe to socket with splice(2), borrowing a pipe from
 //     a small shared PipePool only while bytes flow, so an idle tunnel costs

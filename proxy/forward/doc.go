@@ -47,6 +47,13 @@
 // HTTP cache, the pools; https origins are dialed through
 // dialTLSFromContext and verified for the name (upstream_tls).
 //
+// A decision with a parent proxy (policy.Decision.Via) is carried by it:
+// tunnels through the parent's CONNECT (the egress Dialer), forwarded
+// requests through a pool of that parent's own (upstream.go, parent.go),
+// http URLs in absolute form with its credentials, https URLs through its
+// tunnel. A parent's failure is 502 with X-Egress-Error: upstream_proxy;
+// its 407 to a forwarded request is never passed on as egressd's own.
+//
 // It does not own the policy, the dialer, the relay or the access line
 // (policy, proxy/egress, proxy/tunnel, proxy/accesslog).
 package forward
