@@ -26,14 +26,18 @@
 #     egressd uninspected, egressd-dlp (every built-in detector), egressd-icap
 #     (asking c-icap's srv_content_filtering) and squid-icap (Squid asking the
 #     same c-icap); Debian's c-icap runs on the load tool's CPU;
+#   - runs egressd a third time with every tunnel through a parent proxy
+#     (egressd-chain: policy.default_via naming a minimal CONNECT proxy the
+#     load tool runs on its own CPU) for the tunnel scenarios: egressd's CPU
+#     per new tunnel through a parent against its direct tunnels;
 #   - profiles egressd (pprof from its admin listener) unless BENCH_PPROF=0;
 #   - stops everything it started, by PID, on exit.
 #
 # Environment:
 #   BENCH_QUICK=1         smaller counts and shorter bounds
 #   BENCH_RUNS=N          repetitions per proxy (default 3, quick 2)
-#   BENCH_PROXIES="..."   peers and egressd to run (default: egressd egressd-sysdns squid smokescreen dante
-#                         egressd-dlp egressd-icap squid-icap)
+#   BENCH_PROXIES="..."   peers and egressd to run (default: egressd egressd-sysdns egressd-chain squid smokescreen
+#                         dante egressd-dlp egressd-icap squid-icap)
 #   BENCH_KINDS="..."     client kinds to run (default: all: direct connect http socks5 cache inspect)
 #   BENCH_SCENARIOS=a,b   only these scenarios in every session (default: each session's own; for
 #                         focused runs, e.g. BENCH_PROXIES="egressd egressd-dlp" BENCH_KINDS=http
@@ -55,7 +59,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 QUICK=${BENCH_QUICK:-0}
-PROXIES=${BENCH_PROXIES:-egressd egressd-sysdns squid smokescreen dante egressd-dlp egressd-icap squid-icap}
+PROXIES=${BENCH_PROXIES:-egressd egressd-sysdns egressd-chain squid smokescreen dante egressd-dlp egressd-icap squid-icap}
 SCRATCH=${BENCH_SCRATCH:-/tmp/egressd-bench}
 DNS_ADDR=${BENCH_DNS:-127.0.0.153:53}
 SMOKESCREEN_VERSION=v0.1.0
@@ -171,6 +175,10 @@ have_peer() { # name
 	squid-icap)
 		{ command -v squid >/dev/null || apt_install squid; } && have_cicap
 		;;
+	egressd-chain)
+		[[ -x $SCRATCH/bin/egressd ]] ||
+			go build -trimpath -o "$SCRATCH/bin/egressd" ./cmd/egressd >"$SCRATCH/egressd-build.log" 2>&1
+		;;
 	egressd-sysdns)
 		# resolv.conf servers are asked on port 53 only; a private mount
 		# namespace gives egressd its own /etc/resolv.conf.
@@ -201,7 +209,7 @@ for p in $PROXIES; do
 done
 
 # --- ports and configs -------------------------------------------------------
-read -r P_BULK P_ECHO P_HTTP P_TLS P_SQUID P_SMOKE P_EG_HTTP P_EG_SOCKS P_EG_ADMIN P_DANTE P_ICAP < <("$EB" ports -n 11)
+read -r P_BULK P_ECHO P_HTTP P_TLS P_SQUID P_SMOKE P_EG_HTTP P_EG_SOCKS P_EG_ADMIN P_DANTE P_ICAP P_PARENT < <("$EB" ports -n 12)
 ORIGINS=(-bulk-addr "127.0.0.1:$P_BULK" -echo-addr "127.0.0.1:$P_ECHO" -http-addr "127.0.0.1:$P_HTTP"
 	-tls-addr "127.0.0.1:$P_TLS" -dns-listen "$DNS_ADDR")
 DNS_IP=${DNS_ADDR%:*}
@@ -211,7 +219,7 @@ fi
 
 CONF=$SCRATCH/conf
 rm -rf "$CONF"
-mkdir -p "$CONF/squid" "$CONF/squid-cache" "$CONF/dante" "$CONF/egressd" "$CONF/egressd-sysdns" "$CONF/egressd-cache" "$CONF/smokescreen" \
+mkdir -p "$CONF/squid" "$CONF/squid-cache" "$CONF/dante" "$CONF/egressd" "$CONF/egressd-sysdns" "$CONF/egressd-cache" "$CONF/egressd-chain" "$CONF/smokescreen" \
 	"$CONF/egressd-dlp" "$CONF/egressd-icap" "$CONF/squid-icap" "$CONF/c-icap" "$CONF/egressd-inspect" "$CONF/squid-bump"
 # The certificates every run shares: the HTTPS origin's CA (proxies trust it
 # for their own TLS to the origin) and the inspection CA (egressd's
@@ -269,6 +277,11 @@ printf 'nameserver %s\n' "${DNS_ADDR%:*}" >"$CONF/egressd-sysdns/resolv.conf"
 	sed 's|^  rules:$|  rules:\n    - name: bench-inspect\n      hosts: ["origin.bench.test"]\n      allow_ranges: ["127.0.0.1/32"]\n      ports: ['"$P_TLS"']\n      inspect: true|' "$CONF/egressd/egressd.yaml"
 	printf 'tls_inspection:\n  ca_cert: %s\n  ca_key: %s\n  upstream_ca_file: %s\n' "$PKI/inspect-ca.pem" "$PKI/inspect-ca.key" "$PKI/origin-root.pem"
 } >"$CONF/egressd-inspect/egressd.yaml"
+# egressd-chain: the same config with every allowed tunnel handed to a parent
+# proxy (policy.default_via), the minimal CONNECT proxy the load tool runs on
+# 127.0.0.1:$P_PARENT (egressbench run -parent-addr), on the load tool's CPU.
+sed -e "s|^policy:|upstream_proxies:\n  parent:\n    urls: [\"http://127.0.0.1:$P_PARENT\"]\npolicy:\n  default_via: parent|" \
+	"$CONF/egressd/egressd.yaml" >"$CONF/egressd-chain/egressd.yaml"
 
 # The cache kind: the same config with the HTTP cache on.
 {
@@ -490,6 +503,12 @@ start_proxy() { # name kind -> PROXY_PID, PROXY_ADDR
 		PROXY_ADDR=127.0.0.1:$P_EG_HTTP
 		[[ $kind == socks5 ]] && PROXY_ADDR=127.0.0.1:$P_EG_SOCKS
 		;;
+	egressd-chain)
+		record "taskset -c 0 $SCRATCH/bin/egressd serve --config $CONF/egressd-chain/egressd.yaml >>$logdir/egressd-chain-access.log"
+		taskset -c 0 "$SCRATCH/bin/egressd" serve --config "$CONF/egressd-chain/egressd.yaml" >>"$logdir/egressd-chain-access.log" 2>>"$logdir/egressd-chain-stderr.log" &
+		PROXY_PID=$!
+		PROXY_ADDR=127.0.0.1:$P_EG_HTTP
+		;;
 	egressd-sysdns)
 		record "env $EGRESSD_ENV taskset -c 0 unshare -m sh -c 'mount --bind $CONF/egressd-sysdns/resolv.conf /etc/resolv.conf && exec $SCRATCH/bin/egressd serve --config $CONF/egressd-sysdns/egressd.yaml' >>$logdir/egressd-sysdns-access.log"
 		# shellcheck disable=SC2086
@@ -560,7 +579,7 @@ kinds_of() { # proxy
 all_kinds_of() { # proxy
 	case $1 in
 	egressd) echo connect http socks5 cache inspect ;;
-	egressd-sysdns) echo connect ;;
+	egressd-sysdns | egressd-chain) echo connect ;;
 	squid) echo connect http cache inspect ;;
 	smokescreen) echo connect http ;;
 	dante) echo socks5 ;;
@@ -600,6 +619,9 @@ session() { # name kind run
 	egressd) [[ $kind == http ]] && extra=(-scenarios "forward,forward_paced,$DLP_SCENARIOS") ;;
 	egressd-dlp | egressd-icap | squid-icap) extra=(-scenarios "$DLP_SCENARIOS") ;;
 	esac
+	if [[ $name == egressd-chain ]]; then
+		extra=(-scenarios tunnels,tunnels_paced,tls_tunnels,tls_tunnels_paced -parent-addr "127.0.0.1:$P_PARENT")
+	fi
 	if [[ $name == dante && $DANTE_DNS == 0 ]]; then
 		# Without its own resolv.conf Dante cannot resolve bench names.
 		local no_dns=idle,keepalive,tunnels,tunnels_paced,bulk_up_1,bulk_up_8,bulk_down_1,bulk_down_8
@@ -692,7 +714,7 @@ fi
 # --- report ------------------------------------------------------------------------------
 {
 	printf '\n# configs\n'
-	for f in "$CONF/egressd/egressd.yaml" "$CONF/egressd-sysdns/egressd.yaml" "$CONF/egressd-sysdns/resolv.conf" "$CONF/egressd-cache/egressd.yaml" "$CONF/squid/squid.conf" "$CONF/squid-cache/squid.conf" "$CONF/smokescreen/config.yaml" "$CONF/smokescreen/acl.yaml" "$CONF/dante/danted.conf" \
+	for f in "$CONF/egressd/egressd.yaml" "$CONF/egressd-sysdns/egressd.yaml" "$CONF/egressd-sysdns/resolv.conf" "$CONF/egressd-chain/egressd.yaml" "$CONF/egressd-cache/egressd.yaml" "$CONF/squid/squid.conf" "$CONF/squid-cache/squid.conf" "$CONF/smokescreen/config.yaml" "$CONF/smokescreen/acl.yaml" "$CONF/dante/danted.conf" \
 		"$CONF/egressd-dlp/egressd.yaml" "$CONF/egressd-icap/egressd.yaml" "$CONF/squid-icap/squid.conf" "$CONF/c-icap/c-icap.conf" \
 		"$CONF/egressd-inspect/egressd.yaml" "$CONF/squid-bump/squid.conf"; do
 		printf '\n# --- %s\n' "$f"

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/miekg/dns"
@@ -494,5 +495,59 @@ func TestQuickKeepsExplicitFlags(t *testing.T) {
 	}
 	if c.Tunnels != 77 || c.TLSTunnels >= 3000 {
 		t.Errorf("quick: tunnels %d (want 77, explicit), tls-tunnels %d (want the quick default)", c.Tunnels, c.TLSTunnels)
+	}
+}
+
+// TestParentProxy: the parent of the egressd-chain runs tunnels a CONNECT
+// by bench name or loopback IP, keeps what the client sent with its
+// request, and refuses anything outside the bench.
+func TestParentProxy(t *testing.T) {
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	p, err := startParent("127.0.0.1:0", netip.MustParseAddr("127.0.0.1"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	_, port, _ := net.SplitHostPort(echo.Addr().String())
+	for target, ok := range map[string]bool{
+		"origin.bench.test:" + port: true,
+		"127.0.0.1:" + port:         true,
+		"example.com:" + port:       false,
+		"10.0.0.5:" + port:          false,
+	} {
+		c, err := net.Dial("tcp", p.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\nearly")
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+		if err != nil {
+			t.Fatalf("%s: %v", target, err)
+		}
+		if got := resp.StatusCode == http.StatusOK; got != ok {
+			t.Errorf("%s: status %d", target, resp.StatusCode)
+		}
+		if ok {
+			got := make([]byte, 5)
+			if _, err := io.ReadFull(br, got); err != nil || string(got) != "early" {
+				t.Errorf("%s: echo %q, %v", target, got, err)
+			}
+		}
+		c.Close()
 	}
 }

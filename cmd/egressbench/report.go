@@ -569,6 +569,7 @@ func writeMarkdown(w io.Writer, d *dataset, meta reportMeta, svgName string) err
 	}
 	gb, gbMet := goBenchCell(meta.GoBench)
 	p("| policy decision, 100,000-host policy (`go test -bench`) | – | – | %s | – | ≤ 1 µs, 0 allocs | %s |\n\n", gb, gbMet)
+	d.chainTable(p)
 
 	writeDLPTargets(p, d)
 
@@ -654,6 +655,63 @@ func writeMarkdown(w io.Writer, d *dataset, meta reportMeta, svgName string) err
 		p("## Commands and configs\n\n```sh\n%s\n```\n", strings.TrimSpace(meta.Commands))
 	}
 	return bw.Flush()
+}
+
+// chainLabel is egressd with every allowed tunnel handed to a parent proxy
+// (policy.default_via), the parent a minimal CONNECT proxy inside the load
+// tool.
+const chainLabel = "egressd-chain"
+
+// chainLimit is issue 22's target: egressd's CPU per new tunnel through a
+// parent within 10% of its direct tunnels.
+const chainLimit = 1.10
+
+// chainFigures are the figures compared between egressd's direct tunnels
+// and its tunnels through a parent.
+func chainFigures() []figure {
+	return []figure{
+		figTunCPU,
+		{ID: "tunp_cpu", Title: "CPU s per 1,000 new tunnels at a fixed rate", Lower: true, Prec: 3, CPU: true, value: field("tunnels_paced", cpuPer1000)},
+		figTLSCPU,
+		{ID: "tlsp_cpu", Title: "CPU s per 1,000 new TLS tunnels by name at a fixed rate", Lower: true, Prec: 3, CPU: true, value: field("tls_tunnels_paced", cpuPer1000)},
+	}
+}
+
+// chainTable writes the comparison of egressd's tunnels through a parent
+// proxy with its direct ones, when the results have both.
+func (d *dataset) chainTable(p func(string, ...any)) {
+	direct, chain := seriesKey{"egressd", kindConnect}, seriesKey{chainLabel, kindConnect}
+	var rows []string
+	for _, f := range chainFigures() {
+		dv, ok1 := median(d.values(direct, f))
+		cv, ok2 := median(d.values(chain, f))
+		if !ok1 || !ok2 || dv <= 0 {
+			continue
+		}
+		ratio := cv / dv
+		paired := "–"
+		if pr, ok := d.pairedRatio(chain, direct, f); ok {
+			paired = fmt.Sprintf("%.2f", pr)
+		}
+		met := "missed"
+		if ratio <= chainLimit {
+			met = "met"
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %.2f | %s | ≤ %.2f | %s |\n", f.Title, f.format(dv), f.format(cv), ratio, paired, chainLimit, met))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	p("## Tunnels through a parent proxy (upstream_proxies)\n\n")
+	p("%s is egressd with `policy.default_via` naming a parent, so every CONNECT tunnel goes through it: ", chainLabel)
+	p("egressd decides, sends `CONNECT host:port` to the parent, reads its answer, runs the guard and relays. ")
+	p("The parent is a minimal CONNECT proxy inside the load tool (`egressbench run -parent-addr`), on the load tool's CPU: ")
+	p("the CPU figures are egressd's own, the parent's excluded. Target (issue 22): within 10%% of egressd's direct tunnels.\n\n")
+	p("| figure | egressd, direct | %s | ratio | paired | target | met? |\n| --- | --- | --- | --- | --- | --- | --- |\n", chainLabel)
+	for _, r := range rows {
+		p("%s", r)
+	}
+	p("\n")
 }
 
 func shortTitle(t string) string {

@@ -249,3 +249,45 @@ func TestDLPTargets(t *testing.T) {
 		}
 	}
 }
+
+// TestReportChain: egressd-chain's tunnels are compared with egressd's
+// direct ones against issue 22's 10% target, and the table is left out
+// when no chain run exists.
+func TestReportChain(t *testing.T) {
+	t.Parallel()
+	rs := syntheticResults()
+	var md bytes.Buffer
+	if err := writeMarkdown(&md, newDataset(rs), reportMeta{}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(md.String(), "Tunnels through a parent proxy") {
+		t.Error("a chain table without chain runs")
+	}
+	for run := 1; run <= 2; run++ {
+		rs = append(rs,
+			&Result{Label: chainLabel, Kind: kindConnect, Run: run, Scenario: "tunnels", Ops: 1000, Seconds: 0.2, ProxyCPUSec: ptr(0.54), ProxyCPUPer1000: ptr(0.54)},
+			&Result{Label: chainLabel, Kind: kindConnect, Run: run, Scenario: "tunnels_paced", Ops: 1000, Seconds: 0.5, ProxyCPUSec: ptr(0.6), ProxyCPUPer1000: ptr(0.6)},
+			&Result{Label: "egressd", Kind: kindConnect, Run: run, Scenario: "tunnels_paced", Ops: 1000, Seconds: 0.5, ProxyCPUSec: ptr(0.5), ProxyCPUPer1000: ptr(0.5)},
+		)
+	}
+	md.Reset()
+	if err := writeMarkdown(&md, newDataset(rs), reportMeta{}, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"## Tunnels through a parent proxy (upstream_proxies)",
+		"| CPU s per 1,000 new tunnels | 0.500 | 0.540 | 1.08 | 1.08 | ≤ 1.10 | met |",
+		"| CPU s per 1,000 new tunnels at a fixed rate | 0.500 | 0.600 | 1.20 | 1.20 | ≤ 1.10 | missed |",
+	} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	// egressd-chain is egressd, never a peer.
+	if strings.Contains(md.String(), "| egressd-chain 0.540") {
+		t.Error("egressd-chain compared as a peer")
+	}
+	if t.Failed() {
+		t.Logf("report:\n%s", md.String())
+	}
+}
