@@ -40,13 +40,14 @@ func TestAlertRulesCoverTheIssue(t *testing.T) {
 		byName[r.Name] = r
 	}
 	want := map[string]string{ // alert -> a metric it must use
-		"EgressdDown":                   "up",
-		"EgressdNotReady":               "egressd_draining",
-		"EgressdConfigReloadFailing":    "egressd_config_reloads_total",
-		"EgressdConfigDrift":            "egressd_config_info",
-		"EgressdDenialSpike":            "egressd_requests_total",
-		"EgressdDNSErrors":              "egressd_dns_duration_seconds_count",
-		"EgressdConnectionLimitReached": "egressd_limit_rejections_total",
+		"EgressdDown":                     "up",
+		"EgressdNotReady":                 "egressd_draining",
+		"EgressdConfigReloadFailing":      "egressd_config_reloads_total",
+		"EgressdConfigDrift":              "egressd_config_info",
+		"EgressdDenialSpike":              "egressd_requests_total",
+		"EgressdDNSErrors":                "egressd_dns_duration_seconds_count",
+		"EgressdConnectionLimitReached":   "egressd_limit_rejections_total",
+		"EgressdUpstreamProxyUnavailable": "egressd_upstream_proxy_requests_total",
 	}
 	var names []string
 	for n := range byName {

@@ -23,8 +23,10 @@ var (
 // with the labels they match or group on; so a renamed metric cannot leave
 // a dashboard panel or an alert silently empty.
 func TestShippedQueriesUseExportedMetrics(t *testing.T) {
-	// One rule, so that the per-rule family has a series.
-	raw := []byte("policy:\n  rules:\n    - name: r\n      hosts: [a.test]\n      ports: [443]\n")
+	// One rule and one parent proxy, so that the per-rule and per-parent
+	// families have series.
+	raw := []byte("upstream_proxies:\n  corp:\n    urls: [\"http://127.0.0.1:3128\"]\n" +
+		"policy:\n  rules:\n    - name: r\n      hosts: [a.test]\n      ports: [443]\n")
 	cfg, pol, err := config.LoadBytes(raw, "contract.yaml")
 	if err != nil {
 		t.Fatal(err)
