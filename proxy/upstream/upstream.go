@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -307,12 +308,17 @@ func only(target netip.AddrPort) func(context.Context, string, string, syscall.R
 	}
 }
 
+// heads lends the buffer a CONNECT is written into and its answer read
+// into: 8 KiB on a goroutine's stack would make it grow.
+var heads = sync.Pool{New: func() any { return new([maxHead]byte) }}
+
 // connect sends CONNECT authority and reads the parent's answer head. It
 // returns the parent's status when it is no success (with an error), 0
 // and an error when there was no usable answer.
 func connect(c *net.TCPConn, p *parent, authority string, deadline time.Time) (int, error) {
-	req := make([]byte, 0, 128+len(p.auth))
-	req = append(req, "CONNECT "...)
+	buf := heads.Get().(*[maxHead]byte)
+	defer heads.Put(buf)
+	req := append(buf[:0], "CONNECT "...)
 	req = append(req, authority...)
 	req = append(req, " HTTP/1.1\r\nHost: "...)
 	req = append(req, authority...)
@@ -326,7 +332,6 @@ func connect(c *net.TCPConn, p *parent, authority string, deadline time.Time) (i
 	if _, err := rawio.Write(c, req); err != nil {
 		return 0, fmt.Errorf("send CONNECT: %w", err)
 	}
-	var buf [maxHead]byte
 	head, err := readHead(c, buf[:])
 	if err != nil {
 		return 0, fmt.Errorf("read the answer to CONNECT: %w", err)
