@@ -30,8 +30,9 @@
 // when every one of them is. Decision.Mode carries it to the later SNI and
 // protocol checks.
 // A passing request whose rule names an upstream proxy (via, else the
-// policy's default_via; report-mode requests no rule matched take
-// default_via) is decided as any other but not resolved: Decision.Via names
+// policy's default_via; a report-mode request no rule allowed takes the via
+// of the rule that matched its host on other ports, else default_via) is
+// decided as any other but not resolved: Decision.Via names
 // the parent, which resolves the name and applies its own policy. An IP
 // literal is range-checked first all the same. Deny rules take no via.
 //

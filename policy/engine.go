@@ -96,6 +96,11 @@ func (p *Policy) decide(ctx context.Context, res Resolver, r Request) (Decision,
 		}
 	}
 	via := p.via(m.Rule)
+	if m.Reason == ReasonPortNotAllowed {
+		// Report mode: the host is one a rule sends through its parent
+		// (a name only the parent may resolve), on a port it does not list.
+		via = p.via(m.HostRule)
+	}
 	if m.IsIP {
 		if !p.AddrAllowed(m.Addr, m.Rule) {
 			d.Verdict, d.Reason = Deny, ReasonPrivateRange
@@ -231,7 +236,8 @@ func (p *Policy) RuleNames() []string {
 }
 
 // via is the upstream proxy of a request decided by rule i (-1: no rule
-// matched, report mode): the rule's via, else default_via.
+// matched, report mode; with port_not_allowed, the rule that matched the
+// host): the rule's via, else default_via.
 func (p *Policy) via(i int) string {
 	if i >= 0 && i < len(p.rules) && p.rules[i].via != "" {
 		return p.rules[i].via

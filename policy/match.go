@@ -16,7 +16,10 @@ type MatchResult struct {
 	Group    string     // group through which the rule applied; otherwise the group Mode comes from ("" when none)
 	Mode     string     // the client's mode: ModeEnforce or ModeReport
 	Reason   Reason     // "" (a rule allows it), ReasonDeniedByRule, ReasonNotAllowed or ReasonPortNotAllowed
-	Err      error      // the host could not be normalized (Reason is ReasonNotAllowed)
+	// HostRule is, with ReasonPortNotAllowed, the first allow rule for
+	// this client that matched the host on other ports; -1 otherwise.
+	HostRule int
+	Err      error // the host could not be normalized (Reason is ReasonNotAllowed)
 }
 
 // Match finds the first rule (lowest index) that matches r: an allow rule
@@ -34,10 +37,10 @@ func (p *Policy) Match(r Request) MatchResult {
 	mode, modeGroup := p.clientMode(client)
 	host, addr, isIP, err := NormalizeHost(r.Host)
 	if err != nil {
-		return MatchResult{Rule: -1, Reason: ReasonNotAllowed, Err: err, Mode: mode, Group: modeGroup}
+		return MatchResult{Rule: -1, HostRule: -1, Reason: ReasonNotAllowed, Err: err, Mode: mode, Group: modeGroup}
 	}
-	m := MatchResult{Host: host, Addr: addr, IsIP: isIP, Rule: -1, Mode: mode, Group: modeGroup}
-	ms := matchState{p: p, client: client, port: r.Port, best: -1}
+	m := MatchResult{Host: host, Addr: addr, IsIP: isIP, Rule: -1, HostRule: -1, Mode: mode, Group: modeGroup}
+	ms := matchState{p: p, client: client, port: r.Port, best: -1, hostRule: -1}
 	if isIP {
 		ms.ip(addr)
 		if addr.Is4In6() {
@@ -62,6 +65,7 @@ func (p *Policy) Match(r Request) MatchResult {
 		}
 	case ms.hostMatched:
 		m.Reason = ReasonPortNotAllowed
+		m.HostRule = ms.hostRule
 	default:
 		m.Reason = ReasonNotAllowed
 	}
@@ -75,6 +79,7 @@ type matchState struct {
 	best        int
 	group       string
 	hostMatched bool
+	hostRule    int // the lowest allow rule that matched the host on other ports
 }
 
 // consider looks at the rules (sorted indexes) whose pattern matched the host.
@@ -116,6 +121,9 @@ func (ms *matchState) try(i int) bool {
 	} else {
 		ms.hostMatched = true
 		if _, found := slices.BinarySearch(r.ports, ms.port); !found {
+			if ms.hostRule < 0 || i < ms.hostRule {
+				ms.hostRule = i
+			}
 			return false
 		}
 	}
