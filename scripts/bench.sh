@@ -27,9 +27,10 @@
 #     (asking c-icap's srv_content_filtering) and squid-icap (Squid asking the
 #     same c-icap); Debian's c-icap runs on the load tool's CPU;
 #   - runs egressd a third time with every tunnel through a parent proxy
-#     (egressd-chain: policy.default_via naming a minimal CONNECT proxy the
-#     load tool runs on its own CPU) for the tunnel scenarios: egressd's CPU
-#     per new tunnel through a parent against its direct tunnels;
+#     (egressd-chain: policy.default_via naming a minimal CONNECT proxy,
+#     egressbench parent, pinned to the load tool's CPU) for the tunnel
+#     scenarios: egressd's CPU per new tunnel through a parent against its
+#     direct tunnels;
 #   - profiles egressd (pprof from its admin listener) unless BENCH_PPROF=0;
 #   - stops everything it started, by PID, on exit.
 #
@@ -278,8 +279,8 @@ printf 'nameserver %s\n' "${DNS_ADDR%:*}" >"$CONF/egressd-sysdns/resolv.conf"
 	printf 'tls_inspection:\n  ca_cert: %s\n  ca_key: %s\n  upstream_ca_file: %s\n' "$PKI/inspect-ca.pem" "$PKI/inspect-ca.key" "$PKI/origin-root.pem"
 } >"$CONF/egressd-inspect/egressd.yaml"
 # egressd-chain: the same config with every allowed tunnel handed to a parent
-# proxy (policy.default_via), the minimal CONNECT proxy the load tool runs on
-# 127.0.0.1:$P_PARENT (egressbench run -parent-addr), on the load tool's CPU.
+# proxy (policy.default_via), the minimal CONNECT proxy on 127.0.0.1:$P_PARENT
+# (egressbench parent, a process of its own pinned to the load tool's CPU).
 sed -e "s|^policy:|upstream_proxies:\n  parent:\n    urls: [\"http://127.0.0.1:$P_PARENT\"]\npolicy:\n  default_via: parent|" \
 	"$CONF/egressd/egressd.yaml" >"$CONF/egressd-chain/egressd.yaml"
 
@@ -619,8 +620,14 @@ session() { # name kind run
 	egressd) [[ $kind == http ]] && extra=(-scenarios "forward,forward_paced,$DLP_SCENARIOS") ;;
 	egressd-dlp | egressd-icap | squid-icap) extra=(-scenarios "$DLP_SCENARIOS") ;;
 	esac
+	local parent_pid=
 	if [[ $name == egressd-chain ]]; then
-		extra=(-scenarios tunnels,tunnels_paced,tls_tunnels,tls_tunnels_paced -parent-addr "127.0.0.1:$P_PARENT")
+		extra=(-scenarios tunnels,tunnels_paced,tls_tunnels,tls_tunnels_paced)
+		record "taskset -c 1 $EB parent -listen 127.0.0.1:$P_PARENT"
+		taskset -c 1 "$EB" parent -listen "127.0.0.1:$P_PARENT" 2>>"$RESULTS/parent-stderr.log" &
+		parent_pid=$!
+		STARTED+=("$parent_pid")
+		wait_port "$P_PARENT" || { log "the parent proxy did not start"; stop_pid "$parent_pid"; return 0; }
 	fi
 	if [[ $name == dante && $DANTE_DNS == 0 ]]; then
 		# Without its own resolv.conf Dante cannot resolve bench names.
@@ -630,9 +637,12 @@ session() { # name kind run
 	if [[ -n ${BENCH_SCENARIOS:-} ]]; then
 		extra=(-scenarios "$BENCH_SCENARIOS")
 	fi
-	start_proxy "$name" "$kind" || return 0
-	run_tool "$name" "$kind" "$run" "$PROXY_ADDR" "$PROXY_PID" "${extra[@]}"
-	stop_pid "$PROXY_PID"
+	if start_proxy "$name" "$kind"; then
+		run_tool "$name" "$kind" "$run" "$PROXY_ADDR" "$PROXY_PID" "${extra[@]}"
+		stop_pid "$PROXY_PID"
+	fi
+	[[ -n $parent_pid ]] && stop_pid "$parent_pid"
+	return 0
 }
 
 # --- runs ------------------------------------------------------------------------

@@ -36,8 +36,10 @@ func main() {
 		err = portsMain(args, os.Stdout)
 	case "pki":
 		err = pkiMain(args, os.Stdout)
+	case "parent":
+		err = parentMain(args, os.Stderr)
 	default:
-		err = fmt.Errorf("unknown subcommand %q (want run, report, ports or pki)", cmd)
+		err = fmt.Errorf("unknown subcommand %q (want run, report, ports, pki or parent)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "egressbench:", err)
@@ -57,7 +59,6 @@ type runConfig struct {
 	BulkAddr, EchoAddr, HTTPAddr, TLSAddr string
 	DNSListen, Name                       string
 	PKI                                   string // directory written by the pki subcommand ("": a fresh origin CA)
-	ParentAddr                            string
 	originIP                              netip.Addr
 
 	Conc, MaxErrors                    int
@@ -148,7 +149,6 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 	fs.StringVar(&c.DNSListen, "dns-listen", "", "DNS server listen address, UDP and TCP (default: a free port on -origin-ip; printed at start)")
 	fs.StringVar(&c.Name, "name", "origin.bench.test", "host name of the HTTPS origin; must be under bench.test")
 	fs.StringVar(&c.PKI, "pki", "", "directory written by `egressbench pki`: the origin CA signs the HTTPS origin's certificate (so proxies can trust it across runs), and -kind inspect clients trust its inspection root (default: a fresh origin CA; no inspect kind)")
-	fs.StringVar(&c.ParentAddr, "parent-addr", "", "run a minimal CONNECT proxy on this loopback address (in this process, on its CPU): the parent a proxy's upstream-proxy config names (egressd-chain)")
 
 	fs.IntVar(&c.Conc, "conc", 8, "concurrent workers for tunnels, tls_tunnels, forward and idle set-up")
 	fs.IntVar(&c.MaxErrors, "max-errors", 100, "a scenario stops after this many failed operations")
@@ -241,11 +241,6 @@ func (c *runConfig) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("-kind %q: want connect, http, socks5, cache, inspect or direct", c.Kind))
 	}
-	if c.ParentAddr != "" {
-		if err := loopbackOnly(c.ParentAddr); err != nil {
-			errs = append(errs, fmt.Errorf("-parent-addr: %w", err))
-		}
-	}
 	ip, err := netip.ParseAddr(c.OriginIP)
 	if err != nil || !ip.IsLoopback() {
 		errs = append(errs, fmt.Errorf("-origin-ip %q: want a loopback IP", c.OriginIP))
@@ -323,15 +318,6 @@ func runMain(args []string, stdout, stderr io.Writer) error {
 	defer o.Close()
 	fmt.Fprintf(stderr, "egressbench: origins bulk=%s echo=%s http=%s tls=%s (%s) dns=%s\n",
 		o.Addr("bulk"), o.Addr("echo"), o.Addr("http"), o.Addr("tls"), cfg.Name, o.DNSAddr())
-
-	if cfg.ParentAddr != "" {
-		parent, err := startParent(cfg.ParentAddr, cfg.originIP, cfg.Timeout)
-		if err != nil {
-			return fmt.Errorf("-parent-addr: %w", err)
-		}
-		defer parent.Close()
-		fmt.Fprintf(stderr, "egressbench: parent proxy %s\n", parent.Addr())
-	}
 
 	var jf *os.File
 	if cfg.JSONOut != "" {

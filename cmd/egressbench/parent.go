@@ -2,21 +2,28 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"os/signal"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
 // parentProxy is the upstream proxy of the egressd-chain runs: a minimal
-// CONNECT proxy inside the load tool, so that its CPU is the tool's and
-// not the proxy's under test (whose upstream_proxies name it). It resolves
-// bench names to the origins' IP itself, as a corporate parent resolves
-// names the proxy does not.
+// CONNECT proxy, run as a process of its own (egressbench parent) that
+// bench.sh pins to the load tool's CPU, so that its CPU is not the proxy's
+// under test (whose upstream_proxies name it), and its goroutines do not
+// queue behind the load tool's. It resolves bench names to the origins' IP
+// itself, as a corporate parent resolves names the proxy does not.
 type parentProxy struct {
 	ln       net.Listener
 	originIP netip.Addr
@@ -26,6 +33,35 @@ type parentProxy struct {
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
 	done  bool
+}
+
+// parentMain is the parent subcommand: serve until SIGINT or SIGTERM.
+func parentMain(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("parent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "", "loopback address to serve CONNECT on (required)")
+	originIP := fs.String("origin-ip", "127.0.0.1", "loopback IP bench names resolve to")
+	timeout := fs.Duration("timeout", 10*time.Second, "bound on reading a request and on each dial")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := loopbackOnly(*listen); err != nil {
+		return fmt.Errorf("-listen: %w", err)
+	}
+	ip, err := netip.ParseAddr(*originIP)
+	if err != nil || !ip.IsLoopback() {
+		return fmt.Errorf("-origin-ip %q: want a loopback IP", *originIP)
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	p, err := startParent(*listen, ip, *timeout)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "egressbench: parent proxy %s\n", p.Addr())
+	<-ctx.Done()
+	p.Close()
+	return nil
 }
 
 func startParent(addr string, originIP netip.Addr, timeout time.Duration) (*parentProxy, error) {

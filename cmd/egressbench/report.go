@@ -658,8 +658,8 @@ func writeMarkdown(w io.Writer, d *dataset, meta reportMeta, svgName string) err
 }
 
 // chainLabel is egressd with every allowed tunnel handed to a parent proxy
-// (policy.default_via), the parent a minimal CONNECT proxy inside the load
-// tool.
+// (policy.default_via), the parent a minimal CONNECT proxy (egressbench
+// parent) on the load tool's CPU.
 const chainLabel = "egressd-chain"
 
 // chainLimit is issue 22's target: egressd's CPU per new tunnel through a
@@ -705,7 +705,7 @@ func (d *dataset) chainTable(p func(string, ...any)) {
 	p("## Tunnels through a parent proxy (upstream_proxies)\n\n")
 	p("%s is egressd with `policy.default_via` naming a parent, so every CONNECT tunnel goes through it: ", chainLabel)
 	p("egressd decides, sends `CONNECT host:port` to the parent, reads its answer, runs the guard and relays. ")
-	p("The parent is a minimal CONNECT proxy inside the load tool (`egressbench run -parent-addr`), on the load tool's CPU: ")
+	p("The parent is a minimal CONNECT proxy (`egressbench parent`), a process of its own pinned to the load tool's CPU: ")
 	p("the CPU figures are egressd's own, the parent's excluded. Target (issue 22): within 10%% of egressd's direct tunnels.\n\n")
 	p("| figure | egressd, direct | %s | ratio | paired | target | met? |\n| --- | --- | --- | --- | --- | --- | --- |\n", chainLabel)
 	for _, r := range rows {
