@@ -54,11 +54,13 @@ func (h *Handler) serveUpgrade(cw *respWriter, r *http.Request, x *exchange) {
 			return
 		}
 	}
+	// With a parent proxy (dec.Via) this is a tunnel through it; the
+	// handshake then goes through that tunnel in origin form.
 	conn, remote, err := h.o.Dialer.Dial(r.Context(), dec)
 	if err != nil {
 		h.o.Diag.Debug("dial failed", zap.String("host", dec.Host), zap.Error(err))
-		rec.Reason = policy.ReasonDialError
-		answer{status: http.StatusBadGateway, kind: upstreamError, reason: policy.ReasonDialError}.serve(cw)
+		rec.DialFailed(err)
+		answer{status: http.StatusBadGateway, kind: upstreamError, reason: rec.Reason}.serve(cw)
 		return
 	}
 	local := egress.LocalAddrPort(conn)
@@ -69,7 +71,7 @@ func (h *Handler) serveUpgrade(cw *respWriter, r *http.Request, x *exchange) {
 			conn.Close()
 		}
 	}()
-	up := &upstreamConn{c: conn, remote: remote, local: local, idle: h.idle}
+	up := &upstreamConn{c: conn, remote: remote, local: local, idle: h.idle, via: dec.Via}
 	br := bufio.NewReader(up)
 	resp, err := h.handshake(up, br, r, dec, upgrade)
 	if err != nil {
