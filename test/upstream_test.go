@@ -341,17 +341,31 @@ func TestUpstreamReload(t *testing.T) {
 			t.Fatalf("%s: exit %d: %s %s", path, code, out, errOut)
 		}
 	}
-	reload := func(cfg string, n int) {
+	// Written whole, then renamed into place: egressd watches the file,
+	// and a file rewritten in place can be read half-written.
+	write := func(cfg string) {
 		t.Helper()
-		if err := os.WriteFile(e.proc.ConfigPath, []byte(cfg), 0o600); err != nil {
+		tmp := e.proc.ConfigPath + ".new"
+		if err := os.WriteFile(tmp, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		if err := os.Rename(tmp, e.proc.ConfigPath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// reload writes cfg and waits for a reload of result that read it
+	// (egressd reloads on the file change and on SIGHUP: a count above
+	// the one before the write).
+	reload := func(cfg, result string) {
+		t.Helper()
+		before := reloads(t, e.ns, e.proc.AdminAddr, result)
+		write(cfg)
 		e.proc.Signal(syscall.SIGHUP)
-		waitUntil(t, 10*time.Second, func() bool { return reloads(t, e.ns, e.proc.AdminAddr, "success") >= n },
+		waitUntil(t, 10*time.Second, func() bool { return reloads(t, e.ns, e.proc.AdminAddr, result) > before },
 			func() string { return e.proc.Stderr() })
 	}
 	get("/first")
-	reload(e.config(t, "second", extra), 1)
+	reload(e.config(t, "second", extra), "success")
 	get("/second")
 	if n := len(e.parentRequests(target)); n != 1 {
 		t.Errorf("corp saw %d CONNECTs, want 1 (before the reload)", n)
@@ -365,7 +379,7 @@ func TestUpstreamReload(t *testing.T) {
 	e.dns.Set("app.partner.test", 60, netip.MustParseAddr(chainPartnerIP))
 	cfg := e.config(t, "", extra)
 	cfg = strings.Replace(cfg, `      hosts: ["*.partner.test"]`, `      hosts: ["*.partner.test"]`+"\n      allow_ranges: [\""+chainPartnerIP+"/32\"]", 1)
-	reload(cfg, 2)
+	reload(cfg, "success")
 	get("/direct")
 	line := e.proc.WaitForLog(t, testenv.Fields(map[string]any{"host": "app.partner.test", "ip": chainPartnerIP}))
 	if line["via"] != nil {
@@ -379,12 +393,7 @@ func TestUpstreamReload(t *testing.T) {
 	if err := os.Chmod(e.pwFile, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(e.proc.ConfigPath, []byte(e.config(t, "corp", extra)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.proc.Signal(syscall.SIGHUP)
-	waitUntil(t, 10*time.Second, func() bool { return reloads(t, e.ns, e.proc.AdminAddr, "error") >= 1 },
-		func() string { return e.proc.Stderr() })
+	reload(e.config(t, "corp", extra), "error")
 	if !strings.Contains(e.proc.Stderr(), "upstream_proxies.corp.password_file: "+e.pwFile+": readable by group or others (mode 0644)") {
 		t.Errorf("stderr does not name the key:\n%s", e.proc.Stderr())
 	}
