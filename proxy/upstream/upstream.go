@@ -50,9 +50,38 @@ type Parent struct {
 // parent is a Parent ready for use: the header it sends is built once.
 type parent struct {
 	name    string
-	addrs   []string
+	urls    []parentURL
 	auth    string // "Basic ...", "" without credentials
 	timeout time.Duration
+}
+
+// parentURL is one URL's address, parsed once: an IP (addr valid) or a
+// name to resolve on each connect.
+type parentURL struct {
+	hostport string
+	host     string
+	addr     netip.AddrPort // valid when the host is an IP
+	port     uint16
+	err      error // the address does not parse (Parent.Addrs not checked by the caller)
+}
+
+func parseParentURL(hostport string) parentURL {
+	u := parentURL{hostport: hostport}
+	host, portStr, err := net.SplitHostPort(hostport)
+	if err != nil {
+		u.err = err
+		return u
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || port == 0 {
+		u.err = fmt.Errorf("%s: bad port", hostport)
+		return u
+	}
+	u.host, u.port = host, uint16(port)
+	if a, err := netip.ParseAddr(host); err == nil {
+		u.addr = netip.AddrPortFrom(a.Unmap(), u.port)
+	}
+	return u
 }
 
 // Set is the parents of one config generation, by name. Build it once per
@@ -65,7 +94,10 @@ type Set struct {
 func NewSet(ps []Parent) *Set {
 	s := &Set{byName: make(map[string]*parent, len(ps))}
 	for _, p := range ps {
-		cp := &parent{name: p.Name, addrs: append([]string(nil), p.Addrs...), timeout: p.ConnectTimeout}
+		cp := &parent{name: p.Name, timeout: p.ConnectTimeout}
+		for _, a := range p.Addrs {
+			cp.urls = append(cp.urls, parseParentURL(a))
+		}
 		if cp.timeout <= 0 {
 			cp.timeout = DefaultConnectTimeout
 		}
@@ -239,8 +271,8 @@ func (d *Dialer) Refused(via string, addr netip.AddrPort, status int) error {
 // dial connects to p's URLs in order and returns the first connection.
 func (d *Dialer) dial(ctx context.Context, p *parent) (*net.TCPConn, netip.AddrPort, error) {
 	var errs []string
-	for _, hp := range p.addrs {
-		c, addr, err := d.dialURL(ctx, p, hp)
+	for _, u := range p.urls {
+		c, addr, err := d.dialURL(ctx, p, u)
 		if err == nil {
 			return c, addr, nil
 		}
@@ -260,34 +292,31 @@ func (d *Dialer) dial(ctx context.Context, p *parent) (*net.TCPConn, netip.AddrP
 // connect timeout. Parent addresses are configuration, not client input:
 // they are not checked against the deny ranges (a corporate proxy is
 // usually on a private address).
-func (d *Dialer) dialURL(ctx context.Context, p *parent, hostport string) (*net.TCPConn, netip.AddrPort, error) {
+func (d *Dialer) dialURL(ctx context.Context, p *parent, u parentURL) (*net.TCPConn, netip.AddrPort, error) {
+	if u.err != nil {
+		return nil, netip.AddrPort{}, u.err
+	}
+	if u.addr.IsValid() {
+		// The common case: no deadline context of our own, the dialer's
+		// Timeout bounds the connect.
+		return dialOne(ctx, u.addr, p.timeout)
+	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	host, portStr, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return nil, netip.AddrPort{}, err
-	}
-	port, err := strconv.ParseUint(portStr, 10, 16)
-	if err != nil {
-		return nil, netip.AddrPort{}, err
-	}
 	var addrs []netip.Addr
-	if a, err := netip.ParseAddr(host); err == nil {
-		addrs = []netip.Addr{a}
-	} else if d.Resolver == nil {
-		return nil, netip.AddrPort{}, fmt.Errorf("resolve %s: no resolver", host)
-	} else if addrs, err = d.Resolver.LookupNetIP(ctx, host); err != nil {
-		return nil, netip.AddrPort{}, fmt.Errorf("resolve %s: %w", host, err)
+	var err error
+	if d.Resolver == nil {
+		return nil, netip.AddrPort{}, fmt.Errorf("resolve %s: no resolver", u.host)
+	} else if addrs, err = d.Resolver.LookupNetIP(ctx, u.host); err != nil {
+		return nil, netip.AddrPort{}, fmt.Errorf("resolve %s: %w", u.host, err)
 	} else if len(addrs) == 0 {
-		return nil, netip.AddrPort{}, fmt.Errorf("resolve %s: no addresses", host)
+		return nil, netip.AddrPort{}, fmt.Errorf("resolve %s: no addresses", u.host)
 	}
 	var errs []string
 	for _, a := range addrs {
-		target := netip.AddrPortFrom(a.Unmap(), uint16(port))
-		nd := net.Dialer{KeepAlive: -1, ControlContext: only(target)}
-		c, err := nd.DialContext(ctx, "tcp", target.String())
+		c, target, err := dialOne(ctx, netip.AddrPortFrom(a.Unmap(), u.port), 0)
 		if err == nil {
-			return c.(*net.TCPConn), target, nil
+			return c, target, nil
 		}
 		errs = append(errs, err.Error())
 		if ctx.Err() != nil {
@@ -295,6 +324,20 @@ func (d *Dialer) dialURL(ctx context.Context, p *parent, hostport string) (*net.
 		}
 	}
 	return nil, netip.AddrPort{}, errors.New(strings.Join(errs, "; "))
+}
+
+// dialOne connects to target, within timeout when it is not zero.
+func dialOne(ctx context.Context, target netip.AddrPort, timeout time.Duration) (*net.TCPConn, netip.AddrPort, error) {
+	network := "tcp6"
+	if target.Addr().Is4() {
+		network = "tcp4"
+	}
+	nd := net.Dialer{Timeout: timeout, KeepAlive: -1, ControlContext: only(target)}
+	c, err := nd.DialContext(ctx, network, target.String())
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	return c.(*net.TCPConn), target, nil
 }
 
 // only lets a socket connect to target alone.
