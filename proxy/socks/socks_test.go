@@ -21,6 +21,7 @@ import (
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy/accesslog"
 	"github.com/egressd/egressd/proxy/egress"
+	"github.com/egressd/egressd/proxy/upstream"
 )
 
 // Wire helpers: RFC 1928 and 1929 messages, built by hand so tests control
@@ -379,6 +380,14 @@ func TestDialReply(t *testing.T) {
 		{"refused after a timeout", fmt.Errorf("dial a.test: %w", errors.Join(opErr(syscall.ETIMEDOUT), opErr(syscall.ECONNREFUSED))), replyConnectionRefused},
 		{"out of descriptors", opErr(syscall.EMFILE), replyGeneralFailure},
 		{"no decision", egress.ErrNoDecision, replyGeneralFailure},
+		// A parent proxy's failure is the parent's, whatever it wraps: a
+		// parent that refused the connection is not the destination
+		// refusing it.
+		{"parent down", &upstream.Error{Proxy: "corp", Result: upstream.ResultUnavailable, Err: opErr(syscall.ECONNREFUSED)}, replyGeneralFailure},
+		{"parent 403", fmt.Errorf("dial: %w", &upstream.Error{Proxy: "corp", Status: 403, Result: upstream.ResultRefused, Err: errors.New("403 Forbidden")}), replyNotAllowed},
+		{"parent 407", &upstream.Error{Proxy: "corp", Status: 407, Result: upstream.ResultRefused, Err: errors.New("407")}, replyGeneralFailure},
+		{"parent 502", &upstream.Error{Proxy: "corp", Status: 502, Result: upstream.ResultRefused, Err: errors.New("502")}, replyHostUnreachable},
+		{"parent 504", &upstream.Error{Proxy: "corp", Status: 504, Result: upstream.ResultRefused, Err: errors.New("504")}, replyHostUnreachable},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
