@@ -164,8 +164,10 @@ func (f *FrontEnd) decide(rec *accesslog.Record, host string, port uint16) (poli
 func (f *FrontEnd) tunnel(c *accept.Conn, dec policy.Decision, first []byte, rec *accesslog.Record) {
 	up, addr, err := f.o.Dialer.Dial(context.Background(), dec)
 	if err != nil {
-		f.o.Diag.Debug("transparent: dial failed", zap.String("host", dec.Host), zap.Error(err))
-		rec.Reason = policy.ReasonDialError
+		f.o.Diag.Debug("transparent: dial failed", zap.String("host", dec.Host), zap.String("via", dec.Via), zap.Error(err))
+		// dial_error, or upstream_proxy when a rule's parent proxy was
+		// down or refused the tunnel (with its address and status).
+		rec.DialFailed(err)
 		f.refuse(c, rec)
 		return
 	}
