@@ -84,10 +84,11 @@ func TestUpstreamTunnelsAndForwarded(t *testing.T) {
 		u := e.partnerURL("app.partner.test", "/via-forward-tls")
 		// egressd is the TLS client of an absolute https URL, through the
 		// parent's tunnel. It trusts the system's roots, not the test CA,
-		// so the handshake fails after the tunnel opened: what counts
-		// here is that the tunnel was the parent's (below).
+		// so the handshake fails after the tunnel opened (upstream_tls:
+		// an origin certificate egressd cannot verify is refused): what
+		// counts here is that the tunnel was the parent's (below).
 		resp := e.raw(t, "GET "+u+" HTTP/1.1\r\nHost: app.partner.test\r\nConnection: close\r\n\r\n")
-		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Egress-Error") != "dial_error" {
+		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Egress-Denied") != "upstream_tls" {
 			t.Fatalf("status %d %v", resp.StatusCode, resp.Header)
 		}
 		e.proc.WaitForLog(t, testenv.Fields(map[string]any{"listener": "http", "host": "app.partner.test", "via": "corp", "method": "GET"}))
