@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -119,6 +120,8 @@ type env struct {
 	ln      net.Listener
 	origin  *echoOrigin
 	refused uint16 // refused.test's port: nothing listens there
+	// closeRefused releases the refused port; nil when it is shared.
+	closeRefused func()
 	// sharedOrigin: the origin belongs to another env, which closes it.
 	sharedOrigin bool
 	access       *observer.ObservedLogs
@@ -140,12 +143,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 		e.origin, e.refused, e.sharedOrigin = o.share.origin, o.share.refused, true
 	} else {
 		e.origin = newEchoOrigin(t)
-		unused, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.refused = uint16(unused.Addr().(*net.TCPAddr).Port)
-		unused.Close()
+		e.refused, e.closeRefused = refusingPort(t)
 	}
 	closedPort := int(e.refused)
 	port := int(e.origin.addr().Port())
@@ -233,6 +231,9 @@ func (e *env) doClose() {
 	if !e.sharedOrigin {
 		e.origin.close()
 	}
+	if e.closeRefused != nil {
+		e.closeRefused()
+	}
 	for _, l := range e.diag.FilterLevelExact(zapcore.ErrorLevel).All() {
 		e.t.Errorf("diagnostic at error level: %s %v", l.Message, l.ContextMap())
 	}
@@ -312,4 +313,27 @@ func openFDs(t testing.TB) int {
 		t.Fatal(err)
 	}
 	return len(ents)
+}
+
+// refusingPort returns a loopback port that refuses connections until
+// release is called: a socket bound there without SO_REUSEADDR and never
+// listening answers every SYN with a reset, and no other process can take
+// the port meanwhile (a port freed by closing a listener could be reused
+// by anyone on a shared machine, and then it accepts).
+func refusingPort(t testing.TB) (port uint16, release func()) {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		syscall.Close(fd)
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		syscall.Close(fd)
+		t.Fatal(err)
+	}
+	return uint16(sa.(*syscall.SockaddrInet4).Port), sync.OnceFunc(func() { syscall.Close(fd) })
 }
