@@ -379,3 +379,55 @@ func TestInspectDrain(t *testing.T) {
 		t.Fatalf("tunnel lines by event %v, want %d open and %d close:\n%v", events, len(transports), len(transports), f.proc.AccessLines())
 	}
 }
+
+// TestInspectThroughParent: a rule with inspect and via (upstream
+// proxies): egressd terminates the tunnel without dialing, and each
+// request inside goes to the origin through the parent's CONNECT with its
+// credentials; egressd, not the parent, verifies the origin's certificate
+// for the name. The inner line names the parent.
+func TestInspectThroughParent(t *testing.T) {
+	e := newChainEnv(t, chainOptions{})
+	ca, err := inspecttest.WriteCA(t.TempDir(), "inspect")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same environment, partners inspected: egressd restarted with it.
+	e.proc.Stop(t, 0)
+	e.proc = nil
+	cfg := e.config(t, "corp\n      inspect: true", "") + fmt.Sprintf("tls_inspection:\n  ca_cert: %s\n  ca_key: %s\n  upstream_ca_file: %s\n",
+		ca.CertFile, ca.KeyFile, e.caFile)
+	e.proc = (&testenv.Egressd{Netns: e.ns}).Start(t, cfg)
+
+	target := fmt.Sprintf("app.partner.test:%d", e.partner.Port())
+	for _, via := range []string{"connect", "socks5"} {
+		t.Run(via, func(t *testing.T) {
+			proxyArgs := []string{"-x", e.proxy()}
+			if via == "socks5" {
+				proxyArgs = []string{"--socks5-hostname", e.proc.SOCKSAddr}
+			}
+			path := "/inspected-via-" + via
+			out, errOut, code := e.curl(t, append(proxyArgs, "--cacert", ca.RootFile, e.partnerURL("app.partner.test", path))...)
+			if code != 0 {
+				t.Fatalf("curl exit %d: %s", code, errOut)
+			}
+			echo, err := testenv.ParseEcho([]byte(out))
+			if err != nil || echo.Path != path || echo.SNI != "app.partner.test" {
+				t.Fatalf("origin saw %+v (%v)", echo, err)
+			}
+			// egressd's own DNS does not know the name: the origin was
+			// reached through the parent's tunnel (pooled: one CONNECT
+			// may carry both subtests' requests).
+			reqs := e.parentRequests(target)
+			if len(reqs) == 0 {
+				t.Fatalf("the parent saw no CONNECT %s: %+v", target, e.parent.Requests())
+			}
+			for _, r := range reqs {
+				if r.Method != http.MethodConnect || r.ProxyAuthorization != wantBasic() {
+					t.Fatalf("parent request %+v", r)
+				}
+			}
+			e.proc.WaitForLog(t, testenv.Fields(map[string]any{"inspected": true, "listener": via, "path": path,
+				"host": "app.partner.test", "via": "corp", "status": 200, "decision": "allow", "rule": "partners"}))
+		})
+	}
+}
