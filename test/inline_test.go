@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/proxy/config"
+	"github.com/egressd/egressd/proxy/inspect/inspecttest"
 	"github.com/egressd/egressd/test/testenv"
 )
 
@@ -44,7 +45,8 @@ type inlineEnv struct {
 	p        *testenv.Proc
 	caFile   string
 	roots    *x509.CertPool
-	web      *testenv.Origin // allowed.test:443
+	inspect  *inspecttest.CA // tls_inspection's
+	web      *testenv.Origin // allowed.test:443 (and inspected.test)
 	webHTTP  *testenv.Origin // allowed.test:80
 	other    *testenv.Origin // other.test:80
 	hp       *testenv.Honeypot
@@ -70,12 +72,13 @@ func newInlineEnv(t *testing.T, ipv4, ipv6 string) *inlineEnv {
 	dns.Set("denied.test", 60, inlineDenied)
 	dns.Set("meta.test", 60, in.Metadata)
 	dns.Set("private.test", 60, in.Private)
+	dns.Set("inspected.test", 60, inlineWeb)
 
 	ca := testenv.NewCA(t)
 	e.caFile = ca.WritePEM(t.TempDir())
 	e.roots = x509.NewCertPool()
 	e.roots.AppendCertsFromPEM(ca.PEM())
-	e.web = testenv.TLSOriginAt(t, in.Internet, ca, netip.AddrPortFrom(inlineWeb, 443).String(), "allowed.test")
+	e.web = testenv.TLSOriginAt(t, in.Internet, ca, netip.AddrPortFrom(inlineWeb, 443).String(), "allowed.test", "inspected.test")
 	e.webHTTP = testenv.HTTPOriginAt(t, in.Internet, netip.AddrPortFrom(inlineWeb, 80).String(), "allowed.test")
 	e.other = testenv.HTTPOriginAt(t, in.Internet, netip.AddrPortFrom(inlineOther, 80).String(), "other.test")
 	e.hp = in.Internet.Honeypot(t,
@@ -93,6 +96,10 @@ func newInlineEnv(t *testing.T, ipv4, ipv6 string) *inlineEnv {
 	fmt.Sscan(port, &e.port)
 	cfg.DNS.Servers = []string{netip.AddrPortFrom(inlineDNS, 53).String()}
 	cfg.DLP.Profiles = map[string]config.DLPProfile{"keys": {Mode: "enforce", Detectors: []string{"aws_access_key"}}}
+	if e.inspect, err = inspecttest.WriteCA(t.TempDir(), "inspect"); err != nil {
+		t.Fatal(err)
+	}
+	cfg.TLSInspection = config.TLSInspection{CACert: e.inspect.CertFile, CAKey: e.inspect.KeyFile, UpstreamCAFile: e.caFile}
 	cfg.Policy.Rules = []testenv.Rule{
 		// 203.0.113.0/24 is in the default deny ranges (TEST-NET-3).
 		{Name: "web", Hosts: []string{"allowed.test", "other.test"}, Ports: []int{80, 443}, AllowRanges: []string{"203.0.113.0/28"}, DLP: "keys"},
@@ -100,6 +107,8 @@ func newInlineEnv(t *testing.T, ipv4, ipv6 string) *inlineEnv {
 		// private range: the ranges still deny them.
 		{Name: "traps", Hosts: []string{"meta.test", "private.test"}, Ports: []int{80, 443}},
 		{Name: "raw", CIDRs: []string{inlineRaw.String() + "/32"}, Ports: []int{inlineRawPort}},
+		{Name: "inspected", Hosts: []string{"inspected.test"}, Ports: []int{443}, AllowRanges: []string{"203.0.113.0/28"},
+			Inspect: true, Paths: []string{"/ok/*"}},
 	}
 	e.p = (&testenv.Egressd{Netns: in.Gateway}).StartConfig(t, cfg)
 
@@ -203,6 +212,7 @@ func TestInline(t *testing.T) {
 			t.Run("sni to another address", e.testSNIElsewhere)
 			t.Run("keep-alive host switch", e.testKeepAlive)
 			t.Run("dlp", e.testDLP)
+			t.Run("inspected", e.testInspected)
 			t.Run("no sni", e.testNoSNI)
 			t.Run("metadata and private", e.testTraps)
 			t.Run("other ports", e.testOtherPorts)
@@ -370,6 +380,34 @@ func (e *inlineEnv) testDLP(t *testing.T) {
 	if exit != 0 || echoOf(t, stdout).Method != "POST" || e.other.Count() != before+1 {
 		t.Errorf("clean POST: exit %d: %s", exit, stdout)
 	}
+}
+
+// testInspected: an in-line TLS tunnel whose rule inspects it is
+// terminated by egressd as a CONNECT would be (the client trusts the
+// inspection CA), and the rule's paths apply to each request inside.
+func (e *inlineEnv) testInspected(t *testing.T) {
+	resolve := "inspected.test:443:" + inlineWeb.String()
+	before := e.web.Count()
+	stdout, stderr, exit := e.in.Client.Curl(t, "-sS", "--max-time", "10", "--noproxy", "*", "--cacert", e.inspect.RootFile,
+		"--resolve", resolve, "https://inspected.test/ok/1")
+	if exit != 0 || echoOf(t, stdout).Path != "/ok/1" {
+		t.Fatalf("inspected GET /ok/1: exit %d: %s %s", exit, stdout, stderr)
+	}
+	stdout, _, exit = e.in.Client.Curl(t, "-sS", "-i", "--http1.1", "--max-time", "10", "--noproxy", "*", "--cacert", e.inspect.RootFile,
+		"--resolve", resolve, "https://inspected.test/nope")
+	if exit != 0 || !strings.HasPrefix(stdout, "HTTP/1.1 403") || !strings.Contains(stdout, "X-Egress-Denied: not_allowed") {
+		t.Errorf("inspected GET /nope: exit %d\n%s", exit, stdout)
+	}
+	if e.web.Count() != before+1 {
+		t.Errorf("the origin got %d requests, want 1 (/nope must not reach it)", e.web.Count()-before)
+	}
+	// The origins' CA cannot satisfy a client of an inspected tunnel:
+	// egressd, not the origin, answers the handshake.
+	if _, _, exit := e.curl(t, "--resolve", resolve, "https://inspected.test/ok/2"); exit == 0 {
+		t.Errorf("an inspected tunnel served the origin's certificate")
+	}
+	e.line(t, netip.AddrPortFrom(inlineWeb, 443), map[string]any{"sni": "inspected.test", "rule": "inspected", "decision": "allow"})
+	e.p.WaitForLog(t, testenv.Fields(map[string]any{"listener": "transparent", "inspected": true, "path": "/nope", "status": 403}))
 }
 
 // testNoSNI: a ClientHello without SNI to an address no cidrs rule allows

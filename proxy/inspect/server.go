@@ -64,7 +64,7 @@ func Load(c Config, onIssue func()) (*Material, error) {
 // Tunnel is an inspected tunnel as its inner requests see it: the chain
 // finds it in each request's context (TunnelFrom).
 type Tunnel struct {
-	Listener policy.Listener // the front end: connect or socks5
+	Listener policy.Listener // the front end: connect, socks5 or transparent
 	Client   policy.Client
 	// Name is what every request's Host must name: the SNI, or for a
 	// tunnel without one (an IP destination, a plain-HTTP port) the

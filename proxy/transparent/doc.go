@@ -18,8 +18,10 @@
 //     address and port decide.
 //
 // An allowed connection is dialed by egress.Dialer and relayed by
-// tunnel.Runner, as CONNECT and SOCKS5 tunnels are; its access line has
-// listener "transparent" and orig_dst. A refused connection is closed
+// tunnel.Runner, as CONNECT and SOCKS5 tunnels are, or, when its rule
+// inspects it, terminated by the inspector (tunnel.Runner.Inspect) with
+// each request inside decided again; its access line has listener
+// "transparent" and orig_dst. A refused connection is closed
 // without an answer (there is no protocol to answer in; HTTP requests get
 // forward's answers), after its access line.
 //

@@ -160,8 +160,15 @@ func (f *FrontEnd) decide(rec *accesslog.Record, host string, port uint16) (poli
 }
 
 // tunnel dials the decision's pinned addresses and hands the connection
-// to the relay; first goes upstream first.
+// to the relay; first goes upstream first. A tunnel whose rule inspects
+// it is terminated by the inspector instead, as CONNECT's and SOCKS5's
+// are, so that the rule's methods, paths, DLP and headers apply to the
+// in-line client's requests too.
 func (f *FrontEnd) tunnel(c *accept.Conn, dec policy.Decision, first []byte, rec *accesslog.Record) {
+	if f.o.Runner.Inspects(dec) {
+		f.o.Runner.Inspect(c, first, dec, rec)
+		return
+	}
 	up, addr, err := f.o.Dialer.Dial(context.Background(), dec)
 	if err != nil {
 		f.o.Diag.Debug("transparent: dial failed", zap.String("host", dec.Host), zap.String("via", dec.Via), zap.Error(err))
