@@ -5,7 +5,7 @@
 #   make bench                   full run, about 18-20 minutes (3 runs)
 #   BENCH_QUICK=1 make bench     about 5-6 minutes, smaller counts
 #
-# What it does, all on loopback:
+# What it does, all on loopback but the in-line step:
 #   - installs what it needs: Debian's squid and dante-server (apt-get, as
 #     root), smokescreen with `go install` into a scratch directory outside
 #     the repository (never vendored);
@@ -31,6 +31,10 @@
 #     egressbench parent, pinned to the load tool's CPU) for the tunnel
 #     scenarios: egressd's CPU per new tunnel through a parent against its
 #     direct tunnels;
+#   - runs BenchmarkInlineTunnel (test/) once per round: egressd's CPU per
+#     new TLS tunnel through the in-line gateway (redirected by the shipped
+#     nftables rules in network namespaces, since nothing redirects on
+#     loopback) against CONNECT on the same process;
 #   - profiles egressd (pprof from its admin listener) unless BENCH_PPROF=0;
 #   - stops everything it started, by PID, on exit.
 #
@@ -39,7 +43,8 @@
 #   BENCH_RUNS=N          repetitions per proxy (default 3, quick 2)
 #   BENCH_PROXIES="..."   peers and egressd to run (default: egressd egressd-sysdns egressd-chain squid smokescreen
 #                         dante egressd-dlp egressd-icap squid-icap)
-#   BENCH_KINDS="..."     client kinds to run (default: all: direct connect http socks5 cache inspect)
+#   BENCH_KINDS="..."     client kinds to run (default: all: direct connect http socks5 cache inspect inline;
+#                         inline is the in-line gateway's Go benchmark, run when egressd is in BENCH_PROXIES)
 #   BENCH_SCENARIOS=a,b   only these scenarios in every session (default: each session's own; for
 #                         focused runs, e.g. BENCH_PROXIES="egressd egressd-dlp" BENCH_KINDS=http
 #                         BENCH_SCENARIOS=post_1k,post_1m)
@@ -684,6 +689,28 @@ if [[ -d policy ]]; then
 	timeout 180 taskset -c 0 go test -run '^$' -bench . -benchmem -benchtime 1s ./policy/ >"$RESULTS/gobench.txt" 2>&1 || true
 fi
 
+# --- in-line gateway (go test -bench in test/) ----------------------------------------
+# Nothing redirects on the host's loopback, so the in-line figure (issue 21:
+# egressd's CPU per 1,000 new in-line TLS tunnels against CONNECT's) comes
+# from BenchmarkInlineTunnel: one egressd (the binary built above) in the
+# network namespaces of test/testenv.NewInline behind the shipped nftables
+# rules, CONNECT then in-line tunnels on the same process. One go test per
+# round, so that each pair is measured side by side; not pinned (the
+# namespaces' clients, origin and DNS server run in the test binary).
+INLINE_OUT=$RESULTS/inline-gobench.txt
+if [[ " ${ACTIVE[*]} " == *" egressd "* ]] && [[ -z ${BENCH_KINDS:-} || " $BENCH_KINDS " == *" inline "* ]]; then
+	INLINE_TUNNELS=5000
+	[[ $QUICK == 1 ]] && INLINE_TUNNELS=2000
+	: >"$INLINE_OUT"
+	for ((run = 1; run <= RUNS; run++)); do
+		log "in-line tunnels: go test -bench BenchmarkInlineTunnel ./test/, run $run of $RUNS"
+		record "EGRESSD_BIN=$SCRATCH/bin/egressd go test -run '^\$' -bench BenchmarkInlineTunnel -benchtime ${INLINE_TUNNELS}x -count 1 ./test/"
+		EGRESSD_BIN=$SCRATCH/bin/egressd timeout 300 go test -run '^$' -bench BenchmarkInlineTunnel -benchtime "${INLINE_TUNNELS}x" -count 1 ./test/ \
+			>>"$INLINE_OUT" 2>&1 || log "in-line run $run: go test failed (see $INLINE_OUT)"
+	done
+	note "in-line: BenchmarkInlineTunnel (test/), $RUNS runs of ${INLINE_TUNNELS} tunnels per path, egressd in network namespaces behind the shipped nftables rules, not pinned"
+fi
+
 # --- profile egressd ------------------------------------------------------------------
 # Each workload runs for its time bound inside one 10-second CPU profile taken
 # from egressd's admin listener; these sessions are not part of the tables.
@@ -735,6 +762,6 @@ note "wall time of the run: $((SECONDS - START)) s"
 log "writing $DOCS/benchmarks.md and $DOCS/benchmarks.svg"
 mkdir -p "$DOCS"
 "$EB" report -in "$RESULTS/*.json" -out "$DOCS/benchmarks.md" -svg "$DOCS/benchmarks.svg" \
-	-meta "$META" -commands "$COMMANDS" -gobench "$RESULTS/gobench.txt" -pprof "$RESULTS/pprof.txt" \
+	-meta "$META" -commands "$COMMANDS" -gobench "$RESULTS/gobench.txt" -pprof "$RESULTS/pprof.txt" -inline "$INLINE_OUT" \
 	-notes docs/benchmarks-notes.md
 log "done in $((SECONDS - START)) s: $DOCS/benchmarks.md, $DOCS/benchmarks.svg, raw results in $RESULTS"

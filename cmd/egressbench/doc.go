@@ -20,7 +20,10 @@
 //
 // Each scenario writes one JSON object per line to -json and one line of human
 // summary to stdout. The report subcommand reads those files, takes the median
-// over runs, and writes the Markdown tables and an SVG chart.
+// over runs, and writes the Markdown tables and an SVG chart; with -inline it
+// also tabulates the in-line gateway's figure from the output of test/'s
+// BenchmarkInlineTunnel, which needs network namespaces this tool never
+// creates.
 //
 // Every loop is bounded in count and in time, and the tool only ever dials or
 // listens on loopback addresses.

@@ -488,6 +488,7 @@ type reportMeta struct {
 	Commands string   // shown verbatim in a code block
 	GoBench  string   // `go test -bench` output of the policy package
 	PProf    string   // `go tool pprof -top` output for egressd under the benchmark
+	Inline   string   // `go test -bench BenchmarkInlineTunnel` output (test/), every run's
 	Notes    string   // hand-written analysis, included verbatim
 }
 
@@ -570,6 +571,7 @@ func writeMarkdown(w io.Writer, d *dataset, meta reportMeta, svgName string) err
 	gb, gbMet := goBenchCell(meta.GoBench)
 	p("| policy decision, 100,000-host policy (`go test -bench`) | – | – | %s | – | ≤ 1 µs, 0 allocs | %s |\n\n", gb, gbMet)
 	d.chainTable(p)
+	writeInlineTable(p, meta.Inline)
 
 	writeDLPTargets(p, d)
 
@@ -838,6 +840,7 @@ func reportMain(args []string, stdout io.Writer) error {
 	cmdFile := fs.String("commands", "", "file with the commands the run used")
 	goBench := fs.String("gobench", "", "file with `go test -bench` output of the policy package")
 	pprofFile := fs.String("pprof", "", "file with `go tool pprof -top` output for egressd")
+	inlineFile := fs.String("inline", "", "file with `go test -bench BenchmarkInlineTunnel` output (test/), the in-line gateway's figure")
 	notesFile := fs.String("notes", "", "Markdown file of hand-written analysis to include")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -849,9 +852,6 @@ func reportMain(args []string, stdout io.Writer) error {
 			return err
 		}
 		paths = append(paths, m...)
-	}
-	if len(paths) == 0 {
-		return fmt.Errorf("no result files match %q", *in)
 	}
 	results, err := readResults(paths)
 	if err != nil {
@@ -888,6 +888,14 @@ func reportMain(args []string, stdout io.Writer) error {
 	}
 	if meta.Notes, err = readOpt(*notesFile); err != nil {
 		return err
+	}
+	if meta.Inline, err = readOpt(*inlineFile); err != nil {
+		return err
+	}
+	// A run of the in-line benchmark alone (BENCH_KINDS=inline) has no
+	// egressbench results.
+	if len(paths) == 0 && strings.TrimSpace(meta.Inline) == "" {
+		return fmt.Errorf("no result files match %q", *in)
 	}
 	d := newDataset(results)
 	if *svg != "" {
