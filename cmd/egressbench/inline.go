@@ -83,7 +83,7 @@ func writeInlineTable(p func(string, ...any), out string) {
 	r := parseInlineBench(out)
 	p("## In-line TLS tunnels against CONNECT (issue 21)\n\n")
 	p("From `BenchmarkInlineTunnel` (test/inline_bench_test.go), which scripts/bench.sh runs once per round: ")
-	p("one egressd (the same binary) in the gateway namespace of `testenv.NewInline`, behind the shipped nftables rules ")
+	p("one egressd (the bench's build, in testenv's minimal environment: without the loopback runs' GODEBUG) in the gateway namespace of `testenv.NewInline`, behind the shipped nftables rules ")
 	p("(deployments/nftables/egressd-transparent.nft, redirect, IPv4). Each tunnel carries a Go ClientHello for an allowed name and the origin's one byte back, ")
 	p("opened one at a time either as a CONNECT from the internet side to egressd's `listen.http`, or from the client namespace with no proxy settings ")
 	p("(redirected to `listen.transparent`, decided on the SNI); CONNECT first, then in-line, on the same process. ")

@@ -505,7 +505,7 @@ func writeMarkdown(w io.Writer, d *dataset, meta reportMeta, svgName string) err
 
 	p("## How to run it\n\n")
 	p("- `make bench` (scripts/bench.sh, as root): installs Squid and Dante (Debian packages) and smokescreen (`go install` into a scratch directory), ")
-	p("builds egressd and `cmd/egressbench`, runs everything on loopback, and rewrites this file and benchmarks.svg; about 18-20 minutes for 3 alternating runs (the cache and DLP sessions included). ")
+	p("builds egressd and `cmd/egressbench`, runs everything on loopback (but the in-line gateway's Go benchmark, in network namespaces), and rewrites this file and benchmarks.svg; about 18-20 minutes for 3 alternating runs (the cache and DLP sessions included). ")
 	p("`BENCH_QUICK=1 make bench` takes about 5-6 minutes with smaller counts. Raw JSON results go to `results/bench/`.\n")
 	p("- One proxy by hand: `egressbench run -kind connect|http|socks5|cache|inspect|direct -proxy 127.0.0.1:PORT -proxy-pid PID -label NAME -json out.json`; ")
 	p("`egressbench run -h` lists the counts and time bounds. The origins' ports and the DNS address are flags, so a proxy config can name them before the tool starts.\n")
