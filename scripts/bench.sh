@@ -510,8 +510,11 @@ start_proxy() { # name kind -> PROXY_PID, PROXY_ADDR
 		[[ $kind == socks5 ]] && PROXY_ADDR=127.0.0.1:$P_EG_SOCKS
 		;;
 	egressd-chain)
-		record "taskset -c 0 $SCRATCH/bin/egressd serve --config $CONF/egressd-chain/egressd.yaml >>$logdir/egressd-chain-access.log"
-		taskset -c 0 "$SCRATCH/bin/egressd" serve --config "$CONF/egressd-chain/egressd.yaml" >>"$logdir/egressd-chain-access.log" 2>>"$logdir/egressd-chain-stderr.log" &
+		# The same environment as egressd's direct runs (the deployment's
+		# GODEBUG): the chain's ratio must compare like with like.
+		record "env $EGRESSD_ENV taskset -c 0 $SCRATCH/bin/egressd serve --config $CONF/egressd-chain/egressd.yaml >>$logdir/egressd-chain-access.log"
+		# shellcheck disable=SC2086 # EGRESSD_ENV is a list of K=V words
+		env $EGRESSD_ENV taskset -c 0 "$SCRATCH/bin/egressd" serve --config "$CONF/egressd-chain/egressd.yaml" >>"$logdir/egressd-chain-access.log" 2>>"$logdir/egressd-chain-stderr.log" &
 		PROXY_PID=$!
 		PROXY_ADDR=127.0.0.1:$P_EG_HTTP
 		;;
