@@ -347,6 +347,24 @@ func (f *lbFarm) waitServerDown(t *testing.T, i int, timeout time.Duration) time
 	return time.Now()
 }
 
+// downEvent waits (bounded) for HAProxy's event line that took instance i
+// out of backend, which gives the reason, and returns it.
+func (f *lbFarm) downEvent(t *testing.T, backend string, i int) string {
+	t.Helper()
+	prefix := fmt.Sprintf("Server %s/%s is DOWN", backend, farmServer(i))
+	var line string
+	waitUntil(t, 10*time.Second, func() bool {
+		for _, l := range strings.Split(f.lb.Events(), "\n") {
+			if _, ev, ok := strings.Cut(l, prefix); ok {
+				line = prefix + ev
+				return true
+			}
+		}
+		return false
+	}, func() string { return "HAProxy logged no event " + prefix + ":\n" + f.lb.Events() })
+	return line
+}
+
 // waitServed waits until every instance has logged at least n allowed
 // requests: the load reaches all of them.
 func (f *lbFarm) waitServed(t *testing.T, n int) {

@@ -46,10 +46,19 @@ func testFarmDrain(t *testing.T, proxyProtocol bool) {
 	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	// How soon HAProxy takes it out is scheduling (checks every
+	// farmCheckInter on a busy machine, seen here by polling its stats):
+	// it is logged, not bounded. That it happened before the listeners
+	// closed is checked by what HAProxy and the instance did: its checks
+	// failed on /readyz's 503 (below), and every connection HAProxy tried
+	// on it was served (further down): one tried after the listeners
+	// closed is refused, which HAProxy counts and the instance never logs.
 	tDown := f.waitServerDown(t, victim, 10*time.Second)
 	atDown := f.sessionCounts(t)
-	if d := tDown.Sub(t0); d >= farmDrainDelay {
-		t.Errorf("HAProxy took the draining instance out %v after SIGTERM, not before its listeners close (drain_delay %v)", d, farmDrainDelay)
+	for _, b := range farmBackends {
+		if ev := f.downEvent(t, b, victim); !strings.Contains(ev, "reason: Layer7 wrong status, code: 503") {
+			t.Errorf("HAProxy took %s out of %s for another reason than /readyz's 503: %s", farmServer(victim), b, ev)
+		}
 	}
 	if code := p.Wait(t, farmDrainDelay+farmDrain+10*time.Second); code != 0 {
 		t.Errorf("drained instance exit code %d, want 0", code)
@@ -74,7 +83,8 @@ func testFarmDrain(t *testing.T, proxyProtocol bool) {
 	// during the drain, was served: one allowed request each (the clients
 	// never reuse a connection). It has exited, so its log is complete.
 	if n := accessCount(p, map[string]any{"decision": "allow"}); n != atEnd[victim] {
-		t.Errorf("the drained instance logged %d allowed requests, HAProxy sent it %d connections", n, atEnd[victim])
+		t.Errorf("the drained instance logged %d allowed requests, HAProxy sent it %d connections (a connection tried after its listeners closed is refused, counted and never served)",
+			n, atEnd[victim])
 	}
 	if strings.Contains(p.Stderr(), "drain time over") {
 		t.Errorf("the drain cut work:\n%s", p.Stderr())
@@ -96,7 +106,7 @@ func testFarmDrain(t *testing.T, proxyProtocol bool) {
 			func() string { return farmServer(i) + " logged no request after the drained instance exited" })
 	}
 	t.Logf("SIGTERM to %s: HAProxy took it out after %v (checks every %v, fall %d); it exited 0 after %v (drain_delay %v); "+
-		"HAProxy sent it %d connections between SIGTERM and taking it out, all served; sessions per instance at SIGTERM %v, "+
+		"HAProxy sent it %d connections between SIGTERM and taking it out; sessions per instance at SIGTERM %v, "+
 		"when it was out %v, at the end %v",
 		farmServer(victim), tDown.Sub(t0).Round(time.Millisecond), farmCheckInter, farmCheckFall,
 		tExit.Sub(t0).Round(time.Millisecond), farmDrainDelay, atDown[victim]-atTerm[victim], atTerm, atDown, atEnd)

@@ -538,7 +538,35 @@ frontend stats
     stats enable
     stats uri /
 `, front, origin.Addr(), stats))
-	// HAProxy's readiness probe was a session too: count from here.
+	// waitSession polls (bounded) for the session log line of a session
+	// that matches: a line comes when its session ends.
+	waitSession := func(match func(testenv.HAProxySession) bool) (testenv.HAProxySession, bool) {
+		deadline := time.Now().Add(5 * time.Second)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			for _, s := range h.Sessions() {
+				if match(s) {
+					return s, true
+				}
+			}
+			if time.Now().After(deadline) {
+				return testenv.HAProxySession{}, false
+			}
+			<-tick.C
+		}
+	}
+	// StartHAProxy's readiness probe of front was a session too, and
+	// HAProxy may count it after StartHAProxy returns (the probe only
+	// waits for the kernel's accept): count from the end of the probe's
+	// session, when nothing else is on front.
+	probe, ok := waitSession(func(s testenv.HAProxySession) bool { return s.Backend == "back" })
+	if !ok {
+		t.Fatalf("no session log line of the readiness probe of front\n%s", h.Events())
+	}
+	if probe.Server != "origin" && probe.Server != "<NOSRV>" {
+		t.Fatalf("the readiness probe's session: %s", probe.Line)
+	}
 	sessionsBefore := 0
 	for _, st := range h.Stats(t, stats) {
 		if st.Backend == "back" && st.Server == "origin" {
@@ -564,19 +592,12 @@ frontend stats
 	if origin.Count() != 1 {
 		t.Errorf("origin saw %d requests through HAProxy", origin.Count())
 	}
-	session := func() (testenv.HAProxySession, bool) {
-		for _, s := range h.Sessions() {
-			if s.ClientPort == clientPort {
-				return s, true
-			}
-		}
-		return testenv.HAProxySession{}, false
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for _, ok := session(); !ok && time.Now().Before(deadline); _, ok = session() {
-		time.Sleep(20 * time.Millisecond) // the session line comes when it ends; bounded
-	}
-	if s, ok := session(); !ok || s.Backend != "back" || s.Server != "origin" {
+	// Client ports are reused (towards another address, or after
+	// TIME_WAIT on loopback): the stats reads and the probe may have had
+	// this one.
+	if s, ok := waitSession(func(s testenv.HAProxySession) bool {
+		return s.ClientPort == clientPort && s.Backend == "back" && s.Line != probe.Line
+	}); !ok || s.Server != "origin" {
 		t.Errorf("session of client port %d: %+v, %v\n%s", clientPort, s, ok, h.Events())
 	}
 	var found bool
