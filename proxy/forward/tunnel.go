@@ -13,17 +13,6 @@ import (
 	"github.com/egressd/egressd/proxy/egress"
 )
 
-// dial connects to the decision's pinned addresses and records which one answered.
-func (h *Handler) dial(ctx context.Context, x *exchange, dec policy.Decision) (*net.TCPConn, error) {
-	conn, addr, err := h.o.Dialer.Dial(ctx, dec)
-	if err != nil {
-		h.o.Diag.Debug("dial failed", zap.String("host", dec.Host), zap.Error(err))
-		return nil, err
-	}
-	x.rec.IP = addr
-	return conn, nil
-}
-
 // decisionKey carries an allowed decision to the Transport's DialContext.
 type decisionKey struct{}
 
