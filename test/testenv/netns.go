@@ -5,11 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -202,33 +204,65 @@ func (n *Netns) DialFromContext(ctx context.Context, network, from, addr string)
 }
 
 // FreeAddr returns "ip:port" with a TCP port that was free on ip a moment
-// ago, inside the namespace (or the host for nil). There is a small race:
-// another process may take the port before egressd binds it. egressd
-// cannot report the port it got for ":0", so the tests pick ports this way;
-// a collision shows up as a failed start, not a wrong result.
+// ago, inside the namespace (or the host for nil). egressd cannot report
+// the port it got for ":0", so the tests pick ports this way.
 //
-// An address is never handed out twice in one test process: the kernel may
-// give the same just-closed port to two calls in a row, and a config whose
-// listen.http and listen.admin collide does not start.
+// The port is drawn at random below the kernel's ephemeral range, not
+// from ":0": the kernel hands ":0" and every outgoing connection's source
+// port from that range, so under parallel suites opening thousands of
+// connections a just-freed ephemeral port was often taken again before
+// egressd bound it ("address already in use"). Below the range only
+// another test's explicit bind can collide, and a random draw from
+// thousands of ports makes that rare; a collision shows up as a failed
+// start, not a wrong result.
+//
+// An address is never handed out twice in one test process: a config
+// whose listen.http and listen.admin collide does not start.
 func (n *Netns) FreeAddr(t testing.TB, ip string) string {
 	t.Helper()
-	for range 100 {
-		ln, err := n.Listen("tcp", net.JoinHostPort(ip, "0"))
-		if err != nil {
-			t.Fatalf("free port on %s: %v", ip, err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
+	lo, hi := belowEphemeral(n)
+	for range 1000 {
+		port := lo + mrand.IntN(hi-lo+1)
+		addr := net.JoinHostPort(ip, strconv.Itoa(port))
 		handedOutMu.Lock()
 		_, dup := handedOut[addr]
+		handedOutMu.Unlock()
+		if dup {
+			continue
+		}
+		ln, err := n.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		handedOutMu.Lock()
+		_, dup = handedOut[addr]
 		handedOut[addr] = struct{}{}
 		handedOutMu.Unlock()
 		if !dup {
 			return addr
 		}
 	}
-	t.Fatalf("no free port on %s that was not handed out before", ip)
+	t.Fatalf("no free port on %s in %d-%d", ip, lo, hi)
 	return ""
+}
+
+// belowEphemeral is the port range FreeAddr draws from: from 10000 up to
+// just below the namespace's ip_local_port_range (32768-60999 by default,
+// so 10000-32767).
+func belowEphemeral(n *Netns) (lo, hi int) {
+	lo, hi = 10000, 32767
+	var b []byte
+	n.inNetns(func() (err error) {
+		b, err = os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+		return err
+	})
+	if f := strings.Fields(string(b)); len(f) == 2 {
+		if first, err := strconv.Atoi(f[0]); err == nil && first-1 > lo+1000 {
+			hi = first - 1
+		}
+	}
+	return lo, hi
 }
 
 // handedOut is every address FreeAddr returned in this process.
