@@ -2,10 +2,7 @@ package test
 
 import (
 	"bytes"
-	"crypto/ecdh"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -17,9 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/cryptobyte"
-
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/sni/snitest"
 	"github.com/egressd/egressd/test/testenv"
 )
 
@@ -111,11 +107,11 @@ func closedWithin(c net.Conn, d time.Duration) (bool, error) {
 // IP is relayed, as before.
 func TestGuardFailsClosed(t *testing.T) {
 	e := newGuardEnv(t, nil)
-	hello := tlsClientHello(t, "denied.test")
+	hello := snitest.HelloFor("denied.test")
 	trailingDot := bytes.Replace(hello, []byte("denied.test"), []byte("denied.tes."), 1)
 	nul := bytes.Replace(hello, []byte("denied.test"), []byte("denied\x00test"), 1)
 	huge := hugeHello()
-	noSNI := tlsClientHello(t, "")
+	noSNI := snitest.HelloFor("")
 
 	type tcase struct {
 		name string
@@ -175,8 +171,8 @@ func TestGuardFailsClosed(t *testing.T) {
 // reaches the origin; with the default (allow) its outer SNI is judged and
 // the line says ech.
 func TestGuardECH(t *testing.T) {
-	hello := tlsClientHelloWith(t, &tls.Config{ServerName: "allowed.test", MinVersion: tls.VersionTLS13,
-		EncryptedClientHelloConfigList: echConfigList(t, "allowed.test")})
+	hello := snitest.Hello(&tls.Config{ServerName: "allowed.test", MinVersion: tls.VersionTLS13,
+		EncryptedClientHelloConfigList: snitest.ECHConfigList(t, "allowed.test")})
 	for _, ech := range []string{"deny", "allow"} {
 		e := newGuardEnv(t, func(p *policy.Config) { p.ECH = ech })
 		for _, listener := range []string{"connect", "socks5"} {
@@ -207,63 +203,6 @@ func TestGuardECH(t *testing.T) {
 			})
 		}
 	}
-}
-
-// echConfigList is an ECHConfigList (draft-ietf-tls-esni) for a fresh
-// X25519 key, enough for crypto/tls to send an ECH ClientHello whose outer
-// SNI is publicName.
-func echConfigList(t *testing.T, publicName string) []byte {
-	t.Helper()
-	key, err := ecdh.X25519().GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b cryptobyte.Builder
-	b.AddUint16LengthPrefixed(func(list *cryptobyte.Builder) {
-		list.AddUint16(0xfe0d)
-		list.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) {
-			c.AddUint8(7)     // config_id
-			c.AddUint16(0x20) // DHKEM(X25519, HKDF-SHA256)
-			c.AddUint16LengthPrefixed(func(k *cryptobyte.Builder) { k.AddBytes(key.PublicKey().Bytes()) })
-			c.AddUint16LengthPrefixed(func(s *cryptobyte.Builder) {
-				s.AddUint16(1) // HKDF-SHA256
-				s.AddUint16(1) // AES-128-GCM
-			})
-			c.AddUint8(0) // maximum_name_length
-			c.AddUint8LengthPrefixed(func(n *cryptobyte.Builder) { n.AddBytes([]byte(publicName)) })
-			c.AddUint16(0) // no extensions
-		})
-	})
-	return b.BytesOrPanic()
-}
-
-// tlsClientHello returns the first flight of a crypto/tls client for
-// serverName ("" sends no server_name).
-func tlsClientHello(t *testing.T, serverName string) []byte {
-	t.Helper()
-	return tlsClientHelloWith(t, &tls.Config{ServerName: serverName, InsecureSkipVerify: serverName == ""})
-}
-
-// tlsClientHelloWith returns the first record a crypto/tls client sends
-// with cfg.
-func tlsClientHelloWith(t *testing.T, cfg *tls.Config) []byte {
-	t.Helper()
-	client, server := net.Pipe()
-	defer server.Close()
-	go func() {
-		tls.Client(client, cfg).Handshake()
-		client.Close()
-	}()
-	server.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var hdr [5]byte
-	if _, err := io.ReadFull(server, hdr[:]); err != nil {
-		t.Fatal(err)
-	}
-	body := make([]byte, binary.BigEndian.Uint16(hdr[3:]))
-	if _, err := io.ReadFull(server, body); err != nil {
-		t.Fatal(err)
-	}
-	return append(hdr[:], body...)
 }
 
 // hugeHello is the start of a ClientHello announcing a 70,000-byte message,

@@ -3,7 +3,6 @@ package test
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/proxy/sni/snitest"
 	"github.com/egressd/egressd/test/testenv"
 )
 
@@ -80,7 +80,7 @@ func BenchmarkInlineTunnel(b *testing.B) {
 		b.Fatalf("transparent-rules start: exit %d\n%s%s", exit, out, errOut)
 	}
 
-	hello := clientHello(b, "allowed.test")
+	hello := snitest.HelloFor("allowed.test")
 	connect := append([]byte("CONNECT allowed.test:443 HTTP/1.1\r\nHost: allowed.test:443\r\n\r\n"), hello...)
 	const established = "HTTP/1.1 200 Connection established\r\n\r\n"
 	cases := []struct {
@@ -127,28 +127,6 @@ func BenchmarkInlineTunnel(b *testing.B) {
 			}
 		})
 	}
-}
-
-// clientHello is the first TLS record a Go client sends for serverName.
-func clientHello(b *testing.B, serverName string) []byte {
-	b.Helper()
-	client, server := net.Pipe()
-	go func() {
-		tls.Client(client, &tls.Config{ServerName: serverName}).Handshake()
-		client.Close()
-	}()
-	var rec bytes.Buffer
-	head := make([]byte, 5)
-	if _, err := io.ReadFull(server, head); err != nil {
-		b.Fatal(err)
-	}
-	rec.Write(head)
-	n := int(head[3])<<8 | int(head[4])
-	if _, err := io.CopyN(&rec, server, int64(n)); err != nil {
-		b.Fatal(err)
-	}
-	server.Close()
-	return rec.Bytes()
 }
 
 // procCPU is the user and system CPU time process pid has used.

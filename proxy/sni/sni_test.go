@@ -2,76 +2,21 @@ package sni
 
 import (
 	"bytes"
-	"crypto/ecdh"
-	"crypto/rand"
 	"crypto/tls"
 	"errors"
-	"io"
 	mrand "math/rand/v2"
-	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/crypto/cryptobyte"
+
+	"github.com/egressd/egressd/proxy/sni/snitest"
 )
-
-// recordingConn is the client side of a handshake that never gets an
-// answer: it keeps everything crypto/tls writes and fails every read, so
-// Handshake returns right after sending its first flight.
-type recordingConn struct {
-	net.Conn // nil: any other method panics, which would be a test bug
-	out      bytes.Buffer
-}
-
-func (c *recordingConn) Write(p []byte) (int, error)      { return c.out.Write(p) }
-func (c *recordingConn) Read([]byte) (int, error)         { return 0, io.EOF }
-func (c *recordingConn) Close() error                     { return nil }
-func (c *recordingConn) SetDeadline(time.Time) error      { return nil }
-func (c *recordingConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *recordingConn) SetWriteDeadline(time.Time) error { return nil }
-func (c *recordingConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
-func (c *recordingConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
-
-// helloFrom returns the first flight a crypto/tls client sends with cfg.
-func helloFrom(cfg *tls.Config) []byte {
-	rc := &recordingConn{}
-	tls.Client(rc, cfg).Handshake() // fails on the first read; we want only the write
-	return rc.out.Bytes()
-}
 
 // clientHello returns a real crypto/tls ClientHello for serverName.
 func clientHello(serverName string, alpn ...string) []byte {
-	return helloFrom(&tls.Config{ServerName: serverName, InsecureSkipVerify: true, NextProtos: alpn})
-}
-
-// echConfigList builds an ECHConfigList (draft-ietf-tls-esni, version
-// 0xfe0d) for a fresh X25519 key, enough for crypto/tls to send an ECH
-// ClientHello whose outer SNI is publicName.
-func echConfigList(t testing.TB, publicName string) []byte {
-	t.Helper()
-	key, err := ecdh.X25519().GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b cryptobyte.Builder
-	b.AddUint16LengthPrefixed(func(list *cryptobyte.Builder) {
-		list.AddUint16(0xfe0d)
-		list.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) {
-			c.AddUint8(7)     // config_id
-			c.AddUint16(0x20) // DHKEM(X25519, HKDF-SHA256)
-			c.AddUint16LengthPrefixed(func(k *cryptobyte.Builder) { k.AddBytes(key.PublicKey().Bytes()) })
-			c.AddUint16LengthPrefixed(func(s *cryptobyte.Builder) {
-				s.AddUint16(1) // HKDF-SHA256
-				s.AddUint16(1) // AES-128-GCM
-			})
-			c.AddUint8(0) // maximum_name_length
-			c.AddUint8LengthPrefixed(func(n *cryptobyte.Builder) { n.AddBytes([]byte(publicName)) })
-			c.AddUint16(0) // no extensions
-		})
-	})
-	return b.BytesOrPanic()
+	return snitest.Hello(&tls.Config{ServerName: serverName, InsecureSkipVerify: true, NextProtos: alpn})
 }
 
 // fragment re-frames a single-record ClientHello into records of at most n
@@ -142,10 +87,10 @@ func bareHello(exts []byte) []byte {
 func TestParse(t *testing.T) {
 	t.Parallel()
 	withSNI := clientHello("example.com", "h2", "http/1.1")
-	ech := helloFrom(&tls.Config{
+	ech := snitest.Hello(&tls.Config{
 		ServerName:                     "inner.example",
 		MinVersion:                     tls.VersionTLS13,
-		EncryptedClientHelloConfigList: echConfigList(t, "public.example"),
+		EncryptedClientHelloConfigList: snitest.ECHConfigList(t, "public.example"),
 		InsecureSkipVerify:             true,
 	})
 	exampleInfo := Info{ServerName: "example.com", HasSNI: true, ALPN: []string{"h2", "http/1.1"}, Version: tls.VersionTLS13}
@@ -162,7 +107,7 @@ func TestParse(t *testing.T) {
 		{"single alpn", clientHello("a.example", "h2"), Info{ServerName: "a.example", HasSNI: true, ALPN: []string{"h2"}, Version: tls.VersionTLS13}, nil},
 		{"ech outer name", ech, Info{ServerName: "public.example", HasSNI: true, ECH: true, Version: tls.VersionTLS13}, nil},
 		{"tls 1.2 without extensions", bareHello(nil), Info{Version: tls.VersionTLS12}, nil},
-		{"tls 1.2 client", helloFrom(&tls.Config{ServerName: "a.example", MaxVersion: tls.VersionTLS12, InsecureSkipVerify: true}), Info{ServerName: "a.example", HasSNI: true, Version: tls.VersionTLS12}, nil},
+		{"tls 1.2 client", snitest.Hello(&tls.Config{ServerName: "a.example", MaxVersion: tls.VersionTLS12, InsecureSkipVerify: true}), Info{ServerName: "a.example", HasSNI: true, Version: tls.VersionTLS12}, nil},
 		{"supported_versions with grease", bareHello([]byte{0, 43, 0, 7, 6, 0x7a, 0x7a, 3, 4, 3, 3}), Info{Version: tls.VersionTLS13}, nil},
 		{"supported_versions only grease", bareHello([]byte{0, 43, 0, 3, 2, 0xaa, 0xaa}), Info{Version: tls.VersionTLS12}, nil},
 		{"empty extension block", bareHello([]byte{}), Info{Version: tls.VersionTLS12}, nil},
