@@ -2,8 +2,6 @@ package tunnel
 
 import (
 	"bytes"
-	"crypto/ecdh"
-	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -13,61 +11,16 @@ import (
 	"testing/synctest"
 	"time"
 
-	"golang.org/x/crypto/cryptobyte"
-
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy/accesslog"
+	"github.com/egressd/egressd/proxy/sni/snitest"
 )
-
-// recordingConn is the client side of a handshake that never gets an
-// answer: it keeps what crypto/tls writes and fails every read.
-type recordingConn struct {
-	net.Conn // nil: any other method panics, which would be a test bug
-	out      bytes.Buffer
-}
-
-func (c *recordingConn) Write(p []byte) (int, error)      { return c.out.Write(p) }
-func (c *recordingConn) Read([]byte) (int, error)         { return 0, io.EOF }
-func (c *recordingConn) Close() error                     { return nil }
-func (c *recordingConn) SetDeadline(time.Time) error      { return nil }
-func (c *recordingConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *recordingConn) SetWriteDeadline(time.Time) error { return nil }
 
 // helloFor returns a crypto/tls client's ClientHello for serverName (""
 // sends no server_name), with ECH when echConfig is set.
 func helloFor(serverName string, echConfig []byte) []byte {
-	rc := &recordingConn{}
-	tls.Client(rc, &tls.Config{ServerName: serverName, InsecureSkipVerify: serverName == "",
-		MinVersion: tls.VersionTLS13, EncryptedClientHelloConfigList: echConfig}).Handshake()
-	return rc.out.Bytes()
-}
-
-// echConfigList is an ECHConfigList (draft-ietf-tls-esni) for a fresh
-// X25519 key, enough for crypto/tls to send an ECH ClientHello whose outer
-// SNI is publicName.
-func echConfigList(t testing.TB, publicName string) []byte {
-	t.Helper()
-	key, err := ecdh.X25519().GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b cryptobyte.Builder
-	b.AddUint16LengthPrefixed(func(list *cryptobyte.Builder) {
-		list.AddUint16(0xfe0d)
-		list.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) {
-			c.AddUint8(7)     // config_id
-			c.AddUint16(0x20) // DHKEM(X25519, HKDF-SHA256)
-			c.AddUint16LengthPrefixed(func(k *cryptobyte.Builder) { k.AddBytes(key.PublicKey().Bytes()) })
-			c.AddUint16LengthPrefixed(func(s *cryptobyte.Builder) {
-				s.AddUint16(1) // HKDF-SHA256
-				s.AddUint16(1) // AES-128-GCM
-			})
-			c.AddUint8(0) // maximum_name_length
-			c.AddUint8LengthPrefixed(func(n *cryptobyte.Builder) { n.AddBytes([]byte(publicName)) })
-			c.AddUint16(0) // no extensions
-		})
-	})
-	return b.BytesOrPanic()
+	return snitest.Hello(&tls.Config{ServerName: serverName, InsecureSkipVerify: serverName == "",
+		MinVersion: tls.VersionTLS13, EncryptedClientHelloConfigList: echConfig})
 }
 
 // eofConn is a client that has sent everything already: every read ends.
@@ -106,7 +59,7 @@ func TestCheck(t *testing.T) {
 	trailingDot := bytes.Replace(good, []byte("allowed.test"), []byte("allowed.tes."), 1)
 	nul := bytes.Replace(good, []byte("allowed.test"), []byte("allowed\x00test"), 1)
 	huge := []byte{0x16, 3, 1, 0x40, 0, 1, 0x01, 0x11, 0x70, 3, 3} // announces 70,000 bytes
-	ech := helloFor("allowed.test", echConfigList(t, "allowed.test"))
+	ech := helloFor("allowed.test", snitest.ECHConfigList(t, "allowed.test"))
 	if !bytes.Contains(ech, []byte{0xfe, 0x0d}) {
 		t.Fatal("crypto/tls sent no ECH extension")
 	}
@@ -231,7 +184,7 @@ func FuzzGuardRelaysOnlyWhatTLSReads(f *testing.F) {
 		helloFor("", nil),
 		helloFor("192.0.2.1", nil),
 		helloFor("evil.test", nil),
-		helloFor("allowed.test", echConfigList(f, "allowed.test")),
+		helloFor("allowed.test", snitest.ECHConfigList(f, "allowed.test")),
 		bytes.Replace(good, []byte("allowed.test"), []byte("allowed.tes."), 1),
 		good[:len(good)/2],
 		[]byte("GET / HTTP/1.1\r\n\r\n"),
