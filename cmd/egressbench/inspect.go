@@ -4,18 +4,13 @@ import (
 	"bufio"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -24,6 +19,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/proxy/inspect/inspecttest"
+	"github.com/egressd/egressd/test/testnet"
 )
 
 // The pki subcommand writes, once per benchmark, the certificates every run
@@ -61,8 +57,9 @@ func pkiMain(args []string, stdout io.Writer) error {
 
 // benchPKI is what a run reads from -pki.
 type benchPKI struct {
-	originCA     *x509.Certificate
-	originKey    crypto.Signer
+	// origin issues the HTTPS origins' certificates: the origin CA, an
+	// intermediate (in every chain it issues) whose root the proxies trust.
+	origin       *testnet.CA
 	inspectRoots *x509.CertPool
 }
 
@@ -106,7 +103,7 @@ func loadPKI(dir string) (*benchPKI, error) {
 	if !roots.AppendCertsFromPEM(rb) {
 		return nil, errors.New("-pki: inspect-root.pem: no certificate")
 	}
-	return &benchPKI{originCA: ca, originKey: signer, inspectRoots: roots}, nil
+	return &benchPKI{origin: testnet.CAFrom(ca, signer), inspectRoots: roots}, nil
 }
 
 // bulkPrefix starts the path of a large response: /bulk/N answers N bytes.
@@ -216,39 +213,4 @@ func (b *bench) runInspectBulk(ctx context.Context) error {
 	}
 	r.perGiB()
 	return b.out(r)
-}
-
-// originLeaf issues the HTTPS origin's certificate for names (host names
-// and IP literals) under the origin CA; the chain holds the leaf and the
-// CA (an intermediate, whose root the proxies trust).
-func (p *benchPKI) originLeaf(names ...string) (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	sn, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: sn,
-		Subject:      pkix.Name{CommonName: names[0]},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.originCA, &key.PublicKey, p.originKey)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der, p.originCA.Raw}, PrivateKey: key}, nil
 }

@@ -386,19 +386,15 @@ func (o *origins) Close() {
 // and a leaf certificate for name, every name under bench.test and ip. It
 // returns the server's TLS config and a pool that trusts the CA.
 func newTestPKI(name string, ip netip.Addr, pki *benchPKI) (*tls.Config, *x509.CertPool, error) {
+	var ca *testnet.CA
 	if pki != nil {
 		// The origin CA every run shares (-pki), which proxies trust.
-		leaf, err := pki.originLeaf(name, "*."+strings.TrimSuffix(benchDomain, "."), ip.String())
-		if err != nil {
+		ca = pki.origin
+	} else {
+		var err error
+		if ca, err = testnet.NewCA("egressbench test CA"); err != nil {
 			return nil, nil, err
 		}
-		pool := x509.NewCertPool()
-		pool.AddCert(pki.originCA)
-		return &tls.Config{Certificates: []tls.Certificate{leaf}, MinVersion: tls.VersionTLS12}, pool, nil
-	}
-	ca, err := testnet.NewCA("egressbench test CA")
-	if err != nil {
-		return nil, nil, err
 	}
 	leaf, err := ca.Issue(name, "*."+strings.TrimSuffix(benchDomain, "."), ip.String())
 	if err != nil {

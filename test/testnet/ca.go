@@ -1,6 +1,7 @@
 package testnet
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -19,7 +20,13 @@ import (
 type CA struct {
 	cert *x509.Certificate
 	der  []byte
-	key  *ecdsa.PrivateKey
+	key  crypto.Signer
+}
+
+// CAFrom is a CA that issues with an existing CA certificate and its key
+// (a root, or an intermediate that then goes in every chain it issues).
+func CAFrom(cert *x509.Certificate, key crypto.Signer) *CA {
+	return &CA{cert: cert, der: cert.Raw, key: key}
 }
 
 // NewCA creates a CA named cn.
@@ -89,7 +96,7 @@ func (ca *CA) Issue(names ...string) (tls.Certificate, error) {
 			tmpl.DNSNames = append(tmpl.DNSNames, n)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("leaf cert: %w", err)
 	}

@@ -14,10 +14,11 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/egressd/egressd/test/testnet"
 )
 
 // CA is a test root and the intermediate under it that signs leaves.
@@ -97,32 +98,9 @@ func WriteCA(dir, name string) (*CA, error) {
 
 // Leaf issues a server certificate for names (host names or IP
 // addresses) signed by the root, for origins the clients of a test reach
-// through egressd.
+// through egressd; the chain holds the leaf and the root.
 func (ca *CA) Leaf(names ...string) (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: names[0]},
-		NotBefore:   now.Add(-time.Hour),
-		NotAfter:    now.Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
-		}
-	}
-	leaf, der, err := sign(tmpl, ca.Root, key, ca.rootKey)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+	return testnet.CAFrom(ca.Root, ca.rootKey).Issue(names...)
 }
 
 // SelfSigned is a server certificate for names that no CA vouches for:
