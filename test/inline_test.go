@@ -407,7 +407,15 @@ func (e *inlineEnv) testInspected(t *testing.T) {
 		t.Errorf("an inspected tunnel served the origin's certificate")
 	}
 	e.line(t, netip.AddrPortFrom(inlineWeb, 443), map[string]any{"sni": "inspected.test", "rule": "inspected", "decision": "allow"})
-	e.p.WaitForLog(t, testenv.Fields(map[string]any{"listener": "transparent", "inspected": true, "path": "/nope", "status": 403}))
+	// Each request inside has a line of its own, with the address the
+	// client dialed as the tunnel's line has it.
+	for _, r := range []struct {
+		path   string
+		status int
+	}{{"/ok/1", 200}, {"/nope", 403}} {
+		e.p.WaitForLog(t, testenv.Fields(map[string]any{"listener": "transparent", "inspected": true, "path": r.path, "status": r.status,
+			"orig_dst": netip.AddrPortFrom(inlineWeb, 443).String()}))
+	}
 }
 
 // testNoSNI: a ClientHello without SNI to an address no cidrs rule allows

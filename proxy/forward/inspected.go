@@ -41,6 +41,7 @@ func (h *Handler) ServeInspected(w http.ResponseWriter, r *http.Request) {
 	rec.Path, rec.UserAgent = r.URL.EscapedPath(), r.UserAgent()
 	rec.ClientPort = t.Record.ClientPort
 	rec.SNI = t.Record.SNI
+	rec.OrigDst = t.Record.OrigDst // in-line: the address the client dialed
 	x := &exchange{rec: rec, inner: t}
 	cw := &respWriter{ResponseWriter: w, x: x, idle: h.idle}
 	cw.dl, _ = w.(deadliner)
