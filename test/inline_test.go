@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -36,7 +38,11 @@ var (
 	inlineRaw    = netip.MustParseAddr("203.0.113.30")   // a TCP service on :2222 that a cidrs rule allows
 	inlineWeb6   = netip.MustParseAddr("2001:db8:1::10") // a client's own choice of address: honeypots only
 	inlineDNS    = netip.MustParseAddr("198.51.100.53")
+	inlineParent = netip.MustParseAddr("10.1.2.3") // the corporate parent proxy (rule partner's via): private, which is fine for a parent
 )
+
+// The parent's credentials (upstream_proxies.corp).
+const inlineParentUser, inlineParentPassword = "gw", "in-line-parent-pw-3f9a"
 
 const inlineRawPort = 2222
 
@@ -50,7 +56,8 @@ type inlineEnv struct {
 	webHTTP  *testenv.Origin // allowed.test:80
 	other    *testenv.Origin // other.test:80
 	hp       *testenv.Honeypot
-	port     uint16 // listen.transparent's port
+	parent   *testenv.Parent // upstream_proxies.corp: partner.test's only way out
+	port     uint16          // listen.transparent's port
 	rawConns chan struct{}
 }
 
@@ -61,7 +68,7 @@ func newInlineEnv(t *testing.T, ipv4, ipv6 string) *inlineEnv {
 	t.Helper()
 	e := &inlineEnv{rawConns: make(chan struct{}, 16)}
 	in := testenv.NewInline(t, inlineWeb.String(), inlineOther.String(), inlineDenied.String(), inlineRaw.String(),
-		inlineWeb6.String(), inlineDNS.String())
+		inlineWeb6.String(), inlineDNS.String(), inlineParent.String())
 	e.in = in
 	dns, err := testenv.StartDNSServerAt(t, in.Internet, netip.AddrPortFrom(inlineDNS, 53).String())
 	if err != nil {
@@ -78,7 +85,7 @@ func newInlineEnv(t *testing.T, ipv4, ipv6 string) *inlineEnv {
 	e.caFile = ca.WritePEM(t.TempDir())
 	e.roots = x509.NewCertPool()
 	e.roots.AppendCertsFromPEM(ca.PEM())
-	e.web = testenv.TLSOriginAt(t, in.Internet, ca, netip.AddrPortFrom(inlineWeb, 443).String(), "allowed.test", "inspected.test")
+	e.web = testenv.TLSOriginAt(t, in.Internet, ca, netip.AddrPortFrom(inlineWeb, 443).String(), "allowed.test", "inspected.test", "partner.test")
 	e.webHTTP = testenv.HTTPOriginAt(t, in.Internet, netip.AddrPortFrom(inlineWeb, 80).String(), "allowed.test")
 	e.other = testenv.HTTPOriginAt(t, in.Internet, netip.AddrPortFrom(inlineOther, 80).String(), "other.test")
 	e.hp = in.Internet.Honeypot(t,
@@ -88,6 +95,16 @@ func newInlineEnv(t *testing.T, ipv4, ipv6 string) *inlineEnv {
 		netip.AddrPortFrom(in.Metadata, 80).String(), netip.AddrPortFrom(in.Metadata, 443).String(),
 		netip.AddrPortFrom(in.Private, 80).String(), netip.AddrPortFrom(in.Private, 443).String())
 	e.startRaw(t)
+	// partner.test is a name only the parent resolves (egressd's DNS does
+	// not know it).
+	e.parent = testenv.NewParentIn(t, in.Internet, inlineParent.String(), testenv.ParentOptions{
+		Hosts:       map[string]string{"partner.test": inlineWeb.String()},
+		Credentials: inlineParentUser + ":" + inlineParentPassword,
+	})
+	pwFile := filepath.Join(t.TempDir(), "corp.pass")
+	if err := os.WriteFile(pwFile, []byte(inlineParentPassword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	cfg := testenv.NewConfig(t)
 	cfg.Listen.Admin = in.Gateway.FreeAddr(t, "127.0.0.1")
@@ -109,7 +126,9 @@ func newInlineEnv(t *testing.T, ipv4, ipv6 string) *inlineEnv {
 		{Name: "raw", CIDRs: []string{inlineRaw.String() + "/32"}, Ports: []int{inlineRawPort}},
 		{Name: "inspected", Hosts: []string{"inspected.test"}, Ports: []int{443}, AllowRanges: []string{"203.0.113.0/28"},
 			Inspect: true, Paths: []string{"/ok/*"}},
+		{Name: "partner", Hosts: []string{"partner.test"}, Ports: []int{80, 443}, Via: "corp"},
 	}
+	cfg.UpstreamProxies = map[string]config.UpstreamProxy{"corp": {URLs: []string{e.parent.URL()}, Username: inlineParentUser, PasswordFile: pwFile, ConnectTimeout: 5 * time.Second}}
 	e.p = (&testenv.Egressd{Netns: in.Gateway}).StartConfig(t, cfg)
 
 	ruleset, _ := filepath.Abs("../deployments/nftables/egressd-transparent.nft")
@@ -213,6 +232,7 @@ func TestInline(t *testing.T) {
 			t.Run("keep-alive host switch", e.testKeepAlive)
 			t.Run("dlp", e.testDLP)
 			t.Run("inspected", e.testInspected)
+			t.Run("via parent", e.testViaParent)
 			t.Run("no sni", e.testNoSNI)
 			t.Run("metadata and private", e.testTraps)
 			t.Run("other ports", e.testOtherPorts)
@@ -380,6 +400,55 @@ func (e *inlineEnv) testDLP(t *testing.T) {
 	if exit != 0 || echoOf(t, stdout).Method != "POST" || e.other.Count() != before+1 {
 		t.Errorf("clean POST: exit %d: %s", exit, stdout)
 	}
+}
+
+// testViaParent: an in-line client's connections to a name whose rule has
+// via go through the parent, by name, with its credentials: a TLS tunnel
+// decided on the SNI (CONNECT partner.test:443) and a plain request on an
+// http_ports port (the absolute URI). The client dials a honeypot's
+// address: egressd must not dial what the client chose, nor resolve the
+// name itself (its DNS does not know it).
+func (e *inlineEnv) testViaParent(t *testing.T) {
+	dial := inlineDenied // honeypots only
+	before := len(e.parent.Requests())
+	stdout, stderr, exit := e.curl(t, "--resolve", "partner.test:443:"+dial.String(), "https://partner.test/via-tls")
+	if exit != 0 {
+		t.Fatalf("curl https://partner.test/ (in-line, via corp): exit %d: %s", exit, stderr)
+	}
+	if ec := echoOf(t, stdout); ec.SNI != "partner.test" || ec.Path != "/via-tls" {
+		t.Errorf("origin saw SNI %q path %q", ec.SNI, ec.Path)
+	}
+	stdout, stderr, exit = e.curl(t, "--resolve", "partner.test:80:"+dial.String(), "http://partner.test/via-http")
+	if exit != 0 {
+		t.Fatalf("curl http://partner.test/ (in-line, via corp): exit %d: %s", exit, stderr)
+	}
+	if ec := echoOf(t, stdout); ec.Path != "/via-http" {
+		t.Errorf("origin saw path %q", ec.Path)
+	}
+	reqs := e.parent.Requests()[before:]
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(inlineParentUser+":"+inlineParentPassword))
+	var tunnel, plain bool
+	for _, r := range reqs {
+		switch {
+		case r.Method == http.MethodConnect && r.Target == "partner.test:443":
+			tunnel = true
+		case r.Method == http.MethodGet && r.Target == "http://partner.test/via-http":
+			plain = true
+		default:
+			t.Errorf("parent got %s %s", r.Method, r.Target)
+			continue
+		}
+		if r.ProxyAuthorization != basic || r.Status != http.StatusOK {
+			t.Errorf("parent: %s %s with Proxy-Authorization %q answered %d", r.Method, r.Target, r.ProxyAuthorization, r.Status)
+		}
+	}
+	if !tunnel || !plain {
+		t.Errorf("parent requests %+v: want CONNECT partner.test:443 and GET http://partner.test/via-http", reqs)
+	}
+	e.line(t, netip.AddrPortFrom(dial, 443), map[string]any{"host": "partner.test", "sni": "partner.test", "rule": "partner",
+		"via": "corp", "via_addr": e.parent.Addr(), "decision": "allow"})
+	e.line(t, netip.AddrPortFrom(dial, 80), map[string]any{"host": "partner.test", "path": "/via-http", "rule": "partner",
+		"via": "corp", "via_addr": e.parent.Addr(), "status": 200})
 }
 
 // testInspected: an in-line TLS tunnel whose rule inspects it is
