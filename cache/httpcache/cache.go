@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -244,6 +245,42 @@ func (h Stored) Body() []byte { return h.o.body }
 // ContentLength is the Content-Length field value of the stored body. It
 // is shared: never modify it.
 func (h Stored) ContentLength() []string { return h.o.contentLength }
+
+// Memo returns what build makes of this stored response, kept with it:
+// build runs about once per stored response (callers racing on a new one
+// may each run it; one result is kept), and a response refreshed by a
+// revalidation is a new stored response with a memo of its own. build
+// must depend on the stored response only. The forward package keeps a
+// hit's serialized header fields this way.
+func (h Stored) Memo(build func(Stored) any) any {
+	slot := h.o.memo
+	if slot == nil {
+		return build(h)
+	}
+	if m := slot.v.Load(); m != nil && m.owner == h.o {
+		return m.v
+	}
+	m := &memoValue{owner: h.o, v: build(h)}
+	slot.v.Store(m)
+	return m.v
+}
+
+// memoSlot holds a stored response's Memo; memoValue.owner guards against
+// a copy of the object (refresh, complete) reading its original's memo.
+type memoSlot struct{ v atomic.Pointer[memoValue] }
+
+type memoValue struct {
+	owner *object
+	v     any
+}
+
+// Holds reports whether anything (any variant, fresh or not) is stored for
+// u, without marking it used: a cheap test to make before the work a call
+// of Fresh needs first (credentials, the policy).
+func (c *Cache) Holds(u *url.URL) bool {
+	key, ok := cacheKey(u)
+	return ok && c.store.holds(key)
+}
 
 // HitValue is X-Cache: HIT as a field value, shared: never modify it.
 var HitValue = []string{string(Hit)}
@@ -631,6 +668,7 @@ func (c *Cache) complete(key string, fl *flight, o *object, body []byte) {
 		body = append([]byte(nil), body...) // do not keep a grown buffer's slack
 	}
 	stored := *o
+	stored.memo = new(memoSlot)
 	stored.body = body
 	stored.length = int64(len(body))
 	stored.contentLength = []string{strconv.Itoa(len(body))}
@@ -746,6 +784,7 @@ func (c *Cache) refresh(stale *object, resp *http.Response, requestTime, respons
 		h[k] = v
 	}
 	fresh := *stale
+	fresh.memo = new(memoSlot)
 	fresh.header = h
 	fresh.requestTime = requestTime
 	fresh.responseTime = responseTime

@@ -30,6 +30,8 @@ type object struct {
 	lastModified time.Time // zero when absent or invalid
 
 	size int64 // bytes accounted to the store
+
+	memo *memoSlot // Stored.Memo's; nil: nothing is kept
 }
 
 // age is the current age of o at now (RFC 9111 section 4.2.3).

@@ -54,6 +54,13 @@ func (s *store) lookup(key string, match func(*object) bool) *object {
 	return nil
 }
 
+// holds reports whether key has a stored variant, without marking it used.
+func (s *store) holds(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lru.Contains(key)
+}
+
 // put stores o, replacing old (the object it refreshes, or nil) and any
 // variant with the same secondary key, then evicts until the store fits.
 func (s *store) put(o *object, old *object) {

@@ -86,6 +86,13 @@ type Handler struct {
 	srv     *http.Server
 	maxHead int // the longest CONNECT head the fast path answers
 
+	// The hit path (hit.go): connections waiting for their next request,
+	// closing once Shutdown or Close began, and the hits it served.
+	hitMu      sync.Mutex
+	hitIdle    map[*accept.Conn]struct{}
+	hitClosing atomic.Bool
+	fastHits   atomic.Int64
+
 	handoff  chan *accept.Conn // from Serve to the http.Server (httpListener)
 	stopped  chan struct{}     // closed when the http.Server stops taking connections
 	stopOnce sync.Once
@@ -102,7 +109,8 @@ func New(o Options) *Handler {
 	if o.RefuseTimeout <= 0 {
 		o.RefuseTimeout = 2 * time.Second
 	}
-	h := &Handler{o: o, idle: new(atomic.Int64), handoff: make(chan *accept.Conn), stopped: make(chan struct{})}
+	h := &Handler{o: o, idle: new(atomic.Int64), handoff: make(chan *accept.Conn), stopped: make(chan struct{}),
+		hitIdle: map[*accept.Conn]struct{}{}}
 	h.idle.Store(int64(o.Idle))
 	h.ups = newUpstreams(h.newTransport)
 	h.maxHead = headBufSize

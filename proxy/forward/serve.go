@@ -35,7 +35,8 @@ func (h *Handler) Serve(c *accept.Conn) {
 		return
 	}
 	bp := headBufs.Get().(*[headBufSize]byte)
-	head, verdict, gone := h.peek(c.TCPConn, bp[:])
+	p := headParse{hits: h.o.Cache != nil}
+	verdict, gone := h.peek(c.TCPConn, bp[:], &p, false)
 	switch {
 	case gone:
 		// Closed, reset or silent past the handshake timeout before a
@@ -43,17 +44,22 @@ func (h *Handler) Serve(c *accept.Conn) {
 		headBufs.Put(bp)
 		c.Close()
 		return
-	case verdict == headAccepted && head.size <= h.maxHead:
+	case verdict == headAccepted && p.kind == kindConnect && p.connect.size <= h.maxHead:
 		// Take the head off the socket. Whatever the client sent after
 		// it (often its TLS ClientHello) stays there for the guard.
-		_, err := io.ReadFull(c.TCPConn, bp[:head.size])
+		_, err := io.ReadFull(c.TCPConn, bp[:p.connect.size])
 		headBufs.Put(bp)
 		if err != nil {
 			c.Close()
 			return
 		}
-		h.serveConnect(c, connectRequest{authority: head.authority, proxyAuth: head.proxyAuth}, nil)
+		h.serveConnect(c, connectRequest{authority: p.connect.authority, proxyAuth: p.connect.proxyAuth}, nil)
 		return
+	case verdict == headAccepted && p.kind == kindHit && p.hit.size <= h.maxHead:
+		if !h.serveHits(c, bp, p.hit) {
+			headBufs.Put(bp)
+			return
+		}
 	}
 	headBufs.Put(bp)
 	select {
@@ -69,13 +75,52 @@ const headBufSize = 4096
 
 var headBufs = sync.Pool{New: func() any { return new([headBufSize]byte) }}
 
+// headKind is which fast path a peeked head is for.
+type headKind int
+
+const (
+	kindNone    headKind = iota
+	kindConnect          // parseConnectHead: serveConnect
+	kindHit              // parseHitHead: serveHits
+)
+
+// headParse is what peek made of a connection's first bytes.
+type headParse struct {
+	hits    bool // GET and HEAD heads are read too (the HTTP cache is on)
+	kind    headKind
+	connect connectHead
+	hit     hitHead
+}
+
+// parse reads b with the parser its first byte calls for.
+func (p *headParse) parse(b []byte) headVerdict {
+	if len(b) > 0 && b[0] == 'C' {
+		var v headVerdict
+		p.kind = kindConnect
+		p.connect, v = parseConnectHead(b)
+		return v
+	}
+	if p.hits {
+		return p.parseHit(b)
+	}
+	return headDeclined
+}
+
+func (p *headParse) parseHit(b []byte) headVerdict {
+	var v headVerdict
+	p.kind = kindHit
+	p.hit, v = parseHitHead(b)
+	return v
+}
+
 // peek waits, up to the handshake timeout, until what c has sent is a
-// complete head or cannot become one the fast path takes. gone reports a
-// connection that closed, failed or timed out first.
-func (h *Handler) peek(c *net.TCPConn, buf []byte) (head connectHead, verdict headVerdict, gone bool) {
+// complete head or cannot become one a fast path takes (hitsOnly: the
+// hit path). gone reports a connection that closed, failed or timed out
+// first.
+func (h *Handler) peek(c *net.TCPConn, buf []byte, p *headParse, hitsOnly bool) (verdict headVerdict, gone bool) {
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return connectHead{}, headDeclined, false
+		return headDeclined, false
 	}
 	if h.o.Handshake > 0 {
 		c.SetReadDeadline(time.Now().Add(h.o.Handshake))
@@ -94,7 +139,11 @@ func (h *Handler) peek(c *net.TCPConn, buf []byte) (head connectHead, verdict he
 				gone = true
 				return true
 			}
-			head, verdict = parseConnectHead(buf[:n])
+			if hitsOnly {
+				verdict = p.parseHit(buf[:n])
+			} else {
+				verdict = p.parse(buf[:n])
+			}
 			if verdict != headIncomplete {
 				return true
 			}
@@ -110,9 +159,9 @@ func (h *Handler) peek(c *net.TCPConn, buf []byte) (head connectHead, verdict he
 		}
 	})
 	if err != nil {
-		return connectHead{}, headDeclined, true
+		return headDeclined, true
 	}
-	return head, verdict, gone
+	return verdict, gone
 }
 
 // httpListener is the net.Listener the Handler's http.Server accepts
@@ -153,10 +202,14 @@ func (h *Handler) Run() error {
 // net/http is serving (http.Server.Shutdown); idle keep-alive connections
 // are closed. Tunnels are not net/http's: the accept pipeline and the
 // tunnel registry wait for them.
-func (h *Handler) Shutdown(ctx context.Context) error { return h.srv.Shutdown(ctx) }
+func (h *Handler) Shutdown(ctx context.Context) error {
+	h.closeHitIdle()
+	return h.srv.Shutdown(ctx)
+}
 
 // Close cuts every connection net/http holds and stops taking more.
 func (h *Handler) Close() error {
+	h.closeHitIdle()
 	httpListener{h}.Close()
 	return h.srv.Close()
 }

@@ -1,0 +1,346 @@
+package forward
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/egressd/egressd/cache/httpcache"
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/accept"
+	"github.com/egressd/egressd/proxy/accesslog"
+	"github.com/egressd/egressd/proxy/rawio"
+)
+
+// serveHits is the hit path: it answers fresh HTTP cache hits on c, one
+// request after another on the keep-alive connection, without net/http;
+// head is the first request, peeked (nothing consumed) into bp. Each
+// request is answered here only when the answer is exactly the one the
+// net/http path (ServeHTTP, serveStored) would give: the same credentials
+// check, the same policy decision, the same stored response selected by
+// the cache, the same bytes, access line and metrics. Anything else (a
+// miss, a stale object, a denial, a 407, a rule with DLP or HTTP checks, a
+// head parseHitHead declines) leaves the request on the socket, and
+// serveHits returns true: the connection goes to net/http, which reads
+// that request as it always did and keeps the connection from then on.
+// It returns false when it closed c.
+func (h *Handler) serveHits(c *accept.Conn, bp *[headBufSize]byte, head hitHead) (handoff bool) {
+	var rd, wd idleDeadline
+	for {
+		if !h.serveHit(c, bp, &head, &wd) {
+			break
+		}
+		if head.close || h.hitClosing.Load() {
+			c.Close()
+			return false
+		}
+		next, verdict, gone := h.nextHead(c, bp, &rd)
+		if gone {
+			c.Close()
+			return false
+		}
+		if verdict != headAccepted || next.size > h.maxHead {
+			break
+		}
+		head = next
+	}
+	// net/http sets its own read deadlines; it must find no write deadline
+	// of ours.
+	if rd.at.Load() != 0 {
+		c.SetReadDeadline(time.Time{})
+	}
+	if wd.at.Load() != 0 {
+		c.SetWriteDeadline(time.Time{})
+	}
+	return true
+}
+
+// serveHit answers head from the HTTP cache if it is a hit the hit path
+// may serve, and reports whether it did (the connection may have failed
+// meanwhile: the next read sees it). When it returns false nothing has
+// been read from c or written to it.
+func (h *Handler) serveHit(c *accept.Conn, bp *[headBufSize]byte, head *hitHead, wd *idleDeadline) bool {
+	// net/http's own parsing of the target (ReadRequest): the same URL.
+	u, err := url.ParseRequestURI(head.target)
+	if err != nil || u.Scheme != "http" || u.Host == "" || u.User != nil || u.Opaque != "" {
+		return false
+	}
+	// Nothing stored for the URL: a miss, decided and counted once, by
+	// the net/http path.
+	if !h.o.Cache.Holds(u) {
+		return false
+	}
+	rec := h.o.Log.NewRecord(policy.ListenerHTTP, c.Client.Addr())
+	rec.ClientPort = c.Client.Port()
+	rec.Method, rec.Path, rec.UserAgent = head.method, u.EscapedPath(), head.userAgent
+	if h.o.Auth != nil {
+		user, ok := h.o.Auth(head.proxyAuth)
+		if ok {
+			rec.User = user
+		} else if h.o.AuthRequired || head.proxyAuth != "" {
+			return false // 407: ServeHTTP answers it
+		}
+	}
+	dec, a := h.decide(context.Background(), rec, policy.ListenerHTTP, u.Host, "80")
+	// As serveStored: a denial or an error, a rule with methods, paths or
+	// headers to set, or a DLP profile goes the general way.
+	if a != nil || dec.HTTP != nil || h.o.DLP != nil && h.o.DLP.Active(dec.DLP) {
+		return false
+	}
+	if host := normalizedAuthority(u.Host, dec); host != u.Host {
+		u.Host = host
+	}
+	st, ok := h.o.Cache.Fresh(head.method, u, head.header)
+	if !ok {
+		return false
+	}
+	wire := st.Memo(buildHitWire).(*hitWire)
+	if !wire.ok {
+		return false
+	}
+	// It is a hit: take the head off the socket (only it; a pipelined
+	// request after it stays there) and answer.
+	if _, err := io.ReadFull(rawReader{c}, bp[:head.size]); err != nil {
+		return false // the connection failed: net/http sees it too
+	}
+	get := head.method == http.MethodGet
+	closeConn := head.close || h.hitClosing.Load()
+	bufp := hitBufs.Get().(*[]byte)
+	b := wire.appendHead((*bufp)[:0], st.Age(), get, closeConn)
+	body := st.Body()
+	if !get {
+		body = nil
+	}
+	inline := len(body) <= maxInlineBody
+	if inline {
+		b = append(b, body...)
+	}
+	if d := time.Duration(h.idle.Load()); d > 0 {
+		if t, ok := wd.next(d); ok {
+			c.SetWriteDeadline(t)
+		}
+	}
+	n, err := rawio.Write(c.TCPConn, b)
+	headLen := len(b) - len(body)
+	if inline {
+		n -= headLen
+	} else if err == nil {
+		n, err = rawio.Write(c.TCPConn, body)
+	} else {
+		n = 0
+	}
+	*bufp = b[:0]
+	if cap(b) <= maxHitBuf {
+		hitBufs.Put(bufp)
+	}
+	rec.Cache = accesslog.CacheHit
+	rec.Status = http.StatusOK
+	rec.Down.Store(int64(max(n, 0)))
+	rec.Finish()
+	h.fastHits.Add(1)
+	if err != nil {
+		head.close = true // the client is gone or stopped reading: close
+	}
+	return true
+}
+
+// maxInlineBody is the largest body a hit copies into the head's buffer
+// to go out in one write; a larger one goes in a second write.
+const maxInlineBody = 32 << 10
+
+// maxHitBuf bounds the buffers hitBufs keeps.
+const maxHitBuf = 64 << 10
+
+var hitBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// rawReader reads c with rawio.
+type rawReader struct{ c *accept.Conn }
+
+func (r rawReader) Read(p []byte) (int, error) { return rawio.Read(r.c.TCPConn, p) }
+
+// nextHead waits for the next request on a connection the hit path
+// served: up to timeouts.idle for its first byte (as net/http's
+// IdleTimeout), then up to timeouts.handshake for the rest of its head (as
+// its ReadHeaderTimeout). gone: the connection closed, failed, timed out,
+// or the Handler shuts down.
+func (h *Handler) nextHead(c *accept.Conn, bp *[headBufSize]byte, rd *idleDeadline) (head hitHead, verdict headVerdict, gone bool) {
+	h.hitMu.Lock()
+	if h.hitClosing.Load() {
+		h.hitMu.Unlock()
+		return hitHead{}, headDeclined, true
+	}
+	h.hitIdle[c] = struct{}{}
+	h.hitMu.Unlock()
+	defer func() {
+		h.hitMu.Lock()
+		delete(h.hitIdle, c)
+		h.hitMu.Unlock()
+	}()
+	if d := time.Duration(h.idle.Load()); d > 0 {
+		if t, ok := rd.next(d); ok {
+			c.SetReadDeadline(t)
+		}
+	} else if rd.at.Load() != 0 {
+		c.SetReadDeadline(time.Time{})
+		rd.forget()
+	}
+	// Shutdown marks the Handler closing before it wakes the waiters: a
+	// deadline armed above after its wake-up is caught here.
+	if h.hitClosing.Load() {
+		return hitHead{}, headDeclined, true
+	}
+	rc, err := c.TCPConn.SyscallConn()
+	if err != nil {
+		return hitHead{}, headDeclined, false
+	}
+	partial := false
+	var p headParse
+	err = rc.Read(func(fd uintptr) bool {
+		for {
+			n, _, err := unix.Recvfrom(int(fd), bp[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				return false
+			case err != nil || n == 0:
+				gone = true
+				return true
+			}
+			verdict = p.parseHit(bp[:n])
+			if verdict == headIncomplete {
+				if n == len(bp) {
+					verdict = headDeclined
+				} else {
+					partial = true
+				}
+			}
+			return true
+		}
+	})
+	if err != nil {
+		return hitHead{}, headDeclined, true // idle past timeouts.idle, or shut down
+	}
+	if !partial || gone {
+		return p.hit, verdict, gone
+	}
+	// The rest of the head within timeouts.handshake.
+	rd.forget()
+	p = headParse{}
+	verdict, gone = h.peek(c.TCPConn, bp[:], &p, true)
+	if gone || p.kind != kindHit {
+		return hitHead{}, headDeclined, gone
+	}
+	return p.hit, verdict, false
+}
+
+// closeHitIdle stops the hit path's keep-alive: connections waiting for
+// their next request close now, the others after the request they serve.
+func (h *Handler) closeHitIdle() {
+	h.hitClosing.Store(true)
+	h.hitMu.Lock()
+	defer h.hitMu.Unlock()
+	past := time.Unix(1, 0)
+	for c := range h.hitIdle {
+		c.SetReadDeadline(past)
+	}
+}
+
+// hitWire is a stored response's header block as net/http writes it for
+// serveStored, built once per stored response (httpcache.Stored.Memo).
+// net/http writes a response's fields sorted by name, then Date when the
+// handler set none, a sniffed Content-Type when it set none, and
+// Connection: close; serveStored sets Age, Content-Length and X-Cache over
+// the stored fields, so the stored fields are kept in four runs around
+// those three.
+type hitWire struct {
+	ok      bool      // false: the hit path does not serve it
+	seg     [4][]byte // fields before Age, before Content-Length, before X-Cache, after X-Cache
+	length  string    // the Content-Length value
+	date    bool      // the stored fields have a Date
+	sniffed string    // the Content-Type net/http sniffs for a GET (no Content-Type, no Content-Encoding)
+}
+
+// buildHitWire builds st's hitWire. Only 200 responses are served on the
+// hit path (another status can change what net/http writes), and none
+// with an X-Egress-* field (serveStored declines them too).
+func buildHitWire(st httpcache.Stored) any {
+	w := &hitWire{}
+	stored := st.Header()
+	cl := st.ContentLength()
+	if st.Status() != http.StatusOK || len(cl) != 1 {
+		return w
+	}
+	var parts [4]http.Header
+	for k, v := range stored {
+		if isEgressHeader(k) {
+			return w
+		}
+		var i int
+		switch {
+		case k == "Age" || k == "Content-Length" || k == httpcache.HeaderXCache:
+			continue // serveStored replaces them
+		case k < "Age":
+			i = 0
+		case k < "Content-Length":
+			i = 1
+		case k < httpcache.HeaderXCache:
+			i = 2
+		default:
+			i = 3
+		}
+		if parts[i] == nil {
+			parts[i] = http.Header{}
+		}
+		parts[i][k] = v
+	}
+	for i, p := range parts {
+		var b bytes.Buffer
+		p.Write(&b)
+		w.seg[i] = b.Bytes()
+	}
+	w.length = cl[0]
+	_, w.date = stored["Date"]
+	if _, typed := stored["Content-Type"]; !typed && stored.Get("Content-Encoding") == "" && len(st.Body()) > 0 {
+		w.sniffed = http.DetectContentType(st.Body())
+	}
+	w.ok = true
+	return w
+}
+
+// appendHead appends the response head of a hit of age seconds to b.
+func (w *hitWire) appendHead(b []byte, age int64, get, closeConn bool) []byte {
+	b = append(b, "HTTP/1.1 200 OK\r\n"...)
+	b = append(b, w.seg[0]...)
+	b = append(b, "Age: "...)
+	b = strconv.AppendInt(b, age, 10)
+	b = append(b, "\r\n"...)
+	b = append(b, w.seg[1]...)
+	b = append(b, "Content-Length: "...)
+	b = append(b, w.length...)
+	b = append(b, "\r\n"...)
+	b = append(b, w.seg[2]...)
+	b = append(b, httpcache.HeaderXCache+": "+string(httpcache.Hit)+"\r\n"...)
+	b = append(b, w.seg[3]...)
+	if !w.date {
+		b = append(b, "Date: "...)
+		b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
+		b = append(b, "\r\n"...)
+	}
+	if get && w.sniffed != "" {
+		b = append(b, "Content-Type: "...)
+		b = append(b, w.sniffed...)
+		b = append(b, "\r\n"...)
+	}
+	if closeConn {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}
