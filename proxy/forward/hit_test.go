@@ -1,0 +1,470 @@
+package forward
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/egressd/egressd/cache/httpcache"
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/accept"
+	"github.com/egressd/egressd/proxy/accesslog"
+	"github.com/egressd/egressd/proxy/egress"
+	"github.com/egressd/egressd/proxy/tunnel"
+)
+
+// hitEnv is a Handler with the HTTP cache on, behind a real accept
+// pipeline on loopback, in front of an origin that counts its requests by
+// path; the policy allows cache.test (the origin) to every client.
+type hitEnv struct {
+	t       *testing.T
+	h       *Handler
+	addr    string
+	port    uint16 // the origin's
+	engine  *policy.Engine
+	access  *observer.ObservedLogs
+	metrics *accesslog.Metrics
+
+	mu   sync.Mutex
+	hits map[string]int
+}
+
+func newHitEnv(t *testing.T, auth func(string) (string, bool), idle time.Duration) *hitEnv {
+	t.Helper()
+	e := &hitEnv{t: t, hits: map[string]int{}}
+	origin := &http.Server{Handler: http.HandlerFunc(e.serveOrigin)}
+	oln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go origin.Serve(oln)
+	e.port = uint16(oln.Addr().(*net.TCPAddr).Port)
+	e.engine = policy.NewEngine(e.policy(t, true), &countingResolver{names: map[string][]netip.Addr{
+		"cache.test": {netip.MustParseAddr("127.0.0.1")},
+	}})
+	core, access := observer.New(zapcore.InfoLevel)
+	e.access = access
+	e.metrics = accesslog.NewMetrics(prometheus.NewRegistry())
+	cache := httpcache.New(httpcache.Options{MaxBytes: 64 << 20})
+	registry := egress.NewRegistry()
+	e.h = New(Options{
+		Decider:      e.engine,
+		Dialer:       &egress.Dialer{Timeout: 2 * time.Second},
+		Log:          accesslog.NewLogger(zap.New(core), e.metrics),
+		Runner:       &tunnel.Runner{Registry: registry, Handshake: 2 * time.Second},
+		Handshake:    2 * time.Second,
+		Idle:         idle,
+		Auth:         auth,
+		AuthRequired: auth != nil,
+		Cache:        cache,
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.addr = ln.Addr().String()
+	acc := accept.Serve(ln, e.h, accept.Options{Listener: policy.ListenerHTTP})
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		e.h.Run()
+	}()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		e.h.Shutdown(ctx)
+		acc.Shutdown(ctx)
+		e.h.Close()
+		acc.Close()
+		<-ran
+		registry.CloseAll()
+		origin.Close()
+		cache.Close()
+	})
+	return e
+}
+
+// policy allows cache.test (allowed) or nothing but other.test.
+func (e *hitEnv) policy(t *testing.T, allowed bool) *policy.Policy {
+	host := "other.test"
+	if allowed {
+		host = "cache.test"
+	}
+	pol, err := policy.Compile(policy.Config{
+		Mode:       policy.ModeEnforce,
+		DenyRanges: []string{policy.DefaultRanges},
+		Rules: []policy.Rule{{Name: "origin", Hosts: []string{host}, Ports: []int{int(e.port)},
+			AllowRanges: []string{"127.0.0.0/24"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pol
+}
+
+func (e *hitEnv) serveOrigin(w http.ResponseWriter, r *http.Request) {
+	e.mu.Lock()
+	e.hits[r.URL.Path]++
+	e.mu.Unlock()
+	switch r.URL.Path {
+	case "/stale":
+		w.Header().Set("Cache-Control", "max-age=0")
+		w.Header().Set("ETag", `"s1"`)
+		if r.Header.Get("If-None-Match") == `"s1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		io.WriteString(w, "stale body")
+	case "/vary":
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Vary", "Accept-Encoding")
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "encoding "+r.Header.Get("Accept-Encoding"))
+	case "/sniff":
+		// No Content-Type: net/http sniffs one from the body.
+		w.Header()["Content-Type"] = nil
+		w.Header().Set("Cache-Control", "max-age=600")
+		io.WriteString(w, "<html><body>sniffed</body></html>")
+	default:
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		w.Header().Set("ETag", `"`+r.URL.Path+`"`)
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("X-Zeta", "last")
+		w.Header().Add("Accept-Ranges", "bytes")
+		io.WriteString(w, strings.Repeat("contents of "+r.URL.Path+"\n", 40))
+	}
+}
+
+func (e *hitEnv) count(path string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.hits[path]
+}
+
+func (e *hitEnv) url(path string) string { return fmt.Sprintf("http://cache.test:%d%s", e.port, path) }
+
+// head is a GET (or method) head for path as curl sends it.
+func (e *hitEnv) head(method, path, extra string) string {
+	return fmt.Sprintf("%s %s HTTP/1.1\r\nHost: cache.test:%d\r\nUser-Agent: hit-test\r\nAccept: */*\r\nProxy-Connection: Keep-Alive\r\n%s\r\n",
+		method, e.url(path), e.port, extra)
+}
+
+// rawConn is a client connection that reads responses as sent.
+type rawConn struct {
+	t  *testing.T
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func (e *hitEnv) dial() *rawConn {
+	e.t.Helper()
+	c, err := net.DialTimeout("tcp", e.addr, 5*time.Second)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return &rawConn{t: e.t, c: c, br: bufio.NewReader(c)}
+}
+
+func (r *rawConn) send(s string) {
+	r.t.Helper()
+	if _, err := io.WriteString(r.c, s); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// read reads one response: its head as sent, and its body.
+func (r *rawConn) read(head bool) (string, string) {
+	r.t.Helper()
+	var b strings.Builder
+	length := 0
+	for {
+		line, err := r.br.ReadString('\n')
+		if err != nil {
+			r.t.Fatalf("response head %q: %v", b.String(), err)
+		}
+		b.WriteString(line)
+		if line == "\r\n" {
+			break
+		}
+		if v, ok := strings.CutPrefix(line, "Content-Length: "); ok {
+			length, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	if head {
+		length = 0
+	}
+	body := make([]byte, length)
+	if _, err := io.ReadFull(r.br, body); err != nil {
+		r.t.Fatalf("body: %v", err)
+	}
+	return b.String(), string(body)
+}
+
+func (r *rawConn) get(s string) (string, string) {
+	r.send(s)
+	return r.read(strings.HasPrefix(s, "HEAD"))
+}
+
+// closed reports whether the server closed the connection (reads EOF).
+func (r *rawConn) closed() bool {
+	_, err := r.br.ReadByte()
+	return err == io.EOF
+}
+
+var ageLine = regexp.MustCompile(`(?m)^Age: \d+\r$`)
+
+// sameHead reports heads that differ at most in Age's value.
+func sameHead(a, b string) bool {
+	return ageLine.ReplaceAllString(a, "Age: N\r") == ageLine.ReplaceAllString(b, "Age: N\r")
+}
+
+// line returns the access line n (0-based), waiting for it.
+func (e *hitEnv) line(n int) map[string]any {
+	e.t.Helper()
+	waitLines(e.t, e.access, n+1)
+	l := e.access.All()[n].ContextMap()
+	for _, k := range []string{"id", "duration_ms", "client_port", "time"} {
+		delete(l, k)
+	}
+	return l
+}
+
+// TestHitPath: a fresh hit on a new connection is answered by the hit
+// path (the origin is not asked, net/http not involved), with the same
+// bytes and the same access line as the hit net/http answers after a miss
+// on one connection; GET and HEAD, a sniffed Content-Type, Vary.
+func TestHitPath(t *testing.T) {
+	e := newHitEnv(t, nil, 0)
+	warm := 0
+	for _, tc := range []struct{ method, path, extra string }{
+		{"GET", "/file/a", ""},
+		{"HEAD", "/file/a", ""},
+		{"GET", "/sniff", ""},
+		{"HEAD", "/sniff", ""},
+		{"GET", "/vary", "Accept-Encoding: gzip\r\n"},
+	} {
+		t.Run(tc.method+tc.path, func(t *testing.T) {
+			head := e.head(tc.method, tc.path, tc.extra)
+			e.dial().get(e.head("GET", tc.path, tc.extra)) // stored
+			// A miss, then a hit net/http answers on that connection.
+			slow := e.dial()
+			warm++
+			slow.get(e.head("GET", fmt.Sprintf("/file/warm%d", warm), ""))
+			a0 := e.access.Len()
+			f0 := e.h.fastHits.Load()
+			slowHead, slowBody := slow.get(head)
+			if e.h.fastHits.Load() != f0 {
+				t.Fatal("a request after a miss on the same connection went through the hit path")
+			}
+			// A hit on a connection of its own: the hit path.
+			fast := e.dial()
+			fastHead, fastBody := fast.get(head)
+			if e.h.fastHits.Load() != f0+1 {
+				t.Fatalf("the hit path served %d hits, want 1", e.h.fastHits.Load()-f0)
+			}
+			if !strings.Contains(fastHead, "X-Cache: HIT\r\n") || !strings.HasPrefix(fastHead, "HTTP/1.1 200 OK\r\n") {
+				t.Fatalf("hit path answered\n%s", fastHead)
+			}
+			if !sameHead(slowHead, fastHead) || slowBody != fastBody {
+				t.Fatalf("net/http answered\n%s%q\nthe hit path\n%s%q", slowHead, slowBody, fastHead, fastBody)
+			}
+			if n := e.count(tc.path); n != 1 {
+				t.Fatalf("origin asked %d times, want once", n)
+			}
+			slowLine, fastLine := e.line(a0), e.line(a0+1)
+			if fmt.Sprint(slowLine) != fmt.Sprint(fastLine) || fastLine["cache"] != "hit" {
+				t.Fatalf("access lines differ:\nnet/http %v\nhit path %v", slowLine, fastLine)
+			}
+			// The connection stays open for more.
+			if h2, _ := fast.get(head); !sameHead(h2, fastHead) || e.h.fastHits.Load() != f0+2 {
+				t.Fatalf("second hit on the connection\n%s", h2)
+			}
+		})
+	}
+	if got := testutil.ToFloat64(e.metrics.CacheRequests.WithLabelValues("hit")); got != 17 {
+		t.Errorf("egressd_cache_requests_total{result=hit} = %v, want 17", got)
+	}
+	// Another variant of /vary is a miss: net/http asks the origin.
+	c := e.dial()
+	h, body := c.get(e.head("GET", "/vary", "Accept-Encoding: br\r\n"))
+	if !strings.Contains(h, "X-Cache: MISS") || body != "encoding br" || e.count("/vary") != 2 {
+		t.Fatalf("another variant: %s%q (origin asked %d times)", h, body, e.count("/vary"))
+	}
+}
+
+// TestHitPathConnection: Connection: close is answered with it and the
+// connection closes; a pipelined pair of hits is answered in order; a hit
+// pipelined with a miss leaves the miss to net/http; a stale object goes
+// to net/http and is revalidated.
+func TestHitPathConnection(t *testing.T) {
+	e := newHitEnv(t, nil, 0)
+	e.dial().get(e.head("GET", "/file/c", ""))
+	e.dial().get(e.head("GET", "/stale", ""))
+
+	c := e.dial()
+	h, _ := c.get(e.head("GET", "/file/c", "Connection: close\r\n"))
+	if !strings.Contains(h, "X-Cache: HIT") || !strings.HasSuffix(h, "Connection: close\r\n\r\n") || !c.closed() {
+		t.Fatalf("Connection: close: %s", h)
+	}
+
+	f0 := e.h.fastHits.Load()
+	c = e.dial()
+	c.send(e.head("GET", "/file/c", "") + e.head("HEAD", "/file/c", ""))
+	h1, b1 := c.read(false)
+	h2, b2 := c.read(true)
+	if !strings.Contains(h1, "X-Cache: HIT") || len(b1) == 0 || !strings.Contains(h2, "X-Cache: HIT") || b2 != "" ||
+		e.h.fastHits.Load() != f0+2 {
+		t.Fatalf("pipelined hits:\n%s\n%s", h1, h2)
+	}
+	c.send(e.head("GET", "/file/c", "") + e.head("GET", "/file/d", ""))
+	h1, _ = c.read(false)
+	h2, b2 = c.read(false)
+	if !strings.Contains(h1, "X-Cache: HIT") || !strings.Contains(h2, "X-Cache: MISS") || !strings.HasPrefix(b2, "contents of /file/d") {
+		t.Fatalf("a hit pipelined with a miss:\n%s\n%s", h1, h2)
+	}
+
+	h, body := e.dial().get(e.head("GET", "/stale", ""))
+	if !strings.Contains(h, "X-Cache: REVALIDATED") || body != "stale body" || e.count("/stale") != 2 {
+		t.Fatalf("stale object: %s%q (origin asked %d times)", h, body, e.count("/stale"))
+	}
+	if n := e.count("/file/c"); n != 1 {
+		t.Fatalf("origin asked %d times for /file/c", n)
+	}
+}
+
+// TestHitPathPolicyFirst: after a reload that removes the host, the next
+// request on a connection the hit path serves is denied, and nothing
+// reaches the origin.
+func TestHitPathPolicyFirst(t *testing.T) {
+	e := newHitEnv(t, nil, 0)
+	e.dial().get(e.head("GET", "/file/p", ""))
+	c := e.dial()
+	if h, _ := c.get(e.head("GET", "/file/p", "")); !strings.Contains(h, "X-Cache: HIT") {
+		t.Fatalf("hit: %s", h)
+	}
+	e.engine.Store(e.policy(t, false))
+	h, body := c.get(e.head("GET", "/file/p", ""))
+	if !strings.HasPrefix(h, "HTTP/1.1 403") || !strings.Contains(h, "X-Egress-Denied: not_allowed") || strings.Contains(body, "contents") {
+		t.Fatalf("after the reload: %s%q", h, body)
+	}
+	if h, _ := e.dial().get(e.head("GET", "/file/p", "")); !strings.HasPrefix(h, "HTTP/1.1 403") {
+		t.Fatalf("new connection after the reload: %s", h)
+	}
+	if n := e.count("/file/p"); n != 1 {
+		t.Fatalf("origin asked %d times", n)
+	}
+}
+
+// TestHitPathAuth: with credentials required, a request without them or
+// with wrong ones gets 407 (net/http's answer), a stored object is served
+// on the hit path only with good ones, and the line names the user.
+func TestHitPathAuth(t *testing.T) {
+	good := "Basic " + "YWxpY2U6c2VjcmV0" // alice:secret
+	e := newHitEnv(t, func(h string) (string, bool) { return "alice", h == good }, 0)
+	e.dial().get(e.head("GET", "/file/u", "Proxy-Authorization: "+good+"\r\n"))
+	f0 := e.h.fastHits.Load()
+	for _, extra := range []string{"", "Proxy-Authorization: Basic eDp5\r\n"} {
+		h, body := e.dial().get(e.head("GET", "/file/u", extra))
+		if !strings.HasPrefix(h, "HTTP/1.1 407") || strings.Contains(body, "contents") {
+			t.Fatalf("credentials %q: %s%q", extra, h, body)
+		}
+	}
+	a0 := e.access.Len()
+	if h, _ := e.dial().get(e.head("GET", "/file/u", "Proxy-Authorization: "+good+"\r\n")); !strings.Contains(h, "X-Cache: HIT") {
+		t.Fatalf("good credentials: %s", h)
+	}
+	if e.h.fastHits.Load() != f0+1 {
+		t.Fatalf("hit path served %d, want 1", e.h.fastHits.Load()-f0)
+	}
+	if l := e.line(a0); l["user"] != "alice" || l["cache"] != "hit" {
+		t.Fatalf("line %v", l)
+	}
+}
+
+// TestHitPathIdleAndShutdown: a connection the hit path serves is closed
+// after timeouts.idle without a request, and at once by Shutdown.
+func TestHitPathIdleAndShutdown(t *testing.T) {
+	e := newHitEnv(t, nil, 300*time.Millisecond)
+	e.dial().get(e.head("GET", "/file/i", ""))
+	c := e.dial()
+	c.get(e.head("GET", "/file/i", ""))
+	start := time.Now()
+	if !c.closed() || time.Since(start) > 5*time.Second {
+		t.Fatal("idle connection not closed")
+	}
+	e.h.idle.Store(0)
+	c = e.dial()
+	c.get(e.head("GET", "/file/i", ""))
+	e.h.Shutdown(context.Background())
+	if !c.closed() {
+		t.Fatal("idle connection not closed by Shutdown")
+	}
+}
+
+// TestHitPathClients: curl and Go's Transport, through the proxy: the
+// first request on a connection is a miss, the hits after it net/http's;
+// a new client's hit is the hit path's, with the same headers and body.
+func TestHitPathClients(t *testing.T) {
+	e := newHitEnv(t, nil, 0)
+	curl := func(urls ...string) string {
+		args := append([]string{"-sS", "--max-time", "10", "-D", "-", "-x", "http://" + e.addr}, urls...)
+		out, err := exec.Command("curl", args...).Output()
+		if err != nil {
+			t.Fatalf("curl: %v", err)
+		}
+		return string(out)
+	}
+	f0 := e.h.fastHits.Load()
+	slow := curl(e.url("/file/k"), e.url("/file/k")) // one connection: miss, then hit
+	if e.h.fastHits.Load() != f0 {
+		t.Fatal("hit path used after a miss")
+	}
+	fast := curl(e.url("/file/k"))
+	if e.h.fastHits.Load() != f0+1 {
+		t.Fatal("curl's hit not on the hit path")
+	}
+	i := strings.LastIndex(slow, "HTTP/1.1 ")
+	if !strings.Contains(slow[:i], "X-Cache: MISS") || !sameHead(strings.ReplaceAll(slow[i:], "\r\n", "\n"), strings.ReplaceAll(fast, "\r\n", "\n")) {
+		t.Fatalf("curl through net/http:\n%s\nthrough the hit path:\n%s", slow[i:], fast)
+	}
+
+	pu, _ := url.Parse("http://" + e.addr)
+	tr := &http.Transport{Proxy: http.ProxyURL(pu), DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr}
+	for i := range 3 {
+		resp, err := c.Get(e.url("/file/k"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("X-Cache") != "HIT" || !strings.HasPrefix(string(b), "contents of /file/k") ||
+			resp.ContentLength != int64(len(b)) {
+			t.Fatalf("Go client #%d: %d %v", i, resp.StatusCode, resp.Header)
+		}
+	}
+	if e.h.fastHits.Load() != f0+4 || e.count("/file/k") != 1 {
+		t.Fatalf("hit path served %d of 3 Go hits; origin asked %d times", e.h.fastHits.Load()-f0-1, e.count("/file/k"))
+	}
+}
