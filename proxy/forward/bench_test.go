@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/egressd/egressd/cache/httpcache"
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/accept"
 	"github.com/egressd/egressd/proxy/accesslog"
 	"github.com/egressd/egressd/proxy/egress"
 	"github.com/egressd/egressd/proxy/tunnel"
@@ -112,5 +114,77 @@ func BenchmarkForwardHit(b *testing.B) {
 		if xc := get(); xc != string(httpcache.Hit) {
 			b.Fatalf("X-Cache %q", xc)
 		}
+	}
+}
+
+// BenchmarkCacheHitPath: as BenchmarkForwardHit, through the accept
+// pipeline and Serve: every request is a fresh hit on one keep-alive
+// connection, answered by the hit path (hit.go) without net/http.
+func BenchmarkCacheHitPath(b *testing.B) {
+	body := make([]byte, 1024)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1024")
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		w.Write(body)
+	}))
+	defer origin.Close()
+	oap := netip.MustParseAddrPort(origin.Listener.Addr().String())
+	cache := httpcache.New(httpcache.Options{MaxBytes: 1 << 20})
+	defer cache.Close()
+	h := New(Options{
+		Decider: staticDecider{policy.Decision{Verdict: policy.Allow, Host: "127.0.0.1", IsIP: true, Port: oap.Port(), Addrs: []netip.AddrPort{oap}}},
+		Dialer:  &egress.Dialer{},
+		Log:     accesslog.NewLogger(nil, nil),
+		Runner:  &tunnel.Runner{},
+		Cache:   cache,
+	})
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	acc := accept.Serve(ln, h, accept.Options{Listener: policy.ListenerHTTP})
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		h.Run()
+	}()
+	defer func() {
+		h.Close()
+		acc.Close()
+		<-ran
+	}()
+	head := "GET http://" + oap.String() + "/x HTTP/1.1\r\nHost: " + oap.String() + "\r\nUser-Agent: bench\r\n\r\n"
+	get := func(c net.Conn, br *bufio.Reader) string {
+		if _, err := io.WriteString(c, head); err != nil {
+			b.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.Header.Get(httpcache.HeaderXCache)
+	}
+	c0, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	get(c0, bufio.NewReader(c0)) // stores it
+	c0.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if xc := get(c, br); xc != string(httpcache.Hit) {
+			b.Fatalf("X-Cache %q", xc)
+		}
+	}
+	b.StopTimer()
+	if h.fastHits.Load() != int64(b.N) {
+		b.Fatalf("the hit path served %d of %d", h.fastHits.Load(), b.N)
 	}
 }

@@ -7,9 +7,20 @@
 //   - serve.go: Serve takes each connection of the HTTP listener from the
 //     accept pipeline (package accept) and peeks at its first bytes. A
 //     plain CONNECT head (connecthead.go, fuzzed against http.ReadRequest)
-//     goes straight to serveConnect; every other connection goes, untouched,
-//     to the Handler's own http.Server. A connection past a limit gets
-//     503 limit here.
+//     goes straight to serveConnect; with the HTTP cache on, a plain
+//     absolute-form GET or HEAD head (hithead.go, fuzzed the same way)
+//     goes to the hit path; every other connection goes, untouched, to
+//     the Handler's own http.Server. A connection past a limit gets 503
+//     limit here.
+//   - hit.go: the hit path, serveHits. A request the cache answers fresh
+//     is checked as ServeHTTP and serveStored would (credentials, the one
+//     decision, no DLP profile or HTTP checks on the rule), then its head
+//     is consumed and the stored response written in net/http's bytes
+//     (the fields serialized once per stored response), with the same
+//     access line; the connection then waits for its next request
+//     (timeouts.idle; Shutdown closes it). The first request that is not
+//     such a hit is left unread and the connection goes to net/http for
+//     good.
 //   - connect.go: serveConnect, the one CONNECT handler, whichever parser
 //     read the head (a CONNECT net/http read is hijacked to it by
 //     ServeHTTP): credentials once, the policy once, one answer (407, 400,
