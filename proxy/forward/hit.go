@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -127,14 +128,16 @@ func (h *Handler) serveHit(c *accept.Conn, bp *[headBufSize]byte, head *hitHead,
 			c.SetWriteDeadline(t)
 		}
 	}
-	n, err := rawio.Write(c.TCPConn, b)
-	headLen := len(b) - len(body)
+	var n int
 	if inline {
-		n -= headLen
-	} else if err == nil {
-		n, err = rawio.Write(c.TCPConn, body)
+		n, err = rawio.Write(c.TCPConn, b)
+		n -= len(b) - len(body)
 	} else {
-		n = 0
+		// A large body: one writev of the head and the stored body.
+		bufs := net.Buffers{b, body}
+		var w int64
+		w, err = bufs.WriteTo(c.TCPConn)
+		n = int(w) - len(b)
 	}
 	*bufp = b[:0]
 	if cap(b) <= maxHitBuf {

@@ -19,7 +19,10 @@ import (
 // Serve runs one connection of the HTTP listener; it is the Handler's
 // accept.FrontEnd. It peeks (MSG_PEEK: nothing is consumed) at what the
 // client sends first: a plain CONNECT head (parseConnectHead) is served
-// here, by serveConnect, without net/http; every other connection goes,
+// here, by serveConnect, without net/http; with the HTTP cache on, a plain
+// absolute-form GET or HEAD (parseHitHead) goes to the hit path
+// (serveHits), which answers fresh hits itself and hands the connection on
+// at its first other request; every other connection goes,
 // untouched, to the Handler's http.Server (Run), which serves
 // absolute-URI requests through goproxy, and CONNECTs whose
 // head is unusual through the same serveConnect. A connection past a limit
