@@ -111,6 +111,7 @@ func (h *Handler) serveHit(c *accept.Conn, bp *[headBufSize]byte, head *hitHead,
 	if _, err := io.ReadFull(rawReader{c}, bp[:head.size]); err != nil {
 		return false // the connection failed: net/http sees it too
 	}
+	h.fastHits.Add(1) // before the answer, which a test may wait for
 	get := head.method == http.MethodGet
 	closeConn := head.close || h.hitClosing.Load()
 	bufp := hitBufs.Get().(*[]byte)
@@ -147,7 +148,6 @@ func (h *Handler) serveHit(c *accept.Conn, bp *[headBufSize]byte, head *hitHead,
 	rec.Status = http.StatusOK
 	rec.Down.Store(int64(max(n, 0)))
 	rec.Finish()
-	h.fastHits.Add(1)
 	if err != nil {
 		head.close = true // the client is gone or stopped reading: close
 	}

@@ -159,6 +159,24 @@ func (e *hitEnv) count(path string) int {
 	return e.hits[path]
 }
 
+// store fetches path (with the extra fields) and waits until the cache
+// holds the response: a miss's body is stored once the origin's body has
+// ended, which may be after the client has it.
+func (e *hitEnv) store(path, extra string) {
+	e.t.Helper()
+	e.dial().get(e.head("GET", path, extra))
+	u, _ := url.Parse(e.url(path))
+	hd, _ := parseHitHead([]byte(e.head("GET", path, extra)))
+	for start := time.Now(); ; time.Sleep(time.Millisecond) {
+		if _, ok := e.h.o.Cache.Fresh(http.MethodGet, u, hd.header); ok {
+			return
+		}
+		if time.Since(start) > 10*time.Second {
+			e.t.Fatalf("%s not stored", path)
+		}
+	}
+}
+
 func (e *hitEnv) url(path string) string { return fmt.Sprintf("http://cache.test:%d%s", e.port, path) }
 
 // head is a GET (or method) head for path as curl sends it.
@@ -231,11 +249,11 @@ func (r *rawConn) closed() bool {
 	return err == io.EOF
 }
 
-var ageLine = regexp.MustCompile(`(?m)^Age: \d+\r$`)
+var ageLine = regexp.MustCompile(`(?m)^Age: \d+`)
 
 // sameHead reports heads that differ at most in Age's value.
 func sameHead(a, b string) bool {
-	return ageLine.ReplaceAllString(a, "Age: N\r") == ageLine.ReplaceAllString(b, "Age: N\r")
+	return ageLine.ReplaceAllString(a, "Age: N") == ageLine.ReplaceAllString(b, "Age: N")
 }
 
 // line returns the access line n (0-based), waiting for it.
@@ -265,7 +283,7 @@ func TestHitPath(t *testing.T) {
 	} {
 		t.Run(tc.method+tc.path, func(t *testing.T) {
 			head := e.head(tc.method, tc.path, tc.extra)
-			e.dial().get(e.head("GET", tc.path, tc.extra)) // stored
+			e.store(tc.path, tc.extra)
 			// A miss, then a hit net/http answers on that connection.
 			slow := e.dial()
 			warm++
@@ -318,8 +336,14 @@ func TestHitPath(t *testing.T) {
 // to net/http and is revalidated.
 func TestHitPathConnection(t *testing.T) {
 	e := newHitEnv(t, nil, 0)
-	e.dial().get(e.head("GET", "/file/c", ""))
+	e.store("/file/c", "")
 	e.dial().get(e.head("GET", "/stale", ""))
+	su, _ := url.Parse(e.url("/stale"))
+	for start := time.Now(); !e.h.o.Cache.Holds(su); time.Sleep(time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("/stale not stored")
+		}
+	}
 
 	c := e.dial()
 	h, _ := c.get(e.head("GET", "/file/c", "Connection: close\r\n"))
@@ -357,7 +381,7 @@ func TestHitPathConnection(t *testing.T) {
 // reaches the origin.
 func TestHitPathPolicyFirst(t *testing.T) {
 	e := newHitEnv(t, nil, 0)
-	e.dial().get(e.head("GET", "/file/p", ""))
+	e.store("/file/p", "")
 	c := e.dial()
 	if h, _ := c.get(e.head("GET", "/file/p", "")); !strings.Contains(h, "X-Cache: HIT") {
 		t.Fatalf("hit: %s", h)
@@ -381,7 +405,7 @@ func TestHitPathPolicyFirst(t *testing.T) {
 func TestHitPathAuth(t *testing.T) {
 	good := "Basic " + "YWxpY2U6c2VjcmV0" // alice:secret
 	e := newHitEnv(t, func(h string) (string, bool) { return "alice", h == good }, 0)
-	e.dial().get(e.head("GET", "/file/u", "Proxy-Authorization: "+good+"\r\n"))
+	e.store("/file/u", "Proxy-Authorization: "+good+"\r\n")
 	f0 := e.h.fastHits.Load()
 	for _, extra := range []string{"", "Proxy-Authorization: Basic eDp5\r\n"} {
 		h, body := e.dial().get(e.head("GET", "/file/u", extra))
@@ -405,7 +429,7 @@ func TestHitPathAuth(t *testing.T) {
 // after timeouts.idle without a request, and at once by Shutdown.
 func TestHitPathIdleAndShutdown(t *testing.T) {
 	e := newHitEnv(t, nil, 300*time.Millisecond)
-	e.dial().get(e.head("GET", "/file/i", ""))
+	e.store("/file/i", "")
 	c := e.dial()
 	c.get(e.head("GET", "/file/i", ""))
 	start := time.Now()
@@ -434,8 +458,19 @@ func TestHitPathClients(t *testing.T) {
 		}
 		return string(out)
 	}
+	curl(e.url("/file/k"))
+	hd, _ := parseHitHead([]byte(e.head("GET", "/file/k", "")))
+	ku, _ := url.Parse(e.url("/file/k"))
+	for start := time.Now(); ; time.Sleep(time.Millisecond) {
+		if _, ok := e.h.o.Cache.Fresh(http.MethodGet, ku, hd.header); ok {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("/file/k not stored")
+		}
+	}
 	f0 := e.h.fastHits.Load()
-	slow := curl(e.url("/file/k"), e.url("/file/k")) // one connection: miss, then hit
+	slow := curl(e.url("/file/warm"), e.url("/file/k")) // one connection: a miss, then the hit
 	if e.h.fastHits.Load() != f0 {
 		t.Fatal("hit path used after a miss")
 	}
