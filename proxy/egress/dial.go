@@ -81,10 +81,14 @@ func (d *Dialer) attemptTimeout() time.Duration {
 // A decision with a Via is not dialed: its parent proxy is asked for a
 // tunnel to dec.Host:dec.Port (upstream.Dialer.Connect, its answer awaited
 // up to Timeout), and the address returned is the parent's. Its failures
-// are *upstream.Error.
-func (d *Dialer) Dial(ctx context.Context, dec policy.Decision) (_ *net.TCPConn, _ netip.AddrPort, err error) {
+// are *upstream.Error. Only such a tunnel can have early bytes: what the
+// parent sent after its answer, in the same read (the destination's
+// first bytes), which the caller must send to its client before anything
+// it reads from the conn (tunnel.Runner.Start takes them). A direct dial
+// returns none.
+func (d *Dialer) Dial(ctx context.Context, dec policy.Decision) (_ *net.TCPConn, early []byte, _ netip.AddrPort, err error) {
 	if !dec.Verdict.Passes() || len(dec.Addrs) == 0 && dec.Via == "" {
-		return nil, netip.AddrPort{}, ErrNoDecision
+		return nil, nil, netip.AddrPort{}, ErrNoDecision
 	}
 	if d.Observe != nil {
 		start := time.Now()
@@ -115,14 +119,14 @@ func (d *Dialer) Dial(ctx context.Context, dec policy.Decision) (_ *net.TCPConn,
 		}
 		c, err := nd.DialContext(ctx, network, target.String())
 		if err == nil {
-			return c.(*net.TCPConn), ap, nil
+			return c.(*net.TCPConn), nil, ap, nil
 		}
 		errs = append(errs, err)
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return nil, netip.AddrPort{}, fmt.Errorf("dial %s: %w", dec.Host, errs)
+	return nil, nil, netip.AddrPort{}, fmt.Errorf("dial %s: %w", dec.Host, errs)
 }
 
 // DialParent connects to the parent proxy of a decision with a Via, for a

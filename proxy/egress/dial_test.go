@@ -54,7 +54,7 @@ func TestDialRefusesWithoutPassingDecision(t *testing.T) {
 		{Verdict: policy.Allow},                               // allowed, nothing pinned
 		{Verdict: policy.Report},                              // report, nothing pinned
 	} {
-		c, _, err := d.Dial(context.Background(), dec)
+		c, _, _, err := d.Dial(context.Background(), dec)
 		if !errors.Is(err, ErrNoDecision) {
 			t.Fatalf("%+v: err %v", dec, err)
 		}
@@ -70,7 +70,7 @@ func TestDialTriesAddressesInOrder(t *testing.T) {
 	refused := refusedAddr(t)
 	var d Dialer
 	for _, v := range []policy.Verdict{policy.Allow, policy.Report} {
-		c, got, err := d.Dial(context.Background(), policy.Decision{Verdict: v, Host: "a.test", Addrs: []netip.AddrPort{refused, open}})
+		c, _, got, err := d.Dial(context.Background(), policy.Decision{Verdict: v, Host: "a.test", Addrs: []netip.AddrPort{refused, open}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -84,7 +84,7 @@ func TestDialTriesAddressesInOrder(t *testing.T) {
 func TestDialIPv6AndMapped(t *testing.T) {
 	open6 := listen(t, "tcp6", "[::1]:0")
 	var d Dialer
-	c, got, err := d.Dial(context.Background(), policy.Decision{Verdict: policy.Allow, Addrs: []netip.AddrPort{open6}})
+	c, _, got, err := d.Dial(context.Background(), policy.Decision{Verdict: policy.Allow, Addrs: []netip.AddrPort{open6}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestDialIPv6AndMapped(t *testing.T) {
 	// An IPv4-mapped pin dials the IPv4 address.
 	open4 := listen(t, "tcp4", testIP+":0")
 	mapped := netip.AddrPortFrom(netip.AddrFrom16(open4.Addr().As16()), open4.Port())
-	c, got, err = d.Dial(context.Background(), policy.Decision{Verdict: policy.Allow, Addrs: []netip.AddrPort{mapped}})
+	c, _, got, err = d.Dial(context.Background(), policy.Decision{Verdict: policy.Allow, Addrs: []netip.AddrPort{mapped}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestDialIPv6AndMapped(t *testing.T) {
 func TestDialErrorKeepsSyscallError(t *testing.T) {
 	a, b := refusedAddr(t), refusedAddr(t)
 	var d Dialer
-	_, _, err := d.Dial(context.Background(), policy.Decision{Verdict: policy.Allow, Host: "down.test", Addrs: []netip.AddrPort{a, b}})
+	_, _, _, err := d.Dial(context.Background(), policy.Decision{Verdict: policy.Allow, Host: "down.test", Addrs: []netip.AddrPort{a, b}})
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("errors.Is ECONNREFUSED false for %v", err)
 	}
@@ -129,7 +129,7 @@ func TestDialErrorKeepsSyscallError(t *testing.T) {
 
 func TestDialInvalidAddress(t *testing.T) {
 	var d Dialer
-	_, _, err := d.Dial(context.Background(), policy.Decision{Verdict: policy.Allow, Addrs: []netip.AddrPort{{}, netip.MustParseAddrPort("127.0.0.1:0")}})
+	_, _, _, err := d.Dial(context.Background(), policy.Decision{Verdict: policy.Allow, Addrs: []netip.AddrPort{{}, netip.MustParseAddrPort("127.0.0.1:0")}})
 	if err == nil || !strings.Contains(err.Error(), "invalid address") {
 		t.Fatalf("err %v", err)
 	}
@@ -172,7 +172,7 @@ func TestDialContextCanceled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	d := Dialer{Timeout: time.Second}
-	_, _, err := d.Dial(ctx, policy.Decision{Verdict: policy.Allow, Addrs: []netip.AddrPort{open, open}})
+	_, _, _, err := d.Dial(ctx, policy.Decision{Verdict: policy.Allow, Addrs: []netip.AddrPort{open, open}})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v", err)
 	}

@@ -57,7 +57,7 @@ func (h *Handler) serveConnect(c *accept.Conn, req connectRequest, prefix []byte
 		h.inspectConnect(c, dec, rec, prefix)
 		return
 	}
-	upstream, addr, err := h.o.Dialer.Dial(ctx, dec)
+	upstream, early, addr, err := h.o.Dialer.Dial(ctx, dec)
 	if err != nil {
 		h.o.Diag.Debug("dial failed", zap.String("host", dec.Host), zap.String("via", dec.Via), zap.Error(err))
 		// dial_error, or upstream_proxy when the decision's parent proxy
@@ -85,7 +85,7 @@ func (h *Handler) serveConnect(c *accept.Conn, req connectRequest, prefix []byte
 	}
 	// The relay runs on goroutines of its own, so this connection's
 	// goroutine (and, on the net/http path, its server's state) can end.
-	h.o.Runner.Start(c, upstream, first, rec)
+	h.o.Runner.Start(c, upstream, first, early, rec)
 }
 
 // inspectConnect runs an allowed CONNECT whose rule inspects it: confirm,

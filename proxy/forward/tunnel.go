@@ -70,12 +70,12 @@ func (h *Handler) dialFromContext(ctx context.Context, network, addr string) (ne
 	if !sameAuthority(d.addr, addr) {
 		return nil, errNoDecision
 	}
-	conn, remote, err := h.o.Dialer.Dial(ctx, d.dec)
+	conn, early, remote, err := h.o.Dialer.Dial(ctx, d.dec)
 	if err != nil {
 		h.o.Diag.Debug("dial failed", zap.String("host", d.dec.Host), zap.String("via", d.dec.Via), zap.Error(err))
 		return nil, err
 	}
-	return &upstreamConn{c: conn, remote: remote, local: egress.LocalAddrPort(conn), idle: h.idle, via: d.dec.Via}, nil
+	return &upstreamConn{c: conn, early: early, remote: remote, local: egress.LocalAddrPort(conn), idle: h.idle, via: d.dec.Via}, nil
 }
 
 // errUpstreamTLS marks a failed TLS handshake with an origin: a

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"net"
 	"net/http"
 	"time"
 
@@ -56,7 +55,7 @@ func (h *Handler) serveUpgrade(cw *respWriter, r *http.Request, x *exchange) {
 	}
 	// With a parent proxy (dec.Via) this is a tunnel through it; the
 	// handshake then goes through that tunnel in origin form.
-	conn, remote, err := h.o.Dialer.Dial(r.Context(), dec)
+	conn, early, remote, err := h.o.Dialer.Dial(r.Context(), dec)
 	if err != nil {
 		h.o.Diag.Debug("dial failed", zap.String("host", dec.Host), zap.Error(err))
 		rec.DialFailed(err)
@@ -71,7 +70,7 @@ func (h *Handler) serveUpgrade(cw *respWriter, r *http.Request, x *exchange) {
 			conn.Close()
 		}
 	}()
-	up := &upstreamConn{c: conn, remote: remote, local: local, idle: h.idle, via: dec.Via}
+	up := &upstreamConn{c: conn, early: early, remote: remote, local: local, idle: h.idle, via: dec.Via}
 	br := bufio.NewReader(up)
 	resp, err := h.handshake(up, br, r, dec, upgrade)
 	if err != nil {
@@ -100,7 +99,7 @@ func (h *Handler) serveUpgrade(cw *respWriter, r *http.Request, x *exchange) {
 		h.relayResponse(cw, x, up, resp)
 		return
 	}
-	tunnel = h.switchProtocols(cw, x, conn, br, resp)
+	tunnel = h.switchProtocols(cw, x, up, br, resp)
 }
 
 // handshake sends r's head to the origin, keeping of the hop-by-hop
@@ -140,19 +139,22 @@ func (h *Handler) relayResponse(cw *respWriter, x *exchange, up *upstreamConn, r
 // hands both connections to the tunnel runner, which owns the record from
 // then on. It reports whether it did; if not, the client connection was
 // closed.
-func (h *Handler) switchProtocols(cw *respWriter, x *exchange, upstream *net.TCPConn, br *bufio.Reader, resp *http.Response) bool {
-	rec := x.rec
+func (h *Handler) switchProtocols(cw *respWriter, x *exchange, up *upstreamConn, br *bufio.Reader, resp *http.Response) bool {
+	rec, upstream := x.rec, up.c
 	var head bytes.Buffer
 	head.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n")
 	resp.Header.Write(&head)
 	head.WriteString("\r\n")
 	// What the origin sent past its 101 (its first frames) goes to the
-	// client first.
+	// client first: what br holds, then any early bytes from a parent's
+	// answer that br has not taken yet.
 	var upstreamFirst []byte
 	if n := br.Buffered(); n > 0 {
 		b, _ := br.Peek(n)
 		upstreamFirst = append([]byte(nil), b...)
 	}
+	upstreamFirst = append(upstreamFirst, up.early...)
+	up.early = nil
 	c, _, err := cw.Hijack() // keeps what the client sent past its head in x.prefix
 	if err != nil {
 		h.o.Diag.Error("upgrade: cannot take over the client connection", zap.Error(err))
@@ -181,7 +183,7 @@ func (h *Handler) switchProtocols(cw *respWriter, x *exchange, upstream *net.TCP
 	}
 	first := x.prefix
 	x.prefix = nil
-	h.o.Runner.StartUpgraded(client, upstream, first, upstreamFirst, rec)
+	h.o.Runner.Start(client, upstream, first, upstreamFirst, rec)
 	return true
 }
 

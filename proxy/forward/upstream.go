@@ -196,6 +196,7 @@ func setKey(b []byte, addrs []netip.AddrPort) []byte {
 // timeouts.idle without a byte either way.
 type upstreamConn struct {
 	c       *net.TCPConn
+	early   []byte         // read from c before the caller's first Read (egress.Dialer.Dial's early bytes)
 	remote  netip.AddrPort // the pinned address it was dialed to (a parent's, with via)
 	local   netip.AddrPort // the address it was dialed from
 	via     string         // the parent proxy it goes through; "" direct
@@ -207,6 +208,11 @@ type upstreamConn struct {
 }
 
 func (c *upstreamConn) Read(p []byte) (int, error) {
+	if len(c.early) > 0 {
+		n := copy(p, c.early)
+		c.early = c.early[n:]
+		return n, nil
+	}
 	if d := time.Duration(c.idle.Load()); d > 0 {
 		if t, ok := c.rd.next(d); ok {
 			c.c.SetReadDeadline(t)

@@ -50,7 +50,7 @@ func serveLibrary(ln net.Listener, decider policy.Decider, dialer *egress.Dialer
 			if d.err != nil {
 				return nil, d.err
 			}
-			c, _, err := dialer.Dial(ctx, d.dec)
+			c, _, _, err := dialer.Dial(ctx, d.dec)
 			if err != nil {
 				return nil, err
 			}

@@ -225,7 +225,7 @@ func (ss *session) connect(req request) bool {
 	if o.Runner.Inspects(dec) {
 		return ss.inspect(dec)
 	}
-	up, addr, err := o.Dialer.Dial(ctx, dec)
+	up, early, addr, err := o.Dialer.Dial(ctx, dec)
 	if err != nil {
 		rec.DialFailed(err)
 		ss.s.diag.Debug("socks5 dial failed", zap.String("host", dec.Host), zap.String("via", dec.Via), zap.Error(err))
@@ -246,7 +246,7 @@ func (ss *session) connect(req request) bool {
 		up.Close()
 		return false
 	}
-	o.Runner.Start(ss.c, up, first, rec)
+	o.Runner.Start(ss.c, up, first, early, rec)
 	return true
 }
 

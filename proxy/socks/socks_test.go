@@ -358,7 +358,7 @@ func TestDialReply(t *testing.T) {
 	}
 	closed := ln.Addr().(*net.TCPAddr).AddrPort()
 	ln.Close()
-	_, _, refused := (&egress.Dialer{Timeout: 2 * time.Second}).Dial(context.Background(), policy.Decision{
+	_, _, _, refused := (&egress.Dialer{Timeout: 2 * time.Second}).Dial(context.Background(), policy.Decision{
 		Verdict: policy.Allow, Host: "refused.test", Port: closed.Port(), Addrs: []netip.AddrPort{closed},
 	})
 	if refused == nil {

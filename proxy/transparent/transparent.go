@@ -169,7 +169,7 @@ func (f *FrontEnd) tunnel(c *accept.Conn, dec policy.Decision, first []byte, rec
 		f.o.Runner.Inspect(c, first, dec, rec)
 		return
 	}
-	up, addr, err := f.o.Dialer.Dial(context.Background(), dec)
+	up, early, addr, err := f.o.Dialer.Dial(context.Background(), dec)
 	if err != nil {
 		f.o.Diag.Debug("transparent: dial failed", zap.String("host", dec.Host), zap.String("via", dec.Via), zap.Error(err))
 		// dial_error, or upstream_proxy when a rule's parent proxy was
@@ -179,7 +179,7 @@ func (f *FrontEnd) tunnel(c *accept.Conn, dec policy.Decision, first []byte, rec
 		return
 	}
 	rec.IP, rec.EgressAddr = addr, egress.LocalAddrPort(up)
-	f.o.Runner.Start(c, up, first, rec)
+	f.o.Runner.Start(c, up, first, early, rec)
 }
 
 // refuse writes the access line and closes the connection.

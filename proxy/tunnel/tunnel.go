@@ -117,18 +117,13 @@ func judge(dec policy.Decision, hello []byte, info sni.Info, err error) (policy.
 }
 
 // Start tracks the tunnel and relays it on the relay's own two goroutines
-// (first, what GuardSNI read, goes upstream first) until both directions
-// end or a timeout or drain cuts it. Then it closes both conns, writes the
-// access line and releases client: the tunnel owns all three from here on,
-// and the front end's goroutine can return.
-func (r *Runner) Start(client *accept.Conn, upstream *net.TCPConn, first []byte, rec *accesslog.Record) {
-	r.start(client, upstream, first, nil, rec)
-}
-
-// StartUpgraded is Start for a connection that switched protocols (an HTTP
-// upgrade, such as WebSocket): upstreamFirst, the bytes already read from
-// the upstream past its 101 response, go to the client first.
-func (r *Runner) StartUpgraded(client *accept.Conn, upstream *net.TCPConn, first, upstreamFirst []byte, rec *accesslog.Record) {
+// (first, what GuardSNI read, goes upstream first; upstreamFirst, bytes
+// already read from upstream, to the client first: what a parent proxy
+// sent past its answer to CONNECT, or an origin past its 101 response)
+// until both directions end or a timeout or drain cuts it. Then it closes
+// both conns, writes the access line and releases client: the tunnel owns
+// all three from here on, and the front end's goroutine can return.
+func (r *Runner) Start(client *accept.Conn, upstream *net.TCPConn, first, upstreamFirst []byte, rec *accesslog.Record) {
 	r.start(client, upstream, first, upstreamFirst, rec)
 }
 

@@ -35,7 +35,7 @@ func BenchmarkConnect(b *testing.B) {
 	d, _ := newDialer(Parent{Name: "corp", Addrs: []string{ln.Addr().String()}, Username: "egress", Password: "s3cret"})
 	b.ReportAllocs()
 	for b.Loop() {
-		c, _, err := d.Connect(context.Background(), "corp", "app.partner.example", 443, time.Second)
+		c, _, _, err := d.Connect(context.Background(), "corp", "app.partner.example", 443, time.Second)
 		if err != nil {
 			b.Fatal(err)
 		}

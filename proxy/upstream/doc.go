@@ -9,10 +9,12 @@
 //     does not accept is counted down and the next is tried), sends
 //     CONNECT host:port, by name, with Proxy-Authorization when
 //     credentials are configured, and reads the parent's answer head with
-//     MSG_PEEK, so nothing the parent sends after its answer is consumed:
-//     the returned *net.TCPConn is the tunnel, ready for the splice relay
-//     and the SNI guard. A status that is no success is an *Error with
-//     the parent's status (refused).
+//     plain reads: the returned *net.TCPConn is the tunnel, ready for the
+//     splice relay and the SNI guard, and the bytes the parent sent in the
+//     same segment after its answer (a server-first destination's banner)
+//     come back as early bytes, for the caller to hand its client first. A
+//     status that is no success is an *Error with the parent's status
+//     (refused).
 //   - Dialer.Dial: a connection to a parent for forwarded (absolute-URI)
 //     requests, and the Proxy-Authorization value to send with them.
 //   - Set: the parents of one config generation, swapped by Store on

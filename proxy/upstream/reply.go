@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
+
+	"github.com/egressd/egressd/proxy/rawio"
 )
 
 // maxHead bounds a parent's answer head (status line and headers).
@@ -61,4 +64,29 @@ func printable(b []byte) []byte {
 		b = b[:64]
 	}
 	return b
+}
+
+// readHead reads a parent's answer head from c into buf with plain reads
+// (c's read deadline applies) and returns it and what the last read
+// brought past its end: the tunnel's first bytes, when the parent sent
+// them in the same segment. A parent answering in one segment costs one
+// read once the answer is there.
+func readHead(c *net.TCPConn, buf []byte) (head, rest []byte, err error) {
+	have := 0
+	for {
+		n, err := rawio.Read(c, buf[have:])
+		if n > 0 {
+			from := max(0, have-2) // a line end split across reads
+			if end := headEnd(buf[from : have+n]); end >= 0 {
+				return buf[:from+end], buf[from+end : have+n], nil
+			}
+			have += n
+			if have == len(buf) {
+				return nil, nil, errHeadTooLarge
+			}
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+	}
 }

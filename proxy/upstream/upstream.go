@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -47,11 +48,13 @@ type Parent struct {
 	ConnectTimeout     time.Duration // per URL; zero: DefaultConnectTimeout
 }
 
-// parent is a Parent ready for use: the header it sends is built once.
+// parent is a Parent ready for use: what it sends that does not depend on
+// the destination is built once per config.
 type parent struct {
 	name    string
 	urls    []parentURL
 	auth    string // "Basic ...", "" without credentials
+	tail    string // the end of each CONNECT: the credentials' header, if any, and the empty line
 	timeout time.Duration
 }
 
@@ -101,8 +104,10 @@ func NewSet(ps []Parent) *Set {
 		if cp.timeout <= 0 {
 			cp.timeout = DefaultConnectTimeout
 		}
+		cp.tail = "\r\n\r\n"
 		if p.Username != "" {
 			cp.auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(p.Username+":"+p.Password))
+			cp.tail = "\r\nProxy-Authorization: " + cp.auth + "\r\n\r\n"
 		}
 		s.byName[p.Name] = cp
 	}
@@ -196,18 +201,21 @@ func (d *Dialer) observe(name, result string) {
 // connect_timeout; every one that does not is counted down), sends
 // CONNECT host:port with the credentials, and waits up to replyTimeout
 // (zero: DefaultReplyTimeout) for a success status. It returns the parent
-// connection, positioned at the first byte of the tunnel (nothing the
-// parent sent after its answer is consumed), and the parent address it
-// reached. host goes to the parent as given: by name, for the parent to
-// resolve and judge.
-func (d *Dialer) Connect(ctx context.Context, via, host string, port uint16, replyTimeout time.Duration) (*net.TCPConn, netip.AddrPort, error) {
+// connection (the tunnel), early, and the parent address it reached. The
+// answer is read with plain reads, so what the parent sent in the same
+// segment after its answer head (a server-first destination's banner) may
+// have been read with it: early holds those bytes (usually none), the
+// tunnel's first bytes from the destination, which the caller must hand
+// to its client before anything read from the connection. host goes to
+// the parent as given: by name, for the parent to resolve and judge.
+func (d *Dialer) Connect(ctx context.Context, via, host string, port uint16, replyTimeout time.Duration) (_ *net.TCPConn, early []byte, _ netip.AddrPort, _ error) {
 	p, err := d.lookup(via)
 	if err != nil {
-		return nil, netip.AddrPort{}, err
+		return nil, nil, netip.AddrPort{}, err
 	}
 	c, addr, err := d.dial(ctx, p)
 	if err != nil {
-		return nil, netip.AddrPort{}, err
+		return nil, nil, netip.AddrPort{}, err
 	}
 	if replyTimeout <= 0 {
 		replyTimeout = DefaultReplyTimeout
@@ -216,7 +224,7 @@ func (d *Dialer) Connect(ctx context.Context, via, host string, port uint16, rep
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}
-	status, err := connect(c, p, net.JoinHostPort(host, strconv.Itoa(int(port))), deadline)
+	early, status, err := connect(c, p, host, port, deadline)
 	if err != nil {
 		c.Close()
 		e := &Error{Proxy: p.name, Addr: addr, Status: status, Result: ResultError, Err: err}
@@ -224,10 +232,10 @@ func (d *Dialer) Connect(ctx context.Context, via, host string, port uint16, rep
 			e.Result = ResultRefused
 		}
 		d.observe(p.name, e.Result)
-		return nil, netip.AddrPort{}, e
+		return nil, nil, netip.AddrPort{}, e
 	}
 	d.observe(p.name, ResultOK)
-	return c, addr, nil
+	return c, early, addr, nil
 }
 
 // Dial connects to the parent named via (its first URL that accepts) for
@@ -355,36 +363,52 @@ func only(target netip.AddrPort) func(context.Context, string, string, syscall.R
 // into: 8 KiB on a goroutine's stack would make it grow.
 var heads = sync.Pool{New: func() any { return new([maxHead]byte) }}
 
-// connect sends CONNECT authority and reads the parent's answer head. It
-// returns the parent's status when it is no success (with an error), 0
-// and an error when there was no usable answer.
-func connect(c *net.TCPConn, p *parent, authority string, deadline time.Time) (int, error) {
+// appendAuthority appends host:port in the request-target's authority
+// form (RFC 9112 section 3.2.3): an IPv6 literal in brackets.
+func appendAuthority(b []byte, host string, port uint16) []byte {
+	if strings.IndexByte(host, ':') >= 0 {
+		b = append(b, '[')
+		b = append(b, host...)
+		b = append(b, ']')
+	} else {
+		b = append(b, host...)
+	}
+	b = append(b, ':')
+	return strconv.AppendUint(b, uint64(port), 10)
+}
+
+// connect sends CONNECT host:port and reads the parent's answer head. It
+// returns what was read past the head (a copy; nil when nothing was), or
+// the parent's status when it is no success (with an error), or 0 and an
+// error when there was no usable answer.
+func connect(c *net.TCPConn, p *parent, host string, port uint16, deadline time.Time) ([]byte, int, error) {
 	buf := heads.Get().(*[maxHead]byte)
 	defer heads.Put(buf)
 	req := append(buf[:0], "CONNECT "...)
-	req = append(req, authority...)
+	authStart := len(req)
+	req = appendAuthority(req, host, port)
+	authority := req[authStart:]
 	req = append(req, " HTTP/1.1\r\nHost: "...)
 	req = append(req, authority...)
-	if p.auth != "" {
-		req = append(req, "\r\nProxy-Authorization: "...)
-		req = append(req, p.auth...)
-	}
-	req = append(req, "\r\n\r\n"...)
+	req = append(req, p.tail...)
 	c.SetDeadline(deadline)
 	defer c.SetDeadline(time.Time{})
 	if _, err := rawio.Write(c, req); err != nil {
-		return 0, fmt.Errorf("send CONNECT: %w", err)
+		return nil, 0, fmt.Errorf("send CONNECT: %w", err)
 	}
-	head, err := readHead(c, buf[:])
+	head, rest, err := readHead(c, buf[:])
 	if err != nil {
-		return 0, fmt.Errorf("read the answer to CONNECT: %w", err)
+		return nil, 0, fmt.Errorf("read the answer to CONNECT: %w", err)
 	}
 	status, err := ParseStatus(head)
 	if err != nil {
-		return 0, err
+		return nil, 0, err
 	}
 	if status < 200 || status > 299 {
-		return status, fmt.Errorf("status %d", status)
+		return nil, status, fmt.Errorf("status %d", status)
 	}
-	return status, nil
+	if len(rest) == 0 {
+		return nil, status, nil
+	}
+	return bytes.Clone(rest), status, nil
 }

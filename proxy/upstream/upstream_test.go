@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -132,7 +133,7 @@ func TestConnect(t *testing.T) {
 	// of them may be lost to egressd's reading of the answer.
 	parent := newFakeParent(t, func(*http.Request) []string { return []string{established + "SSH-2.0-banner\r\n"} })
 	d, c := newDialer(Parent{Name: "corp", Addrs: []string{parent.addr.String()}, Username: "egress", Password: "s3cret"})
-	conn, addr, err := d.Connect(context.Background(), "corp", "app.partner.example", 443, time.Second)
+	conn, early, addr, err := d.Connect(context.Background(), "corp", "app.partner.example", 443, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,9 +142,13 @@ func TestConnect(t *testing.T) {
 		t.Errorf("addr %v, want %v", addr, parent.addr)
 	}
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	// The banner came in the answer's segment: read with it, it is early.
 	banner := make([]byte, len("SSH-2.0-banner\r\n"))
-	if _, err := io.ReadFull(conn, banner); err != nil || string(banner) != "SSH-2.0-banner\r\n" {
+	if _, err := io.ReadFull(io.MultiReader(bytes.NewReader(early), conn), banner); err != nil || string(banner) != "SSH-2.0-banner\r\n" {
 		t.Fatalf("first tunnel bytes %q, %v", banner, err)
+	}
+	if len(early) == 0 {
+		t.Errorf("the banner written with the answer was left in the socket: the test no longer covers bytes read past the head")
 	}
 	io.WriteString(conn, "ping")
 	echo := make([]byte, 4)
@@ -169,7 +174,7 @@ func TestConnect(t *testing.T) {
 func TestConnectIPv6AndNoCredentials(t *testing.T) {
 	parent := newFakeParent(t, func(*http.Request) []string { return []string{"HTTP/1.0 200\r\n\r\n"} })
 	d, _ := newDialer(Parent{Name: "corp", Addrs: []string{parent.addr.String()}})
-	conn, _, err := d.Connect(context.Background(), "corp", "2001:db8::1", 8443, time.Second)
+	conn, _, _, err := d.Connect(context.Background(), "corp", "2001:db8::1", 8443, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,13 +199,13 @@ func TestConnectAnswerInPieces(t *testing.T) {
 		// the reader may see them apart or together.
 		parent := newFakeParent(t, func(*http.Request) []string { return pieces })
 		d, _ := newDialer(Parent{Name: "corp", Addrs: []string{parent.addr.String()}})
-		conn, _, err := d.Connect(context.Background(), "corp", "a.example", 443, 2*time.Second)
+		conn, early, _, err := d.Connect(context.Background(), "corp", "a.example", 443, 2*time.Second)
 		if err != nil {
 			t.Fatalf("%q: %v", pieces, err)
 		}
 		conn.SetDeadline(time.Now().Add(5 * time.Second))
 		first := make([]byte, 5)
-		if _, err := io.ReadFull(conn, first); err != nil || string(first) != "first" {
+		if _, err := io.ReadFull(io.MultiReader(bytes.NewReader(early), conn), first); err != nil || string(first) != "first" {
 			t.Errorf("%q: tunnel starts %q, %v", pieces, first, err)
 		}
 		conn.Close()
@@ -212,7 +217,7 @@ func TestConnectRefused(t *testing.T) {
 		return []string{"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"}
 	})
 	d, c := newDialer(Parent{Name: "corp", Addrs: []string{parent.addr.String()}, Username: "egress", Password: "s3cret"})
-	_, _, err := d.Connect(context.Background(), "corp", "blocked.example", 443, time.Second)
+	_, _, _, err := d.Connect(context.Background(), "corp", "blocked.example", 443, time.Second)
 	var pe *Error
 	if !errors.As(err, &pe) || pe.Status != 403 || pe.Addr != parent.addr || pe.Result != ResultRefused || pe.Proxy != "corp" {
 		t.Fatalf("err %#v", err)
@@ -229,7 +234,7 @@ func TestConnectFailover(t *testing.T) {
 	parent := newFakeParent(t, func(*http.Request) []string { return []string{established} })
 	dead1, dead2 := deadAddr(t), deadAddr(t)
 	d, c := newDialer(Parent{Name: "corp", Addrs: []string{dead1, dead2, parent.addr.String()}, ConnectTimeout: time.Second})
-	conn, addr, err := d.Connect(context.Background(), "corp", "a.example", 443, time.Second)
+	conn, _, addr, err := d.Connect(context.Background(), "corp", "a.example", 443, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +249,7 @@ func TestConnectFailover(t *testing.T) {
 
 func TestConnectAllDown(t *testing.T) {
 	d, c := newDialer(Parent{Name: "corp", Addrs: []string{deadAddr(t), deadAddr(t)}, ConnectTimeout: time.Second})
-	_, _, err := d.Connect(context.Background(), "corp", "a.example", 443, time.Second)
+	_, _, _, err := d.Connect(context.Background(), "corp", "a.example", 443, time.Second)
 	var pe *Error
 	if !errors.As(err, &pe) || pe.Result != ResultUnavailable || pe.Addr.IsValid() || pe.Status != 0 {
 		t.Fatalf("err %#v", err)
@@ -272,7 +277,7 @@ func TestConnectNoUsableAnswer(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			parent := newFakeParent(t, func(*http.Request) []string { return tt.answer })
 			d, c := newDialer(Parent{Name: "corp", Addrs: []string{parent.addr.String()}})
-			_, _, err := d.Connect(context.Background(), "corp", "a.example", 443, 2*time.Second)
+			_, _, _, err := d.Connect(context.Background(), "corp", "a.example", 443, 2*time.Second)
 			var pe *Error
 			if !errors.As(err, &pe) || pe.Result != ResultError || pe.Status != 0 || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err %v, want %q", err, tt.want)
@@ -292,7 +297,7 @@ func TestConnectReplyTimeout(t *testing.T) {
 	})
 	defer close(release)
 	d, _ := newDialer(Parent{Name: "corp", Addrs: []string{parent.addr.String()}})
-	_, _, err := d.Connect(context.Background(), "corp", "a.example", 443, 100*time.Millisecond)
+	_, _, _, err := d.Connect(context.Background(), "corp", "a.example", 443, 100*time.Millisecond)
 	var pe *Error
 	if !errors.As(err, &pe) || pe.Result != ResultError || !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("err %v", err)
@@ -301,7 +306,7 @@ func TestConnectReplyTimeout(t *testing.T) {
 
 func TestUnknownParent(t *testing.T) {
 	d, c := newDialer()
-	_, _, err := d.Connect(context.Background(), "gone", "a.example", 443, time.Second)
+	_, _, _, err := d.Connect(context.Background(), "gone", "a.example", 443, time.Second)
 	var pe *Error
 	if !errors.As(err, &pe) || pe.Result != ResultUnavailable || !errors.Is(err, errNoParent) {
 		t.Fatalf("err %v", err)
