@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +28,10 @@ const (
 	chainParentIP  = "10.1.2.3"   // the recording parent: a private address, which is fine for a parent
 	chainParentDNS = "127.0.0.54" // the parents' DNS, on port 53 (Squid takes no port): on-premises names
 	chainDeadIP    = "127.0.0.9"  // nothing listens: a parent URL that is down
+	chainBannerIP  = "127.0.0.6"  // the server-first origin of ssh.partner.test (chainOptions.banner)
+
+	// chainBanner is what the server-first origin sends first.
+	chainBanner = "SSH-2.0-egressd-test\r\n"
 
 	chainUser     = "egress"
 	chainPassword = "pa55-Corp-Proxy-7c1e"
@@ -47,6 +52,7 @@ type chainEnv struct {
 	parent  *testenv.Parent
 	squid   *testenv.Squid
 	honey   *testenv.Honeypot
+	banner  net.Listener // the server-first origin, with chainOptions.banner
 	proc    *testenv.Proc
 	pwFile  string
 	cfg     string // the config egressd started with
@@ -55,6 +61,10 @@ type chainEnv struct {
 type chainOptions struct {
 	squid  bool
 	refuse func(target string) int // the recording parent's refusals
+	// banner starts a server-first origin for ssh.partner.test (it sends
+	// chainBanner, then echoes), reached only through corp, whose 200 to
+	// it carries the banner in the same write.
+	banner bool
 }
 
 func newChainEnv(t *testing.T, o chainOptions) *chainEnv {
@@ -84,14 +94,20 @@ func newChainEnv(t *testing.T, o chainOptions) *chainEnv {
 	pdns.Set("web.partner.test", 60, netip.MustParseAddr(chainWebIP))
 	pdns.Set("web.audited.test", 60, netip.MustParseAddr(chainWebIP))
 
-	e.parent = testenv.NewParentIn(t, e.ns, chainParentIP, testenv.ParentOptions{
+	po := testenv.ParentOptions{
 		Hosts: map[string]string{
 			"app.partner.test": chainPartnerIP, "refused.partner.test": chainPartnerIP, "auth.partner.test": chainPartnerIP,
 			"web.partner.test": chainWebIP,
 		},
 		Credentials: chainUser + ":" + chainPassword,
 		Refuse:      o.refuse,
-	})
+	}
+	if o.banner {
+		e.banner = startBannerOrigin(t, e.ns, chainBannerIP+":0")
+		po.Hosts["ssh.partner.test"] = chainBannerIP
+		po.AnswerWithFirstBytes = func(target string) bool { return strings.HasPrefix(target, "ssh.partner.test:") }
+	}
+	e.parent = testenv.NewParentIn(t, e.ns, chainParentIP, po)
 	if o.squid {
 		e.squid = testenv.StartSquid(t, e.ns, "127.0.0.1", testenv.SquidOptions{
 			DNS: chainParentDNS, User: chainUser, Password: chainPassword, Deny: []string{"blocked.audited.test"},
@@ -128,6 +144,9 @@ func (e *chainEnv) config(t *testing.T, partnersVia, extraParents string) string
 		listen = fmt.Sprintf("  http: %q\n  socks5: %q\n  admin: %q\n", e.proc.HTTPAddr, e.proc.SOCKSAddr, e.proc.AdminAddr)
 	} else {
 		listen = fmt.Sprintf("  http: %q\n  socks5: %q\n  admin: %q\n", e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"), e.ns.FreeAddr(t, "127.0.0.1"))
+	}
+	if e.banner != nil {
+		audited += fmt.Sprintf("    - name: banner\n      hosts: [\"ssh.partner.test\"]\n      ports: [%d]\n      via: corp\n", e.banner.Addr().(*net.TCPAddr).Port)
 	}
 	via := ""
 	if partnersVia != "" {
@@ -309,4 +328,40 @@ func (e *chainEnv) parentRequests(target string) []testenv.ParentRequest {
 
 func wantBasic() string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(chainUser+":"+chainPassword))
+}
+
+// startBannerOrigin serves a server-first protocol at addr in ns: each
+// connection gets chainBanner at once, then its own bytes echoed back.
+func startBannerOrigin(t *testing.T, ns *testenv.Netns, addr string) net.Listener {
+	t.Helper()
+	ln, err := ns.Listen("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(30 * time.Second))
+				if _, err := io.WriteString(c, chainBanner); err != nil {
+					return
+				}
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	return ln
 }

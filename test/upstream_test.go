@@ -3,6 +3,7 @@ package test
 import (
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -208,6 +209,49 @@ func TestUpstreamSNIGuard(t *testing.T) {
 	}
 	if n := e.partner.Count(); n != 0 {
 		t.Errorf("origin answered %d requests", n)
+	}
+}
+
+// TestUpstreamServerFirst: a server-first destination (an SSH-like
+// banner) through a parent that writes its 200 and the banner in one
+// write, so egressd reads both at once: the client gets the banner first,
+// then its own bytes echoed, over CONNECT and SOCKS5, and the banner is
+// counted as bytes down.
+func TestUpstreamServerFirst(t *testing.T) {
+	e := newChainEnv(t, chainOptions{banner: true})
+	port := e.banner.Addr().(*net.TCPAddr).Port
+	target := fmt.Sprintf("ssh.partner.test:%d", port)
+	for _, listener := range []string{"connect", "socks5"} {
+		var c net.Conn
+		if listener == "connect" {
+			conn, head := e.connect(t, target)
+			if !strings.HasPrefix(head, "HTTP/1.1 200 ") {
+				t.Fatalf("CONNECT: %q", head)
+			}
+			c = conn
+		} else {
+			conn, res := socksRequest(t, e.ns, e.proc.SOCKSAddr, nil, socksConnect, "ssh.partner.test", port, false)
+			if res.Reply != replySucceeded {
+				t.Fatalf("socks5: reply %d", res.Reply)
+			}
+			c = conn
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		banner := make([]byte, len(chainBanner))
+		if _, err := io.ReadFull(c, banner); err != nil || string(banner) != chainBanner {
+			t.Fatalf("%s: tunnel starts %q (%v), want the banner", listener, banner, err)
+		}
+		io.WriteString(c, "ping\n")
+		echo := make([]byte, 5)
+		if _, err := io.ReadFull(c, echo); err != nil || string(echo) != "ping\n" {
+			t.Fatalf("%s: echo %q (%v)", listener, echo, err)
+		}
+		c.Close()
+		e.proc.WaitForLog(t, testenv.Fields(map[string]any{"listener": listener, "host": "ssh.partner.test", "via": "corp",
+			"rule": "banner", "bytes_up": 5.0, "bytes_down": float64(len(chainBanner) + 5)}))
+	}
+	if reqs := e.parentRequests(target); len(reqs) != 2 {
+		t.Errorf("parent saw %d CONNECTs to %s, want 2: %+v", len(reqs), target, e.parent.Requests())
 	}
 }
 

@@ -184,3 +184,41 @@ func TestUpstreamReadFrom(t *testing.T) {
 		t.Fatalf("the listener read %d bytes, want %d", len(got), len(want))
 	}
 }
+
+// TestUpstreamConnEarlyBytes: the bytes a parent sent past its answer to
+// CONNECT, read with it (egress.Dialer.Dial's early bytes), come out of
+// an upstreamConn before anything the socket holds, in order, in reads
+// as small as the caller's buffer.
+func TestUpstreamConnEarlyBytes(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		io.WriteString(c, " and the rest")
+		c.Close()
+	}()
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idle atomic.Int64
+	up := &upstreamConn{c: c.(*net.TCPConn), early: []byte("banner"), idle: &idle}
+	defer up.Close()
+	first := make([]byte, 4)
+	if n, err := up.Read(first); err != nil || string(first[:n]) != "bann" {
+		t.Fatalf("first read %q, %v", first[:n], err)
+	}
+	rest, err := io.ReadAll(up)
+	if err != nil || string(rest) != "er and the rest" {
+		t.Fatalf("then %q, %v", rest, err)
+	}
+	<-done
+}

@@ -7,8 +7,10 @@
 //     was decided on; anything it cannot read is denied tls_hello_invalid
 //     and never relayed. Elsewhere the policy's protocol check.
 //   - [Runner.Start]: drain tracking, the active-tunnel gauge, the splice
-//     relay (package egress), and at the end the one access-log line and
-//     the release of the client connection (package accept).
+//     relay (package egress; bytes already read from either side, such as
+//     a parent proxy's early bytes, go first), and at the end the one
+//     access-log line and the release of the client connection (package
+//     accept).
 //
 // A tunnel whose rule inspects it (Runner.Inspects) is not relayed: after
 // the guard, Runner.Inspect hands it to the Inspector (proxy/inspect),

@@ -28,6 +28,11 @@ type ParentOptions struct {
 	// answers instead of serving target (CONNECT's host:port, or the
 	// absolute URI's host:port); 0 serves it.
 	Refuse func(target string) int
+	// AnswerWithFirstBytes, when it returns true for a CONNECT target,
+	// makes the parent wait for the destination's first bytes (a
+	// server-first protocol's banner) and write its 200 and those bytes
+	// in one write: one segment, which the proxy reads in one go.
+	AnswerWithFirstBytes func(target string) bool
 }
 
 // ParentRequest is one request a [Parent] received.
@@ -261,7 +266,20 @@ func (p *Parent) tunnel(c net.Conn, br *bufio.Reader, rec *ParentRequest, target
 	}
 	defer up.Close()
 	p.record(rec, func() { rec.Status = 200 })
-	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+	answer := []byte("HTTP/1.1 200 Connection established\r\n\r\n")
+	if p.o.AnswerWithFirstBytes != nil && p.o.AnswerWithFirstBytes(target) {
+		// A bound, not a synchronisation: the destination speaks first.
+		up.SetReadDeadline(time.Now().Add(5 * time.Second))
+		first := make([]byte, 4096)
+		n, err := up.Read(first)
+		up.SetReadDeadline(time.Time{})
+		if err != nil {
+			p.record(rec, func() { rec.Done = true })
+			return
+		}
+		answer = append(answer, first[:n]...)
+	}
+	if _, err := c.Write(answer); err != nil {
 		p.record(rec, func() { rec.Done = true })
 		return
 	}
