@@ -93,7 +93,7 @@ type Handler struct {
 	hitClosing atomic.Bool
 	fastHits   atomic.Int64
 
-	handoff  chan *accept.Conn // from Serve to the http.Server (httpListener)
+	handoff  chan net.Conn // from Serve to the http.Server (httpListener)
 	stopped  chan struct{}     // closed when the http.Server stops taking connections
 	stopOnce sync.Once
 }
@@ -109,7 +109,7 @@ func New(o Options) *Handler {
 	if o.RefuseTimeout <= 0 {
 		o.RefuseTimeout = 2 * time.Second
 	}
-	h := &Handler{o: o, idle: new(atomic.Int64), handoff: make(chan *accept.Conn), stopped: make(chan struct{}),
+	h := &Handler{o: o, idle: new(atomic.Int64), handoff: make(chan net.Conn), stopped: make(chan struct{}),
 		hitIdle: map[*accept.Conn]struct{}{}}
 	h.idle.Store(int64(o.Idle))
 	h.ups = newUpstreams(h.newTransport)
@@ -689,8 +689,8 @@ func (h *Handler) hijackConnect(w http.ResponseWriter, r *http.Request) {
 		h.o.Diag.Debug("connect: hijack failed", zap.Error(err))
 		return
 	}
-	c, ok := conn.(*accept.Conn)
-	if !ok {
+	c, unread := acceptConn(conn)
+	if c == nil {
 		// Every connection comes through the accept pipeline; anything
 		// else is a wiring bug.
 		h.o.Diag.Error("connect: client conn did not come from the accept pipeline", zap.String("type", fmt.Sprintf("%T", conn)))
@@ -702,6 +702,7 @@ func (h *Handler) hijackConnect(w http.ResponseWriter, r *http.Request) {
 		buf, _ := rw.Reader.Peek(n)
 		prefix = bytes.Clone(buf)
 	}
+	prefix = append(prefix, unread...)
 	h.serveConnect(c, connectRequest{authority: r.URL.Host, proxyAuth: r.Header.Get("Proxy-Authorization")}, prefix)
 }
 

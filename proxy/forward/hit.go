@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/egressd/egressd/cache/httpcache"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy/accept"
@@ -28,24 +26,38 @@ import (
 // check, the same policy decision, the same stored response selected by
 // the cache, the same bytes, access line and metrics. Anything else (a
 // miss, a stale object, a denial, a 407, a rule with DLP or HTTP checks, a
-// head parseHitHead declines) leaves the request on the socket, and
-// serveHits returns true: the connection goes to net/http, which reads
-// that request as it always did and keeps the connection from then on.
-// It returns false when it closed c.
-func (h *Handler) serveHits(c *accept.Conn, bp *[headBufSize]byte, head hitHead) (handoff bool) {
+// head parseHitHead declines) goes to net/http, which reads that request
+// as it always did and keeps the connection from then on: serveHits
+// returns handoff true, and replay, the bytes of the connection it has
+// read and not answered (nil when it answered nothing: the first request
+// stays on the socket, untouched). It returns false when it closed c.
+//
+// The first head is peeked, so that a connection the hit path does not
+// take reaches net/http as the client sent it; later heads are read (a
+// peek and a second read of the same bytes cost a system call per hit)
+// and replayed to net/http ahead of the socket when declined.
+func (h *Handler) serveHits(c *accept.Conn, bp *[headBufSize]byte, head hitHead) (handoff bool, replay []byte) {
 	var rd, wd idleDeadline
+	peeked := true // head is on the socket still, not in bp's first have bytes
+	have := 0
 	for {
-		if !h.serveHit(c, bp, &head, &wd) {
+		if !h.serveHit(c, bp, &head, &wd, peeked) {
 			break
 		}
+		if !peeked {
+			// A pipelined request after the head stays for the next turn.
+			have = copy(bp[:], bp[head.size:have])
+		}
+		peeked = false
 		if head.close || h.hitClosing.Load() {
 			c.Close()
-			return false
+			return false, nil
 		}
-		next, verdict, gone := h.nextHead(c, bp, &rd)
+		next, verdict, n, gone := h.nextHead(c, bp, have, &rd)
+		have = n
 		if gone {
 			c.Close()
-			return false
+			return false, nil
 		}
 		if verdict != headAccepted || next.size > h.maxHead {
 			break
@@ -60,14 +72,19 @@ func (h *Handler) serveHits(c *accept.Conn, bp *[headBufSize]byte, head hitHead)
 	if wd.at.Load() != 0 {
 		c.SetWriteDeadline(time.Time{})
 	}
-	return true
+	if peeked || have == 0 {
+		return true, nil
+	}
+	return true, bytes.Clone(bp[:have])
 }
 
 // serveHit answers head from the HTTP cache if it is a hit the hit path
 // may serve, and reports whether it did (the connection may have failed
-// meanwhile: the next read sees it). When it returns false nothing has
-// been read from c or written to it.
-func (h *Handler) serveHit(c *accept.Conn, bp *[headBufSize]byte, head *hitHead, wd *idleDeadline) bool {
+// meanwhile: the next read sees it). peeked: head is still on the socket
+// (it is read off it before the answer); otherwise it is in bp already.
+// When it returns false nothing more has been read from c, nor anything
+// written to it.
+func (h *Handler) serveHit(c *accept.Conn, bp *[headBufSize]byte, head *hitHead, wd *idleDeadline, peeked bool) bool {
 	// net/http's own parsing of the target (ReadRequest): the same URL.
 	u, err := url.ParseRequestURI(head.target)
 	if err != nil || u.Scheme != "http" || u.Host == "" || u.User != nil || u.Opaque != "" {
@@ -106,10 +123,12 @@ func (h *Handler) serveHit(c *accept.Conn, bp *[headBufSize]byte, head *hitHead,
 	if !wire.ok {
 		return false
 	}
-	// It is a hit: take the head off the socket (only it; a pipelined
-	// request after it stays there) and answer.
-	if _, err := io.ReadFull(rawReader{c}, bp[:head.size]); err != nil {
-		return false // the connection failed: net/http sees it too
+	// It is a hit: take a peeked head off the socket (only it; a
+	// pipelined request after it stays there) and answer.
+	if peeked {
+		if _, err := io.ReadFull(rawReader{c}, bp[:head.size]); err != nil {
+			return false // the connection failed: net/http sees it too
+		}
 	}
 	h.fastHits.Add(1) // before the answer, which a test may wait for
 	get := head.method == http.MethodGet
@@ -168,16 +187,27 @@ type rawReader struct{ c *accept.Conn }
 
 func (r rawReader) Read(p []byte) (int, error) { return rawio.Read(r.c.TCPConn, p) }
 
-// nextHead waits for the next request on a connection the hit path
-// served: up to timeouts.idle for its first byte (as net/http's
-// IdleTimeout), then up to timeouts.handshake for the rest of its head (as
-// its ReadHeaderTimeout). gone: the connection closed, failed, timed out,
-// or the Handler shuts down.
-func (h *Handler) nextHead(c *accept.Conn, bp *[headBufSize]byte, rd *idleDeadline) (head hitHead, verdict headVerdict, gone bool) {
+// nextHead reads the next request on a connection the hit path served
+// into bp, after the have bytes already there (a pipelined request's):
+// up to timeouts.idle for its first byte (as net/http's IdleTimeout), then
+// up to timeouts.handshake for the rest of its head (as its
+// ReadHeaderTimeout). n is the bytes in bp now. gone: the connection
+// closed, failed, timed out or the Handler shuts down before a byte of a
+// request arrived, or timed out in the middle of a head (net/http closes
+// such connections without an answer). A head that cannot be read whole
+// (the client closed after part of it, or it does not fit in bp) is
+// declined: net/http reads what there is and answers as it always has.
+func (h *Handler) nextHead(c *accept.Conn, bp *[headBufSize]byte, have int, rd *idleDeadline) (head hitHead, verdict headVerdict, n int, gone bool) {
+	n = have
+	if n > 0 {
+		if head, verdict = parseHitHead(bp[:n]); verdict != headIncomplete {
+			return head, verdict, n, false
+		}
+	}
 	h.hitMu.Lock()
 	if h.hitClosing.Load() {
 		h.hitMu.Unlock()
-		return hitHead{}, headDeclined, true
+		return hitHead{}, headDeclined, n, true
 	}
 	h.hitIdle[c] = struct{}{}
 	h.hitMu.Unlock()
@@ -186,8 +216,12 @@ func (h *Handler) nextHead(c *accept.Conn, bp *[headBufSize]byte, rd *idleDeadli
 		delete(h.hitIdle, c)
 		h.hitMu.Unlock()
 	}()
-	if d := time.Duration(h.idle.Load()); d > 0 {
-		if t, ok := rd.next(d); ok {
+	wait := time.Duration(h.idle.Load())
+	if n > 0 {
+		wait = h.o.Handshake // the rest of a head already begun
+	}
+	if wait > 0 {
+		if t, ok := rd.next(wait); ok {
 			c.SetReadDeadline(t)
 		}
 	} else if rd.at.Load() != 0 {
@@ -197,51 +231,33 @@ func (h *Handler) nextHead(c *accept.Conn, bp *[headBufSize]byte, rd *idleDeadli
 	// Shutdown marks the Handler closing before it wakes the waiters: a
 	// deadline armed above after its wake-up is caught here.
 	if h.hitClosing.Load() {
-		return hitHead{}, headDeclined, true
+		return hitHead{}, headDeclined, n, true
 	}
-	rc, err := c.TCPConn.SyscallConn()
-	if err != nil {
-		return hitHead{}, headDeclined, false
-	}
-	partial := false
-	var p headParse
-	err = rc.Read(func(fd uintptr) bool {
-		for {
-			n, _, err := unix.Recvfrom(int(fd), bp[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			switch {
-			case err == unix.EINTR:
-				continue
-			case err == unix.EAGAIN:
-				return false
-			case err != nil || n == 0:
-				gone = true
-				return true
-			}
-			verdict = p.parseHit(bp[:n])
-			if verdict == headIncomplete {
-				if n == len(bp) {
-					verdict = headDeclined
-				} else {
-					partial = true
-				}
-			}
-			return true
+	begun := n > 0
+	for {
+		m, err := rawio.Read(c.TCPConn, bp[n:])
+		n += m
+		switch {
+		case err != nil && n == 0:
+			return hitHead{}, headDeclined, 0, true
+		case err != nil && isTimeout(err):
+			return hitHead{}, headDeclined, n, true
+		case err != nil:
+			return hitHead{}, headDeclined, n, false // net/http reads the part and the end
 		}
-	})
-	if err != nil {
-		return hitHead{}, headDeclined, true // idle past timeouts.idle, or shut down
+		if head, verdict = parseHitHead(bp[:n]); verdict != headIncomplete {
+			return head, verdict, n, false
+		}
+		if n == len(bp) {
+			return hitHead{}, headDeclined, n, false // too long for the hit path
+		}
+		if !begun && h.o.Handshake > 0 {
+			// A head has begun: the rest within timeouts.handshake.
+			begun = true
+			c.SetReadDeadline(time.Now().Add(h.o.Handshake))
+			rd.forget()
+		}
 	}
-	if !partial || gone {
-		return p.hit, verdict, gone
-	}
-	// The rest of the head within timeouts.handshake.
-	rd.forget()
-	p = headParse{}
-	verdict, gone = h.peek(c.TCPConn, bp[:], &p, true)
-	if gone || p.kind != kindHit {
-		return hitHead{}, headDeclined, gone
-	}
-	return p.hit, verdict, false
 }
 
 // closeHitIdle stops the hit path's keep-alive: connections waiting for

@@ -138,6 +138,9 @@ func (e *hitEnv) serveOrigin(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Vary", "Accept-Encoding")
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, "encoding "+r.Header.Get("Accept-Encoding"))
+	case "/echo":
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %d %s", r.Method, len(b), b[len(b)-3:])
 	case "/sniff":
 		// No Content-Type: net/http sniffs one from the body.
 		w.Header()["Content-Type"] = nil
@@ -367,7 +370,28 @@ func TestHitPathConnection(t *testing.T) {
 		t.Fatalf("a hit pipelined with a miss:\n%s\n%s", h1, h2)
 	}
 
-	h, body := e.dial().get(e.head("GET", "/stale", ""))
+	// After hits, a request the hit path read and declined reaches
+	// net/http whole: a POST with a body longer than the head buffer, and
+	// then a CONNECT on the same connection.
+	c = e.dial()
+	c.get(e.head("GET", "/file/c", ""))
+	payload := strings.Repeat("x", 3*headBufSize) + "end"
+	h, body := c.get(fmt.Sprintf("POST %s HTTP/1.1\r\nHost: cache.test\r\nContent-Length: %d\r\n\r\n%s", e.url("/echo"), len(payload), payload))
+	if !strings.HasPrefix(h, "HTTP/1.1 200") || body != fmt.Sprintf("POST %d end", len(payload)) {
+		t.Fatalf("POST after a hit: %s%q", h, body)
+	}
+	c = e.dial()
+	c.get(e.head("GET", "/file/c", ""))
+	target := fmt.Sprintf("cache.test:%d", e.port)
+	c.send("CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n\r\n" + "GET /file/tunneled HTTP/1.1\r\nHost: " + target + "\r\n\r\n")
+	if resp, err := http.ReadResponse(c.br, &http.Request{Method: http.MethodConnect}); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT after a hit: %v %v", resp, err)
+	}
+	if resp, err := http.ReadResponse(c.br, nil); err != nil || resp.StatusCode != 200 || resp.Header.Get("Etag") != `"/file/tunneled"` {
+		t.Fatalf("request through the tunnel: %v %v", resp, err)
+	}
+
+	h, body = e.dial().get(e.head("GET", "/stale", ""))
 	if !strings.Contains(h, "X-Cache: REVALIDATED") || body != "stale body" || e.count("/stale") != 2 {
 		t.Fatalf("stale object: %s%q (origin asked %d times)", h, body, e.count("/stale"))
 	}

@@ -59,17 +59,64 @@ func (h *Handler) Serve(c *accept.Conn) {
 		h.serveConnect(c, connectRequest{authority: p.connect.authority, proxyAuth: p.connect.proxyAuth}, nil)
 		return
 	case verdict == headAccepted && p.kind == kindHit && p.hit.size <= h.maxHead:
-		if !h.serveHits(c, bp, p.hit) {
-			headBufs.Put(bp)
+		handoff, replay := h.serveHits(c, bp, p.hit)
+		headBufs.Put(bp)
+		if !handoff {
 			return
 		}
+		if replay != nil {
+			// Bytes the hit path read and did not answer come first.
+			h.handOff(&replayConn{Conn: c, replay: replay})
+			return
+		}
+		h.handOff(c)
+		return
 	}
 	headBufs.Put(bp)
+	h.handOff(c)
+}
+
+// handOff gives c to the http.Server (Run).
+func (h *Handler) handOff(c net.Conn) {
 	select {
 	case h.handoff <- c:
 	case <-h.stopped:
 		c.Close()
 	}
+}
+
+// replayConn is a connection the hit path hands to net/http after reading
+// bytes of it that it did not answer: Read returns them first.
+type replayConn struct {
+	*accept.Conn
+	replay []byte
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if len(c.replay) > 0 {
+		n := copy(p, c.replay)
+		c.replay = c.replay[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// WriteTo hides the TCPConn's, which would skip the replayed bytes.
+func (c *replayConn) WriteTo(w io.Writer) (int64, error) {
+	return io.Copy(w, struct{ io.Reader }{c})
+}
+
+// acceptConn returns the accept.Conn under a connection net/http serves,
+// and the bytes the hit path read off it that net/http has not read yet
+// (net/http reads them first, so there are none once it has a request).
+func acceptConn(c net.Conn) (*accept.Conn, []byte) {
+	switch c := c.(type) {
+	case *accept.Conn:
+		return c, nil
+	case *replayConn:
+		return c.Conn, c.replay
+	}
+	return nil, nil
 }
 
 // headBufSize is the most the fast path peeks at; a longer head goes to
@@ -222,7 +269,7 @@ type connKey struct{}
 // connContext is the http.Server's ConnContext: every request on a
 // connection carries it, for its client (clientAddr).
 func connContext(ctx context.Context, c net.Conn) context.Context {
-	if ac, ok := c.(*accept.Conn); ok {
+	if ac, _ := acceptConn(c); ac != nil {
 		return context.WithValue(ctx, connKey{}, ac)
 	}
 	return ctx

@@ -11,7 +11,6 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/egressd/egressd/policy"
-	"github.com/egressd/egressd/proxy/accept"
 	"github.com/egressd/egressd/proxy/egress"
 	"github.com/egressd/egressd/proxy/rawio"
 )
@@ -162,8 +161,9 @@ func (h *Handler) switchProtocols(cw *respWriter, x *exchange, up *upstreamConn,
 		return false
 	}
 	x.tunnel = true // the record is finished here or by the tunnel
-	client, ok := c.(*accept.Conn)
-	if !ok {
+	client, unread := acceptConn(c)
+	x.prefix = append(x.prefix, unread...)
+	if client == nil {
 		h.o.Diag.Error("upgrade: client conn did not come from the accept pipeline", zap.String("type", fmt.Sprintf("%T", c)))
 		c.Close()
 		rec.Status = http.StatusInternalServerError
