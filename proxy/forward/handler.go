@@ -94,7 +94,7 @@ type Handler struct {
 	fastHits   atomic.Int64
 
 	handoff  chan net.Conn // from Serve to the http.Server (httpListener)
-	stopped  chan struct{}     // closed when the http.Server stops taking connections
+	stopped  chan struct{} // closed when the http.Server stops taking connections
 	stopOnce sync.Once
 }
 
