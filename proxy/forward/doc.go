@@ -19,8 +19,9 @@
 //     (the fields serialized once per stored response), with the same
 //     access line; the connection then waits for its next request
 //     (timeouts.idle; Shutdown closes it). The first request that is not
-//     such a hit is left unread and the connection goes to net/http for
-//     good.
+//     such a hit goes to net/http as the client sent it (the first head of
+//     a connection is only peeked; later ones are read and replayed ahead
+//     of the socket, replayConn), and the connection stays there.
 //   - connect.go: serveConnect, the one CONNECT handler, whichever parser
 //     read the head (a CONNECT net/http read is hijacked to it by
 //     ServeHTTP): credentials once, the policy once, one answer (407, 400,
