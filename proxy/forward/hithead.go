@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"net/textproto"
+	"strings"
 )
 
 // hitHead is an absolute-form GET or HEAD request head as the hit path
@@ -62,7 +63,7 @@ func parseHitHead(b []byte) (hitHead, headVerdict) {
 	// A first pass checks the whole head without allocating: most calls
 	// see a head still arriving, or one to decline.
 	pos := eol + 2
-	hosts, auths, conns := 0, 0, 0
+	hosts, auths, conns, fields := 0, 0, 0, 0
 	closeConn := false
 	for {
 		end := bytes.Index(b[pos:], []byte("\r\n"))
@@ -82,7 +83,11 @@ func parseHitHead(b []byte) (hitHead, headVerdict) {
 		if !ok {
 			return hitHead{}, headDeclined
 		}
-		switch fieldKind(name) {
+		kind := fieldKind(name)
+		if kind != fieldHost {
+			fields++
+		}
+		switch kind {
 		case fieldDecline:
 			return hitHead{}, headDeclined
 		case fieldHost:
@@ -111,30 +116,44 @@ func parseHitHead(b []byte) (hitHead, headVerdict) {
 	if hosts != 1 {
 		return hitHead{}, headDeclined // net/http answers 400 without one
 	}
-	h := hitHead{method: method, target: string(target), close: closeConn, size: pos, header: make(http.Header, 8)}
+	// One string of the head; target, fields and values are parts of it.
+	str := string(b[:pos])
+	lineStart := len(method) + 1
+	h := hitHead{method: method, target: str[lineStart : lineStart+len(target)], close: closeConn, size: pos,
+		header: make(http.Header, fields)}
+	vals := make([]string, fields) // backing for one value per field name
 	for p := eol + 2; ; {
-		end := bytes.Index(b[p:], []byte("\r\n"))
-		field := b[p : p+end]
+		end := strings.Index(str[p:], "\r\n")
+		field := str[p : p+end]
 		p += end + 2
 		if len(field) == 0 {
 			break
 		}
-		name, value, _ := splitField(field)
-		switch fieldKind(name) {
+		colon := strings.IndexByte(field, ':')
+		name, value := field[:colon], trimOWSString(field[colon+1:])
+		switch fieldKind([]byte(name)) {
 		case fieldHost:
 			continue // net/http keeps it in Request.Host only
 		case fieldProxyAuth:
-			h.proxyAuth = string(value)
+			h.proxyAuth = value
 		}
-		key := textproto.CanonicalMIMEHeaderKey(string(name))
-		v := string(value)
-		if key == "User-Agent" && h.header[key] == nil {
-			h.userAgent = v
+		key := textproto.CanonicalMIMEHeaderKey(name) // name itself when canonical
+		if vs, ok := h.header[key]; ok {
+			h.header[key] = append(vs, value)
+			continue
 		}
-		h.header[key] = append(h.header[key], v)
+		if key == "User-Agent" {
+			h.userAgent = value
+		}
+		vals[0] = value
+		h.header[key] = vals[:1:1]
+		vals = vals[1:]
 	}
 	return h, headAccepted
 }
+
+// trimOWSString is trimOWS of a string.
+func trimOWSString(s string) string { return strings.Trim(s, " \t") }
 
 // splitField splits a header line into its name (a token) and its value
 // (trimmed of optional whitespace; visible ASCII, space and tab).
