@@ -21,7 +21,9 @@
 //     (timeouts.idle; Shutdown closes it). The first request that is not
 //     such a hit goes to net/http as the client sent it (the first head of
 //     a connection is only peeked; later ones are read and replayed ahead
-//     of the socket, replayConn), and the connection stays there.
+//     of the socket, replayConn, with the credentials check the hit path
+//     made of it, so that it is checked once), and the connection stays
+//     there.
 //   - connect.go: serveConnect, the one CONNECT handler, whichever parser
 //     read the head (a CONNECT net/http read is hijacked to it by
 //     ServeHTTP): credentials once, the policy once, one answer (407, 400,

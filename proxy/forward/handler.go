@@ -282,7 +282,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	} else if h.o.Auth != nil {
-		user, ok := h.o.Auth(r.Header.Get("Proxy-Authorization"))
+		user, ok := h.checkAuth(r, r.Header.Get("Proxy-Authorization"))
 		if ok {
 			rec.User = user
 		} else if h.o.AuthRequired || r.Header.Get("Proxy-Authorization") != "" {

@@ -30,18 +30,21 @@ import (
 // as it always did and keeps the connection from then on: serveHits
 // returns handoff true, and replay, the bytes of the connection it has
 // read and not answered (nil when it answered nothing: the first request
-// stays on the socket, untouched). It returns false when it closed c.
+// stays on the socket, untouched), and checked, the credentials check it
+// made of the request it declined, if any (ServeHTTP takes it instead of
+// checking again). It returns false when it closed c.
 //
 // The first head is peeked, so that a connection the hit path does not
 // take reaches net/http as the client sent it; later heads are read (a
 // peek and a second read of the same bytes cost a system call per hit)
 // and replayed to net/http ahead of the socket when declined.
-func (h *Handler) serveHits(c *accept.Conn, bp *[headBufSize]byte, head hitHead) (handoff bool, replay []byte) {
+func (h *Handler) serveHits(c *accept.Conn, bp *[headBufSize]byte, head hitHead) (handoff bool, replay []byte, checked *authOutcome) {
 	var rd, wd idleDeadline
 	peeked := true // head is on the socket still, not in bp's first have bytes
 	have := 0
 	for {
-		if !h.serveHit(c, bp, &head, &wd, peeked) {
+		var served bool
+		if served, checked = h.serveHit(c, bp, &head, &wd, peeked); !served {
 			break
 		}
 		if !peeked {
@@ -51,13 +54,13 @@ func (h *Handler) serveHits(c *accept.Conn, bp *[headBufSize]byte, head hitHead)
 		peeked = false
 		if head.close || h.hitClosing.Load() {
 			c.Close()
-			return false, nil
+			return false, nil, nil
 		}
 		next, verdict, n, gone := h.nextHead(c, bp, have, &rd)
 		have = n
 		if gone {
 			c.Close()
-			return false, nil
+			return false, nil, nil
 		}
 		if verdict != headAccepted || next.size > h.maxHead {
 			break
@@ -73,9 +76,9 @@ func (h *Handler) serveHits(c *accept.Conn, bp *[headBufSize]byte, head hitHead)
 		c.SetWriteDeadline(time.Time{})
 	}
 	if peeked || have == 0 {
-		return true, nil
+		return true, nil, checked
 	}
-	return true, bytes.Clone(bp[:have])
+	return true, bytes.Clone(bp[:have]), checked
 }
 
 // serveHit answers head from the HTTP cache if it is a hit the hit path
@@ -84,50 +87,51 @@ func (h *Handler) serveHits(c *accept.Conn, bp *[headBufSize]byte, head hitHead)
 // (it is read off it before the answer); otherwise it is in bp already.
 // When it returns false nothing more has been read from c, nor anything
 // written to it.
-func (h *Handler) serveHit(c *accept.Conn, bp *[headBufSize]byte, head *hitHead, wd *idleDeadline, peeked bool) bool {
+func (h *Handler) serveHit(c *accept.Conn, bp *[headBufSize]byte, head *hitHead, wd *idleDeadline, peeked bool) (served bool, checked *authOutcome) {
 	// net/http's own parsing of the target (ReadRequest): the same URL.
 	u, err := url.ParseRequestURI(head.target)
 	if err != nil || u.Scheme != "http" || u.Host == "" || u.User != nil || u.Opaque != "" {
-		return false
+		return false, nil
 	}
 	// Nothing stored for the URL: a miss, decided and counted once, by
 	// the net/http path.
 	if !h.o.Cache.Holds(u) {
-		return false
+		return false, nil
 	}
 	rec := h.o.Log.NewRecord(policy.ListenerHTTP, c.Client.Addr())
 	rec.ClientPort = c.Client.Port()
 	rec.Method, rec.Path, rec.UserAgent = head.method, u.EscapedPath(), head.userAgent
 	if h.o.Auth != nil {
 		user, ok := h.o.Auth(head.proxyAuth)
+		checked = &authOutcome{header: head.proxyAuth, user: user, ok: ok}
 		if ok {
 			rec.User = user
 		} else if h.o.AuthRequired || head.proxyAuth != "" {
-			return false // 407: ServeHTTP answers it
+			return false, checked // 407: ServeHTTP answers it
 		}
 	}
 	dec, a := h.decide(context.Background(), rec, policy.ListenerHTTP, u.Host, "80")
 	// As serveStored: a denial or an error, a rule with methods, paths or
 	// headers to set, or a DLP profile goes the general way.
 	if a != nil || dec.HTTP != nil || h.o.DLP != nil && h.o.DLP.Active(dec.DLP) {
-		return false
+		return false, checked
 	}
 	if host := normalizedAuthority(u.Host, dec); host != u.Host {
 		u.Host = host
 	}
 	st, ok := h.o.Cache.Fresh(head.method, u, head.header)
 	if !ok {
-		return false
+		return false, checked
 	}
 	wire := st.Memo(buildHitWire).(*hitWire)
 	if !wire.ok {
-		return false
+		return false, checked
 	}
 	// It is a hit: take a peeked head off the socket (only it; a
 	// pipelined request after it stays there) and answer.
 	if peeked {
 		if _, err := io.ReadFull(rawReader{c}, bp[:head.size]); err != nil {
-			return false // the connection failed: net/http sees it too
+			return false, checked // the connection failed: net/http sees it too
 		}
 	}
 	h.fastHits.Add(1) // before the answer, which a test may wait for
@@ -170,7 +174,16 @@ func (h *Handler) serveHit(c *accept.Conn, bp *[headBufSize]byte, head *hitHead,
 	if err != nil {
 		head.close = true // the client is gone or stopped reading: close
 	}
-	return true
+	return true, nil
+}
+
+// authOutcome is a credentials check the hit path made of a request it
+// then left to net/http: ServeHTTP takes it (checkAuth) instead of
+// checking the same request again.
+type authOutcome struct {
+	header string // the Proxy-Authorization value checked
+	user   string
+	ok     bool
 }
 
 // maxInlineBody is the largest body a hit copies into the head's buffer

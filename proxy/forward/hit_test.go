@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -424,20 +425,35 @@ func TestHitPathPolicyFirst(t *testing.T) {
 }
 
 // TestHitPathAuth: with credentials required, a request without them or
-// with wrong ones gets 407 (net/http's answer), a stored object is served
-// on the hit path only with good ones, and the line names the user.
+// with wrong ones gets 407 (net/http's answer), checked once although the
+// hit path looked at it first; a stored object is served on the hit path
+// only with good ones, and the line names the user.
 func TestHitPathAuth(t *testing.T) {
 	good := "Basic " + "YWxpY2U6c2VjcmV0" // alice:secret
-	e := newHitEnv(t, func(h string) (string, bool) { return "alice", h == good }, 0)
+	var checks atomic.Int64
+	e := newHitEnv(t, func(h string) (string, bool) {
+		checks.Add(1)
+		return "alice", h == good
+	}, 0)
 	e.store("/file/u", "Proxy-Authorization: "+good+"\r\n")
-	f0 := e.h.fastHits.Load()
 	for _, extra := range []string{"", "Proxy-Authorization: Basic eDp5\r\n"} {
-		h, body := e.dial().get(e.head("GET", "/file/u", extra))
+		c0 := checks.Load()
+		c := e.dial()
+		h, body := c.get(e.head("GET", "/file/u", extra))
 		if !strings.HasPrefix(h, "HTTP/1.1 407") || strings.Contains(body, "contents") {
 			t.Fatalf("credentials %q: %s%q", extra, h, body)
 		}
+		if n := checks.Load() - c0; n != 1 {
+			t.Fatalf("credentials %q checked %d times, want once", extra, n)
+		}
+		// The next request on the connection is net/http's, checked anew.
+		if h, _ := c.get(e.head("GET", "/file/u", "Proxy-Authorization: "+good+"\r\n")); !strings.Contains(h, "X-Cache: HIT") ||
+			checks.Load()-c0 != 2 {
+			t.Fatalf("good credentials after a 407: %s (%d checks)", h, checks.Load()-c0)
+		}
 	}
 	a0 := e.access.Len()
+	f0 := e.h.fastHits.Load()
 	if h, _ := e.dial().get(e.head("GET", "/file/u", "Proxy-Authorization: "+good+"\r\n")); !strings.Contains(h, "X-Cache: HIT") {
 		t.Fatalf("good credentials: %s", h)
 	}

@@ -59,14 +59,15 @@ func (h *Handler) Serve(c *accept.Conn) {
 		h.serveConnect(c, connectRequest{authority: p.connect.authority, proxyAuth: p.connect.proxyAuth}, nil)
 		return
 	case verdict == headAccepted && p.kind == kindHit && p.hit.size <= h.maxHead:
-		handoff, replay := h.serveHits(c, bp, p.hit)
+		handoff, replay, checked := h.serveHits(c, bp, p.hit)
 		headBufs.Put(bp)
 		if !handoff {
 			return
 		}
-		if replay != nil {
-			// Bytes the hit path read and did not answer come first.
-			h.handOff(&replayConn{Conn: c, replay: replay})
+		if replay != nil || checked != nil {
+			// Bytes the hit path read and did not answer come first;
+			// its credentials check of that request goes along.
+			h.handOff(&replayConn{Conn: c, replay: replay, auth: checked})
 			return
 		}
 		h.handOff(c)
@@ -86,10 +87,13 @@ func (h *Handler) handOff(c net.Conn) {
 }
 
 // replayConn is a connection the hit path hands to net/http after reading
-// bytes of it that it did not answer: Read returns them first.
+// bytes of it that it did not answer (Read returns them first), or after
+// checking the credentials of the request it leaves to net/http (auth,
+// which ServeHTTP takes for that request: checkAuth).
 type replayConn struct {
 	*accept.Conn
 	replay []byte
+	auth   *authOutcome // nil once taken
 }
 
 func (c *replayConn) Read(p []byte) (int, error) {
@@ -269,10 +273,30 @@ type connKey struct{}
 // connContext is the http.Server's ConnContext: every request on a
 // connection carries it, for its client (clientAddr).
 func connContext(ctx context.Context, c net.Conn) context.Context {
+	if rc, ok := c.(*replayConn); ok {
+		ctx = context.WithValue(ctx, replayKey{}, rc)
+	}
 	if ac, _ := acceptConn(c); ac != nil {
 		return context.WithValue(ctx, connKey{}, ac)
 	}
 	return ctx
+}
+
+type replayKey struct{}
+
+// checkAuth checks the credentials header of r, a request net/http read:
+// with h.o.Auth, unless the hit path checked this request already before
+// leaving it to net/http (the first request on its connection, with the
+// same header), in which case that check's outcome stands.
+func (h *Handler) checkAuth(r *http.Request, header string) (string, bool) {
+	if rc, _ := r.Context().Value(replayKey{}).(*replayConn); rc != nil && rc.auth != nil {
+		a := rc.auth
+		rc.auth = nil
+		if a.header == header {
+			return a.user, a.ok
+		}
+	}
+	return h.o.Auth(header)
 }
 
 // clientAddr is the client of a request net/http serves: the one the
