@@ -257,6 +257,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.hijackConnect(w, r)
 		return
 	}
+	x, cw := h.serveRequest(w, r, inline)
+	if inline == nil && h.o.Cache != nil {
+		h.takeBack(w, r, x, cw)
+	}
+}
+
+// serveRequest serves an absolute-URI request (or an in-line one) and
+// finishes its exchange (the access line); it returns them for takeBack.
+func (h *Handler) serveRequest(w http.ResponseWriter, r *http.Request, inline *accept.Conn) (*exchange, *respWriter) {
 	listener := policy.ListenerHTTP
 	if inline != nil {
 		listener = policy.ListenerTransparent
@@ -279,7 +288,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rec.Host, rec.Port = r.Host, inline.OrigDst.Port()
 			rec.Deny(policy.ReasonBadRequest)
 			answer{status: http.StatusBadRequest, kind: denied, reason: policy.ReasonBadRequest, close: true}.serve(cw)
-			return
+			return x, cw
 		}
 	} else if h.o.Auth != nil {
 		user, ok := h.checkAuth(r, r.Header.Get("Proxy-Authorization"))
@@ -289,19 +298,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rec.Host = r.URL.Hostname()
 			rec.Deny(policy.ReasonAuthRequired)
 			answer{status: http.StatusProxyAuthRequired, kind: denied, reason: policy.ReasonAuthRequired, authenticate: true}.serve(cw)
-			return
+			return x, cw
 		}
 	}
 	ctx := context.WithValue(r.Context(), exchangeKey{}, x)
 	ctx = accesslog.WithRecord(ctx, rec)
 	if wantsWebSocket(r) {
 		h.serveUpgrade(cw, r.WithContext(ctx), x)
-		return
+		return x, cw
 	}
 	if h.o.Cache != nil && h.serveStored(cw, r, x) {
-		return
+		return x, cw
 	}
 	h.gp.ServeHTTP(cw, r.WithContext(ctx))
+	return x, cw
 }
 
 // serveStored answers an absolute-URI GET or HEAD that the policy allows

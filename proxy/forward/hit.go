@@ -39,10 +39,39 @@ import (
 // peek and a second read of the same bytes cost a system call per hit)
 // and replayed to net/http ahead of the socket when declined.
 func (h *Handler) serveHits(c *accept.Conn, bp *[headBufSize]byte, head hitHead) (handoff bool, replay []byte, checked *authOutcome) {
+	return h.hitLoop(c, bp, &head, 0)
+}
+
+// resumeHits continues the keep-alive loop of a connection net/http gave
+// back (takeBack) on the hit path: bp holds the have bytes net/http had
+// read past the request it answered; the next request is read (not
+// peeked) from them and the socket. Its results are serveHits'.
+func (h *Handler) resumeHits(c *accept.Conn, bp *[headBufSize]byte, have int) (handoff bool, replay []byte, checked *authOutcome) {
+	return h.hitLoop(c, bp, nil, have)
+}
+
+// hitLoop is serveHits (first: the peeked first head) and resumeHits
+// (first nil: the next head is read after the have bytes in bp).
+func (h *Handler) hitLoop(c *accept.Conn, bp *[headBufSize]byte, first *hitHead, have int) (handoff bool, replay []byte, checked *authOutcome) {
 	var rd, wd idleDeadline
-	peeked := true // head is on the socket still, not in bp's first have bytes
-	have := 0
+	var head hitHead
+	peeked := first != nil // head is on the socket still, not in bp's first have bytes
+	if peeked {
+		head = *first
+	}
 	for {
+		if !peeked {
+			next, verdict, n, gone := h.nextHead(c, bp, have, &rd)
+			have = n
+			if gone {
+				c.Close()
+				return false, nil, nil
+			}
+			if verdict != headAccepted || next.size > h.maxHead {
+				break
+			}
+			head = next
+		}
 		var served bool
 		if served, checked = h.serveHit(c, bp, &head, &wd, peeked); !served {
 			break
@@ -56,16 +85,6 @@ func (h *Handler) serveHits(c *accept.Conn, bp *[headBufSize]byte, head hitHead)
 			c.Close()
 			return false, nil, nil
 		}
-		next, verdict, n, gone := h.nextHead(c, bp, have, &rd)
-		have = n
-		if gone {
-			c.Close()
-			return false, nil, nil
-		}
-		if verdict != headAccepted || next.size > h.maxHead {
-			break
-		}
-		head = next
 	}
 	// net/http sets its own read deadlines; it must find no write deadline
 	// of ours.

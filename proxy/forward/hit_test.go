@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"net/url"
 	"os/exec"
@@ -142,6 +143,17 @@ func (e *hitEnv) serveOrigin(w http.ResponseWriter, r *http.Request) {
 	case "/echo":
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s %d %s", r.Method, len(b), b[len(b)-3:])
+	case "/chunked":
+		// No Content-Length: net/http sends it chunked to the client
+		// (not stored: the cache streams it on).
+		// ?big: longer than net/http buffers before it chunks.
+		w.Header().Set("Cache-Control", "no-store")
+		io.WriteString(w, "chunk one ")
+		w.(http.Flusher).Flush()
+		if r.URL.RawQuery == "big" {
+			io.WriteString(w, strings.Repeat("x", 3000))
+		}
+		io.WriteString(w, "chunk two")
 	case "/sniff":
 		// No Content-Type: net/http sniffs one from the body.
 		w.Header()["Content-Type"] = nil
@@ -242,6 +254,11 @@ func (r *rawConn) read(head bool) (string, string) {
 	return b.String(), string(body)
 }
 
+// post is a POST head for target, with body.
+func post(target, body string) string {
+	return fmt.Sprintf("POST %s HTTP/1.1\r\nHost: cache.test\r\nContent-Length: %d\r\n\r\n%s", target, len(body), body)
+}
+
 func (r *rawConn) get(s string) (string, string) {
 	r.send(s)
 	return r.read(strings.HasPrefix(s, "HEAD"))
@@ -288,15 +305,16 @@ func TestHitPath(t *testing.T) {
 		t.Run(tc.method+tc.path, func(t *testing.T) {
 			head := e.head(tc.method, tc.path, tc.extra)
 			e.store(tc.path, tc.extra)
-			// A miss, then a hit net/http answers on that connection.
+			// A request with a body, which keeps the connection on
+			// net/http, then a hit net/http answers on that connection.
 			slow := e.dial()
 			warm++
-			slow.get(e.head("GET", fmt.Sprintf("/file/warm%d", warm), ""))
+			slow.get(post(e.url("/echo"), fmt.Sprintf("warm%d", warm)))
 			a0 := e.access.Len()
 			f0 := e.h.fastHits.Load()
 			slowHead, slowBody := slow.get(head)
 			if e.h.fastHits.Load() != f0 {
-				t.Fatal("a request after a miss on the same connection went through the hit path")
+				t.Fatal("a request after a POST on the same connection went through the hit path")
 			}
 			// A hit on a connection of its own: the hit path.
 			fast := e.dial()
@@ -510,18 +528,29 @@ func TestHitPathClients(t *testing.T) {
 		}
 	}
 	f0 := e.h.fastHits.Load()
-	slow := curl(e.url("/file/warm"), e.url("/file/k")) // one connection: a miss, then the hit
+	// One connection (curl reuses it across --next): a POST with a body,
+	// which stays on net/http, then the hit net/http answers.
+	slow := curl("-d", "abc", e.url("/echo"), "--next", "-sS", "--max-time", "10", "-D", "-", "-x", "http://"+e.addr, e.url("/file/k"))
 	if e.h.fastHits.Load() != f0 {
-		t.Fatal("hit path used after a miss")
+		t.Fatal("hit path used after a POST")
 	}
 	fast := curl(e.url("/file/k"))
 	if e.h.fastHits.Load() != f0+1 {
 		t.Fatal("curl's hit not on the hit path")
 	}
 	i := strings.LastIndex(slow, "HTTP/1.1 ")
-	if !strings.Contains(slow[:i], "X-Cache: MISS") || !sameHead(strings.ReplaceAll(slow[i:], "\r\n", "\n"), strings.ReplaceAll(fast, "\r\n", "\n")) {
+	if !strings.Contains(slow[:i], "POST 3 abc") || !sameHead(strings.ReplaceAll(slow[i:], "\r\n", "\n"), strings.ReplaceAll(fast, "\r\n", "\n")) {
 		t.Fatalf("curl through net/http:\n%s\nthrough the hit path:\n%s", slow[i:], fast)
 	}
+	// One connection: a miss (net/http), then the hit, which net/http
+	// gives back to the hit path.
+	both := curl(e.url("/file/warm"), e.url("/file/k"))
+	i = strings.LastIndex(both, "HTTP/1.1 ")
+	if e.h.fastHits.Load() != f0+2 || !strings.Contains(both[:i], "X-Cache: MISS") ||
+		!sameHead(strings.ReplaceAll(both[i:], "\r\n", "\n"), strings.ReplaceAll(fast, "\r\n", "\n")) {
+		t.Fatalf("a hit after a miss on one curl connection (hit path served %d):\n%s", e.h.fastHits.Load()-f0-1, both)
+	}
+	f0++
 
 	pu, _ := url.Parse("http://" + e.addr)
 	tr := &http.Transport{Proxy: http.ProxyURL(pu), DisableCompression: true}
@@ -541,5 +570,214 @@ func TestHitPathClients(t *testing.T) {
 	}
 	if e.h.fastHits.Load() != f0+4 || e.count("/file/k") != 1 {
 		t.Fatalf("hit path served %d of 3 Go hits; origin asked %d times", e.h.fastHits.Load()-f0-1, e.count("/file/k"))
+	}
+}
+
+// TestHitPathTakeBack: after net/http answered a request on a connection,
+// the connection goes back to the hit path when nothing of the exchange
+// is left to net/http, and bounces between the two as requests come.
+func TestHitPathTakeBack(t *testing.T) {
+	e := newHitEnv(t, nil, 0)
+	e.store("/file/t", "")
+	hit := e.head("GET", "/file/t", "")
+	fastHead, fastBody := e.dial().get(hit) // on the hit path
+	isHit := func(t *testing.T, what, h, body string) {
+		t.Helper()
+		if !sameHead(h, fastHead) || body != fastBody {
+			t.Fatalf("%s:\n%s%q\nwant\n%s%q", what, h, body, fastHead, fastBody)
+		}
+	}
+	isMiss := func(t *testing.T, what, h, body, path string) {
+		t.Helper()
+		if !strings.HasPrefix(h, "HTTP/1.1 200") || !strings.Contains(h, "X-Cache: MISS") || !strings.HasPrefix(body, "contents of "+path) {
+			t.Fatalf("%s: %s%q", what, h, body)
+		}
+	}
+	// served waits (the access line is written before the connection is
+	// taken back) and checks how many hits the hit path served since f0.
+	served := func(t *testing.T, f0, want int64) {
+		t.Helper()
+		if got := e.h.fastHits.Load() - f0; got != want {
+			t.Fatalf("the hit path served %d hits, want %d", got, want)
+		}
+	}
+
+	t.Run("bounce", func(t *testing.T) {
+		c := e.dial()
+		f0 := e.h.fastHits.Load()
+		for i := range 3 {
+			path := fmt.Sprintf("/file/bounce%d", i)
+			h, body := c.get(e.head("GET", path, ""))
+			isMiss(t, "miss "+path, h, body, path)
+			h, body = c.get(hit)
+			isHit(t, "hit after "+path, h, body)
+			served(t, f0, int64(i+1))
+		}
+		if n := e.count("/file/t"); n != 1 {
+			t.Fatalf("origin asked %d times for the hit", n)
+		}
+	})
+
+	t.Run("chunked", func(t *testing.T) {
+		// A response without a Content-Length from the origin keeps the
+		// connection on net/http: chunked, or short enough that net/http
+		// gives it a length once the handler returned. The request after
+		// it is net/http's, and the one after that the hit path's.
+		c := e.dial()
+		f0 := e.h.fastHits.Load()
+		for i, query := range []string{"big", "", "big"} {
+			c.send(e.head("GET", "/chunked?"+query, ""))
+			resp, err := http.ReadResponse(c.br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			want := "chunk one chunk two"
+			if query == "big" {
+				want = "chunk one " + strings.Repeat("x", 3000) + "chunk two"
+			}
+			if err != nil || string(b) != want || (len(resp.TransferEncoding) == 0) != (query == "") {
+				t.Fatalf("chunked #%d: %q %v %v", i, b, err, resp.TransferEncoding)
+			}
+			h, body := c.get(hit)
+			isHit(t, "hit after a response without Content-Length", h, body)
+			served(t, f0, 0)
+			h, body = c.get(hit)
+			isHit(t, "second hit after it", h, body)
+			served(t, f0, 1)
+			f0++
+		}
+	})
+
+	t.Run("close", func(t *testing.T) {
+		c := e.dial()
+		h, body := c.get(e.head("GET", "/file/closing", "Connection: close\r\n"))
+		isMiss(t, "miss with Connection: close", h, body, "/file/closing")
+		if !strings.Contains(h, "Connection: close\r\n") || !c.closed() {
+			t.Fatalf("Connection: close on a miss: %s", h)
+		}
+	})
+
+	t.Run("pipelined", func(t *testing.T) {
+		// A hit right behind a miss (and a second one): net/http reads
+		// them with the miss; the hit path answers them from its buffer.
+		c := e.dial()
+		f0 := e.h.fastHits.Load()
+		c.send(e.head("GET", "/file/pipe1", "") + hit + hit + e.head("GET", "/file/pipe2", "") + hit)
+		h, body := c.read(false)
+		isMiss(t, "pipelined miss", h, body, "/file/pipe1")
+		for i := range 2 {
+			h, body = c.read(false)
+			isHit(t, fmt.Sprintf("pipelined hit %d", i), h, body)
+		}
+		h, body = c.read(false)
+		isMiss(t, "pipelined second miss", h, body, "/file/pipe2")
+		h, body = c.read(false)
+		isHit(t, "pipelined last hit", h, body)
+		served(t, f0, 3)
+	})
+
+	t.Run("post", func(t *testing.T) {
+		c := e.dial()
+		f0 := e.h.fastHits.Load()
+		h, body := c.get(post(e.url("/echo"), "hello"))
+		if !strings.HasPrefix(h, "HTTP/1.1 200") || body != "POST 5 llo" {
+			t.Fatalf("POST: %s%q", h, body)
+		}
+		h, body = c.get(hit)
+		isHit(t, "hit after a POST", h, body)
+		h, body = c.get(hit)
+		isHit(t, "second hit after a POST", h, body)
+		served(t, f0, 1)
+	})
+
+	t.Run("go", func(t *testing.T) {
+		pu, _ := url.Parse("http://" + e.addr)
+		tr := &http.Transport{Proxy: http.ProxyURL(pu), DisableCompression: true, MaxConnsPerHost: 1}
+		defer tr.CloseIdleConnections()
+		var conns atomic.Int64
+		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+			if !i.Reused {
+				conns.Add(1)
+			}
+		}}
+		f0 := e.h.fastHits.Load()
+		for i, path := range []string{"/file/go1", "/file/t", "/file/go2", "/file/t", "/file/t"} {
+			req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, e.url(path), nil)
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !strings.HasPrefix(string(b), "contents of "+path) {
+				t.Fatalf("Go client #%d %s: %d %q", i, path, resp.StatusCode, b)
+			}
+		}
+		served(t, f0, 3)
+		if conns.Load() != 1 {
+			t.Fatalf("Go client used %d connections", conns.Load())
+		}
+	})
+
+	t.Run("policy", func(t *testing.T) {
+		c := e.dial()
+		h, body := c.get(e.head("GET", "/file/policy", ""))
+		isMiss(t, "miss", h, body, "/file/policy")
+		waitHitIdle(t, e.h, c)
+		e.engine.Store(e.policy(t, false))
+		defer e.engine.Store(e.policy(t, true))
+		h, body = c.get(hit)
+		if !strings.HasPrefix(h, "HTTP/1.1 403") || !strings.Contains(h, "X-Egress-Denied: not_allowed") || strings.Contains(body, "contents") {
+			t.Fatalf("after the reload: %s%q", h, body)
+		}
+		if n := e.count("/file/t"); n != 1 {
+			t.Fatalf("origin asked %d times", n)
+		}
+	})
+
+	t.Run("shutdown", func(t *testing.T) {
+		c := e.dial()
+		h, body := c.get(e.head("GET", "/file/shut", ""))
+		isMiss(t, "miss", h, body, "/file/shut")
+		waitHitIdle(t, e.h, c) // taken back, idle on the hit path
+		e.h.Shutdown(context.Background())
+		if !c.closed() {
+			t.Fatal("taken-back idle connection not closed by Shutdown")
+		}
+	})
+}
+
+// TestHitPathTakeBackIdle: a connection taken back from net/http closes
+// after timeouts.idle without a request, as on either path.
+func TestHitPathTakeBackIdle(t *testing.T) {
+	e := newHitEnv(t, nil, 300*time.Millisecond)
+	c := e.dial()
+	c.get(e.head("GET", "/file/idle", ""))
+	waitHitIdle(t, e.h, c)
+	if !c.closed() {
+		t.Fatal("idle taken-back connection not closed")
+	}
+}
+
+// waitHitIdle waits until c's connection waits for a request on the hit
+// path.
+func waitHitIdle(t *testing.T, h *Handler, c *rawConn) {
+	t.Helper()
+	port := uint16(c.c.LocalAddr().(*net.TCPAddr).Port)
+	idle := func() bool {
+		h.hitMu.Lock()
+		defer h.hitMu.Unlock()
+		for ac := range h.hitIdle {
+			if ac.Client.Port() == port {
+				return true
+			}
+		}
+		return false
+	}
+	for start := time.Now(); !idle(); time.Sleep(time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("connection not idle on the hit path")
+		}
 	}
 }

@@ -61,16 +61,9 @@ func (h *Handler) Serve(c *accept.Conn) {
 	case verdict == headAccepted && p.kind == kindHit && p.hit.size <= h.maxHead:
 		handoff, replay, checked := h.serveHits(c, bp, p.hit)
 		headBufs.Put(bp)
-		if !handoff {
-			return
+		if handoff {
+			h.handOffDeclined(c, replay, checked)
 		}
-		if replay != nil || checked != nil {
-			// Bytes the hit path read and did not answer come first;
-			// its credentials check of that request goes along.
-			h.handOff(&replayConn{Conn: c, replay: replay, auth: checked})
-			return
-		}
-		h.handOff(c)
 		return
 	}
 	headBufs.Put(bp)

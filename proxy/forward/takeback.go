@@ -1,0 +1,127 @@
+package forward
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+
+	"github.com/egressd/egressd/proxy/accept"
+)
+
+// takeBack gives a connection of the HTTP listener back to the hit path
+// after net/http answered a request on it (with the HTTP cache on), so
+// that the fresh hits a keep-alive client asks for after a miss are
+// served there too; the hit path hands it to net/http again at its next
+// request it does not answer, as at the first. It does so only when the
+// exchange left nothing in net/http's state: a plain forwarded HTTP/1.1
+// request without a body, not asking to close; a response whose length
+// the head states and which was written in full (or has no body), not
+// chunked, without trailers, not closing the connection, and no error;
+// and the Handler not shutting down. Otherwise the connection stays with
+// net/http, as before.
+//
+// net/http's Hijack writes out the response head but not the body it
+// still buffers: the response is flushed first. The bytes net/http had
+// read past the request (a pipelined request, the byte of its background
+// read) and those of the hit path's replay it had not read yet go to the
+// hit path, in that order. The hit path runs on a goroutine of its own,
+// so that net/http's state of the connection and of the request is
+// released when ServeHTTP returns; from then on the connection is the hit
+// path's (its idle tracking, Shutdown's closeHitIdle, and Close of the
+// accept.Conn, which releases it once).
+func (h *Handler) takeBack(w http.ResponseWriter, r *http.Request, x *exchange, cw *respWriter) {
+	if !canTakeBack(r, x, cw, w.Header()) || h.hitClosing.Load() {
+		return
+	}
+	if _, ok := r.Context().Value(connKey{}).(*accept.Conn); !ok {
+		return
+	}
+	rc := http.NewResponseController(w)
+	if rc.Flush() != nil {
+		return
+	}
+	conn, rw, err := rc.Hijack()
+	if err != nil {
+		return
+	}
+	c, unread := acceptConn(conn)
+	if c == nil {
+		conn.Close() // connKey says it is one; never here
+		return
+	}
+	buffered := rw.Reader.Buffered()
+	bp := headBufs.Get().(*[headBufSize]byte)
+	if buffered+len(unread) > len(bp) {
+		// More than a head's buffer already read: net/http again.
+		headBufs.Put(bp)
+		replay, _ := rw.Reader.Peek(buffered)
+		h.handOff(&replayConn{Conn: c, replay: append(append([]byte(nil), replay...), unread...)})
+		return
+	}
+	have := 0
+	if buffered > 0 {
+		have, _ = rw.Reader.Read(bp[:buffered]) // from its buffer only
+	}
+	have += copy(bp[have:], unread)
+	go h.resume(c, bp, have)
+}
+
+// resume runs the hit path on a connection takeBack took from net/http.
+func (h *Handler) resume(c *accept.Conn, bp *[headBufSize]byte, have int) {
+	handoff, replay, checked := h.resumeHits(c, bp, have)
+	headBufs.Put(bp)
+	if handoff {
+		h.handOffDeclined(c, replay, checked)
+	}
+}
+
+// handOffDeclined gives net/http a connection the hit path declined a
+// request on, with the bytes it read and did not answer and its
+// credentials check of that request.
+func (h *Handler) handOffDeclined(c *accept.Conn, replay []byte, checked *authOutcome) {
+	if replay != nil || checked != nil {
+		h.handOff(&replayConn{Conn: c, replay: replay, auth: checked})
+		return
+	}
+	h.handOff(c)
+}
+
+// canTakeBack reports whether the exchange x of r (header: the response's
+// fields) is over in full, with nothing of it left to net/http.
+func canTakeBack(r *http.Request, x *exchange, cw *respWriter, header http.Header) bool {
+	if r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.Close || r.Method == http.MethodConnect ||
+		r.Body != http.NoBody || r.ContentLength != 0 || len(r.TransferEncoding) > 0 ||
+		wantsWebSocket(r) || httpguts.HeaderValuesContainsToken(r.Header["Upgrade"], "websocket") {
+		return false
+	}
+	if x == nil || x.tunnel || x.abort || x.prefix != nil || cw.err != nil || cw.status < 200 {
+		return false
+	}
+	if httpguts.HeaderValuesContainsToken(header["Connection"], "close") ||
+		len(header["Transfer-Encoding"]) > 0 || len(header["Trailer"]) > 0 {
+		return false
+	}
+	for k := range header {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			return false
+		}
+	}
+	if r.Method == http.MethodHead || !bodyAllowed(cw.status) {
+		return cw.written == 0
+	}
+	// Without a Content-Length net/http would chunk what it still
+	// buffers, or close after it.
+	cl := header["Content-Length"]
+	if len(cl) != 1 {
+		return false
+	}
+	n, err := strconv.ParseInt(cl[0], 10, 64)
+	return err == nil && n >= 0 && cw.written == n
+}
+
+// bodyAllowed is net/http's bodyAllowedForStatus.
+func bodyAllowed(status int) bool {
+	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
+}
