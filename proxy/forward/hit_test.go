@@ -731,6 +731,10 @@ func TestHitPathTakeBack(t *testing.T) {
 		if !strings.HasPrefix(h, "HTTP/1.1 403") || !strings.Contains(h, "X-Egress-Denied: not_allowed") || strings.Contains(body, "contents") {
 			t.Fatalf("after the reload: %s%q", h, body)
 		}
+		// net/http's denial closes the connection; it is not taken back.
+		if !strings.Contains(h, "Connection: close\r\n") || !c.closed() {
+			t.Fatal("connection open after the denial")
+		}
 		if n := e.count("/file/t"); n != 1 {
 			t.Fatalf("origin asked %d times", n)
 		}
