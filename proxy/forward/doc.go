@@ -22,8 +22,14 @@
 //     such a hit goes to net/http as the client sent it (the first head of
 //     a connection is only peeked; later ones are read and replayed ahead
 //     of the socket, replayConn, with the credentials check the hit path
-//     made of it, so that it is checked once), and the connection stays
-//     there.
+//     made of it, so that it is checked once).
+//   - takeback.go: takeBack gives a connection back to the hit path
+//     (resumeHits) once net/http has answered a request on it and nothing
+//     of the exchange is left in net/http's state (no body, a response of
+//     known length written in full, no close, not draining): flushed,
+//     hijacked, with the bytes net/http had read past the request replayed
+//     to the hit path. A connection may go back and forth any number of
+//     times; one that does not qualify stays with net/http.
 //   - connect.go: serveConnect, the one CONNECT handler, whichever parser
 //     read the head (a CONNECT net/http read is hijacked to it by
 //     ServeHTTP): credentials once, the policy once, one answer (407, 400,

@@ -27,7 +27,8 @@ import (
 // the cache, the same bytes, access line and metrics. Anything else (a
 // miss, a stale object, a denial, a 407, a rule with DLP or HTTP checks, a
 // head parseHitHead declines) goes to net/http, which reads that request
-// as it always did and keeps the connection from then on: serveHits
+// as it always did and keeps the connection (until takeBack gives it
+// back after a response; takeback.go): serveHits
 // returns handoff true, and replay, the bytes of the connection it has
 // read and not answered (nil when it answered nothing: the first request
 // stays on the socket, untouched), and checked, the credentials check it

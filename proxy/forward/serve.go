@@ -22,7 +22,8 @@ import (
 // here, by serveConnect, without net/http; with the HTTP cache on, a plain
 // absolute-form GET or HEAD (parseHitHead) goes to the hit path
 // (serveHits), which answers fresh hits itself and hands the connection on
-// at its first other request; every other connection goes,
+// at its first other request (net/http may give it back after answering
+// it: takeBack); every other connection goes,
 // untouched, to the Handler's http.Server (Run), which serves
 // absolute-URI requests through goproxy, and CONNECTs whose
 // head is unusual through the same serveConnect. A connection past a limit
