@@ -341,6 +341,9 @@ func TestHitPath(t *testing.T) {
 			}
 		})
 	}
+	// Five lines a case (the store's, the POST's, three hits); a hit's
+	// line is finished after its answer is written.
+	waitLines(t, e.access, 25)
 	if got := testutil.ToFloat64(e.metrics.CacheRequests.WithLabelValues("hit")); got != 17 {
 		t.Errorf("egressd_cache_requests_total{result=hit} = %v, want 17", got)
 	}
