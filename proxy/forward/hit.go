@@ -40,20 +40,22 @@ import (
 // peek and a second read of the same bytes cost a system call per hit)
 // and replayed to net/http ahead of the socket when declined.
 func (h *Handler) serveHits(c *accept.Conn, bp *[headBufSize]byte, head hitHead) (handoff bool, replay []byte, checked *authOutcome) {
-	return h.hitLoop(c, bp, &head, 0)
+	handoff, replay, checked, _ = h.hitLoop(c, bp, &head, 0)
+	return handoff, replay, checked
 }
 
 // resumeHits continues the keep-alive loop of a connection net/http gave
 // back (takeBack) on the hit path: bp holds the have bytes net/http had
 // read past the request it answered; the next request is read (not
-// peeked) from them and the socket. Its results are serveHits'.
-func (h *Handler) resumeHits(c *accept.Conn, bp *[headBufSize]byte, have int) (handoff bool, replay []byte, checked *authOutcome) {
+// peeked) from them and the socket. Its results are serveHits', and
+// served, the hits it answered.
+func (h *Handler) resumeHits(c *accept.Conn, bp *[headBufSize]byte, have int) (handoff bool, replay []byte, checked *authOutcome, served int) {
 	return h.hitLoop(c, bp, nil, have)
 }
 
 // hitLoop is serveHits (first: the peeked first head) and resumeHits
 // (first nil: the next head is read after the have bytes in bp).
-func (h *Handler) hitLoop(c *accept.Conn, bp *[headBufSize]byte, first *hitHead, have int) (handoff bool, replay []byte, checked *authOutcome) {
+func (h *Handler) hitLoop(c *accept.Conn, bp *[headBufSize]byte, first *hitHead, have int) (handoff bool, replay []byte, checked *authOutcome, hits int) {
 	var rd, wd idleDeadline
 	var head hitHead
 	peeked := first != nil // head is on the socket still, not in bp's first have bytes
@@ -66,7 +68,7 @@ func (h *Handler) hitLoop(c *accept.Conn, bp *[headBufSize]byte, first *hitHead,
 			have = n
 			if gone {
 				c.Close()
-				return false, nil, nil
+				return false, nil, nil, hits
 			}
 			if verdict != headAccepted || next.size > h.maxHead {
 				break
@@ -77,6 +79,7 @@ func (h *Handler) hitLoop(c *accept.Conn, bp *[headBufSize]byte, first *hitHead,
 		if served, checked = h.serveHit(c, bp, &head, &wd, peeked); !served {
 			break
 		}
+		hits++
 		if !peeked {
 			// A pipelined request after the head stays for the next turn.
 			have = copy(bp[:], bp[head.size:have])
@@ -84,7 +87,7 @@ func (h *Handler) hitLoop(c *accept.Conn, bp *[headBufSize]byte, first *hitHead,
 		peeked = false
 		if head.close || h.hitClosing.Load() {
 			c.Close()
-			return false, nil, nil
+			return false, nil, nil, hits
 		}
 	}
 	// net/http sets its own read deadlines; it must find no write deadline
@@ -96,9 +99,9 @@ func (h *Handler) hitLoop(c *accept.Conn, bp *[headBufSize]byte, first *hitHead,
 		c.SetWriteDeadline(time.Time{})
 	}
 	if peeked || have == 0 {
-		return true, nil, checked
+		return true, nil, checked, hits
 	}
-	return true, bytes.Clone(bp[:have]), checked
+	return true, bytes.Clone(bp[:have]), checked, hits
 }
 
 // serveHit answers head from the HTTP cache if it is a hit the hit path

@@ -621,6 +621,42 @@ func TestHitPathTakeBack(t *testing.T) {
 		}
 	})
 
+	t.Run("backoff", func(t *testing.T) {
+		// A turn of the hit path that declines its first request (a
+		// miss after a miss) leaves the connection to net/http for 2,
+		// then 4, ... requests; a turn that serves a hit resets it.
+		c := e.dial()
+		f0 := e.h.fastHits.Load()
+		miss := func(path string) {
+			t.Helper()
+			h, body := c.get(e.head("GET", path, ""))
+			isMiss(t, "miss "+path, h, body, path)
+		}
+		hitOn := func(want int64) {
+			t.Helper()
+			h, body := c.get(hit)
+			isHit(t, "hit", h, body)
+			served(t, f0, want)
+		}
+		miss("/file/back1")
+		miss("/file/back2") // declined by the hit path: a wait of 2
+		miss("/file/back3")
+		hitOn(0) // net/http's; then the hit path's turn
+		hitOn(1)
+		miss("/file/back4") // declined after a hit: no wait
+		hitOn(2)
+		miss("/file/back5") // declined after a hit: no wait
+		miss("/file/back6") // declined at once: a wait of 2
+		miss("/file/back7")
+		miss("/file/back8")
+		miss("/file/back9") // declined at once again: a wait of 4
+		miss("/file/back10")
+		miss("/file/back11")
+		miss("/file/back12")
+		hitOn(2) // net/http's
+		hitOn(3)
+	})
+
 	t.Run("chunked", func(t *testing.T) {
 		// A response without a Content-Length from the origin keeps the
 		// connection on net/http: chunked, or short enough that net/http

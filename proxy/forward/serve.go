@@ -63,7 +63,7 @@ func (h *Handler) Serve(c *accept.Conn) {
 		handoff, replay, checked := h.serveHits(c, bp, p.hit)
 		headBufs.Put(bp)
 		if handoff {
-			h.handOffDeclined(c, replay, checked)
+			h.handOffDeclined(c, replay, checked, 0)
 		}
 		return
 	}
@@ -88,6 +88,9 @@ type replayConn struct {
 	*accept.Conn
 	replay []byte
 	auth   *authOutcome // nil once taken
+	// wait: the requests net/http answers on it before takeBack gives it
+	// back to the hit path; backoff: the wait it was handed over with.
+	wait, backoff int
 }
 
 func (c *replayConn) Read(p []byte) (int, error) {

@@ -38,6 +38,14 @@ func (h *Handler) takeBack(w http.ResponseWriter, r *http.Request, x *exchange, 
 	if _, ok := r.Context().Value(connKey{}).(*accept.Conn); !ok {
 		return
 	}
+	backoff := 0
+	if rc, _ := r.Context().Value(replayKey{}).(*replayConn); rc != nil {
+		if rc.wait > 0 {
+			rc.wait-- // the hit path declined its last turn at once
+			return
+		}
+		backoff = rc.backoff
+	}
 	rc := http.NewResponseController(w)
 	if rc.Flush() != nil {
 		return
@@ -57,7 +65,7 @@ func (h *Handler) takeBack(w http.ResponseWriter, r *http.Request, x *exchange, 
 		// More than a head's buffer already read: net/http again.
 		headBufs.Put(bp)
 		replay, _ := rw.Reader.Peek(buffered)
-		h.handOff(&replayConn{Conn: c, replay: append(append([]byte(nil), replay...), unread...)})
+		h.handOff(&replayConn{Conn: c, replay: append(append([]byte(nil), replay...), unread...), backoff: backoff})
 		return
 	}
 	have := 0
@@ -65,24 +73,40 @@ func (h *Handler) takeBack(w http.ResponseWriter, r *http.Request, x *exchange, 
 		have, _ = rw.Reader.Read(bp[:buffered]) // from its buffer only
 	}
 	have += copy(bp[have:], unread)
-	go h.resume(c, bp, have)
+	go h.resume(c, bp, have, backoff)
 }
 
-// resume runs the hit path on a connection takeBack took from net/http.
-func (h *Handler) resume(c *accept.Conn, bp *[headBufSize]byte, have int) {
-	handoff, replay, checked := h.resumeHits(c, bp, have)
+// maxTakeBackWait bounds the backoff of takeBack on a connection whose
+// requests the hit path keeps declining.
+const maxTakeBackWait = 64
+
+// resume runs the hit path on a connection takeBack took from net/http
+// (backoff: the wait of its previous turn). A turn that declined the
+// first request it read (another miss) cost that request a hand-off to
+// net/http for nothing; net/http then answers twice the previous wait of
+// requests (2 at first, at most maxTakeBackWait; the declined one
+// included) before the next turn, so a connection of misses rarely
+// bounces. A turn that served a hit resets the wait.
+func (h *Handler) resume(c *accept.Conn, bp *[headBufSize]byte, have, backoff int) {
+	handoff, replay, checked, hits := h.resumeHits(c, bp, have)
 	headBufs.Put(bp)
-	if handoff {
-		h.handOffDeclined(c, replay, checked)
+	if !handoff {
+		return
 	}
+	wait := 0
+	if hits == 0 {
+		wait = min(max(2*backoff, 2), maxTakeBackWait)
+	}
+	h.handOffDeclined(c, replay, checked, wait)
 }
 
 // handOffDeclined gives net/http a connection the hit path declined a
-// request on, with the bytes it read and did not answer and its
-// credentials check of that request.
-func (h *Handler) handOffDeclined(c *accept.Conn, replay []byte, checked *authOutcome) {
-	if replay != nil || checked != nil {
-		h.handOff(&replayConn{Conn: c, replay: replay, auth: checked})
+// request on, with the bytes it read and did not answer, its credentials
+// check of that request, and the requests net/http answers before
+// takeBack tries again (wait).
+func (h *Handler) handOffDeclined(c *accept.Conn, replay []byte, checked *authOutcome, wait int) {
+	if replay != nil || checked != nil || wait > 0 {
+		h.handOff(&replayConn{Conn: c, replay: replay, auth: checked, wait: wait, backoff: wait})
 		return
 	}
 	h.handOff(c)
