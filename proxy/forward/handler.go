@@ -92,6 +92,7 @@ type Handler struct {
 	hitIdle    map[*accept.Conn]struct{}
 	hitClosing atomic.Bool
 	fastHits   atomic.Int64
+	takenBack  atomic.Int64 // connections takeBack gave back to the hit path
 
 	handoff  chan net.Conn // from Serve to the http.Server (httpListener)
 	stopped  chan struct{} // closed when the http.Server stops taking connections

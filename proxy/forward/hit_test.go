@@ -657,6 +657,22 @@ func TestHitPathTakeBack(t *testing.T) {
 		hitOn(3)
 	})
 
+	t.Run("misses", func(t *testing.T) {
+		// A connection of misses only: a few turns on the hit path, then
+		// one every maxTakeBackWait+1 requests.
+		c := e.dial()
+		t0 := e.h.takenBack.Load()
+		for i := range 300 {
+			path := fmt.Sprintf("/file/many%d", i)
+			h, body := c.get(e.head("GET", path, ""))
+			isMiss(t, "miss "+path, h, body, path)
+		}
+		// Turns after requests 1, 4, 9, 18, 35, 68, 133, 198, 263.
+		if n := e.h.takenBack.Load() - t0; n != 9 {
+			t.Fatalf("taken back %d times in 300 misses, want 9", n)
+		}
+	})
+
 	t.Run("chunked", func(t *testing.T) {
 		// A response without a Content-Length from the origin keeps the
 		// connection on net/http: chunked, or short enough that net/http

@@ -59,6 +59,7 @@ func (h *Handler) takeBack(w http.ResponseWriter, r *http.Request, x *exchange, 
 		conn.Close() // connKey says it is one; never here
 		return
 	}
+	h.takenBack.Add(1)
 	buffered := rw.Reader.Buffered()
 	bp := headBufs.Get().(*[headBufSize]byte)
 	if buffered+len(unread) > len(bp) {
