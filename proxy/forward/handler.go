@@ -20,6 +20,7 @@ import (
 
 	"github.com/elazarl/goproxy"
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/egressd/egressd/cache/httpcache"
 	"github.com/egressd/egressd/policy"
@@ -752,6 +753,33 @@ type respWriter struct {
 	dl      deadliner     // the server's own response writer; nil in tests
 	idle    *atomic.Int64 // timeouts.idle
 	wd      idleDeadline  // the client connection's write deadline armed
+	// head is what takeBack needs of the final response's fields, noted
+	// as they are sent (reading them after, through net/http's Header,
+	// would copy them).
+	head respHead
+}
+
+// respHead is what a final response's fields say of its framing.
+type respHead struct {
+	length int64 // Content-Length; -1: none or not one valid value
+	keep   bool  // no Connection: close, Transfer-Encoding, Trailer or trailer fields
+}
+
+// noteHead notes the fields of the final response about to be sent.
+func (w *respWriter) noteHead() {
+	h := w.ResponseWriter.Header()
+	w.head = respHead{length: -1, keep: !httpguts.HeaderValuesContainsToken(h["Connection"], "close") &&
+		len(h["Transfer-Encoding"]) == 0 && len(h["Trailer"]) == 0}
+	if cl := h["Content-Length"]; len(cl) == 1 {
+		if n, err := strconv.ParseInt(cl[0], 10, 64); err == nil && n >= 0 {
+			w.head.length = n
+		}
+	}
+	for k := range h {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			w.head.keep = false
+		}
+	}
 }
 
 // deadliner is what net/http's response writer offers (as
@@ -764,6 +792,7 @@ type deadliner interface {
 func (w *respWriter) WriteHeader(code int) {
 	if w.status == 0 && code >= 200 {
 		w.status = code
+		w.noteHead()
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -771,6 +800,7 @@ func (w *respWriter) WriteHeader(code int) {
 func (w *respWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
+		w.noteHead()
 	}
 	if w.dl != nil {
 		// A client that stopped reading holds the response for at most

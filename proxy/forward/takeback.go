@@ -2,8 +2,6 @@ package forward
 
 import (
 	"net/http"
-	"strconv"
-	"strings"
 
 	"golang.org/x/net/http/httpguts"
 
@@ -32,10 +30,7 @@ import (
 // path's (its idle tracking, Shutdown's closeHitIdle, and Close of the
 // accept.Conn, which releases it once).
 func (h *Handler) takeBack(w http.ResponseWriter, r *http.Request, x *exchange, cw *respWriter) {
-	if !canTakeBack(r, x, cw, w.Header()) || h.hitClosing.Load() {
-		return
-	}
-	if _, ok := r.Context().Value(connKey{}).(*accept.Conn); !ok {
+	if _, ok := r.Context().Value(connKey{}).(*accept.Conn); !ok || h.hitClosing.Load() || !canTakeBack(r, x, cw) {
 		return
 	}
 	backoff := 0
@@ -113,37 +108,23 @@ func (h *Handler) handOffDeclined(c *accept.Conn, replay []byte, checked *authOu
 	h.handOff(c)
 }
 
-// canTakeBack reports whether the exchange x of r (header: the response's
-// fields) is over in full, with nothing of it left to net/http.
-func canTakeBack(r *http.Request, x *exchange, cw *respWriter, header http.Header) bool {
+// canTakeBack reports whether the exchange x of r is over in full, with
+// nothing of it left to net/http.
+func canTakeBack(r *http.Request, x *exchange, cw *respWriter) bool {
 	if r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.Close || r.Method == http.MethodConnect ||
 		r.Body != http.NoBody || r.ContentLength != 0 || len(r.TransferEncoding) > 0 ||
 		wantsWebSocket(r) || httpguts.HeaderValuesContainsToken(r.Header["Upgrade"], "websocket") {
 		return false
 	}
-	if x == nil || x.tunnel || x.abort || x.prefix != nil || cw.err != nil || cw.status < 200 {
+	if x == nil || x.tunnel || x.abort || x.prefix != nil || cw.err != nil || cw.status < 200 || !cw.head.keep {
 		return false
-	}
-	if httpguts.HeaderValuesContainsToken(header["Connection"], "close") ||
-		len(header["Transfer-Encoding"]) > 0 || len(header["Trailer"]) > 0 {
-		return false
-	}
-	for k := range header {
-		if strings.HasPrefix(k, http.TrailerPrefix) {
-			return false
-		}
 	}
 	if r.Method == http.MethodHead || !bodyAllowed(cw.status) {
 		return cw.written == 0
 	}
 	// Without a Content-Length net/http would chunk what it still
 	// buffers, or close after it.
-	cl := header["Content-Length"]
-	if len(cl) != 1 {
-		return false
-	}
-	n, err := strconv.ParseInt(cl[0], 10, 64)
-	return err == nil && n >= 0 && cw.written == n
+	return cw.head.length >= 0 && cw.written == cw.head.length
 }
 
 // bodyAllowed is net/http's bodyAllowedForStatus.
