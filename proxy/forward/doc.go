@@ -29,7 +29,8 @@
 //     known length written in full, no close, not draining): flushed,
 //     hijacked, with the bytes net/http had read past the request replayed
 //     to the hit path. A connection may go back and forth any number of
-//     times; one that does not qualify stays with net/http.
+//     times (a turn that declines its first request backs off: resume);
+//     one that does not qualify stays with net/http.
 //   - connect.go: serveConnect, the one CONNECT handler, whichever parser
 //     read the head (a CONNECT net/http read is hijacked to it by
 //     ServeHTTP): credentials once, the policy once, one answer (407, 400,
