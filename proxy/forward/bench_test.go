@@ -68,9 +68,9 @@ func BenchmarkForwardGET(b *testing.B) {
 	}
 }
 
-// BenchmarkForwardHit: as BenchmarkForwardGET, with the HTTP cache on and
-// the object stored: every request is a hit answered from storage.
-func BenchmarkForwardHit(b *testing.B) {
+// cachingHandler is a Handler with the HTTP cache on that allows an origin
+// answering a cacheable 1 KiB object at every path; both end with b.
+func cachingHandler(b *testing.B) (*Handler, netip.AddrPort) {
 	body := make([]byte, 1024)
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "1024")
@@ -78,17 +78,23 @@ func BenchmarkForwardHit(b *testing.B) {
 		w.Header().Set("Cache-Control", "public, max-age=3600")
 		w.Write(body)
 	}))
-	defer origin.Close()
+	b.Cleanup(origin.Close)
 	oap := netip.MustParseAddrPort(origin.Listener.Addr().String())
 	cache := httpcache.New(httpcache.Options{MaxBytes: 1 << 20})
-	defer cache.Close()
-	h := New(Options{
+	b.Cleanup(cache.Close)
+	return New(Options{
 		Decider: staticDecider{policy.Decision{Verdict: policy.Allow, Host: "127.0.0.1", IsIP: true, Port: oap.Port(), Addrs: []netip.AddrPort{oap}}},
 		Dialer:  &egress.Dialer{},
 		Log:     accesslog.NewLogger(nil, nil),
 		Runner:  &tunnel.Runner{},
 		Cache:   cache,
-	})
+	}), oap
+}
+
+// BenchmarkForwardHit: as BenchmarkForwardGET, with the HTTP cache on and
+// the object stored: every request is a hit answered from storage.
+func BenchmarkForwardHit(b *testing.B) {
+	h, oap := cachingHandler(b)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	srv := &http.Server{Handler: h}
 	go srv.Serve(ln)
@@ -121,24 +127,7 @@ func BenchmarkForwardHit(b *testing.B) {
 // pipeline and Serve: every request is a fresh hit on one keep-alive
 // connection, answered by the hit path (hit.go) without net/http.
 func BenchmarkCacheHitPath(b *testing.B) {
-	body := make([]byte, 1024)
-	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", "1024")
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("Cache-Control", "public, max-age=3600")
-		w.Write(body)
-	}))
-	defer origin.Close()
-	oap := netip.MustParseAddrPort(origin.Listener.Addr().String())
-	cache := httpcache.New(httpcache.Options{MaxBytes: 1 << 20})
-	defer cache.Close()
-	h := New(Options{
-		Decider: staticDecider{policy.Decision{Verdict: policy.Allow, Host: "127.0.0.1", IsIP: true, Port: oap.Port(), Addrs: []netip.AddrPort{oap}}},
-		Dialer:  &egress.Dialer{},
-		Log:     accesslog.NewLogger(nil, nil),
-		Runner:  &tunnel.Runner{},
-		Cache:   cache,
-	})
+	h, oap := cachingHandler(b)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	acc := accept.Serve(ln, h, accept.Options{Listener: policy.ListenerHTTP})
 	ran := make(chan struct{})
