@@ -229,33 +229,16 @@ func newSink(t *testing.T, ns *testenv.Netns, ip string) *sink {
 		t.Fatal(err)
 	}
 	s := &sink{port: ln.Addr().(*net.TCPAddr).Port, changed: make(chan struct{})}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
+	testenv.ServeConns(t, ln, func(c net.Conn) {
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(60 * time.Second))
+		b, _ := io.ReadAll(c)
+		s.mu.Lock()
+		s.done = append(s.done, b)
+		close(s.changed)
+		s.changed = make(chan struct{})
+		s.mu.Unlock()
 	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetReadDeadline(time.Now().Add(60 * time.Second))
-				b, _ := io.ReadAll(c)
-				s.mu.Lock()
-				s.done = append(s.done, b)
-				close(s.changed)
-				s.changed = make(chan struct{})
-				s.mu.Unlock()
-			}()
-		}
-	}()
 	return s
 }
 

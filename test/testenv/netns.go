@@ -343,3 +343,29 @@ func (n *Netns) SetResolvConf(t testing.TB, contents string) {
 		t.Fatalf("resolv.conf: %v", err)
 	}
 }
+
+// ServeConns accepts on ln and runs handle on each connection, on a
+// goroutine of its own, until the test ends; then it closes ln and waits
+// for every handle to return (handle closes its connection).
+func ServeConns(t testing.TB, ln net.Listener, handle func(net.Conn)) {
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				handle(c)
+			}()
+		}
+	}()
+}
