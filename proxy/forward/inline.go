@@ -18,8 +18,13 @@ import (
 // (inlineTarget) and then forwarded as an absolute-URI request is: the
 // same decision, DLP, HTTP cache and pinned origin connections. There are
 // no proxy credentials on such a connection: the client's address is its
-// identity.
+// identity. A connection past a limit is answered 503 with
+// X-Egress-Error: limit, as Serve answers one (refuseLimit).
 func (h *Handler) ServeInline(c *accept.Conn) {
+	if c.Limit != "" {
+		h.refuseLimit(c)
+		return
+	}
 	select {
 	case h.handoff <- c:
 	case <-h.stopped:

@@ -312,18 +312,36 @@ const maxRefusalRead = 16 << 10
 // (for the access line, and so that no unread bytes turn the close into a
 // reset that loses the answer), answers 503 with X-Egress-Error: limit,
 // then waits for the client to close. Each step is bounded by
-// Options.RefuseTimeout.
+// Options.RefuseTimeout. An in-line connection (c.OrigDst set:
+// ServeInline) is refused the same way, its client believing it talks to
+// the origin: its line is the transparent listener's, with orig_dst, and
+// its host is the request's Host (inlineTarget), else the address dialed.
 func (h *Handler) refuseLimit(c *accept.Conn) {
-	rec := h.o.Log.NewRecord(policy.ListenerHTTP, c.Client.Addr())
+	inline := c.OrigDst.IsValid()
+	listener := policy.ListenerHTTP
+	if inline {
+		listener = policy.ListenerTransparent
+	}
+	rec := h.o.Log.NewRecord(listener, c.Client.Addr())
 	rec.ClientPort = c.Client.Port()
+	if inline {
+		rec.OrigDst = c.OrigDst
+		rec.Host, rec.Port = c.OrigDst.Addr().String(), c.OrigDst.Port()
+	}
 	rec.Deny(policy.ReasonLimit)
 	c.SetDeadline(time.Now().Add(h.o.RefuseTimeout))
 	br := bufio.NewReaderSize(io.LimitReader(c.TCPConn, maxRefusalRead), 4096)
 	if req, err := http.ReadRequest(br); err == nil {
-		if req.Method == http.MethodConnect {
+		switch {
+		case inline:
+			rec.Method, rec.Path, rec.UserAgent = req.Method, req.URL.EscapedPath(), req.UserAgent()
+			if req.Method != http.MethodConnect && inlineTarget(req, c.OrigDst) {
+				rec.Host, rec.Port, _ = splitHostPort(req.URL.Host, "80")
+			}
+		case req.Method == http.MethodConnect:
 			rec.Listener = policy.ListenerConnect
 			rec.Host, rec.Port, _ = splitHostPort(req.RequestURI, "")
-		} else {
+		default:
 			rec.Method, rec.Path, rec.UserAgent = req.Method, req.URL.EscapedPath(), req.UserAgent()
 			def := "80"
 			if req.URL.Scheme == "https" {

@@ -77,6 +77,11 @@ func (f *FrontEnd) Serve(c *accept.Conn) {
 	rec.OrigDst = dst
 	rec.Host, rec.Port = dst.Addr().String(), dst.Port()
 	switch {
+	case c.Limit != "" && httpPort(f.o.Policy(), dst.Port()):
+		// An HTTP client is answered as on listen.http (503 with
+		// X-Egress-Error: limit); forward writes the line.
+		f.o.HTTP.ServeInline(c)
+		return
 	case c.Limit != "":
 		rec.Deny(policy.ReasonLimit)
 		f.o.Log.Metrics().LimitRejected(policy.ListenerTransparent, c.Limit)
@@ -91,7 +96,7 @@ func (f *FrontEnd) Serve(c *accept.Conn) {
 	}
 	pol := f.o.Policy()
 	switch {
-	case pol != nil && pol.IsHTTPPort(dst.Port()):
+	case httpPort(pol, dst.Port()):
 		// Each request is decided and logged by forward; rec is dropped
 		// unwritten.
 		f.o.HTTP.ServeInline(c)
@@ -105,6 +110,11 @@ func (f *FrontEnd) Serve(c *accept.Conn) {
 		}
 		f.tunnel(c, dec, nil, rec)
 	}
+}
+
+// httpPort reports whether port is one of pol's http_ports.
+func httpPort(pol *policy.Policy, port uint16) bool {
+	return pol != nil && pol.IsHTTPPort(port)
 }
 
 // serveTLS decides a connection to a tls_ports port on its ClientHello's
