@@ -63,8 +63,9 @@ type inlineEnv struct {
 
 // newInlineEnv builds the topology, starts egressd in the gateway with
 // listen.transparent and loads the shipped rules with the loader, ipv4 and
-// ipv6 the loader's modes (redirect or tproxy).
-func newInlineEnv(t *testing.T, ipv4, ipv6 string) *inlineEnv {
+// ipv6 the loader's modes (redirect or tproxy); tune, if any, changes the
+// config before egressd starts.
+func newInlineEnv(t *testing.T, ipv4, ipv6 string, tune ...func(*testenv.Config)) *inlineEnv {
 	t.Helper()
 	e := &inlineEnv{rawConns: make(chan struct{}, 16)}
 	in := testenv.NewInline(t, inlineWeb.String(), inlineOther.String(), inlineDenied.String(), inlineRaw.String(),
@@ -129,6 +130,9 @@ func newInlineEnv(t *testing.T, ipv4, ipv6 string) *inlineEnv {
 		{Name: "partner", Hosts: []string{"partner.test"}, Ports: []int{80, 443}, Via: "corp"},
 	}
 	cfg.UpstreamProxies = map[string]config.UpstreamProxy{"corp": {URLs: []string{e.parent.URL()}, Username: inlineParentUser, PasswordFile: pwFile, ConnectTimeout: 5 * time.Second}}
+	for _, f := range tune {
+		f(cfg)
+	}
 	e.p = (&testenv.Egressd{Netns: in.Gateway}).StartConfig(t, cfg)
 
 	ruleset, _ := filepath.Abs("../deployments/nftables/egressd-transparent.nft")
@@ -618,4 +622,63 @@ func (e *inlineEnv) testLoop(t *testing.T) {
 		c.Close()
 		e.line(t, dst, map[string]any{"decision": "deny", "reason": "bad_request"})
 	}
+}
+
+// TestInlineLimit: past limits.max_connections_per_client, a plain HTTP
+// client of the in-line gateway (curl, no proxy settings) gets egressd's
+// clean 503 with X-Egress-Error: limit, as a client of listen.http does,
+// and an access line with the Host, method and path it sent; a TLS client
+// is closed without an answer (there is none to give before its
+// handshake). Neither reaches the origin.
+func TestInlineLimit(t *testing.T) {
+	e := newInlineEnv(t, "redirect", "redirect", func(c *testenv.Config) { c.Limits.MaxConnectionsPerClient = 1 })
+	// The client's one connection: a keep-alive request answered by the
+	// origin, so egressd has accepted and counted it.
+	held, err := e.in.Client.DialContext(context.Background(), "tcp", netip.AddrPortFrom(inlineWeb, 80).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	held.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(held, "GET /held HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(held), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the held connection's request: %s", resp.Status)
+	}
+	webHTTP, webConns := e.webHTTP.Count(), e.web.Conns()
+
+	stdout, stderr, exit := e.curl(t, "-i", "--resolve", "allowed.test:80:"+inlineWeb.String(), "http://allowed.test/over?q=1")
+	if exit != 0 || !strings.HasPrefix(stdout, "HTTP/1.1 503") || !strings.Contains(stdout, "X-Egress-Error: limit") ||
+		!strings.Contains(stdout, "egressd: refused: limit") {
+		t.Errorf("curl http://allowed.test/ past the limit: exit %d %s\n%s", exit, stderr, stdout)
+	}
+	e.line(t, netip.AddrPortFrom(inlineWeb, 80), map[string]any{"decision": "deny", "reason": "limit", "status": 503,
+		"host": "allowed.test", "port": 80, "method": "GET", "path": "/over", "client": e.in.ClientAddr4.String()})
+
+	if _, _, exit := e.curl(t, "--resolve", "allowed.test:443:"+inlineWeb.String(), "https://allowed.test/over"); exit == 0 {
+		t.Errorf("curl https://allowed.test/ past the limit succeeded")
+	}
+	e.line(t, netip.AddrPortFrom(inlineWeb, 443), map[string]any{"decision": "deny", "reason": "limit",
+		"client": e.in.ClientAddr4.String()})
+
+	if e.webHTTP.Count() != webHTTP || e.web.Conns() != webConns {
+		t.Errorf("the origins got %d requests and %d connections past the limit", e.webHTTP.Count()-webHTTP, e.web.Conns()-webConns)
+	}
+	out, errOut, code := e.in.Gateway.Curl(t, "-sS", "--max-time", "10", "--noproxy", "*", "http://"+e.p.AdminAddr+"/metrics")
+	if code != 0 {
+		t.Fatalf("scrape: curl exit %d: %s", code, errOut)
+	}
+	m := parseMetrics(t, strings.NewReader(out))
+	if v, _ := m.get("egressd_limit_rejections_total", map[string]string{"listener": "transparent", "limit": "max_connections_per_client"}); v != 2 {
+		t.Errorf("egressd_limit_rejections_total{listener=transparent} = %v, want 2", v)
+	}
+	if n := accessCount(e.p, map[string]any{"reason": "limit", "listener": "http"}); n != 0 {
+		t.Errorf("%d limit lines of listener http", n)
+	}
+	e.hp.AssertNone(t)
 }

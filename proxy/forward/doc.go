@@ -31,6 +31,10 @@
 //     to the hit path. A connection may go back and forth any number of
 //     times (a turn that declines its first request backs off: resume);
 //     one that does not qualify stays with net/http.
+//   - inline.go: ServeInline takes the in-line listener's connections to
+//     policy.http_ports (proxy/transparent) to the same http.Server, where
+//     each request's Host decides (inlineTarget); one past a limit gets
+//     serve.go's 503 limit, with the transparent listener's access line.
 //   - connect.go: serveConnect, the one CONNECT handler, whichever parser
 //     read the head (a CONNECT net/http read is hijacked to it by
 //     ServeHTTP): credentials once, the policy once, one answer (407, 400,

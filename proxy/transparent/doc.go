@@ -23,7 +23,9 @@
 // each request inside decided again; its access line has listener
 // "transparent" and orig_dst. A refused connection is closed
 // without an answer (there is no protocol to answer in; HTTP requests get
-// forward's answers), after its access line.
+// forward's answers), after its access line. A connection past a limit on
+// an http_ports port goes to proxy/forward too, which answers it 503 as
+// it answers one on listen.http.
 //
 // A connection whose original destination is egressd itself (one of its
 // own listening sockets, or a loopback or unspecified address) is a

@@ -18,7 +18,8 @@ import (
 	"github.com/egressd/egressd/proxy/tunnel"
 )
 
-// HTTP serves the connections to http_ports (proxy/forward's Handler).
+// HTTP serves the connections to http_ports (proxy/forward's Handler),
+// and answers those past a limit (accept.Conn.Limit set) 503.
 type HTTP interface {
 	ServeInline(c *accept.Conn)
 }
