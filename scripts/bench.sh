@@ -30,7 +30,9 @@
 #     (egressd-chain: policy.default_via naming a minimal CONNECT proxy,
 #     egressbench parent, pinned to the load tool's CPU) for the tunnel
 #     scenarios: egressd's CPU per new tunnel through a parent against its
-#     direct tunnels;
+#     direct tunnels, and after each such run `egressbench floor` (the CPU
+#     one process pays for a request and its answer with another process,
+#     the least any parent adds);
 #   - runs BenchmarkInlineTunnel (test/) once per round: egressd's CPU per
 #     new TLS tunnel through the in-line gateway (redirected by the shipped
 #     nftables rules in network namespaces, since nothing redirects on
@@ -48,6 +50,8 @@
 #   BENCH_SCENARIOS=a,b   only these scenarios in every session (default: each session's own; for
 #                         focused runs, e.g. BENCH_PROXIES="egressd egressd-dlp" BENCH_KINDS=http
 #                         BENCH_SCENARIOS=post_1k,post_1m)
+#   BENCH_TOOL_ARGS="..." extra flags for every `egressbench run` (e.g. "-paced-tunnels-rate 3000"
+#                         to see how a figure moves with the load; the tables then describe that run)
 #   BENCH_PPROF=0|1       profile egressd after the runs (default 1; 0 with BENCH_QUICK)
 #   BENCH_SCRATCH=DIR     scratch directory (default /tmp/egressd-bench); must be outside the repo
 #   BENCH_LOGS=DIR        the proxies' logs (default /dev/shm/egressd-bench-logs when /dev/shm is a
@@ -602,6 +606,8 @@ run_tool() { # label kind run proxy-addr pid [extra flags...]
 	local args=(run -kind "$kind" -label "$label" -run "$run" -json "$RESULTS/$label-$kind.json"
 		-max-time "${RUN_BOUND}s" -pki "$PKI" "${ORIGINS[@]}")
 	[[ -n $QUICKFLAG ]] && args+=("$QUICKFLAG")
+	# shellcheck disable=SC2206 # BENCH_TOOL_ARGS is words by design
+	args+=(${BENCH_TOOL_ARGS:-})
 	[[ $kind != direct ]] && args+=(-proxy "$addr" -proxy-pid "$pid")
 	args+=("$@")
 	record "taskset -c 1 $EB ${args[*]}"
@@ -650,7 +656,34 @@ session() { # name kind run
 		stop_pid "$PROXY_PID"
 	fi
 	[[ -n $parent_pid ]] && stop_pid "$parent_pid"
+	[[ $name == egressd-chain ]] && floor_session "$run"
 	return 0
+}
+
+# floor_session measures, beside each round of the runs through a parent,
+# the least a parent adds on this machine: one CONNECT and its answer with
+# another process (egressbench floor; the chain table shows it). The
+# measuring process runs where egressd runs, with its environment, at the
+# tunnels_paced rate; the answering one where the parent runs.
+floor_session() { # run
+	local run=$1 rate n=10000 loop_n=200000 server_pid
+	[[ -n ${BENCH_SCENARIOS:-} && ,$BENCH_SCENARIOS, != *,tunnels_paced,* ]] && return 0
+	rate=$(sed -n 's/.*-paced-tunnels-rate[ =]\([0-9.]*\).*/\1/p' <<<"${BENCH_TOOL_ARGS:-}")
+	rate=${rate:-2000}
+	[[ $QUICK == 1 ]] && n=4000 loop_n=50000
+	record "taskset -c 1 $EB floor -serve 127.0.0.1:$P_PARENT"
+	taskset -c 1 "$EB" floor -serve "127.0.0.1:$P_PARENT" 2>>"$RESULTS/parent-stderr.log" &
+	server_pid=$!
+	STARTED+=("$server_pid")
+	if wait_port "$P_PARENT"; then
+		record "env $EGRESSD_ENV taskset -c 0 $EB floor -to 127.0.0.1:$P_PARENT -rate $rate -n $n -loop-n $loop_n -run $run -json $RESULTS/floor-exchange.json"
+		env $EGRESSD_ENV taskset -c 0 "$EB" floor -to "127.0.0.1:$P_PARENT" -rate "$rate" -n "$n" -loop-n "$loop_n" -run "$run" \
+			-json "$RESULTS/floor-exchange.json" 2>>"$RESULTS/bench-stderr.log" | tee -a "$RESULTS/bench.log" ||
+			log "floor run $run: egressbench floor failed (see $RESULTS/bench-stderr.log)"
+	else
+		log "the floor's answering process did not start"
+	fi
+	stop_pid "$server_pid"
 }
 
 # --- runs ------------------------------------------------------------------------

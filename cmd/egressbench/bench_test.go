@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -549,5 +550,70 @@ func TestParentProxy(t *testing.T) {
 			}
 		}
 		c.Close()
+	}
+}
+
+// TestFloor: the floor's three phases run against its answering process,
+// paced at the rate asked for, and the process and its connections stop
+// with the context.
+func TestFloor(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() { defer close(served); serveFloor(ctx, ln) }()
+	defer func() { cancel(); <-served }()
+
+	c := floorConfig{To: ln.Addr().String(), Rate: 2000, Ops: 40, LoopOps: 60, Conc: 3, Run: 2, MaxTime: 20 * time.Second}
+	rs, err := measureFloor(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		scenario string
+		ops      int64
+		rate     float64
+	}{{floorTick, 40, 2000}, {floorPaced, 40, 2000}, {floorLoop, 60, 0}}
+	if len(rs) != len(want) {
+		t.Fatalf("%d results, want %d", len(rs), len(want))
+	}
+	for i, w := range want {
+		r := rs[i]
+		if r.Label != floorLabel || r.Kind != floorKind || r.Run != 2 || r.Scenario != w.scenario || r.Ops != w.ops || r.TargetRate != w.rate || r.TimeBound {
+			t.Errorf("result %d: %+v, want %s with %d ops at %v/s", i, r, w.scenario, w.ops, w.rate)
+		}
+		if r.ProxyCPUPer1000 == nil || r.ProxyCPUSec == nil || *r.ProxyCPUSec != r.ToolCPUSec {
+			t.Errorf("%s: no own CPU figure: %+v", r.Scenario, r)
+		}
+		// Paced phases start the n-th wake-up no earlier than n/rate.
+		if w.rate > 0 && r.Seconds < float64(w.ops-1)/w.rate {
+			t.Errorf("%s: %d ops in %.4fs, faster than %v/s", r.Scenario, r.Ops, r.Seconds, w.rate)
+		}
+	}
+	if !strings.Contains(rs[1].summary(), "us per op") {
+		t.Errorf("summary %q", rs[1].summary())
+	}
+
+	// An answering process that is gone fails the measurement.
+	cancel()
+	<-served
+	if _, err := measureFloor(c); err == nil {
+		t.Error("measured against a closed server")
+	}
+}
+
+func TestFloorFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{},
+		{"-serve", "127.0.0.1:1", "-to", "127.0.0.1:2"},
+		{"-to", "10.0.0.1:3128"},
+		{"-serve", "0.0.0.0:3128"},
+		{"-to", "127.0.0.1:3128", "-rate", "0"},
+	} {
+		if err := floorMain(args, io.Discard, io.Discard); err == nil {
+			t.Errorf("floor %q: no error", args)
+		}
 	}
 }

@@ -17,13 +17,17 @@
 //	egressbench run    -kind connect -proxy 127.0.0.1:3128 -proxy-pid 1234 -label egressd -json results/x.json
 //	egressbench report -in 'results/*.json' -out docs/benchmarks.md -svg docs/benchmarks.svg
 //	egressbench ports  -n 4
+//	egressbench parent -listen 127.0.0.1:3129
+//	egressbench floor  -serve 127.0.0.1:3129 & egressbench floor -to 127.0.0.1:3129 -rate 2000 -json results/floor.json
 //
 // Each scenario writes one JSON object per line to -json and one line of human
 // summary to stdout. The report subcommand reads those files, takes the median
 // over runs, and writes the Markdown tables and an SVG chart; with -inline it
 // also tabulates the in-line gateway's figure from the output of test/'s
 // BenchmarkInlineTunnel, which needs network namespaces this tool never
-// creates.
+// creates. The parent subcommand is the minimal CONNECT proxy of the runs
+// through a parent; floor measures the least a parent adds on this
+// machine (one request and its answer with another process; floor.go).
 //
 // Every loop is bounded in count and in time, and the tool only ever dials or
 // listens on loopback addresses.

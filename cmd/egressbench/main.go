@@ -38,8 +38,10 @@ func main() {
 		err = pkiMain(args, os.Stdout)
 	case "parent":
 		err = parentMain(args, os.Stderr)
+	case "floor":
+		err = floorMain(args, os.Stdout, os.Stderr)
 	default:
-		err = fmt.Errorf("unknown subcommand %q (want run, report, ports, pki or parent)", cmd)
+		err = fmt.Errorf("unknown subcommand %q (want run, report, ports, pki, parent or floor)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "egressbench:", err)

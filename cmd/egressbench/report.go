@@ -716,6 +716,57 @@ func (d *dataset) chainTable(p func(string, ...any)) {
 		p("%s", r)
 	}
 	p("\n")
+	d.floorTable(p, direct, chain)
+}
+
+// floorTable writes, when the results have the floor's phases (egressbench
+// floor), what a tunnel through the parent costs egressd over a direct one
+// at the fixed rate, beside the least any process pays on this machine for
+// one request and its answer with another process: the wait for the
+// parent's answer that a parent cannot do without.
+func (d *dataset) floorTable(p func(string, ...any), direct, chain seriesKey) {
+	fk := seriesKey{floorLabel, floorKind}
+	us := func(s seriesKey, scenario string, run int) (float64, bool) {
+		rr, ok := d.runs[runKey{s, run}]
+		if !ok {
+			return 0, false
+		}
+		v, ok := field(scenario, cpuPer1000)(rr)
+		return v * 1000, ok // CPU s per 1,000 = ms per op
+	}
+	var dir, chn, extra, floor, loop, beyond []float64
+	for k := range d.runs {
+		if k.seriesKey != fk {
+			continue
+		}
+		pv, ok1 := us(fk, floorPaced, k.Run)
+		tv, ok2 := us(fk, floorTick, k.Run)
+		lv, ok3 := us(fk, floorLoop, k.Run)
+		dv, ok4 := us(direct, "tunnels_paced", k.Run)
+		cv, ok5 := us(chain, "tunnels_paced", k.Run)
+		if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || dv <= 0 {
+			continue
+		}
+		dir, chn, extra = append(dir, dv), append(chn, cv), append(extra, cv-dv)
+		floor, loop = append(floor, pv-tv), append(loop, lv)
+		beyond = append(beyond, (cv-dv-(pv-tv))/dv)
+	}
+	if len(dir) == 0 {
+		return
+	}
+	med := func(v []float64) float64 { m, _ := median(v); return m }
+	p("What a parent cannot avoid, measured in the same rounds (`egressbench floor`, a process of its own on egressd's CPU with egressd's environment, ")
+	p("against one on the parent's CPU that answers each read with a CONNECT success line): the CPU one process pays for writing a CONNECT head ")
+	p("and reading the answer of another process on a kept connection, woken at the fixed rate (minus the same wake-ups without the exchange), ")
+	p("and back to back on several connections, the process never idle. At a fixed rate the process sleeps while the other answers, and waking it costs ")
+	p("more than the system calls; egressd through a parent has that wait on every tunnel. Medians over %d rounds, CPU µs per tunnel or exchange:\n\n", len(dir))
+	p("| at the fixed rate (tunnels_paced) | µs |\n| --- | --- |\n")
+	p("| egressd, direct tunnel | %.1f |\n", med(dir))
+	p("| %s, tunnel through the parent | %.1f |\n", chainLabel, med(chn))
+	p("| extra per tunnel through the parent | %.1f |\n", med(extra))
+	p("| the floor: one CONNECT and its answer with another process, at the same rate | %.1f |\n", med(floor))
+	p("| the floor with the process never idle (exchange_loop) | %.1f |\n", med(loop))
+	p("| egressd's extra beyond the floor, share of a direct tunnel (paired) | %.1f%% |\n\n", 100*med(beyond))
 }
 
 func shortTitle(t string) string {

@@ -287,6 +287,42 @@ func TestReportChain(t *testing.T) {
 	if strings.Contains(md.String(), "| egressd-chain 0.540") {
 		t.Error("egressd-chain compared as a peer")
 	}
+	if strings.Contains(md.String(), "the floor") {
+		t.Error("a floor table without floor results")
+	}
+
+	// With the floor's phases: what a tunnel through the parent adds at the
+	// fixed rate, beside the floor (exchange_paced minus tick) and egressd's
+	// extra beyond it (round 1: 100 - 60 = 40 us of 500; round 2: 100 - 70
+	// = 30 us: medians 65 us floor, 7.0%).
+	for run, paced := range map[int]float64{1: 0.080, 2: 0.090} {
+		rs = append(rs,
+			&Result{Label: floorLabel, Kind: floorKind, Run: run, Scenario: floorTick, Ops: 1000, ProxyCPUPer1000: ptr(0.020)},
+			&Result{Label: floorLabel, Kind: floorKind, Run: run, Scenario: floorPaced, Ops: 1000, ProxyCPUPer1000: ptr(paced)},
+			&Result{Label: floorLabel, Kind: floorKind, Run: run, Scenario: floorLoop, Ops: 1000, ProxyCPUPer1000: ptr(0.009)},
+		)
+	}
+	md.Reset()
+	if err := writeMarkdown(&md, newDataset(rs), reportMeta{}, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"| egressd, direct tunnel | 500.0 |",
+		"| egressd-chain, tunnel through the parent | 600.0 |",
+		"| extra per tunnel through the parent | 100.0 |",
+		"| the floor: one CONNECT and its answer with another process, at the same rate | 65.0 |",
+		"| the floor with the process never idle (exchange_loop) | 9.0 |",
+		"| egressd's extra beyond the floor, share of a direct tunnel (paired) | 7.0% |",
+		"Medians over 2 rounds",
+	} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	// The floor is no proxy: no other table shows it.
+	if n := strings.Count(md.String(), "floor"); n > 12 {
+		t.Errorf("floor appears %d times", n)
+	}
 	if t.Failed() {
 		t.Logf("report:\n%s", md.String())
 	}

@@ -105,6 +105,9 @@ func (r *Result) summary() string {
 	case r.Held != nil:
 		h := r.Held
 		fmt.Fprintf(&sb, " %d uploads of %d bytes held: rss %d→%d KiB (%.1f KiB/upload)", h.Uploads, h.BodyBytes, h.RSS0KiB, h.RSS1KiB, h.KiBPerUpload)
+	case r.Kind == floorKind:
+		fmt.Fprintf(&sb, " %6d ops in %5.2fs = %7.0f/s  own cpu %.2fs (%.1f us per op)", r.Ops, r.Seconds, r.OpsPerSec, r.ToolCPUSec, r.ToolCPUSec/float64(max(r.Ops, 1))*1e6)
+		return sb.String()
 	case r.Bytes > 0:
 		fmt.Fprintf(&sb, " %7.1f MiB in %5.2fs = %7.1f MiB/s", float64(r.Bytes)/(1<<20), r.Seconds, r.MiBPerSec)
 	default:
