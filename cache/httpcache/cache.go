@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // HeaderXCache is the response field that says how the cache answered.
@@ -198,6 +199,7 @@ func (c *Cache) RoundTrip(req *http.Request, next http.RoundTripper) (*http.Resp
 // [Cache.Fresh]).
 type Stored struct {
 	o   *object
+	s   *store
 	now time.Time
 }
 
@@ -225,7 +227,7 @@ func (c *Cache) Fresh(method string, u *url.URL, header http.Header) (Stored, bo
 	if o == nil || c.reuse(o, &rq, now) != reuseFresh {
 		return Stored{}, false
 	}
-	return Stored{o: o, now: now}, true
+	return Stored{o: o, s: c.store, now: now}, true
 }
 
 // Status is the stored response's status code.
@@ -250,29 +252,52 @@ func (h Stored) ContentLength() []string { return h.o.contentLength }
 // build runs about once per stored response (callers racing on a new one
 // may each run it; one result is kept), and a response refreshed by a
 // revalidation is a new stored response with a memo of its own. build
-// must depend on the stored response only. The forward package keeps a
+// must depend on the stored response only, and returns the value with the
+// heap bytes it holds: while the response stays stored, they count in
+// max_bytes with it (and may evict others). The forward package keeps a
 // hit's serialized header fields this way.
-func (h Stored) Memo(build func(Stored) any) any {
+func (h Stored) Memo(build func(Stored) (v any, size int64)) any {
 	slot := h.o.memo
 	if slot == nil {
-		return build(h)
+		v, _ := build(h)
+		return v
 	}
-	if m := slot.v.Load(); m != nil && m.owner == h.o {
-		return m.v
+	old := slot.v.Load()
+	if old != nil && old.owner == h.o {
+		return old.v
 	}
-	m := &memoValue{owner: h.o, v: build(h)}
-	slot.v.Store(m)
-	return m.v
+	v, size := build(h)
+	if old != nil {
+		return v // another object's memo: not ours to replace
+	}
+	if !slot.v.CompareAndSwap(nil, &memoValue{owner: h.o, v: v}) {
+		if won := slot.v.Load(); won.owner == h.o {
+			return won.v
+		}
+		return v
+	}
+	// Only the caller that kept its value charges it, once.
+	h.s.charge(h.o, size+memoValueSize)
+	return v
 }
 
 // memoSlot holds a stored response's Memo; memoValue.owner guards against
 // a copy of the object (refresh, complete) reading its original's memo.
-type memoSlot struct{ v atomic.Pointer[memoValue] }
+// charged is what the kept value adds to the object's size in the store,
+// guarded by the store's lock; it lives here, not in the object, because
+// objects are copied (refresh) while stored.
+type memoSlot struct {
+	v       atomic.Pointer[memoValue]
+	charged int64
+}
 
 type memoValue struct {
 	owner *object
 	v     any
 }
+
+// memoValueSize is the heap a kept memoValue holds besides its value.
+const memoValueSize = int64(unsafe.Sizeof(memoValue{}))
 
 // Holds reports whether anything (any variant, fresh or not) is stored for
 // u, without marking it used: a cheap test to make before the work a call
@@ -679,8 +704,17 @@ func (c *Cache) complete(key string, fl *flight, o *object, body []byte) {
 	c.store.put(&stored, nil)
 }
 
+// objectSize is what o holds on the heap besides a memo (see
+// [Stored.Memo]): the fixed overhead, its keys, its body, its header map
+// (headerSize) and the request field names its Vary lists (a long Vary of
+// short names costs a string header each).
 func objectSize(o *object) int64 {
-	return objectOverhead + int64(len(o.key)+len(o.varyKey)) + int64(cap(o.body)) + headerSize(o.header)
+	n := objectOverhead + int64(len(o.key)+len(o.varyKey)) + int64(cap(o.body)) + headerSize(o.header)
+	n += int64(cap(o.vary)) * int64(unsafe.Sizeof(""))
+	for _, v := range o.vary {
+		n += int64(len(v))
+	}
+	return n
 }
 
 // newObject builds the object for a response the cache may store

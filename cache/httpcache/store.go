@@ -14,7 +14,10 @@ const maxVariants = 16
 
 // store holds objects by URL in least-recently-used order, bounded by the
 // bytes they hold: adding past maxBytes evicts from the cold end. A URL's
-// variants are evicted together.
+// variants are evicted together. What an object holds is its size plus
+// what its memo was charged (held), both counted under mu: a memo built
+// after its object left the store is never counted, one built before is
+// taken off with it.
 type store struct {
 	mu       sync.Mutex
 	lru      *simplelru.LRU[string, *entry]
@@ -75,17 +78,38 @@ func (s *store) put(o *object, old *object) {
 	// objects can be collected.
 	e.variants = slices.DeleteFunc(e.variants, func(v *object) bool {
 		if v == old || v.varyKey == o.varyKey && slices.Equal(v.vary, o.vary) {
-			s.account(e, -v.size, -1)
+			s.account(e, -v.held(), -1)
 			return true
 		}
 		return false
 	})
 	if len(e.variants) >= maxVariants {
-		s.account(e, -e.variants[0].size, -1)
+		s.account(e, -e.variants[0].held(), -1)
 		e.variants = slices.Delete(e.variants, 0, 1)
 	}
 	e.variants = append(e.variants, o)
-	s.account(e, o.size, 1)
+	s.account(e, o.held(), 1)
+	s.evict()
+	s.obs.Stored(s.bytes, s.objects)
+}
+
+// charge adds bytes to what o holds (its memo, built once), if o is still
+// stored, and evicts until the store fits again.
+func (s *store) charge(o *object, bytes int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.lru.Peek(o.key)
+	if !ok || !slices.Contains(e.variants, o) {
+		return // gone: the memo goes with the last reference to o
+	}
+	o.memo.charged += bytes
+	s.account(e, bytes, 0)
+	s.evict()
+	s.obs.Stored(s.bytes, s.objects)
+}
+
+// evict removes the least recently used URLs until the store fits.
+func (s *store) evict() {
 	evicted := 0
 	for s.bytes > s.maxBytes {
 		_, victim, ok := s.lru.RemoveOldest()
@@ -98,7 +122,6 @@ func (s *store) put(o *object, old *object) {
 	if evicted > 0 {
 		s.obs.Evicted(evicted)
 	}
-	s.obs.Stored(s.bytes, s.objects)
 }
 
 // remove drops o if it is still stored (a response found unusable).
@@ -110,7 +133,7 @@ func (s *store) remove(o *object) {
 		return
 	}
 	if i := slices.Index(e.variants, o); i >= 0 {
-		s.account(e, -o.size, -1)
+		s.account(e, -o.held(), -1)
 		e.variants = slices.Delete(e.variants, i, i+1)
 	}
 	if len(e.variants) == 0 {
@@ -137,6 +160,15 @@ func (s *store) usage() (int64, int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.bytes, s.objects
+}
+
+// held is what o counts in the store: its size and its memo's charge. The
+// store's lock must be held.
+func (o *object) held() int64 {
+	if o.memo == nil {
+		return o.size
+	}
+	return o.size + o.memo.charged
 }
 
 func (s *store) account(e *entry, bytes int64, objects int) {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/egressd/egressd/cache/httpcache"
 	"github.com/egressd/egressd/policy"
@@ -323,20 +324,26 @@ type hitWire struct {
 	sniffed string    // the Content-Type net/http sniffs for a GET (no Content-Type, no Content-Encoding)
 }
 
-// buildHitWire builds st's hitWire. Only 200 responses are served on the
-// hit path (another status can change what net/http writes), and none
-// with an X-Egress-* field (serveStored declines them too).
-func buildHitWire(st httpcache.Stored) any {
+// buildHitWire builds st's hitWire and reports the heap it holds, which
+// the cache counts in max_bytes with the stored response: the struct and
+// one buffer for the four runs, sized up front (a field's line is at most
+// its name, value and 4 bytes), so it holds no growth slack. Only 200
+// responses are served on the hit path (another status can change what
+// net/http writes), and none with an X-Egress-* field (serveStored
+// declines them too).
+func buildHitWire(st httpcache.Stored) (any, int64) {
 	w := &hitWire{}
+	size := int64(unsafe.Sizeof(*w))
 	stored := st.Header()
 	cl := st.ContentLength()
 	if st.Status() != http.StatusOK || len(cl) != 1 {
-		return w
+		return w, size
 	}
 	var parts [4]http.Header
+	lines := 0
 	for k, v := range stored {
 		if isEgressHeader(k) {
-			return w
+			return w, size
 		}
 		var i int
 		switch {
@@ -355,19 +362,30 @@ func buildHitWire(st httpcache.Stored) any {
 			parts[i] = http.Header{}
 		}
 		parts[i][k] = v
+		for _, s := range v {
+			lines += len(k) + len(s) + 4
+		}
 	}
+	var b bytes.Buffer
+	b.Grow(lines)
+	var ends [4]int
 	for i, p := range parts {
-		var b bytes.Buffer
 		p.Write(&b)
-		w.seg[i] = b.Bytes()
+		ends[i] = b.Len()
 	}
+	buf, start := b.Bytes(), 0
+	for i, end := range ends {
+		w.seg[i] = buf[start:end:end]
+		start = end
+	}
+	size += int64(cap(buf))
 	w.length = cl[0]
 	_, w.date = stored["Date"]
 	if _, typed := stored["Content-Type"]; !typed && stored.Get("Content-Encoding") == "" && len(st.Body()) > 0 {
-		w.sniffed = http.DetectContentType(st.Body())
+		w.sniffed = http.DetectContentType(st.Body()) // one of its constant strings
 	}
 	w.ok = true
-	return w
+	return w, size
 }
 
 // appendHead appends the response head of a hit of age seconds to b.
