@@ -51,6 +51,12 @@ type hitEnv struct {
 
 func newHitEnv(t *testing.T, auth func(string) (string, bool), idle time.Duration) *hitEnv {
 	t.Helper()
+	return newHitEnvCache(t, auth, idle, 64<<20)
+}
+
+// newHitEnvCache is newHitEnv with a cache of maxBytes.
+func newHitEnvCache(t *testing.T, auth func(string) (string, bool), idle time.Duration, maxBytes int64) *hitEnv {
+	t.Helper()
 	e := &hitEnv{t: t, hits: map[string]int{}}
 	origin := &http.Server{Handler: http.HandlerFunc(e.serveOrigin)}
 	oln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -65,7 +71,7 @@ func newHitEnv(t *testing.T, auth func(string) (string, bool), idle time.Duratio
 	core, access := observer.New(zapcore.InfoLevel)
 	e.access = access
 	e.metrics = accesslog.NewMetrics(prometheus.NewRegistry())
-	cache := httpcache.New(httpcache.Options{MaxBytes: 64 << 20})
+	cache := httpcache.New(httpcache.Options{MaxBytes: maxBytes})
 	registry := egress.NewRegistry()
 	e.h = New(Options{
 		Decider:      e.engine,
@@ -126,6 +132,15 @@ func (e *hitEnv) serveOrigin(w http.ResponseWriter, r *http.Request) {
 	e.mu.Lock()
 	e.hits[r.URL.Path]++
 	e.mu.Unlock()
+	if strings.HasPrefix(r.URL.Path, "/bighead/") {
+		// Header fields far larger than the body: 24 of 320 bytes.
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		for i := range 24 {
+			w.Header().Set(fmt.Sprintf("X-Pad-%02d", i), strings.Repeat(string(rune('a'+i)), 320))
+		}
+		io.WriteString(w, "sixteen bytes ok")
+		return
+	}
 	switch r.URL.Path {
 	case "/stale":
 		w.Header().Set("Cache-Control", "max-age=0")
