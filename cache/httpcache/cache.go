@@ -48,8 +48,9 @@ type Observer interface {
 
 // Options configure a [Cache].
 type Options struct {
-	// MaxBytes bounds what the store holds: bodies, header fields and a
-	// per-object overhead. Required, positive.
+	// MaxBytes bounds what the store holds: bodies, header fields, a
+	// per-object overhead and what callers keep with stored responses
+	// ([Stored.Memo]). Required, positive.
 	MaxBytes int64
 	// MaxObjectBytes bounds one stored body; a larger response streams
 	// through without being buffered. Zero: DefaultMaxObjectBytes; at

@@ -201,7 +201,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		CacheStoredBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "egressd_cache_stored_bytes",
-			Help: "Bytes the HTTP cache holds (bodies, header fields and per-object overhead); at most cache.http.max_bytes.",
+			Help: "Bytes the HTTP cache holds (bodies, header fields, per-object overhead and the hit path's prepared header blocks); at most cache.http.max_bytes.",
 		}),
 		CacheStoredObjects: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "egressd_cache_stored_objects",

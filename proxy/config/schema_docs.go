@@ -71,7 +71,7 @@ var fieldDocs = map[string]string{
 
 	"cache":                       "egressd's caches of content.",
 	"cache.http":                  "The shared HTTP cache (RFC 9111) of forwarded (absolute-URI) requests, in memory. Read at start only.",
-	"cache.http.max_bytes":        "Bytes the cache holds at most (bodies, header fields and a per-object overhead), least recently used out first: bytes, or a number with a unit (512MiB). 0: the cache is off.",
+	"cache.http.max_bytes":        "Bytes the cache holds at most (bodies, header fields, a per-object overhead and the hit path's prepared header blocks), least recently used out first: bytes, or a number with a unit (512MiB). 0: the cache is off.",
 	"cache.http.max_object_bytes": "Larger responses stream through without being buffered or stored; at most max_bytes.",
 	"cache.http.collapse_timeout": "How long a request waits for a concurrent fetch of the same URL before it asks the origin itself.",
 
