@@ -47,18 +47,17 @@ const inlineParentUser, inlineParentPassword = "gw", "in-line-parent-pw-3f9a"
 const inlineRawPort = 2222
 
 type inlineEnv struct {
-	in       *testenv.Inline
-	p        *testenv.Proc
-	caFile   string
-	roots    *x509.CertPool
-	inspect  *inspecttest.CA // tls_inspection's
-	web      *testenv.Origin // allowed.test:443 (and inspected.test)
-	webHTTP  *testenv.Origin // allowed.test:80
-	other    *testenv.Origin // other.test:80
-	hp       *testenv.Honeypot
-	parent   *testenv.Parent // upstream_proxies.corp: partner.test's only way out
-	port     uint16          // listen.transparent's port
-	rawConns chan struct{}
+	in      *testenv.Inline
+	p       *testenv.Proc
+	caFile  string
+	roots   *x509.CertPool
+	inspect *inspecttest.CA // tls_inspection's
+	web     *testenv.Origin // allowed.test:443 (and inspected.test)
+	webHTTP *testenv.Origin // allowed.test:80
+	other   *testenv.Origin // other.test:80
+	hp      *testenv.Honeypot
+	parent  *testenv.Parent // upstream_proxies.corp: partner.test's only way out
+	port    uint16          // listen.transparent's port
 }
 
 // newInlineEnv builds the topology, starts egressd in the gateway with
@@ -67,7 +66,7 @@ type inlineEnv struct {
 // config before egressd starts.
 func newInlineEnv(t *testing.T, ipv4, ipv6 string, tune ...func(*testenv.Config)) *inlineEnv {
 	t.Helper()
-	e := &inlineEnv{rawConns: make(chan struct{}, 16)}
+	e := &inlineEnv{}
 	in := testenv.NewInline(t, inlineWeb.String(), inlineOther.String(), inlineDenied.String(), inlineRaw.String(),
 		inlineWeb6.String(), inlineDNS.String(), inlineParent.String())
 	e.in = in
@@ -158,23 +157,13 @@ func (e *inlineEnv) startRaw(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			e.rawConns <- struct{}{}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				io.WriteString(c, "raw service\n")
-				line, _ := bufio.NewReader(c).ReadString('\n')
-				io.WriteString(c, "echo "+line)
-			}()
-		}
-	}()
+	testenv.ServeConns(t, ln, func(c net.Conn) {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "raw service\n")
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		io.WriteString(c, "echo "+line)
+	})
 }
 
 // curl runs curl in the client namespace: no proxy settings, the test CA,
