@@ -228,6 +228,7 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 		Handshake:      cfg.Timeouts.Handshake,
 		RefuseTimeout:  refuse,
 		MaxHeaderBytes: int(cfg.Limits.MaxHeaderBytes),
+		MaxRespHeader:  int64(cfg.Limits.MaxResponseHeaderBytes),
 		Idle:           cfg.Timeouts.Idle,
 		Auth:           verifyHeader,
 		AuthRequired:   cfg.Auth.Required,
@@ -733,6 +734,7 @@ func restartOnly(a, b *config.Config) []string {
 		a.DNS.StaleTTL != b.DNS.StaleTTL, "dns")
 	add(a.Timeouts.Handshake != b.Timeouts.Handshake, "timeouts.handshake")
 	add(a.Limits.MaxHeaderBytes != b.Limits.MaxHeaderBytes, "limits.max_header_bytes")
+	add(a.Limits.MaxResponseHeaderBytes != b.Limits.MaxResponseHeaderBytes, "limits.max_response_header_bytes")
 	add(a.Log.Access != b.Log.Access, "log.access")
 	add(a.Log.AccessFile != b.Log.AccessFile, "log.access_file")
 	// The users file's contents reload; turning auth on or off does not.

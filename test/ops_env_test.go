@@ -81,6 +81,7 @@ type opsOpts struct {
 	MaxTunnel, Drain    time.Duration
 	DrainDelay          time.Duration
 	MaxHeader           config.Size
+	MaxRespHeader       config.Size // limits.max_response_header_bytes
 	Pprof               bool
 	LogLevel            string
 	AccessFile          string   // log.access_file; "" = stdout
@@ -140,6 +141,7 @@ func (f *opsFarm) config(o opsOpts) string {
 	c.Limits.MaxConnections = cmp.Or(o.MaxConns, 10000)
 	c.Limits.MaxConnectionsPerClient = cmp.Or(o.PerClient, 1000)
 	c.Limits.MaxHeaderBytes = cmp.Or(o.MaxHeader, 64<<10)
+	c.Limits.MaxResponseHeaderBytes = cmp.Or(o.MaxRespHeader, 64<<10)
 	c.Timeouts.Handshake = o.Handshake
 	c.Timeouts.Connect = 2 * time.Second
 	c.Timeouts.Idle = cmp.Or(o.Idle, 5*time.Minute)

@@ -351,6 +351,26 @@ func TestOpsMaxHeaderBytes(t *testing.T) {
 	}
 }
 
+// TestOpsMaxResponseHeaderBytes: an origin's response head past
+// limits.max_response_header_bytes is a 502 with X-Egress-Error:
+// dial_error and an access line saying so; the same request is relayed
+// with the default. The fixed origin's head is about 150 bytes.
+func TestOpsMaxResponseHeaderBytes(t *testing.T) {
+	f := newOpsFarm(t)
+	p := f.start(t, opsOpts{MaxRespHeader: 64})
+	r := f.curlFixed("-i")
+	if r.code != 22 || !strings.Contains(r.stderr, "502") {
+		t.Fatalf("curl past the response head limit: %s", r)
+	}
+	p.WaitForLog(t, func(l map[string]any) bool {
+		return l["host"] == "fixed.test" && l["status"] == 502.0 && l["reason"] == "dial_error"
+	})
+	p.Stop(t, 10*time.Second)
+
+	f.start(t, opsOpts{})
+	mustCurl(t, "with the default limit", f.curlFixed())
+}
+
 // TestOpsTunnelTimeouts: timeouts.idle closes a tunnel that carried nothing
 // either way for that long, on both front ends; timeouts.max_tunnel closes
 // a busy tunnel when its time is up.

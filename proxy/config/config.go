@@ -78,6 +78,11 @@ type Limits struct {
 	MaxConnections          int  `yaml:"max_connections"`
 	MaxConnectionsPerClient int  `yaml:"max_connections_per_client"`
 	MaxHeaderBytes          Size `yaml:"max_header_bytes"`
+	// MaxResponseHeaderBytes bounds an origin's (or parent's) response
+	// head: past it the request fails with 502, as Squid's
+	// reply_header_max_size does, instead of holding up to net/http's
+	// 10 MiB default per request.
+	MaxResponseHeaderBytes Size `yaml:"max_response_header_bytes"`
 }
 
 // Timeouts bounds every blocking step.
@@ -200,6 +205,7 @@ func defaults() Config {
 			MaxConnections:          10000,
 			MaxConnectionsPerClient: 1000,
 			MaxHeaderBytes:          64 << 10,
+			MaxResponseHeaderBytes:  64 << 10,
 		},
 		Timeouts: Timeouts{
 			Handshake:  10 * time.Second,

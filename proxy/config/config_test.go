@@ -106,6 +106,7 @@ dns:
   negative_ttl: 0
 limits:
   max_header_bytes: 10KB
+  max_response_header_bytes: 1MiB
   max_connections: 0
 timeouts:
   idle: 1h30m
@@ -148,6 +149,7 @@ admin:
 	want.DNS.Timeout = 500 * time.Millisecond
 	want.DNS.NegativeTTL = 0
 	want.Limits.MaxHeaderBytes = 10000
+	want.Limits.MaxResponseHeaderBytes = 1 << 20
 	want.Limits.MaxConnections = 0
 	want.Timeouts.Idle = 90 * time.Minute
 	want.Policy = policy.Config{
@@ -209,6 +211,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad transparent", "listen:\n  transparent: 3130\n", `egressd.yaml:2: listen.transparent: "3130": want host:port`},
 		{"bad size", "limits:\n  max_header_bytes: 64KiBs\n", `egressd.yaml:2: limits.max_header_bytes: "64KiBs": want bytes or a number with a unit`},
 		{"negative size", "limits:\n  max_header_bytes: -1\n", `egressd.yaml:2: limits.max_header_bytes: "-1": want bytes`},
+		{"zero response header size", "limits:\n  max_response_header_bytes: 0\n", `egressd.yaml:2: limits.max_response_header_bytes: must be greater than zero`},
 		{"bad duration", "timeouts:\n  idle: 5\n", `egressd.yaml:2: timeouts.idle: "5": want a Go duration`},
 		{"bad duration unit", "timeouts:\n  idle: 5 minutes\n", `egressd.yaml:2: timeouts.idle: "5 minutes": want a Go duration`},
 		{"negative duration", "timeouts:\n  drain: -1s\n", `egressd.yaml:2: timeouts.drain: must not be negative`},

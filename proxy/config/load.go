@@ -299,6 +299,7 @@ func (d *decoder) validate(c *Config) {
 	d.nonNegative("limits.max_connections", int64(c.Limits.MaxConnections))
 	d.nonNegative("limits.max_connections_per_client", int64(c.Limits.MaxConnectionsPerClient))
 	d.positive("limits.max_header_bytes", int64(c.Limits.MaxHeaderBytes))
+	d.positive("limits.max_response_header_bytes", int64(c.Limits.MaxResponseHeaderBytes))
 	d.positive("timeouts.handshake", int64(c.Timeouts.Handshake))
 	d.positive("timeouts.connect", int64(c.Timeouts.Connect))
 	d.positive("timeouts.idle", int64(c.Timeouts.Idle))

@@ -60,6 +60,7 @@ var fieldDocs = map[string]string{
 	"limits.max_connections":            "Client connections per instance; past it a connection is refused (503 X-Egress-Error: limit, SOCKS5 0x01).",
 	"limits.max_connections_per_client": "Client connections per client address (the PROXY header's with listen.proxy_protocol).",
 	"limits.max_header_bytes":           "Largest request header block (431 past it): bytes, or a number with a unit (64KiB, 1MB).",
+	"limits.max_response_header_bytes":  "Largest response header block from an origin or parent proxy (the request fails with 502 X-Egress-Error past it).",
 
 	"timeouts":             "Time bounds of every blocking step (Go durations: 500ms, 10s, 5m).",
 	"timeouts.handshake":   "Request line and headers, SOCKS5 greeting, TLS ClientHello.",

@@ -50,6 +50,10 @@ type Options struct {
 	// MaxHeaderBytes is limits.max_header_bytes: the longest request head
 	// net/http reads (431 past it). Zero: net/http's default.
 	MaxHeaderBytes int
+	// MaxRespHeader is limits.max_response_header_bytes: the longest
+	// response head read from an origin or a parent (502 past it). Zero:
+	// net/http's default (10 MiB).
+	MaxRespHeader int64
 	// Idle (timeouts.idle) bounds every wait without progress of a
 	// forwarded request: for the client's body, for the origin's response
 	// and body, for a client to take the response; and it closes
@@ -169,16 +173,17 @@ const idleConnTimeout = 90 * time.Second
 // proxy via.
 func (h *Handler) newTransport(via string) *http.Transport {
 	tr := &http.Transport{
-		Proxy:                 nil, // never chain to a proxy from our own environment
-		DialContext:           h.dialFromContext,
-		DialTLSContext:        h.dialTLSFromContext,
-		MaxIdleConns:          4096,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       idleConnTimeout,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true, // stay transparent: never add Accept-Encoding
-		ForceAttemptHTTP2:     false,
+		Proxy:                  nil, // never chain to a proxy from our own environment
+		DialContext:            h.dialFromContext,
+		DialTLSContext:         h.dialTLSFromContext,
+		MaxIdleConns:           4096,
+		MaxIdleConnsPerHost:    256,
+		IdleConnTimeout:        idleConnTimeout,
+		TLSHandshakeTimeout:    10 * time.Second,
+		ExpectContinueTimeout:  time.Second,
+		DisableCompression:     true, // stay transparent: never add Accept-Encoding
+		ForceAttemptHTTP2:      false,
+		MaxResponseHeaderBytes: h.o.MaxRespHeader,
 	}
 	if via != "" {
 		// A parent's pool: http URLs go to the parent in absolute form

@@ -54,8 +54,9 @@ func newHitEnv(t *testing.T, auth func(string) (string, bool), idle time.Duratio
 	return newHitEnvCache(t, auth, idle, 64<<20)
 }
 
-// newHitEnvCache is newHitEnv with a cache of maxBytes.
-func newHitEnvCache(t *testing.T, auth func(string) (string, bool), idle time.Duration, maxBytes int64) *hitEnv {
+// newHitEnvCache is newHitEnv with a cache of maxBytes; tune, if any,
+// changes the Handler's Options.
+func newHitEnvCache(t *testing.T, auth func(string) (string, bool), idle time.Duration, maxBytes int64, tune ...func(*Options)) *hitEnv {
 	t.Helper()
 	e := &hitEnv{t: t, hits: map[string]int{}}
 	origin := &http.Server{Handler: http.HandlerFunc(e.serveOrigin)}
@@ -73,7 +74,7 @@ func newHitEnvCache(t *testing.T, auth func(string) (string, bool), idle time.Du
 	e.metrics = accesslog.NewMetrics(prometheus.NewRegistry())
 	cache := httpcache.New(httpcache.Options{MaxBytes: maxBytes})
 	registry := egress.NewRegistry()
-	e.h = New(Options{
+	o := Options{
 		Decider:      e.engine,
 		Dialer:       &egress.Dialer{Timeout: 2 * time.Second},
 		Log:          accesslog.NewLogger(zap.New(core), e.metrics),
@@ -83,7 +84,11 @@ func newHitEnvCache(t *testing.T, auth func(string) (string, bool), idle time.Du
 		Auth:         auth,
 		AuthRequired: auth != nil,
 		Cache:        cache,
-	})
+	}
+	for _, f := range tune {
+		f(&o)
+	}
+	e.h = New(o)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
