@@ -6,7 +6,8 @@
 //
 //   - Dialer.Connect: a tunnel through a parent. It connects to the
 //     parent's URLs in order (each within its connect_timeout; one that
-//     does not accept is counted down and the next is tried), sends
+//     does not accept is counted down and the next is tried, and for a
+//     while, urlHealth, it is tried only after the others), sends
 //     CONNECT host:port, by name, with Proxy-Authorization when
 //     credentials are configured, and reads the parent's answer head with
 //     plain reads: the returned *net.TCPConn is the tunnel, ready for the

@@ -65,11 +65,45 @@ type parentURL struct {
 	host     string
 	addr     netip.AddrPort // valid when the host is an IP
 	port     uint16
-	err      error // the address does not parse (Parent.Addrs not checked by the caller)
+	err      error      // the address does not parse (Parent.Addrs not checked by the caller)
+	health   *urlHealth // shared by the copies of this URL in one Set
+}
+
+// A URL that did not accept a connection is tried after the parent's
+// others for downFirst, doubling with each failure in a row up to
+// downMax: a blackholed first URL would otherwise cost every connection
+// its connect_timeout before the next URL is tried.
+const (
+	downFirst = 10 * time.Second
+	downMax   = 2 * time.Minute
+)
+
+// urlHealth is what the last connects to one URL said.
+type urlHealth struct {
+	downUntil atomic.Int64 // unix nanoseconds; 0 or past: up
+	failures  atomic.Int32 // in a row
+}
+
+func (h *urlHealth) down(now time.Time) bool { return h.downUntil.Load() > now.UnixNano() }
+
+func (h *urlHealth) failed(now time.Time) {
+	n := h.failures.Add(1)
+	d := downMax
+	if n <= 4 { // 10s, 20s, 40s, 80s, then downMax
+		d = downFirst << (n - 1)
+	}
+	h.downUntil.Store(now.Add(d).UnixNano())
+}
+
+func (h *urlHealth) connected() {
+	if h.failures.Load() != 0 || h.downUntil.Load() != 0 {
+		h.failures.Store(0)
+		h.downUntil.Store(0)
+	}
 }
 
 func parseParentURL(hostport string) parentURL {
-	u := parentURL{hostport: hostport}
+	u := parentURL{hostport: hostport, health: &urlHealth{}}
 	host, portStr, err := net.SplitHostPort(hostport)
 	if err != nil {
 		u.err = err
@@ -138,6 +172,8 @@ type Dialer struct {
 	// Observe, when set, counts each outcome (see the Result constants)
 	// by the parent's name.
 	Observe func(proxy, result string)
+	// now is the clock of the URLs' health (tests set it); nil: time.Now.
+	now func() time.Time
 
 	set atomic.Pointer[Set]
 }
@@ -276,18 +312,43 @@ func (d *Dialer) Refused(via string, addr netip.AddrPort, status int) error {
 	return &Error{Proxy: via, Addr: addr, Status: status, Result: ResultRefused, Err: fmt.Errorf("status %d", status)}
 }
 
-// dial connects to p's URLs in order and returns the first connection.
+func (d *Dialer) clock() time.Time {
+	if d.now != nil {
+		return d.now()
+	}
+	return time.Now()
+}
+
+// dial connects to p's URLs in order and returns the first connection;
+// the URLs that failed recently (urlHealth) come after the others, in
+// order, so that all of them are still tried before giving up.
 func (d *Dialer) dial(ctx context.Context, p *parent) (*net.TCPConn, netip.AddrPort, error) {
 	var errs []string
-	for _, u := range p.urls {
-		c, addr, err := d.dialURL(ctx, p, u)
-		if err == nil {
-			return c, addr, nil
+	// Which URLs were down when this call began: each is tried once.
+	var wasDown uint64
+	now := d.clock()
+	for i, u := range p.urls {
+		if i < 64 && u.health.down(now) {
+			wasDown |= 1 << i
 		}
-		d.observe(p.name, ResultDown)
-		errs = append(errs, err.Error())
-		if ctx.Err() != nil {
-			break
+	}
+tries:
+	for _, recentlyDown := range [2]bool{false, true} {
+		for i, u := range p.urls {
+			if (i < 64 && wasDown&(1<<i) != 0) != recentlyDown {
+				continue
+			}
+			c, addr, err := d.dialURL(ctx, p, u)
+			if err == nil {
+				u.health.connected()
+				return c, addr, nil
+			}
+			u.health.failed(d.clock())
+			d.observe(p.name, ResultDown)
+			errs = append(errs, err.Error())
+			if ctx.Err() != nil {
+				break tries
+			}
 		}
 	}
 	d.observe(p.name, ResultUnavailable)

@@ -33,7 +33,13 @@ type fakeParent struct {
 
 func newFakeParent(t *testing.T, answer func(r *http.Request) []string) *fakeParent {
 	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	return fakeParentOn(t, "127.0.0.1:0", answer)
+}
+
+// fakeParentOn is a fake parent listening on addr.
+func fakeParentOn(t *testing.T, addr string, answer func(r *http.Request) []string) *fakeParent {
+	t.Helper()
+	ln, err := net.Listen("tcp4", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,6 +265,68 @@ func TestConnectAllDown(t *testing.T) {
 	}
 	if diff := cmp.Diff(map[string]int{"corp down": 2, "corp unavailable": 1}, c.get()); diff != "" {
 		t.Error(diff)
+	}
+}
+
+// TestConnectSkipsDownURL: a URL that did not accept a connection is
+// tried after the parent's others while it is marked down (10 s, doubling
+// with each failure in a row up to 2 min), so a dead first URL costs the
+// next connections nothing; when its time is up it is tried first again,
+// and a parent whose every URL is down still has each tried once per
+// connection.
+func TestConnectSkipsDownURL(t *testing.T) {
+	parent := newFakeParent(t, func(*http.Request) []string { return []string{established} })
+	dead := deadAddr(t)
+	d, c := newDialer(Parent{Name: "corp", Addrs: []string{dead, parent.addr.String()}, ConnectTimeout: time.Second})
+	now := time.Unix(1_000_000, 0)
+	d.now = func() time.Time { return now }
+	connect := func(want map[string]int) {
+		t.Helper()
+		conn, _, addr, err := d.Connect(context.Background(), "corp", "a.example", 443, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Close()
+		if addr != parent.addr {
+			t.Errorf("connected to %v", addr)
+		}
+		if diff := cmp.Diff(want, c.get()); diff != "" {
+			t.Errorf("at +%v: %s", now.Sub(time.Unix(1_000_000, 0)), diff)
+		}
+	}
+	connect(map[string]int{"corp down": 1, "corp ok": 1})
+	now = now.Add(9 * time.Second)
+	connect(map[string]int{"corp down": 1, "corp ok": 2}) // dead skipped
+	now = now.Add(2 * time.Second)                        // 11 s after the failure
+	connect(map[string]int{"corp down": 2, "corp ok": 3}) // tried again: failed twice in a row
+	now = now.Add(19 * time.Second)
+	connect(map[string]int{"corp down": 2, "corp ok": 4}) // still within 20 s
+	now = now.Add(2 * time.Second)
+	connect(map[string]int{"corp down": 3, "corp ok": 5})
+
+	// The dead URL comes back: one success clears its failures.
+	back := fakeParentOn(t, dead, func(*http.Request) []string { return []string{established} })
+	now = now.Add(41 * time.Second)
+	conn, _, addr, err := d.Connect(context.Background(), "corp", "a.example", 443, time.Second)
+	if err != nil || addr != back.addr {
+		t.Fatalf("after the first URL came back: %v, %v", addr, err)
+	}
+	conn.Close()
+	u := d.set.Load().byName["corp"].urls[0]
+	if u.health.failures.Load() != 0 || u.health.down(now) {
+		t.Errorf("a URL that accepted is still counted down: %d failures", u.health.failures.Load())
+	}
+
+	// Every URL down: each is still tried once per connection.
+	d2, c2 := newDialer(Parent{Name: "corp", Addrs: []string{deadAddr(t), deadAddr(t)}, ConnectTimeout: time.Second})
+	d2.now = func() time.Time { return now }
+	for i := 1; i <= 3; i++ {
+		if _, _, _, err := d2.Connect(context.Background(), "corp", "a.example", 443, time.Second); err == nil {
+			t.Fatal("connected to dead URLs")
+		}
+		if diff := cmp.Diff(map[string]int{"corp down": 2 * i, "corp unavailable": i}, c2.get()); diff != "" {
+			t.Errorf("connection %d: %s", i, diff)
+		}
 	}
 }
 
