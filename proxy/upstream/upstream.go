@@ -86,7 +86,13 @@ type urlHealth struct {
 
 func (h *urlHealth) down(now time.Time) bool { return h.downUntil.Load() > now.UnixNano() }
 
-func (h *urlHealth) failed(now time.Time) {
+// failed marks the URL down after a connect that failed; wasDown: it was
+// marked down when that connect began. Connections that failed together
+// while it was up count once, so a burst does not jump to downMax.
+func (h *urlHealth) failed(now time.Time, wasDown bool) {
+	if !wasDown && h.down(now) {
+		return // another connection marked it meanwhile
+	}
 	n := h.failures.Add(1)
 	d := downMax
 	if n <= 4 { // 10s, 20s, 40s, 80s, then downMax
@@ -343,7 +349,7 @@ tries:
 				u.health.connected()
 				return c, addr, nil
 			}
-			u.health.failed(d.clock())
+			u.health.failed(d.clock(), recentlyDown)
 			d.observe(p.name, ResultDown)
 			errs = append(errs, err.Error())
 			if ctx.Err() != nil {

@@ -317,6 +317,15 @@ func TestConnectSkipsDownURL(t *testing.T) {
 		t.Errorf("a URL that accepted is still counted down: %d failures", u.health.failures.Load())
 	}
 
+	// Connections that fail together while a URL is up count once.
+	h := &urlHealth{}
+	for range 100 {
+		h.failed(now, false)
+	}
+	if h.failures.Load() != 1 || !h.down(now.Add(9*time.Second)) || h.down(now.Add(11*time.Second)) {
+		t.Errorf("a burst of failures: %d in a row", h.failures.Load())
+	}
+
 	// Every URL down: each is still tried once per connection.
 	d2, c2 := newDialer(Parent{Name: "corp", Addrs: []string{deadAddr(t), deadAddr(t)}, ConnectTimeout: time.Second})
 	d2.now = func() time.Time { return now }
