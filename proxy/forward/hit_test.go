@@ -362,9 +362,13 @@ func TestHitPath(t *testing.T) {
 		})
 	}
 	// Five lines a case (the store's, the POST's, three hits); a hit's
-	// line is finished after its answer is written.
+	// line is finished after its answer is written, and its metrics
+	// right after its line.
 	waitLines(t, e.access, 25)
-	if got := testutil.ToFloat64(e.metrics.CacheRequests.WithLabelValues("hit")); got != 17 {
+	hits := e.metrics.CacheRequests.WithLabelValues("hit")
+	for start := time.Now(); testutil.ToFloat64(hits) < 17 && time.Since(start) < 10*time.Second; time.Sleep(time.Millisecond) {
+	}
+	if got := testutil.ToFloat64(hits); got != 17 {
 		t.Errorf("egressd_cache_requests_total{result=hit} = %v, want 17", got)
 	}
 	// Another variant of /vary is a miss: net/http asks the origin.
