@@ -349,7 +349,9 @@ tries:
 				u.health.connected()
 				return c, addr, nil
 			}
-			u.health.failed(d.clock(), recentlyDown)
+			if ctx.Err() == nil { // else the caller gave up: not the URL's failure
+				u.health.failed(d.clock(), recentlyDown)
+			}
 			d.observe(p.name, ResultDown)
 			errs = append(errs, err.Error())
 			if ctx.Err() != nil {

@@ -326,6 +326,18 @@ func TestConnectSkipsDownURL(t *testing.T) {
 		t.Errorf("a burst of failures: %d in a row", h.failures.Load())
 	}
 
+	// A connect cut short by the caller (its context) does not mark the
+	// URL down: the failure is not the URL's.
+	d3, _ := newDialer(Parent{Name: "corp", Addrs: []string{deadAddr(t)}, ConnectTimeout: time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, _, err := d3.Connect(ctx, "corp", "a.example", 443, time.Second); err == nil {
+		t.Fatal("connected with a canceled context")
+	}
+	if u := d3.set.Load().byName["corp"].urls[0]; u.health.failures.Load() != 0 {
+		t.Error("a canceled connect marked the URL down")
+	}
+
 	// Every URL down: each is still tried once per connection.
 	d2, c2 := newDialer(Parent{Name: "corp", Addrs: []string{deadAddr(t), deadAddr(t)}, ConnectTimeout: time.Second})
 	d2.now = func() time.Time { return now }
