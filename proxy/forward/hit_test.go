@@ -314,7 +314,7 @@ func (e *hitEnv) line(n int) map[string]any {
 // on one connection; GET and HEAD, a sniffed Content-Type, Vary.
 func TestHitPath(t *testing.T) {
 	e := newHitEnv(t, nil, 0)
-	warm := 0
+	warm, lines := 0, 0
 	for _, tc := range []struct{ method, path, extra string }{
 		{"GET", "/file/a", ""},
 		{"HEAD", "/file/a", ""},
@@ -330,7 +330,14 @@ func TestHitPath(t *testing.T) {
 			slow := e.dial()
 			warm++
 			slow.get(post(e.url("/echo"), fmt.Sprintf("warm%d", warm)))
-			a0 := e.access.Len()
+			// Five lines a case: the store's and the POST's, then three
+			// hits'. A line is written after its answer, so the client
+			// may have an answer before its line: wait for them.
+			base := lines
+			lines += 5
+			defer waitLines(t, e.access, lines)
+			waitLines(t, e.access, base+2)
+			a0 := base + 2
 			f0 := e.h.fastHits.Load()
 			slowHead, slowBody := slow.get(head)
 			if e.h.fastHits.Load() != f0 {
@@ -497,7 +504,10 @@ func TestHitPathAuth(t *testing.T) {
 			t.Fatalf("good credentials after a 407: %s (%d checks)", h, checks.Load()-c0)
 		}
 	}
-	a0 := e.access.Len()
+	// The store's line, then a 407 and a hit for each: a line is written
+	// after its answer, so wait for them before counting.
+	const a0 = 5
+	waitLines(t, e.access, a0)
 	f0 := e.h.fastHits.Load()
 	if h, _ := e.dial().get(e.head("GET", "/file/u", "Proxy-Authorization: "+good+"\r\n")); !strings.Contains(h, "X-Cache: HIT") {
 		t.Fatalf("good credentials: %s", h)
