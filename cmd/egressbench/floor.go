@@ -121,34 +121,25 @@ func floorMain(args []string, stdout, stderr io.Writer) error {
 // floorAnswer until ctx ends; then it closes ln and the connections.
 func serveFloor(ctx context.Context, ln net.Listener) {
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]struct{}{}
+	var conns connSet
 	go func() {
 		<-ctx.Done()
 		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
+		conns.closeAll()
 	}()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			break
 		}
-		mu.Lock()
-		conns[c] = struct{}{}
-		mu.Unlock()
+		if !conns.add(c) {
+			c.Close()
+			break
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() {
-				mu.Lock()
-				delete(conns, c)
-				mu.Unlock()
-				c.Close()
-			}()
+			defer conns.remove(c)
 			buf := make([]byte, 4096)
 			for {
 				if _, err := c.Read(buf); err != nil {

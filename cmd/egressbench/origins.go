@@ -102,15 +102,13 @@ type origins struct {
 	src     *payload  // sendfile source for downloads
 	bufPool sync.Pool // *[]byte fallback sink buffers
 	wg      sync.WaitGroup
-	mu      sync.Mutex
-	conns   map[net.Conn]struct{}
-	closed  bool
+	conns   connSet
 }
 
 // startOrigins starts every origin and the DNS server, and returns once all
 // of them accept.
 func startOrigins(cfg originConfig) (_ *origins, err error) {
-	o := &origins{cfg: cfg, conns: map[net.Conn]struct{}{}, zero: make([]byte, 1<<20)}
+	o := &origins{cfg: cfg, zero: make([]byte, 1<<20)}
 	o.bufPool.New = func() any { b := make([]byte, cfg.copyBuf); return &b }
 	defer func() {
 		if err != nil {
@@ -243,35 +241,18 @@ func (o *origins) serveRaw(l net.Listener, serve func(net.Conn)) {
 				}
 				return
 			}
-			if !o.track(c) {
+			if !o.conns.add(c) {
 				c.Close()
 				return
 			}
 			o.wg.Add(1)
 			go func() {
 				defer o.wg.Done()
-				defer o.untrack(c)
+				defer o.conns.remove(c)
 				serve(c)
 			}()
 		}
 	}()
-}
-
-func (o *origins) track(c net.Conn) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.closed {
-		return false
-	}
-	o.conns[c] = struct{}{}
-	return true
-}
-
-func (o *origins) untrack(c net.Conn) {
-	o.mu.Lock()
-	delete(o.conns, c)
-	o.mu.Unlock()
-	c.Close()
 }
 
 // serveBulk implements the origin side of the bulk protocol.
@@ -351,12 +332,7 @@ func (o *origins) startDNS() error {
 // Close stops every origin, ends their connections, and waits for all their
 // goroutines.
 func (o *origins) Close() {
-	o.mu.Lock()
-	o.closed = true
-	for c := range o.conns {
-		c.Close()
-	}
-	o.mu.Unlock()
+	o.conns.closeAll()
 	for _, l := range []net.Listener{o.bulk, o.echo} {
 		if l != nil {
 			l.Close()

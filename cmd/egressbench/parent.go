@@ -29,10 +29,7 @@ type parentProxy struct {
 	originIP netip.Addr
 	timeout  time.Duration
 	wg       sync.WaitGroup
-
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	done  bool
+	conns    connSet
 }
 
 // parentMain is the parent subcommand: serve until SIGINT or SIGTERM.
@@ -69,7 +66,7 @@ func startParent(addr string, originIP netip.Addr, timeout time.Duration) (*pare
 	if err != nil {
 		return nil, err
 	}
-	p := &parentProxy{ln: ln, originIP: originIP, timeout: timeout, conns: map[net.Conn]struct{}{}}
+	p := &parentProxy{ln: ln, originIP: originIP, timeout: timeout}
 	p.wg.Add(1)
 	go p.serve()
 	return p, nil
@@ -80,30 +77,8 @@ func (p *parentProxy) Addr() string { return p.ln.Addr().String() }
 // Close stops the parent and cuts its tunnels.
 func (p *parentProxy) Close() {
 	p.ln.Close()
-	p.mu.Lock()
-	p.done = true
-	for c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
+	p.conns.closeAll()
 	p.wg.Wait()
-}
-
-func (p *parentProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.done {
-		return false
-	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
-func (p *parentProxy) untrack(c net.Conn) {
-	p.mu.Lock()
-	delete(p.conns, c)
-	p.mu.Unlock()
-	c.Close()
 }
 
 func (p *parentProxy) serve() {
@@ -113,14 +88,14 @@ func (p *parentProxy) serve() {
 		if err != nil {
 			return
 		}
-		if !p.track(c) {
+		if !p.conns.add(c) {
 			c.Close()
 			return
 		}
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			defer p.untrack(c)
+			defer p.conns.remove(c)
 			p.tunnel(c.(*net.TCPConn))
 		}()
 	}
@@ -144,11 +119,11 @@ func (p *parentProxy) tunnel(c *net.TCPConn) {
 		io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
 		return
 	}
-	if !p.track(up) {
+	if !p.conns.add(up) {
 		up.Close()
 		return
 	}
-	defer p.untrack(up)
+	defer p.conns.remove(up)
 	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		return
 	}
