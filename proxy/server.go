@@ -220,21 +220,21 @@ func New(cfg *config.Config, pol *policy.Policy, raw []byte, o Options) (*Server
 		})
 	}
 	s.forward = forward.New(forward.Options{
-		Decider:        s.engine,
-		Dialer:         s.dialer,
-		Log:            s.access,
-		Diag:           o.Diag.Named("http"),
-		Runner:         s.runner,
-		Handshake:      cfg.Timeouts.Handshake,
-		RefuseTimeout:  refuse,
-		MaxHeaderBytes: int(cfg.Limits.MaxHeaderBytes),
-		MaxRespHeader:  int64(cfg.Limits.MaxResponseHeaderBytes),
-		Idle:           cfg.Timeouts.Idle,
-		Auth:           verifyHeader,
-		AuthRequired:   cfg.Auth.Required,
-		DLP:            s.dlp,
-		Cache:          s.cache,
-		UpstreamTLS:    func(name string) *tls.Config { return s.inspect.UpstreamTLS(name) },
+		Decider:                s.engine,
+		Dialer:                 s.dialer,
+		Log:                    s.access,
+		Diag:                   o.Diag.Named("http"),
+		Runner:                 s.runner,
+		Handshake:              cfg.Timeouts.Handshake,
+		RefuseTimeout:          refuse,
+		MaxHeaderBytes:         int(cfg.Limits.MaxHeaderBytes),
+		MaxResponseHeaderBytes: int64(cfg.Limits.MaxResponseHeaderBytes),
+		Idle:                   cfg.Timeouts.Idle,
+		Auth:                   verifyHeader,
+		AuthRequired:           cfg.Auth.Required,
+		DLP:                    s.dlp,
+		Cache:                  s.cache,
+		UpstreamTLS:            func(name string) *tls.Config { return s.inspect.UpstreamTLS(name) },
 	})
 	// Inspected tunnels: their requests take the forwarded chain.
 	s.inspect = inspect.New(material, inspect.Options{

@@ -50,10 +50,10 @@ type Options struct {
 	// MaxHeaderBytes is limits.max_header_bytes: the longest request head
 	// net/http reads (431 past it). Zero: net/http's default.
 	MaxHeaderBytes int
-	// MaxRespHeader is limits.max_response_header_bytes: the longest
+	// MaxResponseHeaderBytes is limits.max_response_header_bytes: the longest
 	// response head read from an origin or a parent (502 past it). Zero:
 	// net/http's default (10 MiB).
-	MaxRespHeader int64
+	MaxResponseHeaderBytes int64
 	// Idle (timeouts.idle) bounds every wait without progress of a
 	// forwarded request: for the client's body, for the origin's response
 	// and body, for a client to take the response; and it closes
@@ -183,7 +183,7 @@ func (h *Handler) newTransport(via string) *http.Transport {
 		ExpectContinueTimeout:  time.Second,
 		DisableCompression:     true, // stay transparent: never add Accept-Encoding
 		ForceAttemptHTTP2:      false,
-		MaxResponseHeaderBytes: h.o.MaxRespHeader,
+		MaxResponseHeaderBytes: h.o.MaxResponseHeaderBytes,
 	}
 	if via != "" {
 		// A parent's pool: http URLs go to the parent in absolute form

@@ -25,7 +25,7 @@ func TestMaxResponseHeaderBytes(t *testing.T) {
 		{"within the limit", 64 << 10, http.StatusOK},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newHitEnvCache(t, nil, 0, 64<<20, func(o *Options) { o.MaxRespHeader = tc.limit })
+			e := newHitEnvCache(t, nil, 0, 64<<20, func(o *Options) { o.MaxResponseHeaderBytes = tc.limit })
 			proxyURL, _ := url.Parse("http://" + e.addr)
 			tr := &http.Transport{Proxy: http.ProxyURL(proxyURL)}
 			defer tr.CloseIdleConnections()
