@@ -125,37 +125,41 @@ func (h *Handler) serveHit(c *accept.Conn, bp *[headBufSize]byte, head *hitHead,
 	rec := h.o.Log.NewRecord(policy.ListenerHTTP, c.Client.Addr())
 	rec.ClientPort = c.Client.Port()
 	rec.Method, rec.Path, rec.UserAgent = head.method, u.EscapedPath(), head.userAgent
+	// The credentials check, handed on with a request left to net/http
+	// (allocated only then: a hit needs none).
+	var auth authOutcome
+	authed := false
 	if h.o.Auth != nil {
 		user, ok := h.o.Auth(head.proxyAuth)
-		checked = &authOutcome{header: head.proxyAuth, user: user, ok: ok}
+		auth, authed = authOutcome{header: head.proxyAuth, user: user, ok: ok}, true
 		if ok {
 			rec.User = user
 		} else if h.o.AuthRequired || head.proxyAuth != "" {
-			return false, checked // 407: ServeHTTP answers it
+			return false, auth.handedOn(authed) // 407: ServeHTTP answers it
 		}
 	}
 	dec, a := h.decide(context.Background(), rec, policy.ListenerHTTP, u.Host, "80")
 	// As serveStored: a denial or an error, a rule with methods, paths or
 	// headers to set, or a DLP profile goes the general way.
 	if a != nil || dec.HTTP != nil || h.o.DLP != nil && h.o.DLP.Active(dec.DLP) {
-		return false, checked
+		return false, auth.handedOn(authed)
 	}
 	if host := normalizedAuthority(u.Host, dec); host != u.Host {
 		u.Host = host
 	}
 	st, ok := h.o.Cache.Fresh(head.method, u, head.header)
 	if !ok {
-		return false, checked
+		return false, auth.handedOn(authed)
 	}
 	wire := st.Memo(buildHitWire).(*hitWire)
 	if !wire.ok {
-		return false, checked
+		return false, auth.handedOn(authed)
 	}
 	// It is a hit: take a peeked head off the socket (only it; a
 	// pipelined request after it stays there) and answer.
 	if peeked {
 		if _, err := io.ReadFull(rawReader{c}, bp[:head.size]); err != nil {
-			return false, checked // the connection failed: net/http sees it too
+			return false, auth.handedOn(authed) // the connection failed: net/http sees it too
 		}
 	}
 	h.fastHits.Add(1) // before the answer, which a test may wait for
@@ -208,6 +212,15 @@ type authOutcome struct {
 	header string // the Proxy-Authorization value checked
 	user   string
 	ok     bool
+}
+
+// handedOn is the check to hand on with a declined request: nil when none
+// was made (made false).
+func (a authOutcome) handedOn(made bool) *authOutcome {
+	if !made {
+		return nil
+	}
+	return &a
 }
 
 // maxInlineBody is the largest body a hit copies into the head's buffer
