@@ -113,7 +113,7 @@ func (h *Handler) handOffDeclined(c *accept.Conn, replay []byte, checked *authOu
 func canTakeBack(r *http.Request, x *exchange, cw *respWriter) bool {
 	if r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.Close || r.Method == http.MethodConnect ||
 		r.Body != http.NoBody || r.ContentLength != 0 || len(r.TransferEncoding) > 0 ||
-		wantsWebSocket(r) || httpguts.HeaderValuesContainsToken(r.Header["Upgrade"], "websocket") {
+		httpguts.HeaderValuesContainsToken(r.Header["Upgrade"], "websocket") { // wantsWebSocket's and any other
 		return false
 	}
 	if x == nil || x.tunnel || x.abort || x.prefix != nil || cw.err != nil || cw.status < 200 || !cw.head.keep {
