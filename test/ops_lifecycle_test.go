@@ -349,6 +349,38 @@ func TestReloadSIGHUP(t *testing.T) {
 }
 
 // TestReloadFileRename: a new file renamed into place is picked up.
+// TestSIGHUPAtFirstConnection: a SIGHUP sent the moment egressd's proxy
+// port first accepts a connection reloads; it never finds the signal's
+// default action (the end of the process) in place. Ten starts.
+func TestSIGHUPAtFirstConnection(t *testing.T) {
+	f := newOpsFarm(t)
+	path := filepath.Join(t.TempDir(), "egressd.yaml")
+	writeFile(t, path, f.config(opsOpts{}))
+	for i := range 10 {
+		p := (&testenv.Egressd{Args: []string{"serve", "--config", path}, NoWait: true}).Start(t, f.config(opsOpts{}))
+		for start := time.Now(); ; {
+			if c, err := net.Dial("tcp", f.httpAddr); err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case <-p.Done():
+				t.Fatalf("start %d: egressd exited before it listened:\n%s", i, p.Stderr())
+			default:
+			}
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("start %d: egressd never listened", i)
+			}
+		}
+		p.Signal(syscall.SIGHUP)
+		waitStderr(t, p, "config reloaded")
+		if code, exited := p.ExitCode(); exited {
+			t.Fatalf("start %d: egressd exited (%d) after the SIGHUP", i, code)
+		}
+		p.Stop(t, 10*time.Second)
+	}
+}
+
 func TestReloadFileRename(t *testing.T) {
 	f := newOpsFarm(t)
 	o := opsOpts{}

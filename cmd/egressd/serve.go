@@ -87,14 +87,17 @@ Flags:
 		diag.Error("startup failed", zap.Error(err))
 		return 1
 	}
+	// Signals are taken before the listeners open: once egressd answers
+	// (readiness, a load balancer's check), a SIGHUP must reload and a
+	// SIGTERM drain, not take the default action and kill it; one that
+	// comes during the start waits here for the loop below.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
+	defer signal.Stop(sigs)
 	if err := srv.Start(); err != nil {
 		diag.Error("startup failed", zap.Error(err))
 		return 1
 	}
-
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
-	defer signal.Stop(sigs)
 	reload := func(why string) {
 		// The error names FILE:LINE: key.path for every problem found.
 		cfg, pol, raw, err := loadConfig(*path)
